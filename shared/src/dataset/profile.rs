@@ -1,0 +1,334 @@
+//! Column profiles: the baseline statistics the monitor compares live traffic with.
+//!
+//! Numeric columns get count, missing, mean, standard deviation (ddof = 1, as pandas'
+//! `describe`), min, max, quantiles and a 20-bin histogram; categorical and boolean columns
+//! get their value frequencies. Everything is computed in one streaming pass with memory
+//! bounded per column: quantiles are exact (numpy's default linear interpolation) up to
+//! [`RESERVOIR`] values and come from a seeded uniform reservoir sample of that size beyond
+//! it (`quantiles_exact` says which).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ColumnType;
+
+/// Values kept per numeric column for quantiles.
+pub const RESERVOIR: usize = 100_000;
+/// Histogram bins per numeric column.
+pub const BINS: usize = 20;
+/// Distinct categories counted per column; rarer newcomers beyond it are counted as
+/// `__other__`.
+pub const MAX_TRACKED_CATEGORIES: usize = 10_000;
+/// The quantile levels reported.
+pub const QUANTILE_LEVELS: [f64; 7] = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99];
+
+/// A histogram with explicit bin edges (`edges.len() == counts.len() + 1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Bin edges, increasing.
+    pub edges: Vec<f64>,
+    /// Values per bin; the last bin includes its right edge.
+    pub counts: Vec<u64>,
+}
+
+/// One column's profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnProfile {
+    /// The column type.
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+    /// Non-missing values.
+    pub count: u64,
+    /// Missing values.
+    pub missing: u64,
+    /// Mean (numeric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    /// Sample standard deviation, ddof = 1 (numeric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<f64>,
+    /// Minimum (numeric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Maximum (numeric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Quantiles by level, e.g. `"0.5"` (numeric).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quantiles: BTreeMap<String, f64>,
+    /// Whether the quantiles are exact or from the reservoir sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantiles_exact: Option<bool>,
+    /// Histogram (numeric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<Histogram>,
+    /// Value frequencies (categorical, boolean).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub frequencies: BTreeMap<String, u64>,
+}
+
+/// The profile of a dataset version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Valid rows.
+    pub rows: u64,
+    /// Rejected rows.
+    pub rejected: u64,
+    /// Per column, in name order.
+    pub columns: BTreeMap<String, ColumnProfile>,
+}
+
+/// numpy's default (`linear`) quantile of sorted `values`.
+pub fn quantile_sorted(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (values.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    let frac = pos - lo as f64;
+    values[lo] + (values[hi] - values[lo]) * frac
+}
+
+/// A small, fast, seedable generator (SplitMix64) so sampling and splits are reproducible
+/// across platforms and crate versions.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0), by Lemire's multiply-shift.
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Streaming accumulator for one numeric column.
+#[derive(Debug, Clone)]
+pub(crate) struct NumericAcc {
+    kind: ColumnType,
+    count: u64,
+    missing: u64,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+    reservoir: Vec<f64>,
+    rng: SplitMix64,
+    edges: Option<(f64, f64)>,
+    bins: [u64; BINS],
+}
+
+impl NumericAcc {
+    /// `range` is the span the histogram covers (from the inference pass); values outside it
+    /// are clamped into the end bins.
+    pub(crate) fn new(kind: ColumnType, range: Option<(f64, f64)>, seed: u64) -> Self {
+        NumericAcc {
+            kind,
+            count: 0,
+            missing: 0,
+            mean: 0.0,
+            m2: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            reservoir: Vec::new(),
+            rng: SplitMix64::new(seed),
+            edges: range,
+            bins: [0; BINS],
+        }
+    }
+
+    pub(crate) fn push(&mut self, value: Option<f64>) {
+        let Some(x) = value else {
+            self.missing += 1;
+            return;
+        };
+        self.count += 1;
+        let delta = x - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean);
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        if self.reservoir.len() < RESERVOIR {
+            self.reservoir.push(x);
+        } else {
+            let j = self.rng.below(self.count) as usize;
+            if j < RESERVOIR {
+                self.reservoir[j] = x;
+            }
+        }
+        if let Some((lo, hi)) = self.edges {
+            let bin = if hi > lo {
+                (((x - lo) / (hi - lo)) * BINS as f64).floor().clamp(0.0, (BINS - 1) as f64)
+                    as usize
+            } else {
+                0
+            };
+            self.bins[bin] += 1;
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> ColumnProfile {
+        let has = self.count > 0;
+        self.reservoir.sort_by(f64::total_cmp);
+        let quantiles = if has {
+            QUANTILE_LEVELS
+                .iter()
+                .map(|&q| (q.to_string(), quantile_sorted(&self.reservoir, q)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let histogram = self.edges.filter(|_| has).map(|(lo, hi)| {
+            let width = (hi - lo) / BINS as f64;
+            Histogram {
+                edges: (0..=BINS).map(|i| lo + width * i as f64).collect(),
+                counts: self.bins.to_vec(),
+            }
+        });
+        ColumnProfile {
+            kind: self.kind,
+            count: self.count,
+            missing: self.missing,
+            mean: has.then_some(self.mean),
+            std: (self.count > 1).then(|| (self.m2 / (self.count - 1) as f64).sqrt()),
+            min: has.then_some(self.min),
+            max: has.then_some(self.max),
+            quantiles,
+            quantiles_exact: has.then_some(self.count as usize <= RESERVOIR),
+            histogram,
+            frequencies: BTreeMap::new(),
+        }
+    }
+}
+
+/// Streaming accumulator for a categorical or boolean column.
+#[derive(Debug, Clone)]
+pub(crate) struct CategoryAcc {
+    kind: ColumnType,
+    missing: u64,
+    counts: BTreeMap<String, u64>,
+}
+
+impl CategoryAcc {
+    pub(crate) fn new(kind: ColumnType) -> Self {
+        CategoryAcc {
+            kind,
+            missing: 0,
+            counts: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, value: Option<&str>) {
+        match value {
+            None => self.missing += 1,
+            Some(v) => {
+                if let Some(c) = self.counts.get_mut(v) {
+                    *c += 1;
+                } else if self.counts.len() < MAX_TRACKED_CATEGORIES {
+                    self.counts.insert(v.to_string(), 1);
+                } else {
+                    *self.counts.entry("__other__".to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> ColumnProfile {
+        ColumnProfile {
+            kind: self.kind,
+            count: self.counts.values().sum(),
+            missing: self.missing,
+            mean: None,
+            std: None,
+            min: None,
+            max: None,
+            quantiles: BTreeMap::new(),
+            quantiles_exact: None,
+            histogram: None,
+            frequencies: self.counts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_match_numpy_linear() {
+        // numpy: np.quantile([1, 2, 3, 4, 10], [0.25, 0.5, 0.9]) -> [2.0, 3.0, 7.6]
+        let v = [1.0, 2.0, 3.0, 4.0, 10.0];
+        assert_eq!(quantile_sorted(&v, 0.25), 2.0);
+        assert_eq!(quantile_sorted(&v, 0.5), 3.0);
+        assert!((quantile_sorted(&v, 0.9) - 7.6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn numeric_profile_matches_pandas_describe() {
+        // pandas: pd.Series([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).describe()
+        //   mean 5.0, std 2.138090, min 2, 25% 4.0, 50% 4.5, 75% 5.5, max 9
+        let mut acc = NumericAcc::new(ColumnType::Float, Some((2.0, 9.0)), 1);
+        for x in [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0] {
+            acc.push(Some(x));
+        }
+        acc.push(None);
+        let p = acc.finish();
+        assert_eq!(p.count, 8);
+        assert_eq!(p.missing, 1);
+        assert_eq!(p.mean, Some(5.0));
+        assert!((p.std.unwrap() - 2.138_089_935_299_395).abs() < 1e-12);
+        assert_eq!(p.quantiles["0.25"], 4.0);
+        assert_eq!(p.quantiles["0.5"], 4.5);
+        assert_eq!(p.quantiles["0.75"], 5.5);
+        let h = p.histogram.unwrap();
+        assert_eq!(h.counts.iter().sum::<u64>(), 8);
+        assert_eq!(h.edges.len(), BINS + 1);
+        assert_eq!(*h.counts.last().unwrap(), 1, "the max falls in the last bin");
+        assert_eq!(p.quantiles_exact, Some(true));
+    }
+
+    #[test]
+    fn reservoir_keeps_memory_bounded_and_quantiles_close() {
+        let mut acc = NumericAcc::new(ColumnType::Float, Some((0.0, 1.0)), 7);
+        let n = RESERVOIR * 5;
+        for i in 0..n {
+            acc.push(Some(i as f64 / n as f64));
+        }
+        assert_eq!(acc.reservoir.len(), RESERVOIR);
+        let p = acc.finish();
+        assert_eq!(p.quantiles_exact, Some(false));
+        assert!((p.quantiles["0.5"] - 0.5).abs() < 0.01, "{:?}", p.quantiles);
+    }
+
+    #[test]
+    fn category_counts() {
+        let mut acc = CategoryAcc::new(ColumnType::Categorical);
+        for v in [Some("a"), Some("b"), Some("a"), None] {
+            acc.push(v);
+        }
+        let p = acc.finish();
+        assert_eq!(p.count, 3);
+        assert_eq!(p.missing, 1);
+        assert_eq!(p.frequencies["a"], 2);
+    }
+}

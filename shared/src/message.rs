@@ -1,0 +1,236 @@
+//! Typed, versioned messages between pipeline stages.
+//!
+//! Every queue message is one JSON object with a `version` (the schema version of the
+//! message format, [`MESSAGE_VERSION`]), the `stage` it is addressed to, a `run_id` that
+//! names the pipeline run, the `model` when known, an `attempt` counter and the stage's own
+//! fields. A message of another version is a permanent failure: no retry can make an old
+//! handler understand a future format, so it goes to the dead-letter queue with its reason.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::ObjectKey;
+
+/// The message schema version this build reads and writes.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// The queue-fed stages of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Validate and version a raw file.
+    Ingest,
+    /// Split and fit the feature pipeline.
+    Preprocess,
+    /// Fit a model.
+    Train,
+    /// Score the holdout.
+    Evaluate,
+    /// Apply the promotion rule.
+    Deploy,
+}
+
+impl Stage {
+    /// Every stage in pipeline order.
+    pub const ALL: [Stage; 5] = [
+        Stage::Ingest,
+        Stage::Preprocess,
+        Stage::Train,
+        Stage::Evaluate,
+        Stage::Deploy,
+    ];
+
+    /// The stage's name, as used in queue names and directories.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Preprocess => "preprocess",
+            Stage::Train => "train",
+            Stage::Evaluate => "evaluate",
+            Stage::Deploy => "deploy",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Asks ingest to validate and version one raw file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestRequest {
+    /// The raw object, e.g. `raw/weather/weather.csv`.
+    pub key: ObjectKey,
+    /// The dataset it belongs to; defaults to the segment after `raw/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+}
+
+/// Asks preprocess to split a dataset version and fit a model spec's feature pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessRequest {
+    /// The dataset name.
+    pub dataset: String,
+    /// The dataset version (a content hash).
+    pub dataset_version: String,
+    /// The model spec to apply, as stored (`specs/<model>.toml`).
+    pub spec: ObjectKey,
+}
+
+/// Asks train to fit a model on a preprocessed run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    /// The run manifest written by preprocess (`runs/<run>/manifest.json`).
+    pub run_manifest: ObjectKey,
+}
+
+/// The stage-specific part of a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub enum StageMessage {
+    /// For ingest.
+    Ingest(IngestRequest),
+    /// For preprocess.
+    Preprocess(PreprocessRequest),
+    /// For train.
+    Train(TrainRequest),
+}
+
+impl StageMessage {
+    /// The stage this message is addressed to.
+    pub fn stage(&self) -> Stage {
+        match self {
+            StageMessage::Ingest(_) => Stage::Ingest,
+            StageMessage::Preprocess(_) => Stage::Preprocess,
+            StageMessage::Train(_) => Stage::Train,
+        }
+    }
+}
+
+/// A message between stages. See the module docs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The message schema version.
+    pub version: u32,
+    /// The pipeline run this message belongs to.
+    pub run_id: String,
+    /// The model, when the stage knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// How many times this step has been attempted before (0 on the first send).
+    #[serde(default)]
+    pub attempt: u32,
+    /// The stage and its fields.
+    #[serde(flatten)]
+    pub body: StageMessage,
+}
+
+/// Why a message body could not be read. Always permanent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// Not JSON at all.
+    #[error("message is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// No `version` field.
+    #[error("message has no `version` field (expected version {MESSAGE_VERSION})")]
+    MissingVersion,
+    /// A version this build does not read.
+    #[error("unsupported message version {found}; this build reads version {MESSAGE_VERSION}")]
+    UnsupportedVersion {
+        /// The version found.
+        found: u64,
+    },
+    /// The right version but the wrong shape.
+    #[error("malformed message: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
+
+impl Message {
+    /// A first-attempt message of the current version.
+    pub fn new(run_id: impl Into<String>, model: Option<String>, body: StageMessage) -> Self {
+        Message {
+            version: MESSAGE_VERSION,
+            run_id: run_id.into(),
+            model,
+            attempt: 0,
+            body,
+        }
+    }
+
+    /// Parses and checks a message body.
+    pub fn parse(body: &str) -> Result<Self, MessageError> {
+        let value: serde_json::Value = serde_json::from_str(body).map_err(MessageError::NotJson)?;
+        match value.get("version").map(serde_json::Value::as_u64) {
+            None => return Err(MessageError::MissingVersion),
+            Some(Some(v)) if v == u64::from(MESSAGE_VERSION) => {}
+            Some(found) => {
+                return Err(MessageError::UnsupportedVersion {
+                    found: found.unwrap_or(0),
+                });
+            }
+        }
+        serde_json::from_value(value).map_err(MessageError::Malformed)
+    }
+
+    /// The JSON body to send.
+    pub fn to_body(&self) -> String {
+        // Plain data with string keys: serialization cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Message {
+        Message::new(
+            "run-1",
+            Some("weather-rain".into()),
+            StageMessage::Preprocess(PreprocessRequest {
+                dataset: "weather".into(),
+                dataset_version: "abc".into(),
+                spec: ObjectKey::new("specs/weather-rain.toml").unwrap(),
+            }),
+        )
+    }
+
+    #[test]
+    fn messages_round_trip_with_stage_tag() {
+        let m = sample();
+        let body = m.to_body();
+        assert!(body.contains("\"stage\":\"preprocess\""), "{body}");
+        assert!(body.contains("\"version\":1"), "{body}");
+        assert_eq!(Message::parse(&body).unwrap(), m);
+        assert_eq!(m.body.stage(), Stage::Preprocess);
+    }
+
+    #[test]
+    fn unknown_versions_are_refused_with_the_version() {
+        let body = sample().to_body().replace("\"version\":1", "\"version\":7");
+        let err = Message::parse(&body).unwrap_err();
+        assert!(matches!(err, MessageError::UnsupportedVersion { found: 7 }));
+        assert!(err.to_string().contains("version 7"), "{err}");
+        let err = Message::parse(r#"{"stage":"ingest","key":"raw/a/b.csv"}"#).unwrap_err();
+        assert!(matches!(err, MessageError::MissingVersion));
+        assert!(matches!(
+            Message::parse("not json").unwrap_err(),
+            MessageError::NotJson(_)
+        ));
+    }
+
+    #[test]
+    fn malformed_fields_are_named() {
+        let err = Message::parse(
+            r#"{"version":1,"run_id":"r","stage":"ingest","key":"../etc/passwd"}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(err, MessageError::Malformed(_)));
+        assert!(err.to_string().contains(".."), "{err}");
+    }
+}

@@ -1,0 +1,239 @@
+//! The queue port and its adapters: how stages hand work to each other.
+//!
+//! The port has SQS's semantics, because that is what runs in production and because they
+//! are the right ones for a pipeline: delivery is at least once; a received message stays
+//! invisible for a visibility timeout and reappears unless it is deleted; a message
+//! received too many times moves to a dead-letter area with its last error. A handler that
+//! knows a message can never succeed (an unknown message version, say) dead-letters it at
+//! once with its reason instead of letting it be retried.
+//!
+//! Adapters: [`LocalQueue`], a durable queue in a directory (the embedded default), and
+//! [`SqsQueue`]. A set of stage queues is opened by URL with [`open_queues`]:
+//! `file://DIR` (one sub-directory per stage) or `sqs://PREFIX` (queue `PREFIX<stage>`
+//! with dead-letter queue `PREFIX<stage>-dlq`).
+
+mod local;
+mod sqs;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use local::LocalQueue;
+pub use sqs::SqsQueue;
+
+use crate::message::Stage;
+
+/// Errors of the queue port.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The receipt is not (or no longer) valid: the message was received again by someone
+    /// else after this receipt's visibility timeout ran out.
+    #[error("stale receipt {0}: the message was redelivered after its visibility timeout")]
+    StaleReceipt(String),
+    /// A malformed receipt.
+    #[error("invalid receipt {0:?}")]
+    InvalidReceipt(String),
+    /// The queue URL could not be understood.
+    #[error("invalid queue URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The rejected URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// Local I/O failed.
+    #[error("queue I/O error on {path}: {source}")]
+    Io {
+        /// The file involved.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored message file is corrupt.
+    #[error("corrupt queue entry {path}: {reason}")]
+    Corrupt {
+        /// The file involved.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The remote backend failed; retry later.
+    #[error("queue backend error on {queue}: {message}")]
+    Backend {
+        /// The queue involved.
+        queue: String,
+        /// What the backend said.
+        message: String,
+    },
+}
+
+impl QueueError {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        QueueError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}
+
+/// A received message and the receipt that acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The message id, stable across redeliveries.
+    pub id: String,
+    /// The handle for `delete`, `release` and `dead_letter`; valid until the visibility
+    /// timeout runs out.
+    pub receipt: String,
+    /// The message body.
+    pub body: String,
+    /// How many times it has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// A message in the dead-letter area, with why it is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The original message id.
+    pub id: String,
+    /// The body as it was sent.
+    pub body: String,
+    /// How many times it was received.
+    pub receive_count: u32,
+    /// The last error recorded for it.
+    pub reason: String,
+}
+
+/// Counts of messages in a queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Ready to be received.
+    pub visible: u64,
+    /// Received and not yet deleted nor timed out.
+    pub in_flight: u64,
+    /// In the dead-letter area.
+    pub dead: u64,
+}
+
+/// The queue port. See the module docs for its semantics.
+#[async_trait]
+pub trait Queue: Send + Sync + Debug {
+    /// Enqueues a message; returns its id.
+    async fn send(&self, body: &str) -> Result<String, QueueError>;
+
+    /// Receives up to `max` visible messages, hiding each for `visibility`. Messages that
+    /// have been received the maximum number of times are moved to the dead-letter area
+    /// instead of being returned.
+    async fn receive(&self, max: usize, visibility: Duration)
+    -> Result<Vec<Received>, QueueError>;
+
+    /// Acknowledges a message: it will not be delivered again. Deleting a message that is
+    /// already gone succeeds; deleting with a receipt that a later receive replaced fails.
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+
+    /// Gives a message back after a failure: visible again after `delay`, with `error`
+    /// recorded as its last error where the backend can keep it.
+    async fn release(&self, receipt: &str, error: &str, delay: Duration)
+    -> Result<(), QueueError>;
+
+    /// Moves a message that can never succeed to the dead-letter area at once, with its
+    /// reason.
+    async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError>;
+
+    /// Up to `max` messages of the dead-letter area, for inspection (they stay there).
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Message counts.
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// A human-readable name (directory or queue URL).
+    fn name(&self) -> String;
+}
+
+/// The queues of every stage, opened lazily from one URL.
+#[derive(Debug)]
+pub struct Queues {
+    url: String,
+    backend: QueueBackend,
+    max_receives: u32,
+    opened: Mutex<HashMap<Stage, Arc<dyn Queue>>>,
+}
+
+#[derive(Debug, Clone)]
+enum QueueBackend {
+    Local(std::path::PathBuf),
+    Sqs {
+        prefix: String,
+        client: aws_sdk_sqs::Client,
+    },
+}
+
+/// Opens the stage queues named by `url` (see the module docs). `max_receives` applies to
+/// local queues; SQS queues use their redrive policy.
+pub async fn open_queues(url: &str, max_receives: u32) -> Result<Queues, QueueError> {
+    let backend = if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(QueueError::InvalidUrl {
+                url: url.to_string(),
+                reason: "file:// needs a directory".to_string(),
+            });
+        }
+        QueueBackend::Local(path.into())
+    } else if let Some(prefix) = url.strip_prefix("sqs://") {
+        let config = aws_config::load_from_env().await;
+        QueueBackend::Sqs {
+            prefix: prefix.to_string(),
+            client: aws_sdk_sqs::Client::new(&config),
+        }
+    } else {
+        return Err(QueueError::InvalidUrl {
+            url: url.to_string(),
+            reason: "unknown scheme; use file://DIR or sqs://QUEUE-NAME-PREFIX".to_string(),
+        });
+    };
+    Ok(Queues {
+        url: url.to_string(),
+        backend,
+        max_receives: max_receives.max(1),
+        opened: Mutex::new(HashMap::new()),
+    })
+}
+
+impl Queues {
+    /// The queue that feeds `stage`.
+    pub async fn get(&self, stage: Stage) -> Result<Arc<dyn Queue>, QueueError> {
+        if let Some(q) = self
+            .opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&stage)
+        {
+            return Ok(q.clone());
+        }
+        let queue: Arc<dyn Queue> = match &self.backend {
+            QueueBackend::Local(dir) => Arc::new(LocalQueue::open(
+                dir.join(stage.as_str()),
+                self.max_receives,
+            )?),
+            QueueBackend::Sqs { prefix, client } => Arc::new(
+                SqsQueue::by_name(client.clone(), &format!("{prefix}{}", stage.as_str())).await?,
+            ),
+        };
+        self.opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(stage, queue.clone());
+        Ok(queue)
+    }
+
+    /// The URL these queues were opened from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}

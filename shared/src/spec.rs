@@ -1,0 +1,935 @@
+//! The model spec: one TOML file that says everything about a model, stage by stage.
+//!
+//! A spec names the dataset and label, the task, which features to use and their declared
+//! types, how to split, how to preprocess, which model family to train with which
+//! hyper-parameters, when to promote, how to monitor and when to retrain. Parsing rejects
+//! unknown keys (a typo is an error naming the key, not a silently ignored setting), and
+//! [`ModelSpec::parse`] then validates every range before any stage does work — the
+//! hyper-parameters are checked once, up front.
+//!
+//! See `examples/specs/*.toml` for complete specs with comments.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A spec that could not be read or is out of range.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// Not valid TOML, an unknown key, or a wrongly typed value. The message names the key
+    /// and the line.
+    #[error("invalid model spec: {0}")]
+    Parse(String),
+    /// A value out of its allowed range.
+    #[error("invalid model spec: `{key}` {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `split.holdout`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Name and description of the model.
+    pub model: ModelSection,
+    /// The dataset it learns from.
+    pub dataset: DatasetSection,
+    /// Classification or regression.
+    pub task: TaskSection,
+    /// Feature selection.
+    #[serde(default)]
+    pub features: FeaturesSection,
+    /// Train/holdout split.
+    #[serde(default)]
+    pub split: SplitSection,
+    /// Feature pipeline settings.
+    #[serde(default)]
+    pub preprocess: PreprocessSection,
+    /// Model family and hyper-parameters.
+    #[serde(default)]
+    pub train: TrainSection,
+    /// Promotion rule.
+    #[serde(default)]
+    pub promotion: PromotionSection,
+    /// Drift and performance monitoring.
+    #[serde(default)]
+    pub monitor: MonitorSection,
+    /// Automatic retraining.
+    #[serde(default)]
+    pub retrain: RetrainSection,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// The model's name: lower-case letters, digits and `-`, as it appears in keys and URLs.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A declared column type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeclaredType {
+    /// Whole numbers.
+    Integer,
+    /// Real numbers.
+    Float,
+    /// true/false.
+    Boolean,
+    /// Strings from a domain.
+    Categorical,
+}
+
+/// A column's declared type and constraints, in `[dataset.columns]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnDecl {
+    /// The type.
+    #[serde(rename = "type")]
+    pub kind: DeclaredType,
+    /// Whether missing values are allowed (default true; never for the label).
+    #[serde(default = "yes")]
+    pub nullable: bool,
+    /// Smallest allowed value (numeric columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest allowed value (numeric columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The allowed values (categorical columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[dataset]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSection {
+    /// The dataset name; raw files arrive under `raw/<name>/`.
+    pub name: String,
+    /// The label column.
+    pub label: String,
+    /// Field delimiter for CSV (one ASCII character).
+    #[serde(default = "comma")]
+    pub delimiter: String,
+    /// Strings read as missing values, besides the empty string.
+    #[serde(default = "default_nulls")]
+    pub null_values: Vec<String>,
+    /// Declared columns; undeclared columns have their types inferred.
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnDecl>,
+}
+
+fn comma() -> String {
+    ",".to_string()
+}
+
+fn default_nulls() -> Vec<String> {
+    ["NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// The learning task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Two classes.
+    Binary,
+    /// Three or more classes.
+    Multiclass,
+    /// A real-valued target.
+    Regression,
+}
+
+/// `[task]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    /// The task.
+    pub kind: TaskKind,
+    /// The positive class of a binary task (default: the larger of the two, sorted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_class: Option<String>,
+}
+
+/// What scoring does with a feature the model does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownFeature {
+    /// A 400 naming the field.
+    #[default]
+    Reject,
+    /// Drop it silently.
+    Ignore,
+}
+
+/// `[features]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesSection {
+    /// Only these columns (default: every column but the label).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Never these columns.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// What scoring does with unknown features.
+    #[serde(default)]
+    pub unknown: UnknownFeature,
+}
+
+/// How to split train from holdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitMethod {
+    /// A seeded random permutation.
+    #[default]
+    Random,
+    /// The last rows (in file order, or by `order_by`) are the holdout.
+    Time,
+}
+
+/// `[split]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSection {
+    /// Random or time-ordered.
+    #[serde(default)]
+    pub method: SplitMethod,
+    /// Fraction of rows held out, in (0, 1).
+    #[serde(default = "default_holdout")]
+    pub holdout: f64,
+    /// Seed of the random split.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// For time splits: the column that orders rows (default: file order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_by: Option<String>,
+}
+
+fn default_holdout() -> f64 {
+    0.2
+}
+fn default_seed() -> u64 {
+    42
+}
+
+impl Default for SplitSection {
+    fn default() -> Self {
+        SplitSection {
+            method: SplitMethod::Random,
+            holdout: default_holdout(),
+            seed: default_seed(),
+            order_by: None,
+        }
+    }
+}
+
+/// How numeric gaps are filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NumericImpute {
+    /// The training mean.
+    #[default]
+    Mean,
+    /// The training median.
+    Median,
+    /// Zero.
+    Zero,
+}
+
+/// What the pipeline does with a category it did not see in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnseenCategory {
+    /// Encode as all zeros (scikit-learn's `handle_unknown="ignore"`).
+    #[default]
+    Ignore,
+    /// Refuse the row.
+    Error,
+}
+
+/// `[preprocess]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessSection {
+    /// Numeric imputation.
+    #[serde(default)]
+    pub numeric_impute: NumericImpute,
+    /// Standardize numeric features (mean 0, unit variance on the training split).
+    #[serde(default = "yes")]
+    pub standardize: bool,
+    /// Unseen categories at transform time.
+    #[serde(default)]
+    pub unseen_category: UnseenCategory,
+    /// At most this many one-hot columns per categorical feature; rarer categories are
+    /// treated as unseen.
+    #[serde(default = "default_max_categories")]
+    pub max_categories: usize,
+}
+
+fn default_max_categories() -> usize {
+    64
+}
+
+impl Default for PreprocessSection {
+    fn default() -> Self {
+        PreprocessSection {
+            numeric_impute: NumericImpute::Mean,
+            standardize: true,
+            unseen_category: UnseenCategory::Ignore,
+            max_categories: default_max_categories(),
+        }
+    }
+}
+
+/// Model families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// Logistic regression (binary).
+    #[default]
+    Logistic,
+    /// Softmax regression (multiclass).
+    Softmax,
+    /// Linear regression.
+    Linear,
+    /// Multi-layer perceptron (any task).
+    Mlp,
+}
+
+/// Optimizers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// Full-batch L-BFGS.
+    Lbfgs,
+    /// Mini-batch AdamW.
+    Adamw,
+    /// Mini-batch SGD with momentum.
+    Sgd,
+}
+
+/// Activations of MLP hidden layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// max(0, x).
+    #[default]
+    Relu,
+    /// tanh.
+    Tanh,
+    /// GELU.
+    Gelu,
+}
+
+/// Class weighting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeight {
+    /// All classes weigh the same.
+    #[default]
+    None,
+    /// Inversely proportional to class frequency (scikit-learn's "balanced").
+    Balanced,
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// The model family.
+    #[serde(default)]
+    pub family: Family,
+    /// The optimizer (default: L-BFGS for linear families, AdamW for the MLP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<Optimizer>,
+    /// Maximum epochs (mini-batch) or iterations (L-BFGS); > 0.
+    #[serde(default = "default_epochs")]
+    pub epochs: u32,
+    /// Learning rate of AdamW/SGD; > 0.
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// L2 penalty; >= 0. For linear families it is scikit-learn's `1/C` scaled by rows.
+    #[serde(default = "default_l2")]
+    pub l2: f64,
+    /// Mini-batch size; > 0.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// MLP hidden layer sizes; non-empty, each > 0.
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<usize>,
+    /// MLP activation.
+    #[serde(default)]
+    pub activation: Activation,
+    /// MLP dropout, in [0, 1).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Class weighting.
+    #[serde(default)]
+    pub class_weight: ClassWeight,
+    /// Stop after this many epochs without improvement on the validation slice; > 0.
+    #[serde(default = "default_patience")]
+    pub patience: u32,
+    /// Fraction of the training split held for early stopping, in [0, 0.5].
+    #[serde(default = "default_validation")]
+    pub validation_fraction: f64,
+    /// Seed of initialization and shuffling.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Convergence tolerance of L-BFGS; > 0.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_epochs() -> u32 {
+    100
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_l2() -> f64 {
+    1e-4
+}
+fn default_batch() -> usize {
+    256
+}
+fn default_hidden() -> Vec<usize> {
+    vec![64]
+}
+fn default_patience() -> u32 {
+    10
+}
+fn default_validation() -> f64 {
+    0.1
+}
+fn default_tolerance() -> f64 {
+    1e-6
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            family: Family::Logistic,
+            optimizer: None,
+            epochs: default_epochs(),
+            learning_rate: default_lr(),
+            l2: default_l2(),
+            batch_size: default_batch(),
+            hidden: default_hidden(),
+            activation: Activation::Relu,
+            dropout: 0.0,
+            class_weight: ClassWeight::None,
+            patience: default_patience(),
+            validation_fraction: default_validation(),
+            seed: default_seed(),
+            tolerance: default_tolerance(),
+        }
+    }
+}
+
+/// `[promotion]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionSection {
+    /// The metric compared (e.g. `roc_auc`, `accuracy`, `f1_macro`, `rmse`).
+    #[serde(default = "default_metric")]
+    pub metric: String,
+    /// The challenger must beat the champion by at least this much; >= 0.
+    #[serde(default)]
+    pub min_improvement: f64,
+    /// Guardrail: no class's recall may drop by more than this; in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_recall_drop: Option<f64>,
+    /// Leave versions pending for a person to approve.
+    #[serde(default)]
+    pub manual_approval: bool,
+}
+
+fn default_metric() -> String {
+    "roc_auc".to_string()
+}
+
+impl Default for PromotionSection {
+    fn default() -> Self {
+        PromotionSection {
+            metric: default_metric(),
+            min_improvement: 0.0,
+            max_recall_drop: None,
+            manual_approval: false,
+        }
+    }
+}
+
+/// Drift tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftMethod {
+    /// Kolmogorov–Smirnov p-value.
+    Ks,
+    /// Population stability index.
+    Psi,
+    /// Wasserstein distance normed by the baseline's spread.
+    Wasserstein,
+    /// Jensen–Shannon distance.
+    JensenShannon,
+    /// Chi-squared p-value.
+    ChiSquared,
+    /// L-infinity distance of category frequencies.
+    LInfinity,
+}
+
+/// A per-feature override in `[monitor.features.<name>]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureDrift {
+    /// The test.
+    pub method: DriftMethod,
+    /// Its threshold; > 0.
+    pub threshold: f64,
+}
+
+/// `[monitor]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSection {
+    /// The schedule expression (`rate(1 day)` or `cron(...)`, as EventBridge reads it).
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// Dataset drift when at least this share of features drift; in (0, 1].
+    #[serde(default = "default_drift_share")]
+    pub drift_share: f64,
+    /// Labelled rows needed before any performance verdict; > 0.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: usize,
+    /// A drop of the promotion metric by more than this is a breach; in (0, 1].
+    #[serde(default = "default_performance_drop")]
+    pub performance_drop: f64,
+    /// Per-feature test overrides.
+    #[serde(default)]
+    pub features: BTreeMap<String, FeatureDrift>,
+}
+
+fn default_schedule() -> String {
+    "rate(1 day)".to_string()
+}
+fn default_drift_share() -> f64 {
+    0.5
+}
+fn default_min_samples() -> usize {
+    200
+}
+fn default_performance_drop() -> f64 {
+    0.05
+}
+
+impl Default for MonitorSection {
+    fn default() -> Self {
+        MonitorSection {
+            schedule: default_schedule(),
+            drift_share: default_drift_share(),
+            min_samples: default_min_samples(),
+            performance_drop: default_performance_drop(),
+            features: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which data a retrain uses besides the new captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrainData {
+    /// The most recent `window_rows` rows.
+    #[default]
+    Sliding,
+    /// Everything.
+    All,
+}
+
+/// `[retrain]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainSection {
+    /// Retrain automatically on a breach.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Minimum time between automatic retrains, e.g. `"24h"`, `"30m"`, `"7d"`.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: String,
+    /// At most this many automatic retrains per day; > 0.
+    #[serde(default = "default_max_per_day")]
+    pub max_per_day: u32,
+    /// Sliding window or all data.
+    #[serde(default)]
+    pub data: RetrainData,
+    /// Rows kept by a sliding window; > 0.
+    #[serde(default = "default_window_rows")]
+    pub window_rows: usize,
+}
+
+fn default_cooldown() -> String {
+    "24h".to_string()
+}
+fn default_max_per_day() -> u32 {
+    1
+}
+fn default_window_rows() -> usize {
+    100_000
+}
+
+impl Default for RetrainSection {
+    fn default() -> Self {
+        RetrainSection {
+            enabled: true,
+            cooldown: default_cooldown(),
+            max_per_day: default_max_per_day(),
+            data: RetrainData::Sliding,
+            window_rows: default_window_rows(),
+        }
+    }
+}
+
+/// Parses `"90s"`, `"30m"`, `"24h"` or `"7d"` into seconds.
+pub fn parse_duration_secs(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// Names usable in keys and URLs: 1–64 of `a-z`, `0-9`, `-`, `_`, starting alphanumeric.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+impl ModelSpec {
+    /// Parses and validates a spec.
+    pub fn parse(text: &str) -> Result<Self, SpecError> {
+        let spec: ModelSpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The optimizer in force: the spec's, or the family's default.
+    pub fn optimizer(&self) -> Optimizer {
+        self.train.optimizer.unwrap_or(match self.train.family {
+            Family::Mlp => Optimizer::Adamw,
+            _ => Optimizer::Lbfgs,
+        })
+    }
+
+    /// Checks every range; the error names the first offending key.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !is_valid_name(&self.model.name) {
+            return Err(invalid(
+                "model.name",
+                "must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit",
+            ));
+        }
+        if !is_valid_name(&self.dataset.name) {
+            return Err(invalid(
+                "dataset.name",
+                "must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit",
+            ));
+        }
+        if self.dataset.label.trim().is_empty() {
+            return Err(invalid("dataset.label", "must name the label column"));
+        }
+        if self.dataset.delimiter.len() != 1 || !self.dataset.delimiter.is_ascii() {
+            return Err(invalid(
+                "dataset.delimiter",
+                "must be exactly one ASCII character",
+            ));
+        }
+        for (name, col) in &self.dataset.columns {
+            let key = format!("dataset.columns.{name}");
+            if let (Some(lo), Some(hi)) = (col.min, col.max)
+                && lo > hi
+            {
+                return Err(invalid(&format!("{key}.min"), "is greater than max"));
+            }
+            let numeric = matches!(col.kind, DeclaredType::Integer | DeclaredType::Float);
+            if !numeric && (col.min.is_some() || col.max.is_some()) {
+                return Err(invalid(&key, "min/max apply to integer and float columns only"));
+            }
+            if col.values.is_some() && col.kind != DeclaredType::Categorical {
+                return Err(invalid(&format!("{key}.values"), "applies to categorical columns only"));
+            }
+            if col.values.as_ref().is_some_and(Vec::is_empty) {
+                return Err(invalid(&format!("{key}.values"), "must not be empty"));
+            }
+        }
+        if let Some(label) = self.dataset.columns.get(&self.dataset.label) {
+            let ok = match self.task.kind {
+                TaskKind::Regression => {
+                    matches!(label.kind, DeclaredType::Integer | DeclaredType::Float)
+                }
+                _ => true,
+            };
+            if !ok {
+                return Err(invalid(
+                    &format!("dataset.columns.{}.type", self.dataset.label),
+                    "a regression label must be integer or float",
+                ));
+            }
+        }
+        if self.features.include.contains(&self.dataset.label) {
+            return Err(invalid("features.include", "must not contain the label column"));
+        }
+        if !(self.split.holdout > 0.0 && self.split.holdout < 1.0) {
+            return Err(invalid(
+                "split.holdout",
+                format!("must be between 0 and 1 (exclusive), got {}", self.split.holdout),
+            ));
+        }
+        if self.split.order_by.is_some() && self.split.method != SplitMethod::Time {
+            return Err(invalid("split.order_by", "applies to method = \"time\" only"));
+        }
+        if self.preprocess.max_categories == 0 {
+            return Err(invalid("preprocess.max_categories", "must be at least 1"));
+        }
+        let t = &self.train;
+        match (self.task.kind, t.family) {
+            (TaskKind::Binary, Family::Logistic | Family::Mlp)
+            | (TaskKind::Multiclass, Family::Softmax | Family::Mlp)
+            | (TaskKind::Regression, Family::Linear | Family::Mlp) => {}
+            (task, family) => {
+                return Err(invalid(
+                    "train.family",
+                    format!("{family:?} does not fit a {task:?} task (binary: logistic or mlp; multiclass: softmax or mlp; regression: linear or mlp)").to_lowercase(),
+                ));
+            }
+        }
+        if t.epochs == 0 {
+            return Err(invalid("train.epochs", "must be at least 1"));
+        }
+        if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
+            return Err(invalid(
+                "train.learning_rate",
+                format!("must be a positive number, got {}", t.learning_rate),
+            ));
+        }
+        if !(t.l2.is_finite() && t.l2 >= 0.0) {
+            return Err(invalid("train.l2", format!("must be >= 0, got {}", t.l2)));
+        }
+        if t.batch_size == 0 {
+            return Err(invalid("train.batch_size", "must be at least 1"));
+        }
+        if t.hidden.is_empty() {
+            return Err(invalid("train.hidden", "must list at least one layer size"));
+        }
+        if t.hidden.contains(&0) {
+            return Err(invalid("train.hidden", "layer sizes must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&t.dropout) {
+            return Err(invalid("train.dropout", format!("must be in [0, 1), got {}", t.dropout)));
+        }
+        if t.patience == 0 {
+            return Err(invalid("train.patience", "must be at least 1"));
+        }
+        if !(0.0..=0.5).contains(&t.validation_fraction) {
+            return Err(invalid(
+                "train.validation_fraction",
+                format!("must be in [0, 0.5], got {}", t.validation_fraction),
+            ));
+        }
+        if !(t.tolerance.is_finite() && t.tolerance > 0.0) {
+            return Err(invalid("train.tolerance", "must be a positive number"));
+        }
+        let p = &self.promotion;
+        const METRICS: [&str; 9] = [
+            "roc_auc", "accuracy", "f1_macro", "log_loss", "brier", "precision_macro",
+            "recall_macro", "rmse", "r2",
+        ];
+        if !METRICS.contains(&p.metric.as_str()) && p.metric != "mae" {
+            return Err(invalid(
+                "promotion.metric",
+                format!("unknown metric {:?}; one of {}, mae", p.metric, METRICS.join(", ")),
+            ));
+        }
+        let regression_metric = matches!(p.metric.as_str(), "rmse" | "r2" | "mae");
+        if regression_metric != (self.task.kind == TaskKind::Regression) {
+            return Err(invalid(
+                "promotion.metric",
+                format!("{:?} does not fit a {:?} task", p.metric, self.task.kind).to_lowercase(),
+            ));
+        }
+        if !(p.min_improvement.is_finite() && p.min_improvement >= 0.0) {
+            return Err(invalid("promotion.min_improvement", "must be >= 0"));
+        }
+        if let Some(drop) = p.max_recall_drop
+            && !(0.0..=1.0).contains(&drop)
+        {
+            return Err(invalid("promotion.max_recall_drop", "must be in [0, 1]"));
+        }
+        let m = &self.monitor;
+        if !(m.schedule.starts_with("rate(") || m.schedule.starts_with("cron(")) {
+            return Err(invalid(
+                "monitor.schedule",
+                "must be an EventBridge expression: rate(...) or cron(...)",
+            ));
+        }
+        if !(m.drift_share > 0.0 && m.drift_share <= 1.0) {
+            return Err(invalid("monitor.drift_share", "must be in (0, 1]"));
+        }
+        if m.min_samples == 0 {
+            return Err(invalid("monitor.min_samples", "must be at least 1"));
+        }
+        if !(m.performance_drop > 0.0 && m.performance_drop <= 1.0) {
+            return Err(invalid("monitor.performance_drop", "must be in (0, 1]"));
+        }
+        for (name, f) in &m.features {
+            if !(f.threshold.is_finite() && f.threshold > 0.0) {
+                return Err(invalid(
+                    &format!("monitor.features.{name}.threshold"),
+                    "must be a positive number",
+                ));
+            }
+        }
+        let r = &self.retrain;
+        if parse_duration_secs(&r.cooldown).is_none() {
+            return Err(invalid(
+                "retrain.cooldown",
+                format!("{:?} is not a duration like \"30m\", \"24h\" or \"7d\"", r.cooldown),
+            ));
+        }
+        if r.max_per_day == 0 {
+            return Err(invalid("retrain.max_per_day", "must be at least 1"));
+        }
+        if r.window_rows == 0 {
+            return Err(invalid("retrain.window_rows", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Whether `column` is a feature of this model (the label never is).
+    pub fn is_feature(&self, column: &str) -> bool {
+        column != self.dataset.label
+            && (self.features.include.is_empty()
+                || self.features.include.iter().any(|c| c == column))
+            && !self.features.exclude.iter().any(|c| c == column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[model]
+name = "weather-rain"
+[dataset]
+name = "weather"
+label = "rain"
+[task]
+kind = "binary"
+"#;
+
+    #[test]
+    fn a_minimal_spec_gets_the_documented_defaults() {
+        let spec = ModelSpec::parse(MINIMAL).unwrap();
+        assert_eq!(spec.split.holdout, 0.2);
+        assert_eq!(spec.split.seed, 42);
+        assert_eq!(spec.train.family, Family::Logistic);
+        assert_eq!(spec.optimizer(), Optimizer::Lbfgs);
+        assert_eq!(spec.monitor.drift_share, 0.5);
+        assert!(spec.is_feature("temperature"));
+        assert!(!spec.is_feature("rain"));
+    }
+
+    #[test]
+    fn the_bundled_example_specs_parse() {
+        for text in [
+            include_str!("../../examples/specs/weather.toml"),
+            include_str!("../../examples/specs/breast_cancer.toml"),
+        ] {
+            ModelSpec::parse(text).unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = ModelSpec::parse(&format!("{MINIMAL}\n[split]\nholdut = 0.3\n")).unwrap_err();
+        assert!(err.to_string().contains("holdut"), "{err}");
+        let err = ModelSpec::parse(&format!("{MINIMAL}\n[trian]\nepochs = 3\n")).unwrap_err();
+        assert!(err.to_string().contains("trian"), "{err}");
+    }
+
+    fn invalid_key(extra: &str) -> String {
+        match ModelSpec::parse(&format!("{MINIMAL}\n{extra}\n")) {
+            Err(SpecError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key for {extra:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        assert_eq!(invalid_key("[split]\nholdout = -0.2"), "split.holdout");
+        assert_eq!(invalid_key("[split]\nholdout = 1.0"), "split.holdout");
+        assert_eq!(invalid_key("[train]\nepochs = 0"), "train.epochs");
+        assert_eq!(invalid_key("[train]\nlearning_rate = -0.1"), "train.learning_rate");
+        assert_eq!(invalid_key("[train]\nhidden = []"), "train.hidden");
+        assert_eq!(invalid_key("[train]\nhidden = [16, 0]"), "train.hidden");
+        assert_eq!(invalid_key("[train]\ndropout = 1.0"), "train.dropout");
+        assert_eq!(invalid_key("[train]\nfamily = \"linear\""), "train.family");
+        assert_eq!(invalid_key("[promotion]\nmetric = \"rmse\""), "promotion.metric");
+        assert_eq!(invalid_key("[promotion]\nmetric = \"auc\""), "promotion.metric");
+        assert_eq!(invalid_key("[monitor]\ndrift_share = 0"), "monitor.drift_share");
+        assert_eq!(invalid_key("[retrain]\ncooldown = \"soon\""), "retrain.cooldown");
+        assert_eq!(invalid_key("[retrain]\nmax_per_day = 0"), "retrain.max_per_day");
+        assert_eq!(
+            invalid_key("[dataset.columns.x]\ntype = \"float\"\nmin = 3\nmax = 1"),
+            "dataset.columns.x.min"
+        );
+    }
+
+    #[test]
+    fn names_must_be_key_safe() {
+        let err = ModelSpec::parse(&MINIMAL.replace("weather-rain", "../x")).unwrap_err();
+        assert!(err.to_string().contains("model.name"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_secs("24h"), Some(86_400));
+        assert_eq!(parse_duration_secs("30m"), Some(1800));
+        assert_eq!(parse_duration_secs("7d"), Some(604_800));
+        assert_eq!(parse_duration_secs("h"), None);
+        assert_eq!(parse_duration_secs("5w"), None);
+    }
+}

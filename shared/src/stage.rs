@@ -1,0 +1,222 @@
+//! What every stage handler shares: its error type, and the two ways messages reach it —
+//! drained from the port's queues by the local runner, or as a Lambda SQS batch.
+//!
+//! A handler's error says whether trying again can help. A retryable error (the store or a
+//! queue was unreachable) leaves the message for redelivery; a permanent one (an unknown
+//! message version, a file without its label column) sends it to the dead-letter area at
+//! once, with the reason, because no retry will fix it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::lambda::{BatchItemFailure, BatchResponse, SqsRecord};
+use crate::message::{Message, Stage};
+use crate::queue::{Queue, QueueError, Queues};
+
+/// A handler failure, classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StageError {
+    /// Retrying cannot help: dead-letter with this reason.
+    #[error("{0}")]
+    Permanent(String),
+    /// May succeed later: redeliver.
+    #[error("{0} (will retry)")]
+    Retryable(String),
+}
+
+impl StageError {
+    /// Whether a retry may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StageError::Retryable(_))
+    }
+
+    /// The reason, without the retry note.
+    pub fn reason(&self) -> &str {
+        match self {
+            StageError::Permanent(r) | StageError::Retryable(r) => r,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for StageError {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_retryable() {
+            StageError::Retryable(e.to_string())
+        } else {
+            StageError::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<crate::store::JsonError> for StageError {
+    fn from(e: crate::store::JsonError) -> Self {
+        match e {
+            crate::store::JsonError::Store(s) => s.into(),
+            other => StageError::Permanent(other.to_string()),
+        }
+    }
+}
+
+impl From<QueueError> for StageError {
+    fn from(e: QueueError) -> Self {
+        StageError::Retryable(e.to_string())
+    }
+}
+
+/// A stage's message handler.
+#[async_trait]
+pub trait StageHandler: Send + Sync {
+    /// The stage whose queue it reads.
+    fn stage(&self) -> Stage;
+    /// Handles one message; returns a JSON summary of what it did.
+    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError>;
+}
+
+/// Parses a body and hands it to `handler`, refusing messages for another stage.
+pub async fn dispatch(
+    handler: &dyn StageHandler,
+    body: &str,
+) -> Result<serde_json::Value, StageError> {
+    let message = Message::parse(body).map_err(|e| StageError::Permanent(e.to_string()))?;
+    if message.body.stage() != handler.stage() {
+        return Err(StageError::Permanent(format!(
+            "a {} message reached the {} stage",
+            message.body.stage(),
+            handler.stage()
+        )));
+    }
+    handler.handle(message).await
+}
+
+/// Answers a Lambda SQS batch: each record is handled on its own; failures are reported
+/// per record. A permanent failure goes to `dead_letter` (the stage's DLQ) with its reason
+/// when one is configured, and is reported as a failure otherwise, so that the queue's
+/// redrive policy dead-letters it after `maxReceiveCount`.
+pub async fn handle_sqs_batch(
+    handler: &dyn StageHandler,
+    records: &[SqsRecord],
+    dead_letter: Option<&dyn Queue>,
+) -> BatchResponse {
+    let mut response = BatchResponse::default();
+    for record in records {
+        match dispatch(handler, &record.body).await {
+            Ok(summary) => info!(message_id = %record.message_id, %summary, "message handled"),
+            Err(err) => {
+                warn!(message_id = %record.message_id, error = %err, "message failed");
+                let parked = match (&err, dead_letter) {
+                    (StageError::Permanent(reason), Some(dlq)) => {
+                        let body = serde_json::json!({"reason": reason, "body": record.body});
+                        dlq.send(&body.to_string()).await.is_ok()
+                    }
+                    _ => false,
+                };
+                if !parked {
+                    response.batch_item_failures.push(BatchItemFailure {
+                        item_identifier: record.message_id.clone(),
+                    });
+                }
+            }
+        }
+    }
+    response
+}
+
+/// Options of [`drain`].
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    /// Visibility timeout of received messages.
+    pub visibility: Duration,
+    /// Delay before a retryable failure is redelivered.
+    pub retry_delay: Duration,
+    /// Stop after this many handled messages (a safety net against loops).
+    pub max_messages: usize,
+}
+
+impl Default for DrainOptions {
+    fn default() -> Self {
+        DrainOptions {
+            visibility: Duration::from_secs(900),
+            retry_delay: Duration::from_millis(200),
+            max_messages: 100_000,
+        }
+    }
+}
+
+/// One handled message, for the run report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Handled {
+    /// The stage.
+    pub stage: Stage,
+    /// The message id.
+    pub id: String,
+    /// `ok`, `retry` or `dead_letter`.
+    pub outcome: &'static str,
+    /// The handler's summary or the error.
+    pub detail: serde_json::Value,
+}
+
+/// Drives the stages in-process until every queue is empty: receives from each stage's
+/// queue in pipeline order, handles, deletes what succeeded, releases what may succeed
+/// later and dead-letters what never will. `on_handled` sees each outcome as it happens.
+pub async fn drain(
+    queues: &Queues,
+    handlers: &[Arc<dyn StageHandler>],
+    options: &DrainOptions,
+    on_handled: &(dyn Fn(&Handled) + Sync),
+) -> Result<Vec<Handled>, QueueError> {
+    let mut report = Vec::new();
+    loop {
+        let mut progressed = false;
+        let mut waiting = false;
+        for handler in handlers {
+            let queue = queues.get(handler.stage()).await?;
+            let received = queue.receive(10, options.visibility).await?;
+            for message in received {
+                progressed = true;
+                let (outcome, detail) = match dispatch(handler.as_ref(), &message.body).await {
+                    Ok(summary) => {
+                        queue.delete(&message.receipt).await?;
+                        ("ok", summary)
+                    }
+                    Err(StageError::Retryable(reason)) => {
+                        queue
+                            .release(&message.receipt, &reason, options.retry_delay)
+                            .await?;
+                        ("retry", serde_json::Value::String(reason))
+                    }
+                    Err(StageError::Permanent(reason)) => {
+                        queue.dead_letter(&message, &reason).await?;
+                        ("dead_letter", serde_json::Value::String(reason))
+                    }
+                };
+                let handled = Handled {
+                    stage: handler.stage(),
+                    id: message.id,
+                    outcome,
+                    detail,
+                };
+                on_handled(&handled);
+                report.push(handled);
+                if report.len() >= options.max_messages {
+                    return Ok(report);
+                }
+            }
+            let stats = queue.stats().await?;
+            if stats.visible > 0 || stats.in_flight > 0 {
+                waiting = true;
+            }
+        }
+        if !progressed {
+            if !waiting {
+                return Ok(report);
+            }
+            // Only delayed retries remain: wait for them to become visible.
+            tokio::time::sleep(options.retry_delay.min(Duration::from_millis(100))).await;
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The embedded default: objects as files under a root directory.
+//!
+//! Writes go to a temporary file in the same filesystem and are renamed into place, so a
+//! reader sees the old or the new object, never half of one. Conditional writes take an
+//! exclusive advisory lock on `<root>/.lock` for the check and the rename, which makes
+//! compare-and-swap hold between processes as well as threads.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio_util::io::ReaderStream;
+
+use super::{
+    ByteStream, ListPage, Object, ObjectKey, ObjectMeta, ObjectStore, StoreError, content_etag,
+};
+
+const TMP_DIR: &str = ".tmp";
+const LOCK_FILE: &str = ".lock";
+
+/// Objects as files under a root directory. See the module docs.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+/// What a conditional write requires of the current object.
+#[derive(Debug, Clone, Copy)]
+enum Condition<'a> {
+    None,
+    Absent,
+    Matches(&'a str),
+}
+
+impl FileStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(root.join(TMP_DIR)).map_err(|e| StoreError::io(&root, e))?;
+        Ok(FileStore { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &ObjectKey) -> Result<PathBuf, StoreError> {
+        let first = key.as_str().split('/').next().unwrap_or_default();
+        if first == TMP_DIR || first == LOCK_FILE {
+            return Err(StoreError::InvalidKey {
+                key: key.to_string(),
+                reason: "`.tmp` and `.lock` are reserved by the file store",
+            });
+        }
+        Ok(self.root.join(key.as_str()))
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        self.root
+            .join(TMP_DIR)
+            .join(format!("{}.tmp", uuid::Uuid::new_v4()))
+    }
+
+    /// Writes `bytes` to a synced temporary file and returns its path.
+    fn write_temp(&self, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let tmp = self.temp_path();
+        let mut file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StoreError::io(&tmp, e))?;
+        Ok(tmp)
+    }
+
+    /// Moves a finished temporary file into place under `key`, if `condition` holds.
+    fn commit(
+        &self,
+        key: &ObjectKey,
+        tmp: &Path,
+        etag: String,
+        size: u64,
+        condition: Condition<'_>,
+    ) -> Result<ObjectMeta, StoreError> {
+        let result = self.commit_inner(key, tmp, condition);
+        if result.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        result?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size,
+            etag,
+        })
+    }
+
+    fn commit_inner(
+        &self,
+        key: &ObjectKey,
+        tmp: &Path,
+        condition: Condition<'_>,
+    ) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+        }
+        if path.is_dir() {
+            return Err(StoreError::InvalidKey {
+                key: key.to_string(),
+                reason: "a prefix of other objects cannot also be an object in the file store",
+            });
+        }
+        let lock_path = self.root.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        lock.lock().map_err(|e| StoreError::io(&lock_path, e))?;
+        let outcome = (|| {
+            match condition {
+                Condition::None => {}
+                Condition::Absent => {
+                    if path.exists() {
+                        return Err(StoreError::AlreadyExists(key.to_string()));
+                    }
+                }
+                Condition::Matches(expected) => {
+                    let current = match fs::read(&path) {
+                        Ok(bytes) => bytes,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            return Err(StoreError::NotFound(key.to_string()));
+                        }
+                        Err(e) => return Err(StoreError::io(&path, e)),
+                    };
+                    if content_etag(&current) != expected {
+                        return Err(StoreError::PreconditionFailed {
+                            key: key.to_string(),
+                            expected: expected.to_string(),
+                        });
+                    }
+                }
+            }
+            fs::rename(tmp, &path).map_err(|e| StoreError::io(&path, e))
+        })();
+        let _ = lock.unlock();
+        outcome
+    }
+
+    fn put_bytes(
+        &self,
+        key: &ObjectKey,
+        bytes: &[u8],
+        condition: Condition<'_>,
+    ) -> Result<ObjectMeta, StoreError> {
+        self.path_of(key)?;
+        let tmp = self.write_temp(bytes)?;
+        self.commit(
+            key,
+            &tmp,
+            content_etag(bytes),
+            bytes.len() as u64,
+            condition,
+        )
+    }
+
+    fn hash_file(path: &Path) -> Result<(String, u64), StoreError> {
+        let mut file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| StoreError::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        let digest = hasher.finalize();
+        Ok((format!("\"{}\"", hex::encode(&digest[..16])), size))
+    }
+
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::io(dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if rel.is_empty() && (name == TMP_DIR || name == LOCK_FILE) {
+                continue;
+            }
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let kind = entry.file_type().map_err(|e| StoreError::io(dir, e))?;
+            if kind.is_dir() {
+                Self::walk(&entry.path(), &child, out)?;
+            } else if kind.is_file() {
+                out.push(child);
+            }
+        }
+        Ok(())
+    }
+
+    fn list_sync(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        // Walk only the deepest directory the prefix names completely.
+        let base = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        if base.split('/').any(|s| s == "..") {
+            return Err(StoreError::InvalidKey {
+                key: prefix.to_string(),
+                reason: "`.` and `..` segments are not allowed",
+            });
+        }
+        let mut keys = Vec::new();
+        Self::walk(&self.root.join(base), base, &mut keys)?;
+        keys.retain(|k| k.starts_with(prefix));
+        if let Some(after) = &token {
+            keys.retain(|k| k > after);
+        }
+        keys.sort();
+        let limit = limit.max(1);
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let mut objects = Vec::with_capacity(keys.len());
+        for k in keys {
+            let path = self.root.join(&k);
+            let size = match fs::metadata(&path) {
+                Ok(m) => m.len(),
+                // Deleted between the walk and now: leave it out.
+                Err(_) => continue,
+            };
+            // Listing does not hash every object's contents, so the etag stays empty here;
+            // callers that need one for compare-and-swap use `head` or `get`.
+            objects.push(ObjectMeta {
+                key: ObjectKey::new(k)?,
+                size,
+                etag: String::new(),
+            });
+        }
+        let next = if more {
+            objects.last().map(|o| o.key.to_string())
+        } else {
+            None
+        };
+        Ok(ListPage { objects, next })
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Backend {
+            key: String::new(),
+            message: format!("file store task failed: {e}"),
+        })?
+}
+
+#[async_trait]
+impl ObjectStore for FileStore {
+    async fn get(&self, key: &ObjectKey) -> Result<Object, StoreError> {
+        let path = self.path_of(key)?;
+        let k = key.to_string();
+        blocking(move || match fs::read(&path) {
+            Ok(bytes) => Ok(Object {
+                etag: content_etag(&bytes),
+                bytes: Bytes::from(bytes),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound(k)),
+            Err(e) if path.is_dir() => Err(StoreError::NotFound(format!("{k} ({e})"))),
+            Err(e) => Err(StoreError::io(&path, e)),
+        })
+        .await
+    }
+
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream, StoreError> {
+        let path = self.path_of(key)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        let shown = path.display().to_string();
+        let stream = ReaderStream::with_capacity(file, 1 << 16).map(move |chunk| {
+            chunk.map_err(|source| StoreError::Io {
+                path: shown.clone(),
+                source,
+            })
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError> {
+        let (store, key) = (self.clone(), key.clone());
+        blocking(move || store.put_bytes(&key, &bytes, Condition::None)).await
+    }
+
+    async fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<ObjectMeta, StoreError> {
+        let (store, key, src) = (self.clone(), key.clone(), path.to_path_buf());
+        blocking(move || {
+            store.path_of(&key)?;
+            let tmp = store.temp_path();
+            fs::copy(&src, &tmp).map_err(|e| StoreError::io(&src, e))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StoreError::io(&tmp, e))?;
+            let (etag, size) = Self::hash_file(&tmp)?;
+            store.commit(&key, &tmp, etag, size, Condition::None)
+        })
+        .await
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> Result<ObjectMeta, StoreError> {
+        let (store, key) = (self.clone(), key.clone());
+        blocking(move || store.put_bytes(&key, &bytes, Condition::Absent)).await
+    }
+
+    async fn put_if_match(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        etag: &str,
+    ) -> Result<ObjectMeta, StoreError> {
+        let (store, key, etag) = (self.clone(), key.clone(), etag.to_string());
+        blocking(move || store.put_bytes(&key, &bytes, Condition::Matches(&etag))).await
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError> {
+        let path = self.path_of(key)?;
+        let key = key.clone();
+        blocking(move || {
+            if !path.is_file() {
+                return Ok(None);
+            }
+            match Self::hash_file(&path) {
+                Ok((etag, size)) => Ok(Some(ObjectMeta { key, size, etag })),
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        let (store, prefix) = (self.clone(), prefix.to_string());
+        blocking(move || store.list_sync(&prefix, token, limit)).await
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}
