@@ -1,1 +1,83 @@
-fn main() {}
+//! `lambdaml`: the whole loop on the embedded default, and every function by hand.
+//!
+//! Every command works against a store and a set of stage queues chosen by URL
+//! (`--store`, `--queues`), defaulting to files under `./.lambdaml`. Commands that report a
+//! result print it for people, or as one JSON object on stdout with `--json`.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod commands;
+mod demo;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Operationalize ML models on AWS Lambda — or on this machine, with no cloud at all.
+#[derive(Debug, Parser)]
+#[command(name = "lambdaml", version, about, long_about = None)]
+pub struct Cli {
+    /// Object store URL: file://PATH, memory://, or s3://BUCKET[/PREFIX].
+    #[arg(long, global = true, env = "LAMBDAML_STORE", default_value = "file://./.lambdaml")]
+    pub store: String,
+
+    /// Stage queues URL: file://DIR or sqs://QUEUE-NAME-PREFIX. Defaults to DIR/.queues
+    /// inside a file:// store.
+    #[arg(long, global = true, env = "LAMBDAML_QUEUES")]
+    pub queues: Option<String>,
+
+    /// Print the result as one JSON object on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log more (repeat for more detail); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the loop on the bundled weather data, with no cloud: ingest, preprocess, summary.
+    Demo(demo::DemoArgs),
+    /// Upload a raw file and a model spec, ingest the file, and run the stages it triggers.
+    Ingest(commands::IngestArgs),
+    /// Split a dataset version and fit a model spec's feature pipeline.
+    Preprocess(commands::PreprocessArgs),
+    /// Drain the stage queues, running each stage in-process, until they are empty.
+    Run(commands::RunArgs),
+    /// List and inspect dataset versions.
+    Datasets {
+        #[command(subcommand)]
+        command: commands::DatasetsCommand,
+    },
+    /// Show queue depths and dead letters.
+    Queues(commands::QueuesArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    lambdaml::telemetry::init(lambdaml::telemetry::LogFormat::Text, level);
+    let json = cli.json;
+    match commands::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if json {
+                println!("{}", serde_json::json!({"error": format!("{err:#}")}));
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

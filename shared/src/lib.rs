@@ -8,12 +8,14 @@
 //! - The glue every function uses: [`stage`] (handler errors, draining queues locally),
 //!   [`lambda`] (Lambda event shapes: direct, S3, SQS, batch failures) and [`telemetry`].
 
+pub mod config;
 pub mod dataset;
 pub mod features;
 pub mod lambda;
 pub mod matrix;
 pub mod message;
 pub mod queue;
+pub mod run;
 pub mod spec;
 pub mod stage;
 pub mod store;

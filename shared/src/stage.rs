@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::lambda::{BatchItemFailure, BatchResponse, SqsRecord};
+use crate::lambda::{
+    BatchItemFailure, BatchResponse, Incoming, S3Object, SqsRecord, classify, s3_objects,
+};
 use crate::message::{Message, Stage};
 use crate::queue::{Queue, QueueError, Queues};
 
@@ -73,16 +75,33 @@ impl From<QueueError> for StageError {
 pub trait StageHandler: Send + Sync {
     /// The stage whose queue it reads.
     fn stage(&self) -> Stage;
+
     /// Handles one message; returns a JSON summary of what it did.
     async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError>;
+
+    /// Turns a direct invocation's payload into a message. By default the payload must be
+    /// a full [`Message`]; stages with a simpler direct form override this.
+    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
+        Message::parse(&payload.to_string()).map_err(|e| StageError::Permanent(e.to_string()))
+    }
+
+    /// Turns an object named by an S3 notification into a message. By default a stage
+    /// takes no S3 events.
+    fn message_from_s3(&self, object: &S3Object) -> Result<Message, StageError> {
+        Err(StageError::Permanent(format!(
+            "the {} stage takes no S3 events (got s3://{}/{})",
+            self.stage(),
+            object.bucket,
+            object.key
+        )))
+    }
 }
 
-/// Parses a body and hands it to `handler`, refusing messages for another stage.
-pub async fn dispatch(
+/// Handles a message after checking it is addressed to this stage.
+async fn handle_checked(
     handler: &dyn StageHandler,
-    body: &str,
+    message: Message,
 ) -> Result<serde_json::Value, StageError> {
-    let message = Message::parse(body).map_err(|e| StageError::Permanent(e.to_string()))?;
     if message.body.stage() != handler.stage() {
         return Err(StageError::Permanent(format!(
             "a {} message reached the {} stage",
@@ -93,7 +112,64 @@ pub async fn dispatch(
     handler.handle(message).await
 }
 
-/// Answers a Lambda SQS batch: each record is handled on its own; failures are reported
+/// Handles one SQS body: a pipeline message, or a wrapped S3 notification.
+async fn handle_body(
+    handler: &dyn StageHandler,
+    body: &str,
+) -> Result<serde_json::Value, StageError> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(body)
+        && let Some(objects) = s3_objects(&value)
+    {
+        let objects = objects.map_err(|e| StageError::Permanent(e.to_string()))?;
+        let mut results = Vec::with_capacity(objects.len());
+        for object in &objects {
+            let message = handler.message_from_s3(object)?;
+            results.push(handle_checked(handler, message).await?);
+        }
+        return Ok(serde_json::Value::Array(results));
+    }
+    dispatch(handler, body).await
+}
+
+/// Answers any Lambda event for `handler`: a direct payload, an S3 notification, or an SQS
+/// batch (answered with `batchItemFailures`). An error is returned only for a direct or S3
+/// invocation; an SQS batch always answers with its per-record failures.
+pub async fn handle_lambda_event(
+    handler: &dyn StageHandler,
+    event: serde_json::Value,
+    dead_letter: Option<&dyn Queue>,
+) -> Result<serde_json::Value, StageError> {
+    match classify(event).map_err(|e| StageError::Permanent(e.to_string()))? {
+        Incoming::Direct(payload) => {
+            let message = handler.message_from_direct(payload)?;
+            handle_checked(handler, message).await
+        }
+        Incoming::S3(objects) => {
+            let mut results = Vec::with_capacity(objects.len());
+            for object in &objects {
+                let message = handler.message_from_s3(object)?;
+                results.push(handle_checked(handler, message).await?);
+            }
+            Ok(serde_json::Value::Array(results))
+        }
+        Incoming::Sqs(records) => {
+            let response = handle_sqs_batch(handler, &records, dead_letter).await;
+            Ok(serde_json::to_value(response).unwrap_or_default())
+        }
+    }
+}
+
+/// Parses a body and hands it to `handler`, refusing messages for another stage.
+pub async fn dispatch(
+    handler: &dyn StageHandler,
+    body: &str,
+) -> Result<serde_json::Value, StageError> {
+    let message = Message::parse(body).map_err(|e| StageError::Permanent(e.to_string()))?;
+    handle_checked(handler, message).await
+}
+
+/// Answers a Lambda SQS batch: each record (a pipeline message or a wrapped S3
+/// notification) is handled on its own; failures are reported
 /// per record. A permanent failure goes to `dead_letter` (the stage's DLQ) with its reason
 /// when one is configured, and is reported as a failure otherwise, so that the queue's
 /// redrive policy dead-letters it after `maxReceiveCount`.
@@ -104,7 +180,7 @@ pub async fn handle_sqs_batch(
 ) -> BatchResponse {
     let mut response = BatchResponse::default();
     for record in records {
-        match dispatch(handler, &record.body).await {
+        match handle_body(handler, &record.body).await {
             Ok(summary) => info!(message_id = %record.message_id, %summary, "message handled"),
             Err(err) => {
                 warn!(message_id = %record.message_id, error = %err, "message failed");
@@ -178,7 +254,7 @@ pub async fn drain(
             let received = queue.receive(10, options.visibility).await?;
             for message in received {
                 progressed = true;
-                let (outcome, detail) = match dispatch(handler.as_ref(), &message.body).await {
+                let (outcome, detail) = match handle_body(handler.as_ref(), &message.body).await {
                     Ok(summary) => {
                         queue.delete(&message.receipt).await?;
                         ("ok", summary)

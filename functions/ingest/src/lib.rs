@@ -1,1 +1,399 @@
+//! The ingest function: validates and versions one raw file.
+//!
+//! Given a raw object (`raw/<dataset>/<file>`, by direct invocation, an S3 notification or
+//! an SQS-wrapped one), ingest finds the model specs of that dataset (`specs/*.toml`),
+//! streams the object to local disk while hashing it, and derives the dataset version from
+//! the bytes and the ingest settings. If that version already exists it writes nothing new;
+//! otherwise it infers or checks the schema, quarantines bad rows, and writes
+//! `datasets/<dataset>/<version>/{data.parquet, rejected.jsonl, schema.json, profile.json}`
+//! and `manifest.json` last. Either way it then asks preprocess to run each model spec
+//! on that version (preprocess is idempotent, so a redelivery is harmless). A file that
+//! cannot be ingested at all leaves `quarantine/<dataset>/<version>/error.json` (and its
+//! rejected rows) and fails permanently.
 
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use lambdaml::dataset::{
+    DatasetManifest, Format, IngestConfig, SourceInfo, ingest_file, version_prefix,
+};
+use lambdaml::lambda::S3Object;
+use lambdaml::message::{IngestRequest, Message, PreprocessRequest, Stage, StageMessage};
+use lambdaml::queue::Queue;
+use lambdaml::run::spec_snapshot_key;
+use lambdaml::spec::{ModelSpec, is_valid_name};
+use lambdaml::stage::{StageError, StageHandler};
+use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, instrument, warn};
+
+/// Progress callback: rows read so far.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// The ingest handler. It needs the object store and the preprocess queue.
+#[derive(Clone)]
+pub struct Ingest {
+    store: Arc<dyn ObjectStore>,
+    preprocess: Arc<dyn Queue>,
+    progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("store", &self.store.url())
+            .field("preprocess", &self.preprocess.name())
+            .finish()
+    }
+}
+
+/// What one ingest did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestOutcome {
+    /// The dataset.
+    pub dataset: String,
+    /// The version.
+    pub version: String,
+    /// False when this version already existed and nothing was written.
+    pub created: bool,
+    /// Valid rows.
+    pub rows: u64,
+    /// Quarantined rows.
+    pub rejected: u64,
+    /// The manifest key.
+    pub manifest: String,
+    /// Models asked to preprocess this version.
+    pub models: Vec<String>,
+}
+
+/// A model spec found for a dataset.
+#[derive(Debug, Clone)]
+struct FoundSpec {
+    key: String,
+    spec: ModelSpec,
+    bytes: Bytes,
+}
+
+fn permanent(e: impl std::fmt::Display) -> StageError {
+    StageError::Permanent(e.to_string())
+}
+
+impl Ingest {
+    /// A handler over `store`, sending to the `preprocess` queue.
+    pub fn new(store: Arc<dyn ObjectStore>, preprocess: Arc<dyn Queue>) -> Self {
+        Ingest {
+            store,
+            preprocess,
+            progress: None,
+        }
+    }
+
+    /// Reports rows read as ingest goes (the CLI's progress bar).
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The dataset a raw key belongs to: `raw/<dataset>/…`.
+    pub fn dataset_of(key: &str) -> Result<String, StageError> {
+        let mut parts = key.split('/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("raw"), Some(dataset), Some(_)) if is_valid_name(dataset) => {
+                Ok(dataset.to_string())
+            }
+            (Some("raw"), Some(dataset), Some(_)) => Err(permanent(format!(
+                "dataset name {dataset:?} in {key:?} must be 1-64 characters of a-z, 0-9, '-' or '_'"
+            ))),
+            _ => Err(permanent(format!(
+                "{key:?} is outside raw/: raw files go under raw/<dataset>/<file>"
+            ))),
+        }
+    }
+
+    /// The specs (`specs/*.toml`) whose `dataset.name` is `dataset`. A spec for this
+    /// dataset that does not parse is an error naming the file; other specs are not read
+    /// beyond their dataset name.
+    async fn specs_for(&self, dataset: &str) -> Result<Vec<FoundSpec>, StageError> {
+        let mut found = Vec::new();
+        for meta in self.store.list_all("specs/").await? {
+            let key = meta.key.as_str();
+            // Only the top level: specs/history/ holds snapshots.
+            if key.matches('/').count() != 1 || !key.ends_with(".toml") {
+                continue;
+            }
+            let object = self.store.get(&meta.key).await?;
+            let text = String::from_utf8_lossy(&object.bytes);
+            let names_dataset = toml::from_str::<toml::Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    v.get("dataset")?
+                        .get("name")?
+                        .as_str()
+                        .map(|n| n == dataset)
+                })
+                .unwrap_or(false);
+            if !names_dataset {
+                continue;
+            }
+            let spec = ModelSpec::parse(&text).map_err(|e| permanent(format!("{key}: {e}")))?;
+            found.push(FoundSpec {
+                key: key.to_string(),
+                spec,
+                bytes: object.bytes,
+            });
+        }
+        if found.is_empty() {
+            return Err(permanent(format!(
+                "no model spec names dataset {dataset:?}: put one at specs/<model>.toml \
+                 with [dataset] name = {dataset:?}"
+            )));
+        }
+        let first = IngestConfig::from_spec(&found[0].spec);
+        if let Some(other) = found[1..]
+            .iter()
+            .find(|f| IngestConfig::from_spec(&f.spec) != first)
+        {
+            return Err(permanent(format!(
+                "{} and {} disagree on how to read dataset {dataset:?} \
+                 (label, delimiter, missing values or declared columns)",
+                found[0].key, other.key
+            )));
+        }
+        Ok(found)
+    }
+
+    /// Streams `key` into `path`, returning (size, sha256 hex).
+    async fn download(&self, key: &ObjectKey, path: &Path) -> Result<(u64, String), StageError> {
+        let mut stream = self.store.get_stream(key).await.map_err(|e| match e {
+            StoreError::NotFound(_) => permanent(format!("raw object {key} does not exist")),
+            other => other.into(),
+        })?;
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| StageError::Retryable(e.to_string()))?,
+        );
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk)
+                .map_err(|e| StageError::Retryable(format!("writing {}: {e}", path.display())))?;
+        }
+        file.flush()
+            .map_err(|e| StageError::Retryable(e.to_string()))?;
+        Ok((size, hex::encode(hasher.finalize())))
+    }
+
+    /// Ingests one raw object. See the crate docs.
+    #[instrument(skip(self), fields(key = %request.key))]
+    pub async fn ingest(&self, request: &IngestRequest) -> Result<IngestOutcome, StageError> {
+        let dataset = match &request.dataset {
+            Some(d) if is_valid_name(d) => d.clone(),
+            Some(d) => return Err(permanent(format!("invalid dataset name {d:?}"))),
+            None => Self::dataset_of(request.key.as_str())?,
+        };
+        let specs = self.specs_for(&dataset).await?;
+        let config = IngestConfig::from_spec(&specs[0].spec);
+
+        let dir = tempfile::tempdir().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let raw_path = dir.path().join("raw");
+        let (size, sha) = self.download(&request.key, &raw_path).await?;
+        let config_json = serde_json::to_string(&config).map_err(permanent)?;
+        let version = lambdaml::sha256_hex(format!("{sha}\n{config_json}").as_bytes())[..16]
+            .to_string();
+        let prefix = version_prefix(&dataset, &version);
+        let key = |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
+        let manifest_key = key("manifest.json")?;
+
+        let (manifest, created) = match self
+            .store
+            .get_json::<DatasetManifest>(&manifest_key)
+            .await
+        {
+            Ok(existing) => {
+                info!(%dataset, %version, "dataset version exists; nothing written");
+                (existing, false)
+            }
+            Err(lambdaml::store::JsonError::Store(StoreError::NotFound(_))) => {
+                let manifest = self
+                    .write_version(&request.key, &dataset, &version, &config, &raw_path, size, &sha, dir.path())
+                    .await?;
+                (manifest, true)
+            }
+            Err(e) => return Err(e.into()),
+        };
+
+        let mut models = Vec::new();
+        for found in &specs {
+            let spec_sha = lambdaml::sha256_hex(&found.bytes);
+            let model = found.spec.model.name.clone();
+            let snapshot = ObjectKey::new(spec_snapshot_key(&model, &spec_sha)).map_err(permanent)?;
+            self.store.put_immutable(&snapshot, found.bytes.clone()).await?;
+            let message = Message::new(
+                format!("ingest-{dataset}-{version}"),
+                Some(model.clone()),
+                StageMessage::Preprocess(PreprocessRequest {
+                    dataset: dataset.clone(),
+                    dataset_version: version.clone(),
+                    spec: snapshot,
+                }),
+            );
+            self.preprocess.send(&message.to_body()).await?;
+            models.push(model);
+        }
+        info!(%dataset, %version, rows = manifest.rows, rejected = manifest.rejected, created, "ingested");
+        Ok(IngestOutcome {
+            dataset,
+            version,
+            created,
+            rows: manifest.rows,
+            rejected: manifest.rejected,
+            manifest: manifest_key.to_string(),
+            models,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_version(
+        &self,
+        source: &ObjectKey,
+        dataset: &str,
+        version: &str,
+        config: &IngestConfig,
+        raw_path: &Path,
+        size: u64,
+        sha: &str,
+        work: &Path,
+    ) -> Result<DatasetManifest, StageError> {
+        let format = Format::detect(raw_path, source.file_name()).map_err(permanent)?;
+        let progress = self.progress.clone();
+        let (path, cfg, out) = (raw_path.to_path_buf(), config.clone(), work.to_path_buf());
+        let result = tokio::task::spawn_blocking(move || {
+            let report = |rows: u64| {
+                if let Some(p) = &progress {
+                    p(rows);
+                }
+            };
+            ingest_file(&path, format, &cfg, &out, &report)
+        })
+        .await
+        .map_err(|e| StageError::Retryable(format!("ingest task failed: {e}")))?;
+        let prefix = version_prefix(dataset, version);
+        let key = |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
+        let output = match result {
+            Ok(output) => output,
+            Err(err) => {
+                // Keep what we learned: the error and any rejected rows, for a person to see.
+                let q = format!("quarantine/{dataset}/{version}");
+                let qkey = |name: &str| ObjectKey::new(format!("{q}/{name}")).map_err(permanent);
+                let record = serde_json::json!({
+                    "source": source.as_str(),
+                    "dataset": dataset,
+                    "version": version,
+                    "error": err.to_string(),
+                    "at": lambdaml::now_rfc3339(),
+                });
+                self.store.put(&qkey("error.json")?, to_json_bytes(&record)).await?;
+                let rejected = work.join("rejected.jsonl");
+                if rejected.exists() {
+                    self.store.put_file(&qkey("rejected.jsonl")?, &rejected).await?;
+                }
+                warn!(%dataset, error = %err, "file rejected as a whole");
+                return Err(permanent(format!("{source}: {err}")));
+            }
+        };
+        // Artifacts first (deterministic bytes, so a retried write is a same-bytes write),
+        // the manifest last.
+        self.store.put_file(&key("data.parquet")?, &output.data_path).await?;
+        self.store.put_file(&key("rejected.jsonl")?, &output.rejected_path).await?;
+        self.store
+            .put_immutable(&key("schema.json")?, to_json_bytes(&output.schema))
+            .await?;
+        self.store
+            .put_immutable(&key("profile.json")?, to_json_bytes(&output.profile))
+            .await?;
+        let artifacts: BTreeMap<String, String> = [
+            ("data", "data.parquet"),
+            ("schema", "schema.json"),
+            ("profile", "profile.json"),
+            ("rejected", "rejected.jsonl"),
+        ]
+        .into_iter()
+        .map(|(name, file)| (name.to_string(), format!("{prefix}/{file}")))
+        .collect();
+        let manifest = DatasetManifest {
+            dataset: dataset.to_string(),
+            version: version.to_string(),
+            source: SourceInfo {
+                key: source.to_string(),
+                bytes: size,
+                sha256: sha.to_string(),
+                format,
+            },
+            rows: output.profile.rows,
+            rejected: output.profile.rejected,
+            columns: output.schema.columns.iter().map(|c| c.name.clone()).collect(),
+            label: output.schema.label.clone(),
+            artifacts,
+            created_at: lambdaml::now_rfc3339(),
+            lambdaml_version: lambdaml::VERSION.to_string(),
+        };
+        match self
+            .store
+            .put_if_absent(&key("manifest.json")?, to_json_bytes(&manifest))
+            .await
+        {
+            // A concurrent delivery of the same file finished first: same version, fine.
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(manifest),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl StageHandler for Ingest {
+    fn stage(&self) -> Stage {
+        Stage::Ingest
+    }
+
+    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
+        match message.body {
+            StageMessage::Ingest(request) => {
+                let outcome = self.ingest(&request).await?;
+                serde_json::to_value(outcome).map_err(permanent)
+            }
+            other => Err(permanent(format!("ingest got a {} message", other.stage()))),
+        }
+    }
+
+    /// Direct form: `{"key": "raw/<dataset>/<file>", "dataset": optional}`, or a full message.
+    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
+        if payload.get("version").is_some() {
+            return Message::parse(&payload.to_string()).map_err(permanent);
+        }
+        let request: IngestRequest = serde_json::from_value(payload)
+            .map_err(|e| permanent(format!("invalid ingest request: {e}")))?;
+        Ok(Message::new(
+            format!("ingest-{}", request.key),
+            None,
+            StageMessage::Ingest(request),
+        ))
+    }
+
+    fn message_from_s3(&self, object: &S3Object) -> Result<Message, StageError> {
+        let key = ObjectKey::new(object.key.clone()).map_err(permanent)?;
+        Self::dataset_of(key.as_str())?;
+        Ok(Message::new(
+            format!("ingest-{}", object.key),
+            None,
+            StageMessage::Ingest(IngestRequest { key, dataset: None }),
+        ))
+    }
+}

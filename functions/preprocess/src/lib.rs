@@ -1,1 +1,251 @@
+//! The preprocess function: splits a dataset version and fits a model's feature pipeline.
+//!
+//! For one model spec and one dataset version, preprocess splits the rows into train and
+//! holdout (seeded random, or time-ordered), fits the [`FeaturePipeline`] on the training
+//! split only, encodes both splits as safetensors design matrices, and writes
+//! `runs/<run>/{spec.toml, pipeline.json, train.safetensors, holdout.safetensors}` with
+//! `manifest.json` last. The run id derives from the dataset version and the spec's bytes,
+//! so a redelivered message finds the run complete and only re-sends the train message
+//! (training is idempotent too).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lambdaml::dataset::{DatasetManifest, Schema, read_parquet, version_prefix};
+use lambdaml::features::{FeaturePipeline, split_rows};
+use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage, TrainRequest};
+use lambdaml::queue::Queue;
+use lambdaml::run::{RunManifest, run_id};
+use lambdaml::spec::ModelSpec;
+use lambdaml::stage::{StageError, StageHandler};
+use lambdaml::store::{JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes};
+use serde::{Deserialize, Serialize};
+use tracing::{info, instrument};
+
+/// The preprocess handler. It needs the object store and the train queue.
+#[derive(Clone)]
+pub struct Preprocess {
+    store: Arc<dyn ObjectStore>,
+    train: Arc<dyn Queue>,
+}
+
+impl std::fmt::Debug for Preprocess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preprocess")
+            .field("store", &self.store.url())
+            .field("train", &self.train.name())
+            .finish()
+    }
+}
+
+/// What one preprocess did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessOutcome {
+    /// The run id.
+    pub run_id: String,
+    /// The model.
+    pub model: String,
+    /// False when the run already existed and nothing was written.
+    pub created: bool,
+    /// Training rows.
+    pub train_rows: usize,
+    /// Holdout rows.
+    pub holdout_rows: usize,
+    /// Encoded features.
+    pub features: usize,
+    /// Dropped columns with reasons.
+    pub dropped: Vec<String>,
+    /// The run manifest key.
+    pub manifest: String,
+}
+
+fn permanent(e: impl std::fmt::Display) -> StageError {
+    StageError::Permanent(e.to_string())
+}
+
+impl Preprocess {
+    /// A handler over `store`, sending to the `train` queue.
+    pub fn new(store: Arc<dyn ObjectStore>, train: Arc<dyn Queue>) -> Self {
+        Preprocess { store, train }
+    }
+
+    /// Preprocesses one (dataset version, spec) pair. See the crate docs.
+    #[instrument(skip(self), fields(dataset = %request.dataset, version = %request.dataset_version))]
+    pub async fn preprocess(
+        &self,
+        request: &PreprocessRequest,
+    ) -> Result<PreprocessOutcome, StageError> {
+        let spec_bytes = match self.store.get(&request.spec).await {
+            Ok(o) => o.bytes,
+            Err(StoreError::NotFound(_)) => {
+                return Err(permanent(format!("model spec {} does not exist", request.spec)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let spec_text = String::from_utf8_lossy(&spec_bytes);
+        let spec = ModelSpec::parse(&spec_text).map_err(|e| permanent(format!("{}: {e}", request.spec)))?;
+        if spec.dataset.name != request.dataset {
+            return Err(permanent(format!(
+                "spec {} is for dataset {:?}, not {:?}",
+                request.spec, spec.dataset.name, request.dataset
+            )));
+        }
+        let model = spec.model.name.clone();
+        let spec_sha = lambdaml::sha256_hex(&spec_bytes);
+        let run = run_id(&model, &request.dataset_version, &spec_sha);
+        let run_key = |name: &str| ObjectKey::new(format!("runs/{run}/{name}")).map_err(permanent);
+        let manifest_key = run_key("manifest.json")?;
+
+        let (manifest, created) = match self.store.get_json::<RunManifest>(&manifest_key).await {
+            Ok(existing) => {
+                info!(%run, "run exists; nothing written");
+                (existing, false)
+            }
+            Err(JsonError::Store(StoreError::NotFound(_))) => {
+                (self.build_run(request, &spec, spec_bytes.clone(), &spec_sha, &run).await?, true)
+            }
+            Err(e) => return Err(e.into()),
+        };
+
+        let message = Message::new(
+            run.clone(),
+            Some(model.clone()),
+            StageMessage::Train(TrainRequest {
+                run_manifest: manifest_key.clone(),
+            }),
+        );
+        self.train.send(&message.to_body()).await?;
+        info!(%run, %model, train = manifest.train_rows, holdout = manifest.holdout_rows, created, "preprocessed");
+        Ok(PreprocessOutcome {
+            run_id: run,
+            model,
+            created,
+            train_rows: manifest.train_rows,
+            holdout_rows: manifest.holdout_rows,
+            features: manifest.features,
+            dropped: manifest.dropped,
+            manifest: manifest_key.to_string(),
+        })
+    }
+
+    async fn build_run(
+        &self,
+        request: &PreprocessRequest,
+        spec: &ModelSpec,
+        spec_bytes: Bytes,
+        spec_sha: &str,
+        run: &str,
+    ) -> Result<RunManifest, StageError> {
+        let prefix = version_prefix(&request.dataset, &request.dataset_version);
+        let dataset_key = |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
+        let dataset_manifest: DatasetManifest =
+            match self.store.get_json(&dataset_key("manifest.json")?).await {
+                Ok(m) => m,
+                Err(JsonError::Store(StoreError::NotFound(_))) => {
+                    return Err(permanent(format!(
+                        "dataset {} version {} does not exist",
+                        request.dataset, request.dataset_version
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+        if dataset_manifest.label != spec.dataset.label {
+            return Err(permanent(format!(
+                "dataset {} version {} was ingested with label {:?}, the spec names {:?}",
+                request.dataset, request.dataset_version, dataset_manifest.label, spec.dataset.label
+            )));
+        }
+        let schema: Schema = self.store.get_json(&dataset_key("schema.json")?).await?;
+        let dir = tempfile::tempdir().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let data_path = dir.path().join("data.parquet");
+        let data = self.store.get(&dataset_key("data.parquet")?).await?;
+        std::fs::write(&data_path, &data.bytes).map_err(|e| StageError::Retryable(e.to_string()))?;
+        drop(data);
+
+        let spec_owned = spec.clone();
+        let (pipeline, train, holdout) = tokio::task::spawn_blocking(move || {
+            let table = read_parquet(&data_path).map_err(permanent)?;
+            let (train_rows, holdout_rows) = split_rows(&spec_owned, &table).map_err(permanent)?;
+            let pipeline =
+                FeaturePipeline::fit(&spec_owned, &schema, &table, &train_rows).map_err(permanent)?;
+            let train = pipeline.transform_table(&table, &train_rows).map_err(permanent)?;
+            let holdout = pipeline.transform_table(&table, &holdout_rows).map_err(permanent)?;
+            Ok::<_, StageError>((pipeline, train, holdout))
+        })
+        .await
+        .map_err(|e| StageError::Retryable(format!("preprocess task failed: {e}")))??;
+
+        let run_key = |name: &str| ObjectKey::new(format!("runs/{run}/{name}")).map_err(permanent);
+        let mut artifacts = BTreeMap::new();
+        let writes: [(&str, &str, Bytes); 4] = [
+            ("spec", "spec.toml", spec_bytes),
+            ("pipeline", "pipeline.json", to_json_bytes(&pipeline)),
+            ("train", "train.safetensors", Bytes::from(train.to_safetensors().map_err(permanent)?)),
+            ("holdout", "holdout.safetensors", Bytes::from(holdout.to_safetensors().map_err(permanent)?)),
+        ];
+        for (name, file, bytes) in writes {
+            let key = run_key(file)?;
+            self.store.put_immutable(&key, bytes).await?;
+            artifacts.insert(name.to_string(), key.to_string());
+        }
+        let manifest = RunManifest {
+            run_id: run.to_string(),
+            model: spec.model.name.clone(),
+            dataset: request.dataset.clone(),
+            dataset_version: request.dataset_version.clone(),
+            spec_sha256: spec_sha.to_string(),
+            train_rows: train.rows,
+            holdout_rows: holdout.rows,
+            features: pipeline.output_dim,
+            dropped: pipeline
+                .dropped
+                .iter()
+                .map(|d| format!("{}: {}", d.name, d.reason))
+                .collect(),
+            artifacts,
+            created_at: lambdaml::now_rfc3339(),
+            lambdaml_version: lambdaml::VERSION.to_string(),
+        };
+        match self
+            .store
+            .put_if_absent(&run_key("manifest.json")?, to_json_bytes(&manifest))
+            .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(manifest),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl StageHandler for Preprocess {
+    fn stage(&self) -> Stage {
+        Stage::Preprocess
+    }
+
+    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
+        match message.body {
+            StageMessage::Preprocess(request) => {
+                let outcome = self.preprocess(&request).await?;
+                serde_json::to_value(outcome).map_err(permanent)
+            }
+            other => Err(permanent(format!("preprocess got a {} message", other.stage()))),
+        }
+    }
+
+    /// Direct form: `{"dataset", "dataset_version", "spec"}`, or a full message.
+    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
+        if payload.get("version").is_some() {
+            return Message::parse(&payload.to_string()).map_err(permanent);
+        }
+        let request: PreprocessRequest = serde_json::from_value(payload)
+            .map_err(|e| permanent(format!("invalid preprocess request: {e}")))?;
+        Ok(Message::new(
+            format!("preprocess-{}", request.dataset_version),
+            None,
+            StageMessage::Preprocess(request),
+        ))
+    }
+}

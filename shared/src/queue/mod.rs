@@ -205,6 +205,22 @@ pub async fn open_queues(url: &str, max_receives: u32) -> Result<Queues, QueueEr
     })
 }
 
+/// Opens one queue by URL: an SQS queue URL (`https://…`, or `http://…` on an emulator) or
+/// a local queue directory (`file://DIR`). Functions use it for their dead-letter queue.
+pub async fn open_queue(url: &str, max_receives: u32) -> Result<Arc<dyn Queue>, QueueError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        Ok(Arc::new(LocalQueue::open(path, max_receives)?))
+    } else if url.starts_with("https://") || url.starts_with("http://") {
+        let config = aws_config::load_from_env().await;
+        Ok(Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&config), url)))
+    } else {
+        Err(QueueError::InvalidUrl {
+            url: url.to_string(),
+            reason: "use an SQS queue URL or file://DIR".to_string(),
+        })
+    }
+}
+
 impl Queues {
     /// The queue that feeds `stage`.
     pub async fn get(&self, stage: Stage) -> Result<Arc<dyn Queue>, QueueError> {

@@ -51,10 +51,10 @@ impl FileStore {
 
     fn path_of(&self, key: &ObjectKey) -> Result<PathBuf, StoreError> {
         let first = key.as_str().split('/').next().unwrap_or_default();
-        if first == TMP_DIR || first == LOCK_FILE {
+        if first.starts_with('.') {
             return Err(StoreError::InvalidKey {
                 key: key.to_string(),
-                reason: "`.tmp` and `.lock` are reserved by the file store",
+                reason: "top-level names starting with `.` are reserved by the file store",
             });
         }
         Ok(self.root.join(key.as_str()))
@@ -194,7 +194,9 @@ impl FileStore {
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io(dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if rel.is_empty() && (name == TMP_DIR || name == LOCK_FILE) {
+            // Top-level dot entries are the store's own (temporary files, the lock, the
+            // local queues), never objects.
+            if rel.is_empty() && name.starts_with('.') {
                 continue;
             }
             let child = if rel.is_empty() {

@@ -1,0 +1,484 @@
+//! The commands other than `demo`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use lambdaml::dataset::{DatasetManifest, Profile, Schema};
+use lambdaml::message::{IngestRequest, PreprocessRequest, Stage};
+use lambdaml::queue::{QueueStats, Queues, open_queues};
+use lambdaml::run::spec_snapshot_key;
+use lambdaml::spec::ModelSpec;
+use lambdaml::stage::{DrainOptions, Handled, StageHandler, drain};
+use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, open_store};
+use lambdaml_ingest::{Ingest, IngestOutcome};
+use lambdaml_preprocess::{Preprocess, PreprocessOutcome};
+use serde::Serialize;
+
+use crate::output::{emit, spinner};
+use crate::{Cli, Command};
+
+/// Local queues give up on a message after this many receives.
+const MAX_RECEIVES: u32 = 5;
+
+/// What every command works with.
+pub struct Ctx {
+    pub store: Arc<dyn ObjectStore>,
+    pub queues: Queues,
+    pub json: bool,
+}
+
+impl Ctx {
+    pub async fn open(store_url: &str, queues_url: Option<&str>, json: bool) -> Result<Self> {
+        let store = open_store(store_url)
+            .await
+            .with_context(|| format!("opening the store {store_url}"))?;
+        let queues_url = match queues_url {
+            Some(url) => url.to_string(),
+            None => match store_url.strip_prefix("file://") {
+                Some(path) => format!("file://{}/.queues", path.trim_end_matches('/')),
+                None => bail!(
+                    "--queues (or LAMBDAML_QUEUES) is required with a non-file store, \
+                     e.g. --queues sqs://lambdaml-"
+                ),
+            },
+        };
+        let queues = open_queues(&queues_url, MAX_RECEIVES)
+            .await
+            .with_context(|| format!("opening the queues {queues_url}"))?;
+        Ok(Ctx {
+            store,
+            queues,
+            json,
+        })
+    }
+
+    pub async fn ingest_handler(&self) -> Result<Ingest> {
+        Ok(Ingest::new(
+            self.store.clone(),
+            self.queues.get(Stage::Preprocess).await?,
+        ))
+    }
+
+    pub async fn handlers(&self) -> Result<Vec<Arc<dyn StageHandler>>> {
+        Ok(vec![
+            Arc::new(self.ingest_handler().await?),
+            Arc::new(Preprocess::new(
+                self.store.clone(),
+                self.queues.get(Stage::Train).await?,
+            )),
+        ])
+    }
+
+    /// Drains the queues with a progress spinner.
+    pub async fn drain(&self) -> Result<Vec<Handled>> {
+        let bar = spinner(self.json, "running stages; messages handled:");
+        let handlers = self.handlers().await?;
+        let report = drain(&self.queues, &handlers, &DrainOptions::default(), &|h| {
+            bar.inc(1);
+            bar.set_message(format!("running stages ({} {}); messages handled:", h.stage, h.outcome));
+        })
+        .await?;
+        bar.finish_and_clear();
+        Ok(report)
+    }
+
+    pub async fn queue_stats(&self) -> Result<Vec<(Stage, QueueStats)>> {
+        let mut out = Vec::new();
+        for stage in Stage::ALL {
+            out.push((stage, self.queues.get(stage).await?.stats().await?));
+        }
+        Ok(out)
+    }
+
+    /// Uploads a spec to `specs/<model>.toml`, checking it first.
+    pub async fn put_spec(&self, text: &str, origin: &str) -> Result<ModelSpec> {
+        let spec = ModelSpec::parse(text).with_context(|| format!("reading {origin}"))?;
+        let key = ObjectKey::new(format!("specs/{}.toml", spec.model.name))?;
+        self.store.put(&key, bytes::Bytes::from(text.to_string())).await?;
+        Ok(spec)
+    }
+
+    /// Ingests a raw object directly (not through the queue), with a progress spinner.
+    pub async fn ingest_key(&self, key: ObjectKey, dataset: Option<String>) -> Result<IngestOutcome> {
+        let bar = spinner(self.json, "ingesting; rows read:");
+        let progress_bar = bar.clone();
+        let handler = self
+            .ingest_handler()
+            .await?
+            .with_progress(Arc::new(move |rows| progress_bar.set_position(rows)));
+        let outcome = handler
+            .ingest(&IngestRequest { key, dataset })
+            .await
+            .map_err(|e| anyhow!("{}", e.reason()));
+        bar.finish_and_clear();
+        outcome
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx::open(&cli.store, cli.queues.as_deref(), cli.json).await?;
+    match cli.command {
+        Command::Demo(args) => crate::demo::demo(&ctx, &cli.store, args).await,
+        Command::Ingest(args) => ingest(&ctx, args).await,
+        Command::Preprocess(args) => preprocess(&ctx, args).await,
+        Command::Run(_) => {
+            let handled = ctx.drain().await?;
+            let stats = ctx.queue_stats().await?;
+            emit(ctx.json, &RunReport { handled, queues: stats_map(&stats) }, |r| {
+                let mut s = render_handled(&r.handled);
+                s.push_str(&render_stats(&stats));
+                s
+            });
+            Ok(())
+        }
+        Command::Datasets { command } => datasets(&ctx, command).await,
+        Command::Queues(args) => queues(&ctx, args).await,
+    }
+}
+
+#[derive(Serialize)]
+struct RunReport {
+    handled: Vec<Handled>,
+    queues: serde_json::Value,
+}
+
+pub fn stats_map(stats: &[(Stage, QueueStats)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        stats
+            .iter()
+            .map(|(s, q)| (s.to_string(), serde_json::to_value(q).unwrap_or_default()))
+            .collect(),
+    )
+}
+
+pub fn render_handled(handled: &[Handled]) -> String {
+    let mut s = String::new();
+    if handled.is_empty() {
+        s.push_str("no messages were waiting\n");
+    }
+    for h in handled {
+        let detail = match &h.detail {
+            serde_json::Value::String(text) => text.clone(),
+            other => summarize(other),
+        };
+        s.push_str(&format!("{:<10} {:<11} {}\n", h.stage, h.outcome, detail));
+    }
+    s
+}
+
+fn summarize(v: &serde_json::Value) -> String {
+    let field = |k: &str| v.get(k).map(|x| x.to_string().trim_matches('"').to_string());
+    if let Some(run) = field("run_id") {
+        format!(
+            "run {run}: {} train / {} holdout rows, {} features",
+            field("train_rows").unwrap_or_default(),
+            field("holdout_rows").unwrap_or_default(),
+            field("features").unwrap_or_default()
+        )
+    } else if let Some(version) = field("version") {
+        format!(
+            "dataset {} version {version}: {} rows, {} rejected",
+            field("dataset").unwrap_or_default(),
+            field("rows").unwrap_or_default(),
+            field("rejected").unwrap_or_default()
+        )
+    } else {
+        v.to_string()
+    }
+}
+
+pub fn render_stats(stats: &[(Stage, QueueStats)]) -> String {
+    let mut s = String::from("queue       waiting  in-flight  dead-lettered\n");
+    for (stage, q) in stats {
+        s.push_str(&format!("{:<11} {:>7}  {:>9}  {:>13}\n", stage.as_str(), q.visible, q.in_flight, q.dead));
+    }
+    s
+}
+
+/// `lambdaml ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The raw file: CSV, gzip-compressed CSV or Parquet.
+    pub file: PathBuf,
+    /// The model spec (TOML) naming the dataset, label and task.
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Store the file under this dataset instead of the spec's `dataset.name`.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Only ingest; leave the messages it sends in the queues.
+    #[arg(long)]
+    pub no_run: bool,
+}
+
+#[derive(Serialize)]
+struct IngestReport {
+    ingest: IngestOutcome,
+    handled: Vec<Handled>,
+}
+
+async fn ingest(ctx: &Ctx, args: IngestArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.spec)
+        .with_context(|| format!("reading the spec {}", args.spec.display()))?;
+    let spec = ctx.put_spec(&text, &args.spec.display().to_string()).await?;
+    if !args.file.is_file() {
+        bail!("{} is not a file", args.file.display());
+    }
+    let dataset = args.dataset.unwrap_or(spec.dataset.name.clone());
+    let name = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow!("{} has no file name", args.file.display()))?;
+    let key = ObjectKey::new(format!("raw/{dataset}/{name}"))?;
+    ctx.store.put_file(&key, &args.file).await?;
+    let outcome = ctx.ingest_key(key, Some(dataset)).await?;
+    let handled = if args.no_run { Vec::new() } else { ctx.drain().await? };
+    emit(ctx.json, &IngestReport { ingest: outcome, handled }, |r| {
+        let o = &r.ingest;
+        let mut s = format!(
+            "dataset {} version {}{}: {} rows, {} rejected ({})\n",
+            o.dataset,
+            o.version,
+            if o.created { "" } else { " (already ingested; nothing written)" },
+            o.rows,
+            o.rejected,
+            o.manifest
+        );
+        if !r.handled.is_empty() {
+            s.push_str(&render_handled(&r.handled));
+        }
+        s
+    });
+    Ok(())
+}
+
+/// `lambdaml preprocess`.
+#[derive(Debug, Args)]
+pub struct PreprocessArgs {
+    /// The dataset.
+    #[arg(long)]
+    pub dataset: String,
+    /// The dataset version (default: the latest).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The model spec file (TOML).
+    #[arg(long)]
+    pub spec: PathBuf,
+}
+
+async fn preprocess(ctx: &Ctx, args: PreprocessArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.spec)
+        .with_context(|| format!("reading the spec {}", args.spec.display()))?;
+    let spec = ctx.put_spec(&text, &args.spec.display().to_string()).await?;
+    let version = match args.version {
+        Some(v) => v,
+        None => latest_version(ctx.store.as_ref(), &args.dataset).await?.version,
+    };
+    let sha = lambdaml::sha256_hex(text.as_bytes());
+    let snapshot = ObjectKey::new(spec_snapshot_key(&spec.model.name, &sha))?;
+    ctx.store.put_immutable(&snapshot, bytes::Bytes::from(text)).await?;
+    let handler = Preprocess::new(ctx.store.clone(), ctx.queues.get(Stage::Train).await?);
+    let outcome: PreprocessOutcome = handler
+        .preprocess(&PreprocessRequest {
+            dataset: args.dataset,
+            dataset_version: version,
+            spec: snapshot,
+        })
+        .await
+        .map_err(|e| anyhow!("{}", e.reason()))?;
+    emit(ctx.json, &outcome, |o| {
+        format!(
+            "run {}{}: {} train / {} holdout rows, {} features{}\n",
+            o.run_id,
+            if o.created { "" } else { " (already there; nothing written)" },
+            o.train_rows,
+            o.holdout_rows,
+            o.features,
+            if o.dropped.is_empty() {
+                String::new()
+            } else {
+                format!("; dropped {}", o.dropped.join("; "))
+            }
+        )
+    });
+    Ok(())
+}
+
+/// `lambdaml run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {}
+
+/// `lambdaml datasets …`.
+#[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// Every dataset version in the store.
+    List,
+    /// One dataset version: manifest, schema, profile and rejected rows.
+    Show {
+        /// The dataset.
+        dataset: String,
+        /// The version (default: the latest).
+        #[arg(long)]
+        version: Option<String>,
+        /// Also print up to this many rejected rows.
+        #[arg(long, default_value_t = 5)]
+        rejected: usize,
+    },
+}
+
+async fn manifests(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<DatasetManifest>> {
+    let mut out = Vec::new();
+    for meta in store.list_all(prefix).await? {
+        if meta.key.as_str().ends_with("/manifest.json") {
+            out.push(store.get_json::<DatasetManifest>(&meta.key).await?);
+        }
+    }
+    out.sort_by(|a, b| (&a.dataset, &a.created_at).cmp(&(&b.dataset, &b.created_at)));
+    Ok(out)
+}
+
+pub async fn latest_version(store: &dyn ObjectStore, dataset: &str) -> Result<DatasetManifest> {
+    manifests(store, &format!("datasets/{dataset}/"))
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow!("dataset {dataset:?} has no versions; ingest a file first"))
+}
+
+#[derive(Serialize)]
+struct DatasetView {
+    manifest: DatasetManifest,
+    schema: Schema,
+    profile: Profile,
+    rejected_rows: Vec<serde_json::Value>,
+}
+
+async fn datasets(ctx: &Ctx, command: DatasetsCommand) -> Result<()> {
+    match command {
+        DatasetsCommand::List => {
+            let all = manifests(ctx.store.as_ref(), "datasets/").await?;
+            emit(ctx.json, &serde_json::json!({ "versions": all }), |_| {
+                if all.is_empty() {
+                    return "no datasets yet: try `lambdaml demo` or `lambdaml ingest FILE --spec SPEC`\n".to_string();
+                }
+                let mut s = format!("{:<16} {:<17} {:>8} {:>8}  {:<20}  source\n", "dataset", "version", "rows", "rejected", "created");
+                for m in &all {
+                    s.push_str(&format!(
+                        "{:<16} {:<17} {:>8} {:>8}  {:<20}  {}\n",
+                        m.dataset, m.version, m.rows, m.rejected, m.created_at, m.source.key
+                    ));
+                }
+                s
+            });
+        }
+        DatasetsCommand::Show { dataset, version, rejected } => {
+            let manifest = match version {
+                Some(v) => ctx
+                    .store
+                    .get_json::<DatasetManifest>(&ObjectKey::new(format!("datasets/{dataset}/{v}/manifest.json"))?)
+                    .await
+                    .with_context(|| format!("dataset {dataset:?} version {v:?}"))?,
+                None => latest_version(ctx.store.as_ref(), &dataset).await?,
+            };
+            let key = |name: &str| ObjectKey::new(format!("datasets/{}/{}/{name}", manifest.dataset, manifest.version));
+            let schema: Schema = ctx.store.get_json(&key("schema.json")?).await?;
+            let profile: Profile = ctx.store.get_json(&key("profile.json")?).await?;
+            let rejected_text = ctx.store.get(&key("rejected.jsonl")?).await?.bytes;
+            let rejected_rows: Vec<serde_json::Value> = String::from_utf8_lossy(&rejected_text)
+                .lines()
+                .take(rejected)
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            let view = DatasetView { manifest, schema, profile, rejected_rows };
+            emit(ctx.json, &view, render_dataset);
+        }
+    }
+    Ok(())
+}
+
+fn render_dataset(v: &DatasetView) -> String {
+    let m = &v.manifest;
+    let mut s = format!(
+        "dataset {} version {}\n  source {} ({} bytes, {:?})\n  {} rows, {} rejected, label {:?}, created {}\n\n",
+        m.dataset, m.version, m.source.key, m.source.bytes, m.source.format, m.rows, m.rejected, m.label, m.created_at
+    );
+    s.push_str(&format!("  {:<26} {:<12} {:>8} {:>7}  summary\n", "column", "type", "count", "missing"));
+    for c in &v.schema.columns {
+        let Some(p) = v.profile.columns.get(&c.name) else { continue };
+        let summary = match (p.mean, p.std, p.min, p.max) {
+            (Some(mean), std, Some(min), Some(max)) => format!(
+                "mean {mean:.4} std {:.4} min {min} max {max}",
+                std.unwrap_or(f64::NAN)
+            ),
+            _ => p
+                .frequencies
+                .iter()
+                .take(6)
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        s.push_str(&format!(
+            "  {:<26} {:<12} {:>8} {:>7}  {}\n",
+            c.name,
+            format!("{:?}{}", c.kind, if c.nullable { "?" } else { "" }).to_lowercase(),
+            p.count,
+            p.missing,
+            summary
+        ));
+    }
+    if !v.rejected_rows.is_empty() {
+        s.push_str("\n  rejected rows (line: reasons):\n");
+        for r in &v.rejected_rows {
+            let reasons: Vec<String> = r["reasons"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| match x["column"].as_str() {
+                            Some(c) => format!("{c}: {}", x["reason"].as_str().unwrap_or_default()),
+                            None => x["reason"].as_str().unwrap_or_default().to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            s.push_str(&format!("    {}: {}\n", r["line"], reasons.join("; ")));
+        }
+    }
+    s
+}
+
+/// `lambdaml queues`.
+#[derive(Debug, Args)]
+pub struct QueuesArgs {
+    /// Also list up to this many dead letters per queue.
+    #[arg(long, default_value_t = 10)]
+    pub dead: usize,
+}
+
+async fn queues(ctx: &Ctx, args: QueuesArgs) -> Result<()> {
+    let stats = ctx.queue_stats().await?;
+    let mut dead = serde_json::Map::new();
+    for stage in Stage::ALL {
+        let letters = ctx.queues.get(stage).await?.dead_letters(args.dead).await?;
+        if !letters.is_empty() {
+            dead.insert(stage.to_string(), serde_json::to_value(letters)?);
+        }
+    }
+    let report = serde_json::json!({"queues": stats_map(&stats), "dead_letters": dead});
+    emit(ctx.json, &report, |_| {
+        let mut s = render_stats(&stats);
+        for (stage, letters) in &dead {
+            for l in letters.as_array().into_iter().flatten() {
+                s.push_str(&format!(
+                    "dead letter on {stage}: {} (received {} times)\n",
+                    l["reason"].as_str().unwrap_or_default(),
+                    l["receive_count"]
+                ));
+            }
+        }
+        s
+    });
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Pipeline runs: what preprocess hands to training.
+//!
+//! A run is one model spec applied to one dataset version. Its id derives from the two
+//! content hashes (the dataset version and the spec's bytes), so a redelivered preprocess
+//! message finds its run already there and creates nothing new. A run's artifacts live
+//! under `runs/<run>/`; `manifest.json` is written last and names them all.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `runs/<run>/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    /// The run id.
+    pub run_id: String,
+    /// The model name.
+    pub model: String,
+    /// The dataset name.
+    pub dataset: String,
+    /// The dataset version.
+    pub dataset_version: String,
+    /// SHA-256 of the spec's bytes.
+    pub spec_sha256: String,
+    /// Rows in the training split.
+    pub train_rows: usize,
+    /// Rows in the holdout split.
+    pub holdout_rows: usize,
+    /// Encoded feature count.
+    pub features: usize,
+    /// Columns the pipeline dropped, with reasons.
+    pub dropped: Vec<String>,
+    /// Artifact keys: `spec`, `pipeline`, `train`, `holdout`.
+    pub artifacts: BTreeMap<String, String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// The lambdaml version that wrote it.
+    pub lambdaml_version: String,
+}
+
+/// The run id for a model, a dataset version and a spec hash.
+pub fn run_id(model: &str, dataset_version: &str, spec_sha256: &str) -> String {
+    let digest = crate::sha256_hex(format!("{dataset_version}\n{spec_sha256}").as_bytes());
+    format!("{model}-{}", &digest[..12])
+}
+
+/// Where a spec snapshot is kept: content-addressed, immutable.
+pub fn spec_snapshot_key(model: &str, spec_sha256: &str) -> String {
+    format!("specs/history/{model}/{}.toml", &spec_sha256[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_deterministic_and_distinct() {
+        let a = run_id("m", "v1", "s1");
+        assert_eq!(a, run_id("m", "v1", "s1"));
+        assert_ne!(a, run_id("m", "v2", "s1"));
+        assert_ne!(a, run_id("m", "v1", "s2"));
+        assert!(a.starts_with("m-"));
+    }
+}
