@@ -77,7 +77,10 @@ impl Ctx {
         let handlers = self.handlers().await?;
         let report = drain(&self.queues, &handlers, &DrainOptions::default(), &|h| {
             bar.inc(1);
-            bar.set_message(format!("running stages ({} {}); messages handled:", h.stage, h.outcome));
+            bar.set_message(format!(
+                "running stages ({} {}); messages handled:",
+                h.stage, h.outcome
+            ));
         })
         .await?;
         bar.finish_and_clear();
@@ -96,12 +99,18 @@ impl Ctx {
     pub async fn put_spec(&self, text: &str, origin: &str) -> Result<ModelSpec> {
         let spec = ModelSpec::parse(text).with_context(|| format!("reading {origin}"))?;
         let key = ObjectKey::new(format!("specs/{}.toml", spec.model.name))?;
-        self.store.put(&key, bytes::Bytes::from(text.to_string())).await?;
+        self.store
+            .put(&key, bytes::Bytes::from(text.to_string()))
+            .await?;
         Ok(spec)
     }
 
     /// Ingests a raw object directly (not through the queue), with a progress spinner.
-    pub async fn ingest_key(&self, key: ObjectKey, dataset: Option<String>) -> Result<IngestOutcome> {
+    pub async fn ingest_key(
+        &self,
+        key: ObjectKey,
+        dataset: Option<String>,
+    ) -> Result<IngestOutcome> {
         let bar = spinner(self.json, "ingesting; rows read:");
         let progress_bar = bar.clone();
         let handler = self
@@ -126,11 +135,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Run(_) => {
             let handled = ctx.drain().await?;
             let stats = ctx.queue_stats().await?;
-            emit(ctx.json, &RunReport { handled, queues: stats_map(&stats) }, |r| {
-                let mut s = render_handled(&r.handled);
-                s.push_str(&render_stats(&stats));
-                s
-            });
+            emit(
+                ctx.json,
+                &RunReport {
+                    handled,
+                    queues: stats_map(&stats),
+                },
+                |r| {
+                    let mut s = render_handled(&r.handled);
+                    s.push_str(&render_stats(&stats));
+                    s
+                },
+            );
             Ok(())
         }
         Command::Datasets { command } => datasets(&ctx, command).await,
@@ -169,7 +185,10 @@ pub fn render_handled(handled: &[Handled]) -> String {
 }
 
 fn summarize(v: &serde_json::Value) -> String {
-    let field = |k: &str| v.get(k).map(|x| x.to_string().trim_matches('"').to_string());
+    let field = |k: &str| {
+        v.get(k)
+            .map(|x| x.to_string().trim_matches('"').to_string())
+    };
     if let Some(run) = field("run_id") {
         format!(
             "run {run}: {} train / {} holdout rows, {} features",
@@ -192,7 +211,13 @@ fn summarize(v: &serde_json::Value) -> String {
 pub fn render_stats(stats: &[(Stage, QueueStats)]) -> String {
     let mut s = String::from("queue       waiting  in-flight  dead-lettered\n");
     for (stage, q) in stats {
-        s.push_str(&format!("{:<11} {:>7}  {:>9}  {:>13}\n", stage.as_str(), q.visible, q.in_flight, q.dead));
+        s.push_str(&format!(
+            "{:<11} {:>7}  {:>9}  {:>13}\n",
+            stage.as_str(),
+            q.visible,
+            q.in_flight,
+            q.dead
+        ));
     }
     s
 }
@@ -222,7 +247,9 @@ struct IngestReport {
 async fn ingest(ctx: &Ctx, args: IngestArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.spec)
         .with_context(|| format!("reading the spec {}", args.spec.display()))?;
-    let spec = ctx.put_spec(&text, &args.spec.display().to_string()).await?;
+    let spec = ctx
+        .put_spec(&text, &args.spec.display().to_string())
+        .await?;
     if !args.file.is_file() {
         bail!("{} is not a file", args.file.display());
     }
@@ -235,23 +262,38 @@ async fn ingest(ctx: &Ctx, args: IngestArgs) -> Result<()> {
     let key = ObjectKey::new(format!("raw/{dataset}/{name}"))?;
     ctx.store.put_file(&key, &args.file).await?;
     let outcome = ctx.ingest_key(key, Some(dataset)).await?;
-    let handled = if args.no_run { Vec::new() } else { ctx.drain().await? };
-    emit(ctx.json, &IngestReport { ingest: outcome, handled }, |r| {
-        let o = &r.ingest;
-        let mut s = format!(
-            "dataset {} version {}{}: {} rows, {} rejected ({})\n",
-            o.dataset,
-            o.version,
-            if o.created { "" } else { " (already ingested; nothing written)" },
-            o.rows,
-            o.rejected,
-            o.manifest
-        );
-        if !r.handled.is_empty() {
-            s.push_str(&render_handled(&r.handled));
-        }
-        s
-    });
+    let handled = if args.no_run {
+        Vec::new()
+    } else {
+        ctx.drain().await?
+    };
+    emit(
+        ctx.json,
+        &IngestReport {
+            ingest: outcome,
+            handled,
+        },
+        |r| {
+            let o = &r.ingest;
+            let mut s = format!(
+                "dataset {} version {}{}: {} rows, {} rejected ({})\n",
+                o.dataset,
+                o.version,
+                if o.created {
+                    ""
+                } else {
+                    " (already ingested; nothing written)"
+                },
+                o.rows,
+                o.rejected,
+                o.manifest
+            );
+            if !r.handled.is_empty() {
+                s.push_str(&render_handled(&r.handled));
+            }
+            s
+        },
+    );
     Ok(())
 }
 
@@ -272,14 +314,22 @@ pub struct PreprocessArgs {
 async fn preprocess(ctx: &Ctx, args: PreprocessArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.spec)
         .with_context(|| format!("reading the spec {}", args.spec.display()))?;
-    let spec = ctx.put_spec(&text, &args.spec.display().to_string()).await?;
+    let spec = ctx
+        .put_spec(&text, &args.spec.display().to_string())
+        .await?;
     let version = match args.version {
         Some(v) => v,
-        None => latest_version(ctx.store.as_ref(), &args.dataset).await?.version,
+        None => {
+            latest_version(ctx.store.as_ref(), &args.dataset)
+                .await?
+                .version
+        }
     };
     let sha = lambdaml::sha256_hex(text.as_bytes());
     let snapshot = ObjectKey::new(spec_snapshot_key(&spec.model.name, &sha))?;
-    ctx.store.put_immutable(&snapshot, bytes::Bytes::from(text)).await?;
+    ctx.store
+        .put_immutable(&snapshot, bytes::Bytes::from(text))
+        .await?;
     let handler = Preprocess::new(ctx.store.clone(), ctx.queues.get(Stage::Train).await?);
     let outcome: PreprocessOutcome = handler
         .preprocess(&PreprocessRequest {
@@ -293,7 +343,11 @@ async fn preprocess(ctx: &Ctx, args: PreprocessArgs) -> Result<()> {
         format!(
             "run {}{}: {} train / {} holdout rows, {} features{}\n",
             o.run_id,
-            if o.created { "" } else { " (already there; nothing written)" },
+            if o.created {
+                ""
+            } else {
+                " (already there; nothing written)"
+            },
             o.train_rows,
             o.holdout_rows,
             o.features,
@@ -363,7 +417,10 @@ async fn datasets(ctx: &Ctx, command: DatasetsCommand) -> Result<()> {
                 if all.is_empty() {
                     return "no datasets yet: try `lambdaml demo` or `lambdaml ingest FILE --spec SPEC`\n".to_string();
                 }
-                let mut s = format!("{:<16} {:<17} {:>8} {:>8}  {:<20}  source\n", "dataset", "version", "rows", "rejected", "created");
+                let mut s = format!(
+                    "{:<16} {:<17} {:>8} {:>8}  {:<20}  source\n",
+                    "dataset", "version", "rows", "rejected", "created"
+                );
                 for m in &all {
                     s.push_str(&format!(
                         "{:<16} {:<17} {:>8} {:>8}  {:<20}  {}\n",
@@ -373,16 +430,27 @@ async fn datasets(ctx: &Ctx, command: DatasetsCommand) -> Result<()> {
                 s
             });
         }
-        DatasetsCommand::Show { dataset, version, rejected } => {
+        DatasetsCommand::Show {
+            dataset,
+            version,
+            rejected,
+        } => {
             let manifest = match version {
                 Some(v) => ctx
                     .store
-                    .get_json::<DatasetManifest>(&ObjectKey::new(format!("datasets/{dataset}/{v}/manifest.json"))?)
+                    .get_json::<DatasetManifest>(&ObjectKey::new(format!(
+                        "datasets/{dataset}/{v}/manifest.json"
+                    ))?)
                     .await
                     .with_context(|| format!("dataset {dataset:?} version {v:?}"))?,
                 None => latest_version(ctx.store.as_ref(), &dataset).await?,
             };
-            let key = |name: &str| ObjectKey::new(format!("datasets/{}/{}/{name}", manifest.dataset, manifest.version));
+            let key = |name: &str| {
+                ObjectKey::new(format!(
+                    "datasets/{}/{}/{name}",
+                    manifest.dataset, manifest.version
+                ))
+            };
             let schema: Schema = ctx.store.get_json(&key("schema.json")?).await?;
             let profile: Profile = ctx.store.get_json(&key("profile.json")?).await?;
             let rejected_text = ctx.store.get(&key("rejected.jsonl")?).await?.bytes;
@@ -391,7 +459,12 @@ async fn datasets(ctx: &Ctx, command: DatasetsCommand) -> Result<()> {
                 .take(rejected)
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect();
-            let view = DatasetView { manifest, schema, profile, rejected_rows };
+            let view = DatasetView {
+                manifest,
+                schema,
+                profile,
+                rejected_rows,
+            };
             emit(ctx.json, &view, render_dataset);
         }
     }
@@ -402,11 +475,24 @@ fn render_dataset(v: &DatasetView) -> String {
     let m = &v.manifest;
     let mut s = format!(
         "dataset {} version {}\n  source {} ({} bytes, {:?})\n  {} rows, {} rejected, label {:?}, created {}\n\n",
-        m.dataset, m.version, m.source.key, m.source.bytes, m.source.format, m.rows, m.rejected, m.label, m.created_at
+        m.dataset,
+        m.version,
+        m.source.key,
+        m.source.bytes,
+        m.source.format,
+        m.rows,
+        m.rejected,
+        m.label,
+        m.created_at
     );
-    s.push_str(&format!("  {:<26} {:<12} {:>8} {:>7}  summary\n", "column", "type", "count", "missing"));
+    s.push_str(&format!(
+        "  {:<26} {:<12} {:>8} {:>7}  summary\n",
+        "column", "type", "count", "missing"
+    ));
     for c in &v.schema.columns {
-        let Some(p) = v.profile.columns.get(&c.name) else { continue };
+        let Some(p) = v.profile.columns.get(&c.name) else {
+            continue;
+        };
         let summary = match (p.mean, p.std, p.min, p.max) {
             (Some(mean), std, Some(min), Some(max)) => format!(
                 "mean {mean:.4} std {:.4} min {min} max {max}",

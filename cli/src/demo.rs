@@ -46,10 +46,16 @@ struct DemoReport {
 
 pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
     if !ctx.json {
-        println!("lambdaml demo — store {store_url} (embedded default: local files, no cloud, no Docker)");
-        println!("data: NOAA daily weather, Nebraska, 18,159 days in order (data/weather_noaa.csv)\n");
+        println!(
+            "lambdaml demo — store {store_url} (embedded default: local files, no cloud, no Docker)"
+        );
+        println!(
+            "data: NOAA daily weather, Nebraska, 18,159 days in order (data/weather_noaa.csv)\n"
+        );
     }
-    let spec = ctx.put_spec(WEATHER_SPEC, "the bundled weather spec").await?;
+    let spec = ctx
+        .put_spec(WEATHER_SPEC, "the bundled weather spec")
+        .await?;
     let raw = ObjectKey::new(format!("raw/{}/weather_noaa.csv", spec.dataset.name))?;
     ctx.store.put(&raw, Bytes::from_static(WEATHER_CSV)).await?;
 
@@ -66,9 +72,16 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
     let again = Message::new(
         "demo-redelivery",
         None,
-        StageMessage::Ingest(IngestRequest { key: raw, dataset: None }),
+        StageMessage::Ingest(IngestRequest {
+            key: raw,
+            dataset: None,
+        }),
     );
-    ctx.queues.get(Stage::Ingest).await?.send(&again.to_body()).await?;
+    ctx.queues
+        .get(Stage::Ingest)
+        .await?
+        .send(&again.to_body())
+        .await?;
     let second = ctx.drain().await?;
     let redelivery: IngestOutcome = second
         .iter()
@@ -88,7 +101,10 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let mut runs = Vec::new();
-    for h in handled.iter().filter(|h| h.stage == Stage::Preprocess && h.outcome == "ok") {
+    for h in handled
+        .iter()
+        .filter(|h| h.stage == Stage::Preprocess && h.outcome == "ok")
+    {
         if let Some(manifest) = h.detail.get("manifest").and_then(|m| m.as_str()) {
             let run: RunManifest = ctx.store.get_json(&ObjectKey::new(manifest)?).await?;
             if !runs.iter().any(|r: &RunManifest| r.run_id == run.run_id) {
@@ -116,24 +132,38 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
 
 fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> String {
     let d = &r.dataset;
+    let prefix = format!("datasets/{}/{}", d.dataset, d.version);
     let mut s = format!(
         "1. ingest    dataset {} version {}{} in {:.2}s\n             {} valid rows → {prefix}/data.parquet, {} quarantined → rejected.jsonl\n",
         d.dataset,
         d.version,
-        if d.created { "" } else { " (already in the store: nothing rewritten)" },
+        if d.created {
+            ""
+        } else {
+            " (already in the store: nothing rewritten)"
+        },
         r.ingest_seconds,
         d.rows,
         d.rejected,
-        prefix = format!("datasets/{}/{}", d.dataset, d.version),
     );
     for row in &r.first_rejected {
         let reasons: Vec<String> = row["reasons"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|x| format!("{}: {}", x["column"].as_str().unwrap_or("row"), x["reason"].as_str().unwrap_or_default()))
+            .map(|x| {
+                format!(
+                    "{}: {}",
+                    x["column"].as_str().unwrap_or("row"),
+                    x["reason"].as_str().unwrap_or_default()
+                )
+            })
             .collect();
-        s.push_str(&format!("             quarantined line {}: {}\n", row["line"], reasons.join("; ")));
+        s.push_str(&format!(
+            "             quarantined line {}: {}\n",
+            row["line"],
+            reasons.join("; ")
+        ));
     }
     s.push_str("             schema: ");
     s.push_str(
@@ -152,7 +182,11 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
             .iter()
             .map(|(k, n)| format!("{k}: {:.1} %", 100.0 * *n as f64 / total.max(1) as f64))
             .collect();
-        s.push_str(&format!("             label {}: {}\n", r.schema.label, shares.join(", ")));
+        s.push_str(&format!(
+            "             label {}: {}\n",
+            r.schema.label,
+            shares.join(", ")
+        ));
     }
     for run in &r.runs {
         s.push_str(&format!(
@@ -166,7 +200,11 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
     s.push_str(&format!(
         "3. redelivery the same file again → version {} ({}), no second dataset version or run\n\n",
         r.redelivery.version,
-        if r.redelivery.created { "written again!" } else { "nothing written" }
+        if r.redelivery.created {
+            "written again!"
+        } else {
+            "nothing written"
+        }
     ));
     s.push_str(&render_stats(stats));
     s.push_str("\nThe train messages wait in the train queue for the train stage.\n");

@@ -19,7 +19,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "lambdaml", version, about, long_about = None)]
 pub struct Cli {
     /// Object store URL: file://PATH, memory://, or s3://BUCKET[/PREFIX].
-    #[arg(long, global = true, env = "LAMBDAML_STORE", default_value = "file://./.lambdaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "LAMBDAML_STORE",
+        default_value = "file://./.lambdaml"
+    )]
     pub store: String,
 
     /// Stage queues URL: file://DIR or sqs://QUEUE-NAME-PREFIX. Defaults to DIR/.queues

@@ -184,7 +184,10 @@ pub fn sort_classes(classes: &mut [String]) {
     let all_numeric = classes.iter().all(|c| c.parse::<f64>().is_ok());
     classes.sort_by(|a, b| {
         if all_numeric {
-            let (x, y) = (a.parse::<f64>().unwrap_or(0.0), b.parse::<f64>().unwrap_or(0.0));
+            let (x, y) = (
+                a.parse::<f64>().unwrap_or(0.0),
+                b.parse::<f64>().unwrap_or(0.0),
+            );
             x.total_cmp(&y)
         } else {
             a.cmp(b)
@@ -257,9 +260,13 @@ impl FeaturePipeline {
                         }
                         NumericImpute::Zero => 0.0,
                     };
-                    let imputed = rows
-                        .iter()
-                        .map(|&i| if values[i].is_nan() { impute } else { values[i] });
+                    let imputed = rows.iter().map(|&i| {
+                        if values[i].is_nan() {
+                            impute
+                        } else {
+                            values[i]
+                        }
+                    });
                     let (mean, std) = numeric_stats(imputed);
                     if std == 0.0 {
                         dropped.push(DroppedFeature {
@@ -290,8 +297,12 @@ impl FeaturePipeline {
                             *c += 1;
                         }
                     }
-                    let mut seen: Vec<(usize, u64)> =
-                        counts.iter().copied().enumerate().filter(|(_, c)| *c > 0).collect();
+                    let mut seen: Vec<(usize, u64)> = counts
+                        .iter()
+                        .copied()
+                        .enumerate()
+                        .filter(|(_, c)| *c > 0)
+                        .collect();
                     if seen.len() <= 1 {
                         dropped.push(DroppedFeature {
                             name: name.clone(),
@@ -307,7 +318,8 @@ impl FeaturePipeline {
                     }
                     // Most frequent first, ties by name, so the kept set is deterministic.
                     seen.sort_by(|a, b| {
-                        b.1.cmp(&a.1).then_with(|| dictionary[a.0].cmp(&dictionary[b.0]))
+                        b.1.cmp(&a.1)
+                            .then_with(|| dictionary[a.0].cmp(&dictionary[b.0]))
                     });
                     let impute = dictionary[seen[0].0].clone();
                     seen.truncate(spec.preprocess.max_categories);
@@ -373,17 +385,17 @@ impl FeaturePipeline {
             },
         };
         sort_classes(&mut classes);
-        if spec.task.kind == TaskKind::Binary {
-            if let Some(positive) = &spec.task.positive_class {
-                let Some(pos) = classes.iter().position(|c| c == positive) else {
-                    return Err(FeatureError::PositiveClass {
-                        value: positive.clone(),
-                        classes: classes.join(", "),
-                    });
-                };
-                let p = classes.remove(pos);
-                classes.push(p);
-            }
+        if spec.task.kind == TaskKind::Binary
+            && let Some(positive) = &spec.task.positive_class
+        {
+            let Some(pos) = classes.iter().position(|c| c == positive) else {
+                return Err(FeatureError::PositiveClass {
+                    value: positive.clone(),
+                    classes: classes.join(", "),
+                });
+            };
+            let p = classes.remove(pos);
+            classes.push(p);
         }
         Ok(LabelEncoding::Classes { name, classes })
     }
@@ -471,10 +483,12 @@ impl FeaturePipeline {
             .inputs
             .iter()
             .map(|f| {
-                table.column(&f.name).map_err(|_| FeatureError::UnknownColumn {
-                    key: "pipeline.inputs",
-                    column: f.name.clone(),
-                })
+                table
+                    .column(&f.name)
+                    .map_err(|_| FeatureError::UnknownColumn {
+                        key: "pipeline.inputs",
+                        column: f.name.clone(),
+                    })
             })
             .collect::<Result<_, _>>()?;
         let label = table
@@ -581,7 +595,10 @@ fn format_number(x: f64) -> String {
 }
 
 /// Splits row indices into (train, holdout) per the spec; both sorted and non-empty.
-pub fn split_rows(spec: &ModelSpec, table: &Table) -> Result<(Vec<usize>, Vec<usize>), FeatureError> {
+pub fn split_rows(
+    spec: &ModelSpec,
+    table: &Table,
+) -> Result<(Vec<usize>, Vec<usize>), FeatureError> {
     let n = table.rows;
     let n_holdout = ((n as f64) * spec.split.holdout).ceil() as usize;
     if n < 2 || n_holdout == 0 || n_holdout >= n {
@@ -609,14 +626,14 @@ pub fn split_rows(spec: &ModelSpec, table: &Table) -> Result<(Vec<usize>, Vec<us
                     column: by.clone(),
                 })?;
                 match column {
-                    Column::Numeric(v) => order.sort_by(|&a, &b| {
-                        match (v[a].is_nan(), v[b].is_nan()) {
+                    Column::Numeric(v) => {
+                        order.sort_by(|&a, &b| match (v[a].is_nan(), v[b].is_nan()) {
                             (true, true) => Ordering::Equal,
                             (true, false) => Ordering::Greater,
                             (false, true) => Ordering::Less,
                             _ => v[a].total_cmp(&v[b]),
-                        }
-                    }),
+                        })
+                    }
                     // ISO dates and times sort correctly as text.
                     Column::Categorical { codes, dictionary } => order.sort_by(|&a, &b| {
                         dictionary
@@ -676,7 +693,11 @@ mod tests {
         // numpy: a = [1, 2, 3.6, 4, 5, 6] after mean imputation (mean of 1,2,4,5,6 = 3.6);
         // a.mean() = 3.6, a.std() (ddof=0) = 1.6931233465600393.
         match &p.inputs[0].encoder {
-            Encoder::Numeric { impute, center, scale } => {
+            Encoder::Numeric {
+                impute,
+                center,
+                scale,
+            } => {
                 assert!((impute - 3.6).abs() < 1e-12);
                 assert!((center - 3.6).abs() < 1e-12);
                 assert!((scale - 1.693_123_346_560_039_3).abs() < 1e-12);
@@ -716,7 +737,10 @@ mod tests {
         assert_eq!(err.field, "c");
         assert!(err.reason.contains("green"), "{err}");
         let err = strict
-            .transform_into(&[RawValue::Number(f64::INFINITY), RawValue::Missing], &mut out)
+            .transform_into(
+                &[RawValue::Number(f64::INFINITY), RawValue::Missing],
+                &mut out,
+            )
             .unwrap_err();
         assert_eq!(err.field, "a");
         let err = strict
@@ -731,7 +755,11 @@ mod tests {
         let a = split_rows(&spec("[split]\nholdout = 0.34\nseed = 1"), &table).unwrap();
         let b = split_rows(&spec("[split]\nholdout = 0.34\nseed = 1"), &table).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.1.len(), 3, "ceil(6 * 0.34) rows held out, as scikit-learn does");
+        assert_eq!(
+            a.1.len(),
+            3,
+            "ceil(6 * 0.34) rows held out, as scikit-learn does"
+        );
         let (train, holdout) =
             split_rows(&spec("[split]\nmethod = \"time\"\nholdout = 0.5"), &table).unwrap();
         assert_eq!(train, vec![0, 1, 2]);

@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn s3_keys_are_url_decoded() {
-        assert_eq!(decode_s3_key("raw/weather/my+file%282%29.csv"), "raw/weather/my file(2).csv");
+        assert_eq!(
+            decode_s3_key("raw/weather/my+file%282%29.csv"),
+            "raw/weather/my file(2).csv"
+        );
         assert_eq!(decode_s3_key("raw/a/%C3%A9t%C3%A9.csv"), "raw/a/été.csv");
     }
 
@@ -160,7 +163,10 @@ mod tests {
             "s3": {"bucket": {"name": "b"}, "object": {"key": "raw/w/a+b.csv"}}}]});
         assert_eq!(
             classify(s3).unwrap(),
-            Incoming::S3(vec![S3Object { bucket: "b".into(), key: "raw/w/a b.csv".into() }])
+            Incoming::S3(vec![S3Object {
+                bucket: "b".into(),
+                key: "raw/w/a b.csv".into()
+            }])
         );
         let sqs = serde_json::json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m1",
             "body": "{}", "receiptHandle": "r"}]});

@@ -50,7 +50,10 @@ impl Matrix {
         let x = f32_bytes(&self.x);
         let y = f32_bytes(&self.y);
         let tensors = [
-            ("x", TensorView::new(Dtype::F32, vec![self.rows, self.cols], &x)?),
+            (
+                "x",
+                TensorView::new(Dtype::F32, vec![self.rows, self.cols], &x)?,
+            ),
             ("y", TensorView::new(Dtype::F32, vec![self.rows], &y)?),
         ];
         let meta = HashMap::from([("format".to_string(), "lambdaml-matrix-v1".to_string())]);
@@ -67,7 +70,11 @@ impl Matrix {
         }
         let (rows, cols) = match x.shape() {
             [r, c] => (*r, *c),
-            other => return Err(MatrixError::Shape(format!("x has shape {other:?}, expected 2-D"))),
+            other => {
+                return Err(MatrixError::Shape(format!(
+                    "x has shape {other:?}, expected 2-D"
+                )));
+            }
         };
         if y.shape() != [rows] {
             return Err(MatrixError::Shape(format!(

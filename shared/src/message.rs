@@ -226,10 +226,9 @@ mod tests {
 
     #[test]
     fn malformed_fields_are_named() {
-        let err = Message::parse(
-            r#"{"version":1,"run_id":"r","stage":"ingest","key":"../etc/passwd"}"#,
-        )
-        .unwrap_err();
+        let err =
+            Message::parse(r#"{"version":1,"run_id":"r","stage":"ingest","key":"../etc/passwd"}"#)
+                .unwrap_err();
         assert!(matches!(err, MessageError::Malformed(_)));
         assert!(err.to_string().contains(".."), "{err}");
     }

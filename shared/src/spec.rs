@@ -685,10 +685,16 @@ impl ModelSpec {
             }
             let numeric = matches!(col.kind, DeclaredType::Integer | DeclaredType::Float);
             if !numeric && (col.min.is_some() || col.max.is_some()) {
-                return Err(invalid(&key, "min/max apply to integer and float columns only"));
+                return Err(invalid(
+                    &key,
+                    "min/max apply to integer and float columns only",
+                ));
             }
             if col.values.is_some() && col.kind != DeclaredType::Categorical {
-                return Err(invalid(&format!("{key}.values"), "applies to categorical columns only"));
+                return Err(invalid(
+                    &format!("{key}.values"),
+                    "applies to categorical columns only",
+                ));
             }
             if col.values.as_ref().is_some_and(Vec::is_empty) {
                 return Err(invalid(&format!("{key}.values"), "must not be empty"));
@@ -709,16 +715,25 @@ impl ModelSpec {
             }
         }
         if self.features.include.contains(&self.dataset.label) {
-            return Err(invalid("features.include", "must not contain the label column"));
+            return Err(invalid(
+                "features.include",
+                "must not contain the label column",
+            ));
         }
         if !(self.split.holdout > 0.0 && self.split.holdout < 1.0) {
             return Err(invalid(
                 "split.holdout",
-                format!("must be between 0 and 1 (exclusive), got {}", self.split.holdout),
+                format!(
+                    "must be between 0 and 1 (exclusive), got {}",
+                    self.split.holdout
+                ),
             ));
         }
         if self.split.order_by.is_some() && self.split.method != SplitMethod::Time {
-            return Err(invalid("split.order_by", "applies to method = \"time\" only"));
+            return Err(invalid(
+                "split.order_by",
+                "applies to method = \"time\" only",
+            ));
         }
         if self.preprocess.max_categories == 0 {
             return Err(invalid("preprocess.max_categories", "must be at least 1"));
@@ -757,7 +772,10 @@ impl ModelSpec {
             return Err(invalid("train.hidden", "layer sizes must be at least 1"));
         }
         if !(0.0..1.0).contains(&t.dropout) {
-            return Err(invalid("train.dropout", format!("must be in [0, 1), got {}", t.dropout)));
+            return Err(invalid(
+                "train.dropout",
+                format!("must be in [0, 1), got {}", t.dropout),
+            ));
         }
         if t.patience == 0 {
             return Err(invalid("train.patience", "must be at least 1"));
@@ -773,13 +791,24 @@ impl ModelSpec {
         }
         let p = &self.promotion;
         const METRICS: [&str; 9] = [
-            "roc_auc", "accuracy", "f1_macro", "log_loss", "brier", "precision_macro",
-            "recall_macro", "rmse", "r2",
+            "roc_auc",
+            "accuracy",
+            "f1_macro",
+            "log_loss",
+            "brier",
+            "precision_macro",
+            "recall_macro",
+            "rmse",
+            "r2",
         ];
         if !METRICS.contains(&p.metric.as_str()) && p.metric != "mae" {
             return Err(invalid(
                 "promotion.metric",
-                format!("unknown metric {:?}; one of {}, mae", p.metric, METRICS.join(", ")),
+                format!(
+                    "unknown metric {:?}; one of {}, mae",
+                    p.metric,
+                    METRICS.join(", ")
+                ),
             ));
         }
         let regression_metric = matches!(p.metric.as_str(), "rmse" | "r2" | "mae");
@@ -825,7 +854,10 @@ impl ModelSpec {
         if parse_duration_secs(&r.cooldown).is_none() {
             return Err(invalid(
                 "retrain.cooldown",
-                format!("{:?} is not a duration like \"30m\", \"24h\" or \"7d\"", r.cooldown),
+                format!(
+                    "{:?} is not a duration like \"30m\", \"24h\" or \"7d\"",
+                    r.cooldown
+                ),
             ));
         }
         if r.max_per_day == 0 {
@@ -902,16 +934,34 @@ kind = "binary"
         assert_eq!(invalid_key("[split]\nholdout = -0.2"), "split.holdout");
         assert_eq!(invalid_key("[split]\nholdout = 1.0"), "split.holdout");
         assert_eq!(invalid_key("[train]\nepochs = 0"), "train.epochs");
-        assert_eq!(invalid_key("[train]\nlearning_rate = -0.1"), "train.learning_rate");
+        assert_eq!(
+            invalid_key("[train]\nlearning_rate = -0.1"),
+            "train.learning_rate"
+        );
         assert_eq!(invalid_key("[train]\nhidden = []"), "train.hidden");
         assert_eq!(invalid_key("[train]\nhidden = [16, 0]"), "train.hidden");
         assert_eq!(invalid_key("[train]\ndropout = 1.0"), "train.dropout");
         assert_eq!(invalid_key("[train]\nfamily = \"linear\""), "train.family");
-        assert_eq!(invalid_key("[promotion]\nmetric = \"rmse\""), "promotion.metric");
-        assert_eq!(invalid_key("[promotion]\nmetric = \"auc\""), "promotion.metric");
-        assert_eq!(invalid_key("[monitor]\ndrift_share = 0"), "monitor.drift_share");
-        assert_eq!(invalid_key("[retrain]\ncooldown = \"soon\""), "retrain.cooldown");
-        assert_eq!(invalid_key("[retrain]\nmax_per_day = 0"), "retrain.max_per_day");
+        assert_eq!(
+            invalid_key("[promotion]\nmetric = \"rmse\""),
+            "promotion.metric"
+        );
+        assert_eq!(
+            invalid_key("[promotion]\nmetric = \"auc\""),
+            "promotion.metric"
+        );
+        assert_eq!(
+            invalid_key("[monitor]\ndrift_share = 0"),
+            "monitor.drift_share"
+        );
+        assert_eq!(
+            invalid_key("[retrain]\ncooldown = \"soon\""),
+            "retrain.cooldown"
+        );
+        assert_eq!(
+            invalid_key("[retrain]\nmax_per_day = 0"),
+            "retrain.max_per_day"
+        );
         assert_eq!(
             invalid_key("[dataset.columns.x]\ntype = \"float\"\nmin = 3\nmax = 1"),
             "dataset.columns.x.min"

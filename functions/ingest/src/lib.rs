@@ -206,16 +206,13 @@ impl Ingest {
         let raw_path = dir.path().join("raw");
         let (size, sha) = self.download(&request.key, &raw_path).await?;
         let config_json = serde_json::to_string(&config).map_err(permanent)?;
-        let version = lambdaml::sha256_hex(format!("{sha}\n{config_json}").as_bytes())[..16]
-            .to_string();
+        let version =
+            lambdaml::sha256_hex(format!("{sha}\n{config_json}").as_bytes())[..16].to_string();
         let prefix = version_prefix(&dataset, &version);
         let key = |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
         let manifest_key = key("manifest.json")?;
 
-        let (manifest, created) = match self
-            .store
-            .get_json::<DatasetManifest>(&manifest_key)
-            .await
+        let (manifest, created) = match self.store.get_json::<DatasetManifest>(&manifest_key).await
         {
             Ok(existing) => {
                 info!(%dataset, %version, "dataset version exists; nothing written");
@@ -223,7 +220,16 @@ impl Ingest {
             }
             Err(lambdaml::store::JsonError::Store(StoreError::NotFound(_))) => {
                 let manifest = self
-                    .write_version(&request.key, &dataset, &version, &config, &raw_path, size, &sha, dir.path())
+                    .write_version(
+                        &request.key,
+                        &dataset,
+                        &version,
+                        &config,
+                        &raw_path,
+                        size,
+                        &sha,
+                        dir.path(),
+                    )
                     .await?;
                 (manifest, true)
             }
@@ -234,8 +240,11 @@ impl Ingest {
         for found in &specs {
             let spec_sha = lambdaml::sha256_hex(&found.bytes);
             let model = found.spec.model.name.clone();
-            let snapshot = ObjectKey::new(spec_snapshot_key(&model, &spec_sha)).map_err(permanent)?;
-            self.store.put_immutable(&snapshot, found.bytes.clone()).await?;
+            let snapshot =
+                ObjectKey::new(spec_snapshot_key(&model, &spec_sha)).map_err(permanent)?;
+            self.store
+                .put_immutable(&snapshot, found.bytes.clone())
+                .await?;
             let message = Message::new(
                 format!("ingest-{dataset}-{version}"),
                 Some(model.clone()),
@@ -300,10 +309,14 @@ impl Ingest {
                     "error": err.to_string(),
                     "at": lambdaml::now_rfc3339(),
                 });
-                self.store.put(&qkey("error.json")?, to_json_bytes(&record)).await?;
+                self.store
+                    .put(&qkey("error.json")?, to_json_bytes(&record))
+                    .await?;
                 let rejected = work.join("rejected.jsonl");
                 if rejected.exists() {
-                    self.store.put_file(&qkey("rejected.jsonl")?, &rejected).await?;
+                    self.store
+                        .put_file(&qkey("rejected.jsonl")?, &rejected)
+                        .await?;
                 }
                 warn!(%dataset, error = %err, "file rejected as a whole");
                 return Err(permanent(format!("{source}: {err}")));
@@ -311,8 +324,12 @@ impl Ingest {
         };
         // Artifacts first (deterministic bytes, so a retried write is a same-bytes write),
         // the manifest last.
-        self.store.put_file(&key("data.parquet")?, &output.data_path).await?;
-        self.store.put_file(&key("rejected.jsonl")?, &output.rejected_path).await?;
+        self.store
+            .put_file(&key("data.parquet")?, &output.data_path)
+            .await?;
+        self.store
+            .put_file(&key("rejected.jsonl")?, &output.rejected_path)
+            .await?;
         self.store
             .put_immutable(&key("schema.json")?, to_json_bytes(&output.schema))
             .await?;
@@ -339,7 +356,12 @@ impl Ingest {
             },
             rows: output.profile.rows,
             rejected: output.profile.rejected,
-            columns: output.schema.columns.iter().map(|c| c.name.clone()).collect(),
+            columns: output
+                .schema
+                .columns
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
             label: output.schema.label.clone(),
             artifacts,
             created_at: lambdaml::now_rfc3339(),

@@ -20,7 +20,9 @@ use lambdaml::queue::Queue;
 use lambdaml::run::{RunManifest, run_id};
 use lambdaml::spec::ModelSpec;
 use lambdaml::stage::{StageError, StageHandler};
-use lambdaml::store::{JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes};
+use lambdaml::store::{
+    JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
+};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
 
@@ -80,12 +82,16 @@ impl Preprocess {
         let spec_bytes = match self.store.get(&request.spec).await {
             Ok(o) => o.bytes,
             Err(StoreError::NotFound(_)) => {
-                return Err(permanent(format!("model spec {} does not exist", request.spec)));
+                return Err(permanent(format!(
+                    "model spec {} does not exist",
+                    request.spec
+                )));
             }
             Err(e) => return Err(e.into()),
         };
         let spec_text = String::from_utf8_lossy(&spec_bytes);
-        let spec = ModelSpec::parse(&spec_text).map_err(|e| permanent(format!("{}: {e}", request.spec)))?;
+        let spec = ModelSpec::parse(&spec_text)
+            .map_err(|e| permanent(format!("{}: {e}", request.spec)))?;
         if spec.dataset.name != request.dataset {
             return Err(permanent(format!(
                 "spec {} is for dataset {:?}, not {:?}",
@@ -103,9 +109,11 @@ impl Preprocess {
                 info!(%run, "run exists; nothing written");
                 (existing, false)
             }
-            Err(JsonError::Store(StoreError::NotFound(_))) => {
-                (self.build_run(request, &spec, spec_bytes.clone(), &spec_sha, &run).await?, true)
-            }
+            Err(JsonError::Store(StoreError::NotFound(_))) => (
+                self.build_run(request, &spec, spec_bytes.clone(), &spec_sha, &run)
+                    .await?,
+                true,
+            ),
             Err(e) => return Err(e.into()),
         };
 
@@ -139,7 +147,8 @@ impl Preprocess {
         run: &str,
     ) -> Result<RunManifest, StageError> {
         let prefix = version_prefix(&request.dataset, &request.dataset_version);
-        let dataset_key = |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
+        let dataset_key =
+            |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
         let dataset_manifest: DatasetManifest =
             match self.store.get_json(&dataset_key("manifest.json")?).await {
                 Ok(m) => m,
@@ -154,24 +163,32 @@ impl Preprocess {
         if dataset_manifest.label != spec.dataset.label {
             return Err(permanent(format!(
                 "dataset {} version {} was ingested with label {:?}, the spec names {:?}",
-                request.dataset, request.dataset_version, dataset_manifest.label, spec.dataset.label
+                request.dataset,
+                request.dataset_version,
+                dataset_manifest.label,
+                spec.dataset.label
             )));
         }
         let schema: Schema = self.store.get_json(&dataset_key("schema.json")?).await?;
         let dir = tempfile::tempdir().map_err(|e| StageError::Retryable(e.to_string()))?;
         let data_path = dir.path().join("data.parquet");
         let data = self.store.get(&dataset_key("data.parquet")?).await?;
-        std::fs::write(&data_path, &data.bytes).map_err(|e| StageError::Retryable(e.to_string()))?;
+        std::fs::write(&data_path, &data.bytes)
+            .map_err(|e| StageError::Retryable(e.to_string()))?;
         drop(data);
 
         let spec_owned = spec.clone();
         let (pipeline, train, holdout) = tokio::task::spawn_blocking(move || {
             let table = read_parquet(&data_path).map_err(permanent)?;
             let (train_rows, holdout_rows) = split_rows(&spec_owned, &table).map_err(permanent)?;
-            let pipeline =
-                FeaturePipeline::fit(&spec_owned, &schema, &table, &train_rows).map_err(permanent)?;
-            let train = pipeline.transform_table(&table, &train_rows).map_err(permanent)?;
-            let holdout = pipeline.transform_table(&table, &holdout_rows).map_err(permanent)?;
+            let pipeline = FeaturePipeline::fit(&spec_owned, &schema, &table, &train_rows)
+                .map_err(permanent)?;
+            let train = pipeline
+                .transform_table(&table, &train_rows)
+                .map_err(permanent)?;
+            let holdout = pipeline
+                .transform_table(&table, &holdout_rows)
+                .map_err(permanent)?;
             Ok::<_, StageError>((pipeline, train, holdout))
         })
         .await
@@ -182,8 +199,16 @@ impl Preprocess {
         let writes: [(&str, &str, Bytes); 4] = [
             ("spec", "spec.toml", spec_bytes),
             ("pipeline", "pipeline.json", to_json_bytes(&pipeline)),
-            ("train", "train.safetensors", Bytes::from(train.to_safetensors().map_err(permanent)?)),
-            ("holdout", "holdout.safetensors", Bytes::from(holdout.to_safetensors().map_err(permanent)?)),
+            (
+                "train",
+                "train.safetensors",
+                Bytes::from(train.to_safetensors().map_err(permanent)?),
+            ),
+            (
+                "holdout",
+                "holdout.safetensors",
+                Bytes::from(holdout.to_safetensors().map_err(permanent)?),
+            ),
         ];
         for (name, file, bytes) in writes {
             let key = run_key(file)?;
@@ -231,7 +256,10 @@ impl StageHandler for Preprocess {
                 let outcome = self.preprocess(&request).await?;
                 serde_json::to_value(outcome).map_err(permanent)
             }
-            other => Err(permanent(format!("preprocess got a {} message", other.stage()))),
+            other => Err(permanent(format!(
+                "preprocess got a {} message",
+                other.stage()
+            ))),
         }
     }
 

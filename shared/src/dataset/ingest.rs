@@ -57,7 +57,13 @@ impl IngestConfig {
         IngestConfig {
             label: spec.dataset.label.clone(),
             task: spec.task.kind,
-            delimiter: spec.dataset.delimiter.as_bytes().first().copied().unwrap_or(b','),
+            delimiter: spec
+                .dataset
+                .delimiter
+                .as_bytes()
+                .first()
+                .copied()
+                .unwrap_or(b','),
             null_values: spec.dataset.null_values.clone(),
             columns: spec.dataset.columns.clone(),
         }
@@ -127,7 +133,7 @@ fn infer(
     let mut rows = 0u64;
     while reader.next_row(&mut record)?.is_some() {
         rows += 1;
-        if rows % CHUNK_ROWS as u64 == 0 {
+        if rows.is_multiple_of(CHUNK_ROWS as u64) {
             progress(rows);
         }
         if record.len() != headers.len() {
@@ -170,11 +176,7 @@ fn infer(
     Ok((headers, stats, rows))
 }
 
-fn decide(
-    name: &str,
-    s: &Inference,
-    config: &IngestConfig,
-) -> ColumnSchema {
+fn decide(name: &str, s: &Inference, config: &IngestConfig) -> ColumnSchema {
     let is_label = name == config.label;
     if let Some(decl) = config.columns.get(name) {
         return ColumnSchema {
@@ -194,8 +196,7 @@ fn decide(
         }
     } else if s.values > 0 && s.bools == s.values {
         ColumnType::Boolean
-    } else if s.numbers > 0
-        && (s.values - s.numbers) as f64 <= NUMERIC_TOLERANCE * s.values as f64
+    } else if s.numbers > 0 && (s.values - s.numbers) as f64 <= NUMERIC_TOLERANCE * s.values as f64
     {
         if s.integers == s.numbers {
             ColumnType::Integer
@@ -329,10 +330,9 @@ fn parse_field(
             .map(Value::Bool)
             .ok_or_else(|| format!("cannot read {:?} as a boolean", shorten(v))),
         ColumnType::Categorical => match domain {
-            Some(domain) if !domain.contains(v) => Err(format!(
-                "{:?} is not in the declared domain",
-                shorten(v)
-            )),
+            Some(domain) if !domain.contains(v) => {
+                Err(format!("{:?} is not in the declared domain", shorten(v)))
+            }
             _ => Ok(Value::Str),
         },
     }
@@ -379,7 +379,7 @@ struct RejectReason {
 }
 
 enum Acc {
-    Numeric(NumericAcc),
+    Numeric(Box<NumericAcc>),
     Category(CategoryAcc),
 }
 
@@ -427,12 +427,17 @@ pub fn ingest_file(
         .set_max_row_group_row_count(Some(CHUNK_ROWS))
         .set_created_by(format!("lambdaml {}", env!("CARGO_PKG_VERSION")))
         .build();
-    let mut writer = ArrowWriter::try_new(File::create(&data_path)?, arrow_schema.clone(), Some(props))?;
+    let mut writer =
+        ArrowWriter::try_new(File::create(&data_path)?, arrow_schema.clone(), Some(props))?;
     let mut rejected_out = BufWriter::new(File::create(&rejected_path)?);
 
     let domains: Vec<Option<HashSet<&str>>> = columns
         .iter()
-        .map(|c| c.values.as_ref().map(|v| v.iter().map(String::as_str).collect()))
+        .map(|c| {
+            c.values
+                .as_ref()
+                .map(|v| v.iter().map(String::as_str).collect())
+        })
         .collect();
     let mut builders: Vec<Builder> = columns.iter().map(|c| Builder::new(c.kind)).collect();
     let mut accs: Vec<Acc> = columns
@@ -450,7 +455,7 @@ pub fn ingest_file(
                     hi = hi.min(m);
                 }
                 let range = (lo.is_finite() && hi.is_finite() && lo <= hi).then_some((lo, hi));
-                Acc::Numeric(NumericAcc::new(c.kind, range, 0x5EED + i as u64))
+                Acc::Numeric(Box::new(NumericAcc::new(c.kind, range, 0x5EED + i as u64)))
             } else {
                 Acc::Category(CategoryAcc::new(c.kind))
             }
@@ -466,7 +471,7 @@ pub fn ingest_file(
     let mut in_chunk = 0usize;
     while let Some(line) = reader.next_row(&mut record)? {
         rows += 1;
-        if rows % CHUNK_ROWS as u64 == 0 {
+        if rows.is_multiple_of(CHUNK_ROWS as u64) {
             progress(rows);
         }
         parsed.clear();
@@ -474,16 +479,17 @@ pub fn ingest_file(
         if record.len() != columns.len() {
             reasons.push(RejectReason {
                 column: None,
-                reason: format!(
-                    "expected {} fields, found {}",
-                    columns.len(),
-                    record.len()
-                ),
+                reason: format!("expected {} fields, found {}", columns.len(), record.len()),
             });
         } else {
             for (i, field) in record.iter().enumerate() {
-                match parse_field(&columns[i], i == label_index, field, &nulls, domains[i].as_ref())
-                {
+                match parse_field(
+                    &columns[i],
+                    i == label_index,
+                    field,
+                    &nulls,
+                    domains[i].as_ref(),
+                ) {
                     Ok(v) => parsed.push(v),
                     Err(reason) => reasons.push(RejectReason {
                         column: Some(columns[i].name.clone()),
@@ -598,7 +604,12 @@ pub fn ingest_file(
             return Err(DatasetError::LabelClasses {
                 label: config.label.clone(),
                 found: classes.len(),
-                values: classes.keys().take(10).cloned().collect::<Vec<_>>().join(", "),
+                values: classes
+                    .keys()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 task: match config.task {
                     TaskKind::Binary => "binary",
                     _ => "multiclass",

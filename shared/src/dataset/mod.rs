@@ -57,7 +57,9 @@ pub enum DatasetError {
     #[error("invalid header: {0}")]
     BadHeader(String),
     /// Every row was rejected.
-    #[error("no valid rows: all {rejected} data rows were rejected (first: line {first_line}: {first_reason}); see rejected.jsonl")]
+    #[error(
+        "no valid rows: all {rejected} data rows were rejected (first: line {first_line}: {first_reason}); see rejected.jsonl"
+    )]
     NoValidRows {
         /// How many rows were rejected.
         rejected: u64,
@@ -67,7 +69,9 @@ pub enum DatasetError {
         first_reason: String,
     },
     /// A classification label with the wrong number of classes.
-    #[error("the label {label:?} has {found} distinct values ({values}); a {task} task needs {needed}")]
+    #[error(
+        "the label {label:?} has {found} distinct values ({values}); a {task} task needs {needed}"
+    )]
     LabelClasses {
         /// The label column.
         label: String,

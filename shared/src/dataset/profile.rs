@@ -178,8 +178,9 @@ impl NumericAcc {
         }
         if let Some((lo, hi)) = self.edges {
             let bin = if hi > lo {
-                (((x - lo) / (hi - lo)) * BINS as f64).floor().clamp(0.0, (BINS - 1) as f64)
-                    as usize
+                (((x - lo) / (hi - lo)) * BINS as f64)
+                    .floor()
+                    .clamp(0.0, (BINS - 1) as f64) as usize
             } else {
                 0
             };
@@ -303,7 +304,11 @@ mod tests {
         let h = p.histogram.unwrap();
         assert_eq!(h.counts.iter().sum::<u64>(), 8);
         assert_eq!(h.edges.len(), BINS + 1);
-        assert_eq!(*h.counts.last().unwrap(), 1, "the max falls in the last bin");
+        assert_eq!(
+            *h.counts.last().unwrap(),
+            1,
+            "the max falls in the last bin"
+        );
         assert_eq!(p.quantiles_exact, Some(true));
     }
 

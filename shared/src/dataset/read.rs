@@ -50,7 +50,11 @@ impl Format {
         if lower.ends_with(".parquet") || lower.ends_with(".gz") {
             return Err(DatasetError::UnsupportedFormat(format!(
                 "{name} is named like {} but its bytes are not",
-                if lower.ends_with(".gz") { "gzip" } else { "Parquet" }
+                if lower.ends_with(".gz") {
+                    "gzip"
+                } else {
+                    "Parquet"
+                }
             )));
         }
         Ok(Format::Csv)
@@ -73,18 +77,18 @@ pub fn open_rows(
     delimiter: u8,
 ) -> Result<Box<dyn RowReader>, DatasetError> {
     match format {
-        Format::Csv => CsvRows::new(Box::new(BufReader::with_capacity(
-            1 << 16,
-            File::open(path)?,
-        )), delimiter),
-        Format::CsvGzip => CsvRows::new(
+        Format::Csv => CsvRows::open(
+            Box::new(BufReader::with_capacity(1 << 16, File::open(path)?)),
+            delimiter,
+        ),
+        Format::CsvGzip => CsvRows::open(
             Box::new(BufReader::with_capacity(
                 1 << 16,
                 flate2::read::MultiGzDecoder::new(BufReader::new(File::open(path)?)),
             )),
             delimiter,
         ),
-        Format::Parquet => ParquetRows::new(path),
+        Format::Parquet => ParquetRows::open(path),
     }
 }
 
@@ -99,7 +103,10 @@ fn check_headers(headers: Vec<String>) -> Result<Vec<String>, DatasetError> {
     }
     for (i, h) in headers.iter().enumerate() {
         if h.trim().is_empty() {
-            return Err(DatasetError::BadHeader(format!("column {} has an empty name", i + 1)));
+            return Err(DatasetError::BadHeader(format!(
+                "column {} has an empty name",
+                i + 1
+            )));
         }
         if headers[..i].contains(h) {
             return Err(DatasetError::DuplicateColumn(h.clone()));
@@ -109,7 +116,10 @@ fn check_headers(headers: Vec<String>) -> Result<Vec<String>, DatasetError> {
 }
 
 impl CsvRows {
-    fn new(input: Box<dyn Read + Send>, delimiter: u8) -> Result<Box<dyn RowReader>, DatasetError> {
+    fn open(
+        input: Box<dyn Read + Send>,
+        delimiter: u8,
+    ) -> Result<Box<dyn RowReader>, DatasetError> {
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .flexible(true)
@@ -167,9 +177,9 @@ struct ParquetRows {
 }
 
 impl ParquetRows {
-    fn new(path: &Path) -> Result<Box<dyn RowReader>, DatasetError> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?
-            .with_batch_size(8192);
+    fn open(path: &Path) -> Result<Box<dyn RowReader>, DatasetError> {
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?.with_batch_size(8192);
         let schema = builder.schema().clone();
         for field in schema.fields() {
             let ok = matches!(

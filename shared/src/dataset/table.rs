@@ -34,9 +34,7 @@ impl Column {
     pub fn text(&self, i: usize) -> Option<String> {
         match self {
             Column::Numeric(v) => (!v[i].is_nan()).then(|| v[i].to_string()),
-            Column::Categorical { codes, dictionary } => {
-                dictionary.get(codes[i] as usize).cloned()
-            }
+            Column::Categorical { codes, dictionary } => dictionary.get(codes[i] as usize).cloned(),
         }
     }
 }
@@ -90,17 +88,24 @@ pub fn read_parquet(path: &Path) -> Result<Table, DatasetError> {
     for batch in builder.build()? {
         let batch = batch?;
         rows += batch.num_rows();
-        for ((array, column), lookup) in batch.columns().iter().zip(&mut columns).zip(&mut lookups) {
+        for ((array, column), lookup) in batch.columns().iter().zip(&mut columns).zip(&mut lookups)
+        {
             match (column, array.data_type()) {
                 (Column::Numeric(out), DataType::Int64) => {
                     let a = array.as_primitive::<Int64Type>();
                     out.extend((0..a.len()).map(|i| {
-                        if a.is_null(i) { f64::NAN } else { a.value(i) as f64 }
+                        if a.is_null(i) {
+                            f64::NAN
+                        } else {
+                            a.value(i) as f64
+                        }
                     }));
                 }
                 (Column::Numeric(out), DataType::Float64) => {
                     let a = array.as_primitive::<Float64Type>();
-                    out.extend((0..a.len()).map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) }));
+                    out.extend(
+                        (0..a.len()).map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) }),
+                    );
                 }
                 (Column::Numeric(out), DataType::Boolean) => {
                     let a = array.as_boolean();

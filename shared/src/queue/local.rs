@@ -89,12 +89,14 @@ impl LocalQueue {
 
     fn read_entry(path: &Path) -> Result<Option<Entry>, QueueError> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| QueueError::Corrupt {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| QueueError::Corrupt {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(QueueError::io(path, e)),
         }
@@ -114,7 +116,10 @@ impl LocalQueue {
     fn move_to_dead(&self, path: &Path, mut entry: Entry, reason: &str) -> Result<(), QueueError> {
         entry.last_error = Some(reason.to_string());
         entry.receipt = None;
-        let dead = self.dir.join("dead").join(path.file_name().unwrap_or_default());
+        let dead = self
+            .dir
+            .join("dead")
+            .join(path.file_name().unwrap_or_default());
         self.write_entry(&dead, &entry)?;
         fs::remove_file(path).map_err(|e| QueueError::io(path, e))
     }
@@ -171,7 +176,10 @@ impl LocalQueue {
                     let reason = format!(
                         "received {} times without success; last error: {}",
                         entry.receive_count,
-                        entry.last_error.as_deref().unwrap_or("none recorded (timed out)")
+                        entry
+                            .last_error
+                            .as_deref()
+                            .unwrap_or("none recorded (timed out)")
                     );
                     self.move_to_dead(&path, entry, &reason)?;
                     continue;
@@ -227,11 +235,7 @@ impl Queue for LocalQueue {
         blocking(move || q.send_sync(&body)).await
     }
 
-    async fn receive(
-        &self,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Received>, QueueError> {
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         let q = self.clone();
         blocking(move || q.receive_sync(max, visibility)).await
     }
@@ -247,12 +251,7 @@ impl Queue for LocalQueue {
         .await
     }
 
-    async fn release(
-        &self,
-        receipt: &str,
-        error: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
+    async fn release(&self, receipt: &str, error: &str, delay: Duration) -> Result<(), QueueError> {
         let (q, receipt, error) = (self.clone(), receipt.to_string(), error.to_string());
         blocking(move || {
             q.locked(|| match q.current(&receipt)? {

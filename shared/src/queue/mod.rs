@@ -130,8 +130,7 @@ pub trait Queue: Send + Sync + Debug {
     /// Receives up to `max` visible messages, hiding each for `visibility`. Messages that
     /// have been received the maximum number of times are moved to the dead-letter area
     /// instead of being returned.
-    async fn receive(&self, max: usize, visibility: Duration)
-    -> Result<Vec<Received>, QueueError>;
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError>;
 
     /// Acknowledges a message: it will not be delivered again. Deleting a message that is
     /// already gone succeeds; deleting with a receipt that a later receive replaced fails.
@@ -139,8 +138,7 @@ pub trait Queue: Send + Sync + Debug {
 
     /// Gives a message back after a failure: visible again after `delay`, with `error`
     /// recorded as its last error where the backend can keep it.
-    async fn release(&self, receipt: &str, error: &str, delay: Duration)
-    -> Result<(), QueueError>;
+    async fn release(&self, receipt: &str, error: &str, delay: Duration) -> Result<(), QueueError>;
 
     /// Moves a message that can never succeed to the dead-letter area at once, with its
     /// reason.
@@ -212,7 +210,10 @@ pub async fn open_queue(url: &str, max_receives: u32) -> Result<Arc<dyn Queue>, 
         Ok(Arc::new(LocalQueue::open(path, max_receives)?))
     } else if url.starts_with("https://") || url.starts_with("http://") {
         let config = aws_config::load_from_env().await;
-        Ok(Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&config), url)))
+        Ok(Arc::new(SqsQueue::new(
+            aws_sdk_sqs::Client::new(&config),
+            url,
+        )))
     } else {
         Err(QueueError::InvalidUrl {
             url: url.to_string(),

@@ -135,11 +135,7 @@ impl Queue for SqsQueue {
         Ok(out.message_id().unwrap_or_default().to_string())
     }
 
-    async fn receive(
-        &self,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<Received>, QueueError> {
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         let out = self
             .client
             .receive_message()
@@ -178,12 +174,7 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn release(
-        &self,
-        receipt: &str,
-        error: &str,
-        delay: Duration,
-    ) -> Result<(), QueueError> {
+    async fn release(&self, receipt: &str, error: &str, delay: Duration) -> Result<(), QueueError> {
         tracing::warn!(queue = %self.url, error, "message released for redelivery");
         self.client
             .change_message_visibility()

@@ -333,11 +333,7 @@ impl ObjectStore for FileStore {
         .await
     }
 
-    async fn put_if_absent(
-        &self,
-        key: &ObjectKey,
-        bytes: Bytes,
-    ) -> Result<ObjectMeta, StoreError> {
+    async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError> {
         let (store, key) = (self.clone(), key.clone());
         blocking(move || store.put_bytes(&key, &bytes, Condition::Absent)).await
     }

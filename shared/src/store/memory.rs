@@ -87,11 +87,7 @@ impl ObjectStore for MemoryStore {
         self.put(key, Bytes::from(bytes)).await
     }
 
-    async fn put_if_absent(
-        &self,
-        key: &ObjectKey,
-        bytes: Bytes,
-    ) -> Result<ObjectMeta, StoreError> {
+    async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError> {
         self.write(key, bytes, |current| match current {
             Some(_) => Err(StoreError::AlreadyExists(key.to_string())),
             None => Ok(()),

@@ -51,7 +51,9 @@ pub enum StoreError {
     #[error("object already exists: {0}")]
     AlreadyExists(String),
     /// `put_if_match` found a different version than the caller read.
-    #[error("precondition failed for {key}: the object changed since it was read (expected etag {expected})")]
+    #[error(
+        "precondition failed for {key}: the object changed since it was read (expected etag {expected})"
+    )]
     PreconditionFailed {
         /// The contended key.
         key: String,
@@ -225,8 +227,7 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<ObjectMeta, StoreError>;
 
     /// Writes only if no object exists under `key`; otherwise [`StoreError::AlreadyExists`].
-    async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes)
-    -> Result<ObjectMeta, StoreError>;
+    async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError>;
 
     /// Writes only if the current object's etag is `etag`; otherwise
     /// [`StoreError::PreconditionFailed`] (or [`StoreError::NotFound`] when it is gone).

@@ -145,10 +145,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|err| {
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_no_such_key())
-                {
+                if err.as_service_error().is_some_and(|e| e.is_no_such_key()) {
                     StoreError::NotFound(key.to_string())
                 } else {
                     backend(key.as_str(), err)
@@ -176,32 +173,26 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|err| {
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_no_such_key())
-                {
+                if err.as_service_error().is_some_and(|e| e.is_no_such_key()) {
                     StoreError::NotFound(key.to_string())
                 } else {
                     backend(key.as_str(), err)
                 }
             })?;
         let shown = key.to_string();
-        let stream = futures::stream::unfold(
-            (out.body, shown),
-            |(mut body, shown)| async move {
-                match body.try_next().await {
-                    Ok(Some(chunk)) => Some((Ok(chunk), (body, shown))),
-                    Ok(None) => None,
-                    Err(e) => Some((
-                        Err(StoreError::Backend {
-                            key: shown.clone(),
-                            message: e.to_string(),
-                        }),
-                        (body, shown),
-                    )),
-                }
-            },
-        );
+        let stream = futures::stream::unfold((out.body, shown), |(mut body, shown)| async move {
+            match body.try_next().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), (body, shown))),
+                Ok(None) => None,
+                Err(e) => Some((
+                    Err(StoreError::Backend {
+                        key: shown.clone(),
+                        message: e.to_string(),
+                    }),
+                    (body, shown),
+                )),
+            }
+        });
         Ok(Box::pin(stream))
     }
 
@@ -237,11 +228,7 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn put_if_absent(
-        &self,
-        key: &ObjectKey,
-        bytes: Bytes,
-    ) -> Result<ObjectMeta, StoreError> {
+    async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError> {
         self.put_conditional(key, bytes, Some("*"), None).await
     }
 

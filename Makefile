@@ -1,0 +1,43 @@
+# lambdaml — the two commands people run are `cargo run --release -- demo` and `make test`.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+CARGO ?= cargo
+
+.PHONY: test check fmt lint unit emulator-up emulator-down bench-ingest demo
+
+## Everything: format check, clippy -D warnings, unit + integration + emulator tests.
+## Starts moto on a free loopback port (installing it into .venv when missing) and stops it
+## afterwards, even when a step fails.
+test:
+	@infra/moto.sh up
+	@set -euo pipefail; trap 'infra/moto.sh down' EXIT; \
+	  eval "$$(infra/moto.sh env)"; export LAMBDAML_REQUIRE_EMULATOR=1; \
+	  echo "== cargo fmt --all --check"; $(CARGO) fmt --all --check; \
+	  echo "== cargo clippy --workspace --all-targets -- -D warnings"; \
+	  $(CARGO) clippy --workspace --all-targets -- -D warnings; \
+	  echo "== cargo test --workspace (emulator at $$AWS_ENDPOINT_URL)"; \
+	  $(CARGO) test --workspace
+
+## The fast inner loop: no emulator (its suites skip, loudly).
+check:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+emulator-up:
+	@infra/moto.sh up
+	@infra/moto.sh env
+
+emulator-down:
+	@infra/moto.sh down
+
+demo:
+	$(CARGO) run --release -- demo
+
+## Ingest benchmark against pandas (see BENCHMARKS.md).
+bench-ingest:
+	bench/ingest.sh

@@ -1,0 +1,312 @@
+//! The object-store contract, run against every adapter: memory, file, and S3 on the
+//! emulator (moto under `make test`).
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lambdaml::store::{
+    FileStore, MemoryStore, ObjectKey, ObjectStore, ObjectStoreExt, S3Store, StoreError,
+};
+
+fn key(k: &str) -> ObjectKey {
+    ObjectKey::new(k).unwrap()
+}
+
+async fn round_trip(store: &dyn ObjectStore) {
+    let k = key("a/b/c.txt");
+    assert!(store.head(&k).await.unwrap().is_none());
+    assert!(matches!(store.get(&k).await, Err(StoreError::NotFound(_))));
+    let meta = store.put(&k, Bytes::from_static(b"hello")).await.unwrap();
+    let got = store.get(&k).await.unwrap();
+    assert_eq!(&got.bytes[..], b"hello");
+    assert_eq!(got.etag, meta.etag, "put and get agree on the etag");
+    let head = store.head(&k).await.unwrap().unwrap();
+    assert_eq!(head.size, 5);
+    assert_eq!(head.etag, meta.etag);
+    let changed = store.put(&k, Bytes::from_static(b"world")).await.unwrap();
+    assert_ne!(changed.etag, meta.etag, "new contents, new etag");
+    assert_eq!(&store.get(&k).await.unwrap().bytes[..], b"world");
+}
+
+async fn conditional_writes(store: &dyn ObjectStore) {
+    let k = key("registry/model.json");
+    store
+        .put_if_absent(&k, Bytes::from_static(b"v1"))
+        .await
+        .unwrap();
+    let second = store.put_if_absent(&k, Bytes::from_static(b"v2")).await;
+    assert!(
+        matches!(second, Err(StoreError::AlreadyExists(_))),
+        "{second:?}"
+    );
+    let current = store.get(&k).await.unwrap();
+    assert_eq!(&current.bytes[..], b"v1", "a refused write changes nothing");
+
+    let next = store
+        .put_if_match(&k, Bytes::from_static(b"v2"), &current.etag)
+        .await
+        .unwrap();
+    let stale = store
+        .put_if_match(&k, Bytes::from_static(b"v3"), &current.etag)
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::PreconditionFailed { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(&store.get(&k).await.unwrap().bytes[..], b"v2");
+    store
+        .put_if_match(&k, Bytes::from_static(b"v3"), &next.etag)
+        .await
+        .unwrap();
+    let missing = store
+        .put_if_match(
+            &key("registry/none.json"),
+            Bytes::from_static(b"x"),
+            &next.etag,
+        )
+        .await;
+    assert!(
+        matches!(
+            missing,
+            Err(StoreError::NotFound(_) | StoreError::PreconditionFailed { .. })
+        ),
+        "{missing:?}"
+    );
+}
+
+async fn immutable_writes(store: &dyn ObjectStore) {
+    let k = key("models/m/1/manifest.json");
+    assert!(
+        store
+            .put_immutable(&k, Bytes::from_static(b"same"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_immutable(&k, Bytes::from_static(b"same"))
+            .await
+            .unwrap(),
+        "a rewrite of the same bytes writes nothing"
+    );
+    assert!(
+        store
+            .put_immutable(&k, Bytes::from_static(b"different"))
+            .await
+            .is_err()
+    );
+}
+
+async fn listing(store: &dyn ObjectStore) {
+    for i in 0..25 {
+        store
+            .put(
+                &key(&format!("list/ab/{i:03}.json")),
+                Bytes::from(format!("{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .put(&key("list/other/x"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    store
+        .put(&key("listing/y"), Bytes::from_static(b"y"))
+        .await
+        .unwrap();
+    let mut token = None;
+    let mut keys = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = store.list_page("list/ab/", token, 10).await.unwrap();
+        pages += 1;
+        assert!(page.objects.len() <= 10);
+        keys.extend(page.objects.into_iter().map(|o| o.key.to_string()));
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (0..25).map(|i| format!("list/ab/{i:03}.json")).collect();
+    assert_eq!(keys, expected, "every key once, in order");
+    // A prefix need not end at a separator.
+    let partial = store.list_all("list/a").await.unwrap();
+    assert_eq!(partial.len(), 25);
+    let all = store.list_all("list").await.unwrap();
+    assert_eq!(all.len(), 27);
+    assert!(store.list_all("nothing/").await.unwrap().is_empty());
+}
+
+async fn streaming(store: &dyn ObjectStore) {
+    use futures::StreamExt;
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let k = key("raw/big/file.bin");
+    store.put(&k, Bytes::from(big.clone())).await.unwrap();
+    let mut stream = store.get_stream(&k).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, big);
+    assert!(matches!(
+        store.get_stream(&key("raw/none")).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upload.bin");
+    std::fs::write(&path, &big).unwrap();
+    let meta = store
+        .put_file(&key("raw/big/uploaded.bin"), &path)
+        .await
+        .unwrap();
+    assert_eq!(meta.size, big.len() as u64);
+    assert_eq!(
+        store
+            .get(&key("raw/big/uploaded.bin"))
+            .await
+            .unwrap()
+            .bytes
+            .len(),
+        big.len()
+    );
+}
+
+/// Compare-and-swap under contention: every increment lands exactly once.
+async fn concurrent_cas(store: Arc<dyn ObjectStore>, writers: usize) {
+    let k = key("cas/counter.json");
+    store.put(&k, Bytes::from_static(b"0")).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let (store, k) = (store.clone(), k.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let current = store.get(&k).await.unwrap();
+                let n: u64 = std::str::from_utf8(&current.bytes)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                match store
+                    .put_if_match(&k, Bytes::from((n + 1).to_string()), &current.etag)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(StoreError::PreconditionFailed { .. }) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let done = store.get(&k).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&done.bytes).unwrap(),
+        writers.to_string()
+    );
+}
+
+async fn contract(store: Arc<dyn ObjectStore>) {
+    round_trip(store.as_ref()).await;
+    conditional_writes(store.as_ref()).await;
+    immutable_writes(store.as_ref()).await;
+    listing(store.as_ref()).await;
+    streaming(store.as_ref()).await;
+    concurrent_cas(store, 20).await;
+}
+
+#[tokio::test]
+async fn memory_store_meets_the_contract() {
+    contract(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_store_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract(Arc::new(FileStore::open(dir.path()).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_store_cas_holds_across_independent_openers() {
+    // Each writer opens its own FileStore (its own lock file handle), as separate processes
+    // would: the advisory lock still serializes them.
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("cas/shared.json");
+    FileStore::open(dir.path())
+        .unwrap()
+        .put(&k, Bytes::from_static(b"0"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (root, k) = (dir.path().to_path_buf(), k.clone());
+        tasks.push(tokio::spawn(async move {
+            let store = FileStore::open(&root).unwrap();
+            loop {
+                let current = store.get(&k).await.unwrap();
+                let n: u64 = std::str::from_utf8(&current.bytes)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                match store
+                    .put_if_match(&k, Bytes::from((n + 1).to_string()), &current.etag)
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(StoreError::PreconditionFailed { .. }) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let store = FileStore::open(dir.path()).unwrap();
+    assert_eq!(&store.get(&k).await.unwrap().bytes[..], b"50");
+    // No temporary files are left behind.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn file_store_refuses_reserved_and_escaping_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let err = store
+        .put(&key(".queues/x"), Bytes::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidKey { .. }), "{err}");
+    assert!(ObjectKey::new("../outside").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_store_meets_the_contract_on_the_emulator() {
+    if common::emulator("s3_store_meets_the_contract_on_the_emulator").is_none() {
+        return;
+    }
+    let bucket = common::unique("contract");
+    let store = S3Store::from_env(&bucket, "some/prefix").await;
+    store
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    contract(store.clone()).await;
+    // The prefix is invisible to callers.
+    let listed = store.list_all("a/").await.unwrap();
+    assert_eq!(listed[0].key.as_str(), "a/b/c.txt");
+}
