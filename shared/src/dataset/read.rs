@@ -6,7 +6,7 @@
 //! non-UTF-8 bytes is a rejected row, not a failed file.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
@@ -78,14 +78,16 @@ pub fn open_rows(
 ) -> Result<Box<dyn RowReader>, DatasetError> {
     match format {
         Format::Csv => CsvRows::open(
-            Box::new(BufReader::with_capacity(1 << 16, File::open(path)?)),
+            BufReader::with_capacity(1 << 16, Box::new(File::open(path)?) as Box<dyn Read + Send>),
             delimiter,
         ),
         Format::CsvGzip => CsvRows::open(
-            Box::new(BufReader::with_capacity(
+            BufReader::with_capacity(
                 1 << 16,
-                flate2::read::MultiGzDecoder::new(BufReader::new(File::open(path)?)),
-            )),
+                Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(
+                    File::open(path)?,
+                ))) as Box<dyn Read + Send>,
+            ),
             delimiter,
         ),
         Format::Parquet => ParquetRows::open(path),
@@ -93,8 +95,11 @@ pub fn open_rows(
 }
 
 struct CsvRows {
-    reader: csv::Reader<Box<dyn Read + Send>>,
+    reader: csv::Reader<BufReader<Box<dyn Read + Send>>>,
     headers: Vec<String>,
+    /// The csv crate reports record lines one too low in CRLF files (it counts the `\n`
+    /// of a record's terminator after taking the next record's position).
+    line_offset: u64,
 }
 
 fn check_headers(headers: Vec<String>) -> Result<Vec<String>, DatasetError> {
@@ -117,9 +122,14 @@ fn check_headers(headers: Vec<String>) -> Result<Vec<String>, DatasetError> {
 
 impl CsvRows {
     fn open(
-        input: Box<dyn Read + Send>,
+        mut input: BufReader<Box<dyn Read + Send>>,
         delimiter: u8,
     ) -> Result<Box<dyn RowReader>, DatasetError> {
+        let head = input.fill_buf()?;
+        let crlf = head
+            .iter()
+            .position(|&b| b == b'\n')
+            .is_some_and(|i| i > 0 && head[i - 1] == b'\r');
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .flexible(true)
@@ -144,6 +154,7 @@ impl CsvRows {
         Ok(Box::new(CsvRows {
             reader,
             headers: check_headers(headers)?,
+            line_offset: u64::from(crlf),
         }))
     }
 }
@@ -162,7 +173,8 @@ impl RowReader for CsvRows {
             if record.len() == 1 && record[0].is_empty() {
                 continue;
             }
-            return Ok(Some(record.position().map(|p| p.line()).unwrap_or(0)));
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            return Ok(Some(line + self.line_offset));
         }
     }
 }
