@@ -5,15 +5,20 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
+use indicatif::ProgressBar;
 use lambdaml::dataset::{DatasetManifest, Profile, Schema};
 use lambdaml::message::{IngestRequest, PreprocessRequest, Stage};
+use lambdaml::queue::DEPLOYMENTS;
 use lambdaml::queue::{QueueStats, Queues, open_queues};
 use lambdaml::run::spec_snapshot_key;
 use lambdaml::spec::ModelSpec;
 use lambdaml::stage::{DrainOptions, Handled, StageHandler, drain};
 use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, open_store};
+use lambdaml_deploy::Deploy;
+use lambdaml_evaluate::Evaluate;
 use lambdaml_ingest::{Ingest, IngestOutcome};
 use lambdaml_preprocess::{Preprocess, PreprocessOutcome};
+use lambdaml_train::Train;
 use serde::Serialize;
 
 use crate::output::{emit, spinner};
@@ -61,20 +66,47 @@ impl Ctx {
         ))
     }
 
-    pub async fn handlers(&self) -> Result<Vec<Arc<dyn StageHandler>>> {
+    pub fn deploy_handler(&self, deployments: Arc<dyn lambdaml::queue::Queue>) -> Deploy {
+        Deploy::new(self.store.clone(), deployments)
+    }
+
+    /// Every stage's handler; training reports its steps on `bar`.
+    pub async fn handlers(&self, bar: ProgressBar) -> Result<Vec<Arc<dyn StageHandler>>> {
+        let train = Train::new(
+            self.store.clone(),
+            self.queues.get(Stage::Evaluate).await?,
+            self.queues.get(Stage::Train).await?,
+        )
+        .with_progress(Arc::new(move |p| {
+            bar.set_message(format!(
+                "training: step {}/{} loss {:.5}{}; messages handled:",
+                p.step,
+                p.max_steps,
+                p.loss,
+                p.validation_loss
+                    .map(|v| format!(" validation {v:.5}"))
+                    .unwrap_or_default()
+            ));
+        }));
         Ok(vec![
             Arc::new(self.ingest_handler().await?),
             Arc::new(Preprocess::new(
                 self.store.clone(),
                 self.queues.get(Stage::Train).await?,
             )),
+            Arc::new(train),
+            Arc::new(Evaluate::new(
+                self.store.clone(),
+                self.queues.get(Stage::Deploy).await?,
+            )),
+            Arc::new(self.deploy_handler(self.queues.named(DEPLOYMENTS).await?)),
         ])
     }
 
     /// Drains the queues with a progress spinner.
     pub async fn drain(&self) -> Result<Vec<Handled>> {
         let bar = spinner(self.json, "running stages; messages handled:");
-        let handlers = self.handlers().await?;
+        let handlers = self.handlers(bar.clone()).await?;
         let report = drain(&self.queues, &handlers, &DrainOptions::default(), &|h| {
             bar.inc(1);
             bar.set_message(format!(
@@ -151,6 +183,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Datasets { command } => datasets(&ctx, command).await,
         Command::Queues(args) => queues(&ctx, args).await,
+        Command::Train(args) => crate::models::train(&ctx, args).await,
+        Command::Models { command } => crate::models::models(&ctx, command).await,
     }
 }
 
@@ -189,7 +223,33 @@ fn summarize(v: &serde_json::Value) -> String {
         v.get(k)
             .map(|x| x.to_string().trim_matches('"').to_string())
     };
-    if let Some(run) = field("run_id") {
+    if let Some(verdict) = field("verdict") {
+        format!(
+            "{} {}: {verdict} — {}",
+            field("model").unwrap_or_default(),
+            field("version").unwrap_or_default(),
+            field("reason").unwrap_or_default()
+        )
+    } else if let Some(status) = field("status") {
+        format!(
+            "{} {}: {status} ({} steps, loss {})",
+            field("model").unwrap_or_default(),
+            field("version").unwrap_or_default(),
+            field("steps").unwrap_or_default(),
+            field("loss").unwrap_or_default()
+        )
+    } else if let (Some(rows), Some(_)) = (field("holdout_rows"), v.get("metrics")) {
+        format!(
+            "{} {}: {rows} holdout rows, metrics {}{}",
+            field("model").unwrap_or_default(),
+            field("version").unwrap_or_default(),
+            v.get("metrics").map(|m| m.to_string()).unwrap_or_default(),
+            v.get("champion")
+                .filter(|c| !c.is_null())
+                .map(|c| format!(", champion {c}"))
+                .unwrap_or_default()
+        )
+    } else if let Some(run) = field("run_id") {
         format!(
             "run {run}: {} train / {} holdout rows, {} features",
             field("train_rows").unwrap_or_default(),

@@ -8,6 +8,7 @@
 
 mod commands;
 mod demo;
+mod models;
 mod output;
 
 use std::process::ExitCode;
@@ -47,7 +48,7 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the loop on the bundled weather data, with no cloud: ingest, preprocess, summary.
+    /// Run the loop on the bundled weather data, with no cloud: ingest to a deployed model.
     Demo(demo::DemoArgs),
     /// Upload a raw file and a model spec, ingest the file, and run the stages it triggers.
     Ingest(commands::IngestArgs),
@@ -62,6 +63,13 @@ pub enum Command {
     },
     /// Show queue depths and dead letters.
     Queues(commands::QueuesArgs),
+    /// Preprocess, train, evaluate and deploy a model spec on its dataset.
+    Train(models::TrainArgs),
+    /// The registry: list, show, approve, promote, rollback, history.
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
 }
 
 #[tokio::main]

@@ -14,7 +14,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::SplitMix64;
+use crate::dataset::Mt19937;
 use crate::dataset::{Column, ColumnType, Schema, Table};
 use crate::matrix::Matrix;
 use crate::spec::{
@@ -604,15 +604,14 @@ pub fn split_rows(
     if n < 2 || n_holdout == 0 || n_holdout >= n {
         return Err(FeatureError::TooFewRows { rows: n });
     }
-    let mut order: Vec<usize> = (0..n).collect();
     match spec.split.method {
         SplitMethod::Random => {
-            // Fisher–Yates with a seeded generator: the same seed gives the same split.
-            let mut rng = SplitMix64::new(spec.split.seed);
-            for i in (1..n).rev() {
-                let j = rng.below(i as u64 + 1) as usize;
-                order.swap(i, j);
-            }
+            // numpy's RandomState(seed).permutation, as scikit-learn's train_test_split
+            // draws it: the first n_holdout rows of the permutation are the holdout. The
+            // same seed therefore splits exactly as scikit-learn does.
+            let seed =
+                u32::try_from(spec.split.seed).map_err(|_| FeatureError::TooFewRows { rows: n })?;
+            let order = Mt19937::new(seed).permutation(n);
             let mut holdout = order[..n_holdout].to_vec();
             let mut train = order[n_holdout..].to_vec();
             holdout.sort_unstable();
@@ -620,6 +619,7 @@ pub fn split_rows(
             Ok((train, holdout))
         }
         SplitMethod::Time => {
+            let mut order: Vec<usize> = (0..n).collect();
             if let Some(by) = &spec.split.order_by {
                 let column = table.column(by).map_err(|_| FeatureError::UnknownColumn {
                     key: "split.order_by",

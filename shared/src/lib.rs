@@ -14,12 +14,16 @@ pub mod features;
 pub mod lambda;
 pub mod matrix;
 pub mod message;
+pub mod metrics;
+pub mod model;
 pub mod queue;
+pub mod registry;
 pub mod run;
 pub mod spec;
 pub mod stage;
 pub mod store;
 pub mod telemetry;
+pub mod train;
 
 /// This crate's version, recorded in every manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

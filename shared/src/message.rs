@@ -86,6 +86,33 @@ pub struct PreprocessRequest {
 pub struct TrainRequest {
     /// The run manifest written by preprocess (`runs/<run>/manifest.json`).
     pub run_manifest: ObjectKey,
+    /// A checkpoint to resume from (set when a previous invocation ran out of time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<ObjectKey>,
+}
+
+/// Asks evaluate to score a trained version (and the champion) on the run's holdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateRequest {
+    /// The model (`model_name` on the wire: the envelope's `model` is optional).
+    #[serde(rename = "model_name")]
+    pub model: String,
+    /// The model version (`model_version` on the wire: `version` is the message format's).
+    #[serde(rename = "model_version")]
+    pub version: String,
+}
+
+/// Asks deploy to apply the promotion rule to an evaluated version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The model (`model_name` on the wire: the envelope's `model` is optional).
+    #[serde(rename = "model_name")]
+    pub model: String,
+    /// The model version (`model_version` on the wire: `version` is the message format's).
+    #[serde(rename = "model_version")]
+    pub version: String,
 }
 
 /// The stage-specific part of a message.
@@ -98,6 +125,10 @@ pub enum StageMessage {
     Preprocess(PreprocessRequest),
     /// For train.
     Train(TrainRequest),
+    /// For evaluate.
+    Evaluate(EvaluateRequest),
+    /// For deploy.
+    Deploy(DeployRequest),
 }
 
 impl StageMessage {
@@ -107,6 +138,8 @@ impl StageMessage {
             StageMessage::Ingest(_) => Stage::Ingest,
             StageMessage::Preprocess(_) => Stage::Preprocess,
             StageMessage::Train(_) => Stage::Train,
+            StageMessage::Evaluate(_) => Stage::Evaluate,
+            StageMessage::Deploy(_) => Stage::Deploy,
         }
     }
 }
@@ -222,6 +255,21 @@ mod tests {
             Message::parse("not json").unwrap_err(),
             MessageError::NotJson(_)
         ));
+    }
+
+    #[test]
+    fn model_versions_do_not_clash_with_the_message_version() {
+        let m = Message::new(
+            "r",
+            Some("m".into()),
+            StageMessage::Evaluate(EvaluateRequest {
+                model: "m".into(),
+                version: "abc123".into(),
+            }),
+        );
+        let body = m.to_body();
+        assert!(body.contains("\"model_version\":\"abc123\""), "{body}");
+        assert_eq!(Message::parse(&body).unwrap(), m);
     }
 
     #[test]

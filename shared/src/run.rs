@@ -30,12 +30,22 @@ pub struct RunManifest {
     pub features: usize,
     /// Columns the pipeline dropped, with reasons.
     pub dropped: Vec<String>,
-    /// Artifact keys: `spec`, `pipeline`, `train`, `holdout`.
+    /// Artifact keys: `spec`, `pipeline`, `split`, `train`, `holdout`.
     pub artifacts: BTreeMap<String, String>,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// The lambdaml version that wrote it.
     pub lambdaml_version: String,
+}
+
+/// `runs/<run>/split.json`: which dataset rows went where, so a later stage can apply
+/// another pipeline (the champion's) to the very same holdout rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// Training row indices into the dataset version's `data.parquet`.
+    pub train: Vec<usize>,
+    /// Holdout row indices.
+    pub holdout: Vec<usize>,
 }
 
 /// The run id for a model, a dataset version and a spec hash.

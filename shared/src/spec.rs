@@ -221,7 +221,8 @@ pub struct SplitSection {
     /// Fraction of rows held out, in (0, 1).
     #[serde(default = "default_holdout")]
     pub holdout: f64,
-    /// Seed of the random split.
+    /// Seed of the random split: the split equals scikit-learn's
+    /// `train_test_split(test_size=holdout, random_state=seed)`.
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// For time splits: the column that orders rows (default: file order).
@@ -727,6 +728,12 @@ impl ModelSpec {
                     "must be between 0 and 1 (exclusive), got {}",
                     self.split.holdout
                 ),
+            ));
+        }
+        if self.split.seed > u64::from(u32::MAX) {
+            return Err(invalid(
+                "split.seed",
+                "must be below 2^32 (numpy's RandomState seeds)",
             ));
         }
         if self.split.order_by.is_some() && self.split.method != SplitMethod::Time {

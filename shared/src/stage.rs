@@ -70,6 +70,24 @@ impl From<QueueError> for StageError {
     }
 }
 
+tokio::task_local! {
+    static DEADLINE: std::time::Instant;
+}
+
+/// Runs `future` with an invocation deadline that handlers can read with [`deadline`]
+/// (Lambda's context deadline; a long stage checkpoints before it).
+pub async fn with_deadline<F: std::future::Future>(
+    deadline: std::time::Instant,
+    future: F,
+) -> F::Output {
+    DEADLINE.scope(deadline, future).await
+}
+
+/// The current invocation's deadline, if the caller set one.
+pub fn deadline() -> Option<std::time::Instant> {
+    DEADLINE.try_with(|d| *d).ok()
+}
+
 /// A stage's message handler.
 #[async_trait]
 pub trait StageHandler: Send + Sync {

@@ -3,7 +3,7 @@
 //! For one model spec and one dataset version, preprocess splits the rows into train and
 //! holdout (seeded random, or time-ordered), fits the [`FeaturePipeline`] on the training
 //! split only, encodes both splits as safetensors design matrices, and writes
-//! `runs/<run>/{spec.toml, pipeline.json, train.safetensors, holdout.safetensors}` with
+//! `runs/<run>/{spec.toml, pipeline.json, split.json, train.safetensors, holdout.safetensors}` with
 //! `manifest.json` last. The run id derives from the dataset version and the spec's bytes,
 //! so a redelivered message finds the run complete and only re-sends the train message
 //! (training is idempotent too).
@@ -17,7 +17,7 @@ use lambdaml::dataset::{DatasetManifest, Schema, read_parquet, version_prefix};
 use lambdaml::features::{FeaturePipeline, split_rows};
 use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage, TrainRequest};
 use lambdaml::queue::Queue;
-use lambdaml::run::{RunManifest, run_id};
+use lambdaml::run::{RunManifest, Split, run_id};
 use lambdaml::spec::ModelSpec;
 use lambdaml::stage::{StageError, StageHandler};
 use lambdaml::store::{
@@ -122,6 +122,7 @@ impl Preprocess {
             Some(model.clone()),
             StageMessage::Train(TrainRequest {
                 run_manifest: manifest_key.clone(),
+                checkpoint: None,
             }),
         );
         self.train.send(&message.to_body()).await?;
@@ -178,7 +179,7 @@ impl Preprocess {
         drop(data);
 
         let spec_owned = spec.clone();
-        let (pipeline, train, holdout) = tokio::task::spawn_blocking(move || {
+        let (pipeline, train, holdout, split) = tokio::task::spawn_blocking(move || {
             let table = read_parquet(&data_path).map_err(permanent)?;
             let (train_rows, holdout_rows) = split_rows(&spec_owned, &table).map_err(permanent)?;
             let pipeline = FeaturePipeline::fit(&spec_owned, &schema, &table, &train_rows)
@@ -189,14 +190,23 @@ impl Preprocess {
             let holdout = pipeline
                 .transform_table(&table, &holdout_rows)
                 .map_err(permanent)?;
-            Ok::<_, StageError>((pipeline, train, holdout))
+            let split = Split {
+                train: train_rows,
+                holdout: holdout_rows,
+            };
+            Ok::<_, StageError>((pipeline, train, holdout, split))
         })
         .await
         .map_err(|e| StageError::Retryable(format!("preprocess task failed: {e}")))??;
 
         let run_key = |name: &str| ObjectKey::new(format!("runs/{run}/{name}")).map_err(permanent);
         let mut artifacts = BTreeMap::new();
-        let writes: [(&str, &str, Bytes); 4] = [
+        let writes: [(&str, &str, Bytes); 5] = [
+            (
+                "split",
+                "split.json",
+                Bytes::from(serde_json::to_vec(&split).map_err(permanent)?),
+            ),
             ("spec", "spec.toml", spec_bytes),
             ("pipeline", "pipeline.json", to_json_bytes(&pipeline)),
             (

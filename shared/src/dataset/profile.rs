@@ -337,3 +337,96 @@ mod tests {
         assert_eq!(p.frequencies["a"], 2);
     }
 }
+
+/// The Mersenne Twister MT19937 as numpy's legacy `RandomState(seed)` seeds and draws it,
+/// so a permutation here is the permutation numpy (and scikit-learn's
+/// `train_test_split(random_state=seed)`) would produce.
+#[derive(Debug, Clone)]
+pub struct Mt19937 {
+    state: Box<[u32; 624]>,
+    index: usize,
+}
+
+impl Mt19937 {
+    /// `np.random.RandomState(seed)` for a seed below 2³².
+    pub fn new(seed: u32) -> Self {
+        let mut state = Box::new([0u32; 624]);
+        state[0] = seed;
+        for i in 1..624 {
+            let prev = state[i - 1];
+            state[i] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(i as u32);
+        }
+        Mt19937 { state, index: 624 }
+    }
+
+    /// The next 32 random bits (`genrand_int32`).
+    pub fn next_u32(&mut self) -> u32 {
+        if self.index >= 624 {
+            for i in 0..624 {
+                let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % 624] & 0x7fff_ffff);
+                let mut next = self.state[(i + 397) % 624] ^ (y >> 1);
+                if y & 1 != 0 {
+                    next ^= 0x9908_b0df;
+                }
+                self.state[i] = next;
+            }
+            self.index = 0;
+        }
+        let mut y = self.state[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
+
+    /// numpy's `random_interval(max)`: uniform in `0..=max` by masked rejection.
+    fn interval(&mut self, max: u32) -> u32 {
+        if max == 0 {
+            return 0;
+        }
+        let mut mask = max;
+        for shift in [1, 2, 4, 8, 16] {
+            mask |= mask >> shift;
+        }
+        loop {
+            let value = self.next_u32() & mask;
+            if value <= max {
+                return value;
+            }
+        }
+    }
+
+    /// `RandomState.permutation(n)`: a Fisher–Yates shuffle of `0..n` from the end.
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.interval(i as u32) as usize;
+            v.swap(i, j);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod mt_tests {
+    use super::Mt19937;
+
+    #[test]
+    fn matches_numpy_random_state() {
+        // struct.unpack("<3I", np.random.RandomState(42).bytes(12))
+        //   -> (1608637542, 3421126067, 4083286876)
+        let mut mt = Mt19937::new(42);
+        assert_eq!(
+            [mt.next_u32(), mt.next_u32(), mt.next_u32()],
+            [1_608_637_542, 3_421_126_067, 4_083_286_876]
+        );
+        // np.random.RandomState(42).permutation(10) -> [8 1 5 0 7 2 9 4 3 6]
+        assert_eq!(
+            Mt19937::new(42).permutation(10),
+            vec![8, 1, 5, 0, 7, 2, 9, 4, 3, 6]
+        );
+    }
+}

@@ -154,13 +154,17 @@ pub trait Queue: Send + Sync + Debug {
     fn name(&self) -> String;
 }
 
+/// The queue deploy announces promotions and rollbacks on, for whoever listens (the score
+/// function's reload, notifications).
+pub const DEPLOYMENTS: &str = "deployments";
+
 /// The queues of every stage, opened lazily from one URL.
 #[derive(Debug)]
 pub struct Queues {
     url: String,
     backend: QueueBackend,
     max_receives: u32,
-    opened: Mutex<HashMap<Stage, Arc<dyn Queue>>>,
+    opened: Mutex<HashMap<String, Arc<dyn Queue>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,27 +229,31 @@ pub async fn open_queue(url: &str, max_receives: u32) -> Result<Arc<dyn Queue>, 
 impl Queues {
     /// The queue that feeds `stage`.
     pub async fn get(&self, stage: Stage) -> Result<Arc<dyn Queue>, QueueError> {
+        self.named(stage.as_str()).await
+    }
+
+    /// A queue by name: a stage's, or [`DEPLOYMENTS`] (deployment events).
+    pub async fn named(&self, name: &str) -> Result<Arc<dyn Queue>, QueueError> {
         if let Some(q) = self
             .opened
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&stage)
+            .get(name)
         {
             return Ok(q.clone());
         }
         let queue: Arc<dyn Queue> = match &self.backend {
-            QueueBackend::Local(dir) => Arc::new(LocalQueue::open(
-                dir.join(stage.as_str()),
-                self.max_receives,
-            )?),
-            QueueBackend::Sqs { prefix, client } => Arc::new(
-                SqsQueue::by_name(client.clone(), &format!("{prefix}{}", stage.as_str())).await?,
-            ),
+            QueueBackend::Local(dir) => {
+                Arc::new(LocalQueue::open(dir.join(name), self.max_receives)?)
+            }
+            QueueBackend::Sqs { prefix, client } => {
+                Arc::new(SqsQueue::by_name(client.clone(), &format!("{prefix}{name}")).await?)
+            }
         };
         self.opened
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(stage, queue.clone());
+            .insert(name.to_string(), queue.clone());
         Ok(queue)
     }
 

@@ -1,0 +1,334 @@
+//! `lambdaml train` and `lambdaml models …`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Subcommand};
+use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage};
+use lambdaml::queue::DEPLOYMENTS;
+use lambdaml::registry::{Action, Registry, RegistryStore};
+use lambdaml::run::spec_snapshot_key;
+use lambdaml::stage::Handled;
+use lambdaml::store::{ObjectKey, ObjectStoreExt};
+use serde::Serialize;
+
+use crate::commands::{Ctx, latest_version, render_handled};
+use crate::output::emit;
+
+/// `lambdaml train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The model spec (TOML).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Ingest this file first (else the dataset's latest version is used).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct TrainReport {
+    dataset_version: String,
+    handled: Vec<Handled>,
+    registry: Option<Registry>,
+}
+
+/// Queues a preprocess of `spec_text` on the dataset's latest version and drains every stage.
+pub async fn train_spec(
+    ctx: &Ctx,
+    spec_text: &str,
+    origin: &str,
+) -> Result<(String, Vec<Handled>)> {
+    let spec = ctx.put_spec(spec_text, origin).await?;
+    let dataset = latest_version(ctx.store.as_ref(), &spec.dataset.name).await?;
+    let sha = lambdaml::sha256_hex(spec_text.as_bytes());
+    let snapshot = ObjectKey::new(spec_snapshot_key(&spec.model.name, &sha))?;
+    ctx.store
+        .put_immutable(&snapshot, bytes::Bytes::from(spec_text.to_string()))
+        .await?;
+    let message = Message::new(
+        format!("train-{}", spec.model.name),
+        Some(spec.model.name.clone()),
+        StageMessage::Preprocess(PreprocessRequest {
+            dataset: spec.dataset.name.clone(),
+            dataset_version: dataset.version.clone(),
+            spec: snapshot,
+        }),
+    );
+    ctx.queues
+        .get(Stage::Preprocess)
+        .await?
+        .send(&message.to_body())
+        .await?;
+    Ok((dataset.version, ctx.drain().await?))
+}
+
+fn data_name(args: &TrainArgs) -> Result<String> {
+    args.data
+        .as_ref()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow!("--data has no file name"))
+}
+
+pub async fn train(ctx: &Ctx, args: TrainArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.spec)
+        .with_context(|| format!("reading the spec {}", args.spec.display()))?;
+    let origin = args.spec.display().to_string();
+    let spec = ctx.put_spec(&text, &origin).await?;
+    if let Some(data) = &args.data {
+        let name = data
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow!("{} has no file name", data.display()))?;
+        if !data.is_file() {
+            anyhow::bail!("{} is not a file", data.display());
+        }
+        let key = ObjectKey::new(format!("raw/{}/{name}", spec.dataset.name))?;
+        ctx.store.put_file(&key, data).await?;
+    }
+    let (dataset_version, handled) = match &args.data {
+        // Ingest asks every spec of the dataset (this one included) to preprocess.
+        Some(_) => {
+            let outcome = ctx
+                .ingest_key(
+                    ObjectKey::new(format!("raw/{}/{}", spec.dataset.name, data_name(&args)?))?,
+                    None,
+                )
+                .await?;
+            (outcome.version, ctx.drain().await?)
+        }
+        None => train_spec(ctx, &text, &origin).await?,
+    };
+    let registry = RegistryStore::new(ctx.store.clone())
+        .load(&spec.model.name)
+        .await?
+        .map(|(r, _)| r);
+    let failures: Vec<&Handled> = handled.iter().filter(|h| h.outcome != "ok").collect();
+    emit(
+        ctx.json,
+        &TrainReport {
+            dataset_version,
+            handled: handled.clone(),
+            registry: registry.clone(),
+        },
+        |r| {
+            let mut s = render_handled(&r.handled);
+            if let Some(reg) = &r.registry {
+                s.push_str(&format!(
+                    "production: {}\n",
+                    reg.production.as_deref().unwrap_or("none")
+                ));
+            }
+            s
+        },
+    );
+    if let Some(f) = failures.first() {
+        anyhow::bail!("the {} stage failed: {}", f.stage, f.detail);
+    }
+    Ok(())
+}
+
+/// `lambdaml models …`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Every model with its production version.
+    List,
+    /// One model's versions (or one version's manifest and evaluation).
+    Show {
+        /// The model.
+        model: String,
+        /// A version.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Approve a version waiting for approval: it goes to production.
+    Approve {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+    },
+    /// Put a version in production by hand.
+    Promote {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "promoted by hand")]
+        reason: String,
+    },
+    /// Return production to the previous version (or `--to` a named one).
+    Rollback {
+        /// The model.
+        model: String,
+        /// The version to return to.
+        #[arg(long)]
+        to: Option<String>,
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "rolled back by hand")]
+        reason: String,
+    },
+    /// Every promotion, rejection and rollback, oldest first.
+    History {
+        /// The model.
+        model: String,
+    },
+}
+
+fn actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+fn render_registry(r: &Registry) -> String {
+    let mut s = format!(
+        "model {} — production: {}\n",
+        r.model,
+        r.production.as_deref().unwrap_or("none")
+    );
+    s.push_str(&format!(
+        "  {:>3}  {:<12}  {:<16}  {:<20}  metrics\n",
+        "#", "version", "status", "registered"
+    ));
+    let mut versions: Vec<_> = r.versions.values().collect();
+    versions.sort_by_key(|v| v.number);
+    for v in versions {
+        let metrics: Vec<String> = v
+            .metrics
+            .iter()
+            .map(|(k, x)| format!("{k} {x:.4}"))
+            .collect();
+        s.push_str(&format!(
+            "  {:>3}  {:<12}  {:<16}  {:<20}  {}\n",
+            v.number,
+            v.version,
+            format!("{:?}", v.status).to_lowercase(),
+            v.registered_at,
+            metrics.join(", ")
+        ));
+    }
+    s
+}
+
+fn render_history(r: &Registry) -> String {
+    let mut s = String::new();
+    for h in &r.history {
+        s.push_str(&format!(
+            "{}  {:<8}  {}{}  by {}: {}\n",
+            h.at,
+            format!("{:?}", h.action).to_lowercase(),
+            h.version,
+            h.previous
+                .as_ref()
+                .map(|p| format!(" (was {p})"))
+                .unwrap_or_default(),
+            h.actor,
+            h.reason
+        ));
+    }
+    s
+}
+
+pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
+    let registry = RegistryStore::new(ctx.store.clone());
+    let deploy = ctx.deploy_handler(ctx.queues.named(DEPLOYMENTS).await?);
+    let manual = |action: Action, model: String, version: Option<String>, reason: String| {
+        let deploy = deploy.clone();
+        async move {
+            deploy
+                .manual(action, &model, version.as_deref(), &actor(), &reason)
+                .await
+                .map_err(|e| anyhow!("{}", e.reason()))
+        }
+    };
+    match command {
+        ModelsCommand::List => {
+            let mut all = Vec::new();
+            for meta in ctx.store.list_all("registry/").await? {
+                if let Some(model) = meta
+                    .key
+                    .as_str()
+                    .strip_prefix("registry/")
+                    .and_then(|m| m.strip_suffix(".json"))
+                {
+                    all.push(registry.get(model).await?);
+                }
+            }
+            emit(ctx.json, &serde_json::json!({"models": all}), |_| {
+                if all.is_empty() {
+                    return "no models yet: try `lambdaml demo` or `lambdaml train --spec SPEC`\n"
+                        .into();
+                }
+                all.iter()
+                    .map(|r| {
+                        format!(
+                            "{:<24} production {:<12} {} versions\n",
+                            r.model,
+                            r.production.as_deref().unwrap_or("none"),
+                            r.versions.len()
+                        )
+                    })
+                    .collect()
+            });
+        }
+        ModelsCommand::Show {
+            model,
+            version: None,
+        } => {
+            let r = registry.get(&model).await?;
+            emit(ctx.json, &r, render_registry);
+        }
+        ModelsCommand::Show {
+            model,
+            version: Some(v),
+        } => {
+            let manifest: serde_json::Value = ctx
+                .store
+                .get_json(&ObjectKey::new(format!(
+                    "models/{model}/{v}/manifest.json"
+                ))?)
+                .await
+                .with_context(|| format!("model {model} version {v}"))?;
+            let evaluation: Option<serde_json::Value> = ctx
+                .store
+                .get_json(&ObjectKey::new(format!(
+                    "models/{model}/{v}/evaluation.json"
+                ))?)
+                .await
+                .ok();
+            let view = serde_json::json!({"manifest": manifest, "evaluation": evaluation});
+            emit(ctx.json, &view, |v| {
+                serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+            });
+        }
+        ModelsCommand::Approve { model, version } => {
+            let r = manual(Action::Pending, model, Some(version), "approved".into()).await?;
+            emit(ctx.json, &r, render_registry);
+        }
+        ModelsCommand::Promote {
+            model,
+            version,
+            reason,
+        } => {
+            let r = manual(Action::Promote, model, Some(version), reason).await?;
+            emit(ctx.json, &r, render_registry);
+        }
+        ModelsCommand::Rollback { model, to, reason } => {
+            let r = manual(Action::Rollback, model, to, reason).await?;
+            emit(ctx.json, &r, render_registry);
+        }
+        ModelsCommand::History { model } => {
+            let r = registry.get(&model).await?;
+            emit(
+                ctx.json,
+                &serde_json::json!({"model": r.model, "history": r.history}),
+                |_| render_history(&r),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! The deploy function: applies the spec's promotion rule, or rolls back.
+//!
+//! A newly evaluated version is promoted when there is no champion, or when it beats the
+//! champion on the spec's metric by at least `min_improvement` on the same holdout rows and
+//! no guardrail trips (no class's recall drops by more than `max_recall_drop`). With
+//! `manual_approval` a passing version waits for a person instead. Every decision is one
+//! compare-and-swap on the registry with its reason and metrics, and is announced on the
+//! deployments queue. A version already decided is left alone, so a redelivered message
+//! changes nothing. Rollback returns production to the previous (or a named) version.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lambdaml::message::{DeployRequest, Message, Stage, StageMessage};
+use lambdaml::metrics::higher_is_better;
+use lambdaml::queue::Queue;
+use lambdaml::registry::{Action, Registry, RegistryError, RegistryStore, VersionStatus};
+use lambdaml::run::RunManifest;
+use lambdaml::spec::{ModelSpec, PromotionSection};
+use lambdaml::stage::{StageError, StageHandler};
+use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt};
+use lambdaml_evaluate::Evaluation;
+use serde::{Deserialize, Serialize};
+use tracing::{info, instrument};
+
+/// The deploy handler. It needs the store and the deployments queue.
+#[derive(Clone)]
+pub struct Deploy {
+    store: Arc<dyn ObjectStore>,
+    deployments: Arc<dyn Queue>,
+}
+
+impl std::fmt::Debug for Deploy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deploy")
+            .field("store", &self.store.url())
+            .finish()
+    }
+}
+
+/// The rule's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Goes to production.
+    Promote,
+    /// Waits for a person.
+    Pending,
+    /// Refused.
+    Reject,
+}
+
+/// A decision and its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The model.
+    pub model: String,
+    /// The version decided on.
+    pub version: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: String,
+    /// The production version after the decision.
+    pub production: Option<String>,
+    /// False when the version had been decided already (a redelivery).
+    pub changed: bool,
+}
+
+/// Announced on the deployments queue after every change of production.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentEvent {
+    /// `promote`, `rollback`, `reject` or `pending`.
+    pub action: String,
+    /// The model.
+    pub model: String,
+    /// The version concerned.
+    pub version: String,
+    /// The production version before.
+    pub previous: Option<String>,
+    /// Who or what decided.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// RFC 3339 time.
+    pub at: String,
+}
+
+fn permanent(e: impl std::fmt::Display) -> StageError {
+    StageError::Permanent(e.to_string())
+}
+
+fn registry_error(e: RegistryError) -> StageError {
+    match e {
+        RegistryError::Store(s) => s.into(),
+        other => permanent(other),
+    }
+}
+
+/// Applies a promotion rule to an evaluation. Pure: the registry is not touched.
+pub fn apply_rule(rule: &PromotionSection, evaluation: &Evaluation) -> (Verdict, String) {
+    let metric = rule.metric.as_str();
+    let Some(challenger) = evaluation.metrics.get(metric) else {
+        return (
+            Verdict::Reject,
+            format!("{metric} is not defined for this version's holdout"),
+        );
+    };
+    let pass = |reason: String| {
+        if rule.manual_approval {
+            (
+                Verdict::Pending,
+                format!("{reason}; waiting for manual approval"),
+            )
+        } else {
+            (Verdict::Promote, reason)
+        }
+    };
+    let Some(champion) = &evaluation.champion else {
+        return pass(format!(
+            "first version: {metric} {challenger:.4} on {} holdout rows",
+            evaluation.holdout_rows
+        ));
+    };
+    let Some(incumbent) = champion.metrics.get(metric) else {
+        return pass(format!(
+            "the champion has no {metric}; {metric} {challenger:.4}"
+        ));
+    };
+    let improvement = if higher_is_better(metric) {
+        challenger - incumbent
+    } else {
+        incumbent - challenger
+    };
+    if improvement < rule.min_improvement {
+        return (
+            Verdict::Reject,
+            format!(
+                "{metric} {challenger:.4} vs champion {} {incumbent:.4} on the same {} rows: improvement {improvement:+.4} is below the required {}",
+                champion.version, evaluation.holdout_rows, rule.min_improvement
+            ),
+        );
+    }
+    if let Some(max_drop) = rule.max_recall_drop {
+        let before = champion.metrics.recalls();
+        for (class, recall) in evaluation.metrics.recalls() {
+            if let Some(old) = before.get(&class)
+                && old - recall > max_drop
+            {
+                return (
+                    Verdict::Reject,
+                    format!(
+                        "guardrail: recall of class {class:?} drops from {old:.4} to {recall:.4}, more than {max_drop}"
+                    ),
+                );
+            }
+        }
+    }
+    pass(format!(
+        "{metric} {challenger:.4} beats champion {} {incumbent:.4} by {improvement:+.4}",
+        champion.version
+    ))
+}
+
+impl Deploy {
+    /// A handler over `store`, announcing on `deployments`.
+    pub fn new(store: Arc<dyn ObjectStore>, deployments: Arc<dyn Queue>) -> Self {
+        Deploy { store, deployments }
+    }
+
+    async fn announce(&self, registry: &Registry) -> Result<(), StageError> {
+        if let Some(last) = registry.history.last() {
+            let event = DeploymentEvent {
+                action: format!("{:?}", last.action).to_lowercase(),
+                model: registry.model.clone(),
+                version: last.version.clone(),
+                previous: last.previous.clone(),
+                actor: last.actor.clone(),
+                reason: last.reason.clone(),
+                at: last.at.clone(),
+            };
+            self.deployments
+                .send(&serde_json::to_string(&event).map_err(permanent)?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Decides on one evaluated version. See the crate docs.
+    #[instrument(skip(self))]
+    pub async fn deploy(&self, request: &DeployRequest) -> Result<Decision, StageError> {
+        let (model, version) = (request.model.clone(), request.version.clone());
+        let evaluation: Evaluation = self
+            .store
+            .get_json(
+                &ObjectKey::new(format!("models/{model}/{version}/evaluation.json"))
+                    .map_err(permanent)?,
+            )
+            .await
+            .map_err(|e| permanent(format!("{model} {version} has no evaluation: {e}")))?;
+        let run: RunManifest = self
+            .store
+            .get_json(
+                &ObjectKey::new(format!("runs/{}/manifest.json", evaluation.run_id))
+                    .map_err(permanent)?,
+            )
+            .await?;
+        let spec_key = ObjectKey::new(run.artifacts.get("spec").cloned().unwrap_or_default())
+            .map_err(permanent)?;
+        let spec = ModelSpec::parse(&String::from_utf8_lossy(
+            &self.store.get(&spec_key).await?.bytes,
+        ))
+        .map_err(permanent)?;
+        let (verdict, reason) = apply_rule(&spec.promotion, &evaluation);
+        let registry = RegistryStore::new(self.store.clone());
+        let (after, changed) = registry
+            .update(&model, |r| {
+                let status = r.versions.get(&version).map(|v| v.status).ok_or_else(|| {
+                    RegistryError::UnknownVersion {
+                        model: model.clone(),
+                        version: version.clone(),
+                    }
+                })?;
+                if status != VersionStatus::Candidate {
+                    return Ok(false);
+                }
+                match verdict {
+                    Verdict::Promote => r.promote(&version, "deploy", &reason)?,
+                    Verdict::Pending => r.mark_pending(&version, "deploy", &reason)?,
+                    Verdict::Reject => r.reject(&version, "deploy", &reason)?,
+                }
+                Ok(true)
+            })
+            .await
+            .map_err(registry_error)?;
+        let (verdict, reason) = if changed {
+            self.announce(&after).await?;
+            (verdict, reason)
+        } else {
+            // Already decided: report the recorded decision, not a fresh one.
+            let last = after
+                .history
+                .iter()
+                .rev()
+                .find(|h| h.version == version && h.action != Action::Register);
+            let verdict = match after.versions.get(&version).map(|v| v.status) {
+                Some(VersionStatus::Production | VersionStatus::Archived) => Verdict::Promote,
+                Some(VersionStatus::PendingApproval) => Verdict::Pending,
+                _ => Verdict::Reject,
+            };
+            (verdict, last.map(|h| h.reason.clone()).unwrap_or_default())
+        };
+        info!(%model, %version, ?verdict, %reason, changed, "deploy decision");
+        Ok(Decision {
+            model,
+            version,
+            verdict,
+            reason,
+            production: after.production.clone(),
+            changed,
+        })
+    }
+
+    /// Changes production by hand: `promote`, `approve`, `reject` or `rollback` (to the
+    /// previous version, or `version`), recorded with `actor` and `reason`, and announced.
+    pub async fn manual(
+        &self,
+        action: Action,
+        model: &str,
+        version: Option<&str>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Registry, StageError> {
+        let registry = RegistryStore::new(self.store.clone());
+        let need = |v: Option<&str>| {
+            v.map(str::to_string)
+                .ok_or_else(|| permanent("a version is required"))
+        };
+        registry.get(model).await.map_err(registry_error)?;
+        let (after, ()) = registry
+            .update(model, |r| {
+                match action {
+                    Action::Promote => r.promote(
+                        &need(version).map_err(|e| RegistryError::Invalid(e.to_string()))?,
+                        actor,
+                        reason,
+                    )?,
+                    Action::Pending => r.approve(
+                        &need(version).map_err(|e| RegistryError::Invalid(e.to_string()))?,
+                        actor,
+                    )?,
+                    Action::Reject => r.reject(
+                        &need(version).map_err(|e| RegistryError::Invalid(e.to_string()))?,
+                        actor,
+                        reason,
+                    )?,
+                    Action::Rollback => {
+                        r.rollback(version, actor, reason)?;
+                    }
+                    Action::Register => {
+                        return Err(RegistryError::Invalid(
+                            "register happens on evaluation".into(),
+                        ));
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(registry_error)?;
+        self.announce(&after).await?;
+        Ok(after)
+    }
+}
+
+/// The direct form: a deploy request, or a rollback.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    action: String,
+    model: String,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[async_trait]
+impl StageHandler for Deploy {
+    fn stage(&self) -> Stage {
+        Stage::Deploy
+    }
+
+    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
+        match message.body {
+            StageMessage::Deploy(request) => {
+                let decision = self.deploy(&request).await?;
+                serde_json::to_value(decision).map_err(permanent)
+            }
+            other => Err(permanent(format!("deploy got a {} message", other.stage()))),
+        }
+    }
+
+    /// Direct form: `{"model", "version"}` to decide, or a full message.
+    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
+        if payload.get("stage").is_some() {
+            return Message::parse(&payload.to_string()).map_err(permanent);
+        }
+        let request: DeployRequest = serde_json::from_value(payload)
+            .map_err(|e| permanent(format!("invalid deploy request: {e}")))?;
+        Ok(Message::new(
+            format!("deploy-{}-{}", request.model, request.version),
+            Some(request.model.clone()),
+            StageMessage::Deploy(request),
+        ))
+    }
+}
+
+/// Handles a direct rollback payload `{"action": "rollback", "model", "to"?, "reason"?}`;
+/// `None` when the payload is not a rollback.
+pub async fn direct_rollback(
+    deploy: &Deploy,
+    payload: &serde_json::Value,
+) -> Option<Result<serde_json::Value, StageError>> {
+    if payload.get("action").and_then(|a| a.as_str()) != Some("rollback") {
+        return None;
+    }
+    let request: Rollback = match serde_json::from_value(payload.clone()) {
+        Ok(r) => r,
+        Err(e) => return Some(Err(permanent(format!("invalid rollback request: {e}")))),
+    };
+    let _ = &request.action;
+    let reason = request
+        .reason
+        .clone()
+        .unwrap_or_else(|| "rollback requested".into());
+    Some(
+        deploy
+            .manual(
+                Action::Rollback,
+                &request.model,
+                request.to.as_deref(),
+                "invoke",
+                &reason,
+            )
+            .await
+            .map(|r| serde_json::json!({"model": r.model, "production": r.production})),
+    )
+}

@@ -1,0 +1,335 @@
+//! The evaluate function: holdout metrics for a new version and for the champion.
+//!
+//! The new version is scored on its run's holdout matrix. The current production version
+//! (the champion), if any, is scored on the very same holdout rows — read from the dataset
+//! version and transformed by the champion's own fitted pipeline — so the comparison is
+//! fair even when the two were trained on different data or features. The result goes to
+//! `models/<model>/<version>/evaluation.json`; the version is registered as a candidate with
+//! its metrics; deploy is asked to decide.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lambdaml::dataset::read_parquet;
+use lambdaml::features::LabelEncoding;
+use lambdaml::matrix::Matrix;
+use lambdaml::message::{DeployRequest, EvaluateRequest, Message, Stage, StageMessage};
+use lambdaml::metrics::{self, Metrics};
+use lambdaml::model::{Model, ModelManifest};
+use lambdaml::queue::Queue;
+use lambdaml::registry::{RegistryStore, VersionEntry, VersionStatus};
+use lambdaml::run::{RunManifest, Split};
+use lambdaml::spec::TaskKind;
+use lambdaml::stage::{StageError, StageHandler};
+use lambdaml::store::{
+    JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{info, instrument, warn};
+
+/// The evaluate handler. It needs the store and the deploy queue.
+#[derive(Clone)]
+pub struct Evaluate {
+    store: Arc<dyn ObjectStore>,
+    deploy: Arc<dyn Queue>,
+}
+
+impl std::fmt::Debug for Evaluate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluate")
+            .field("store", &self.store.url())
+            .finish()
+    }
+}
+
+/// A version's score on a holdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    /// The version.
+    pub version: String,
+    /// Its metrics.
+    pub metrics: Metrics,
+}
+
+/// `models/<model>/<version>/evaluation.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// The model.
+    pub model: String,
+    /// The challenger's version.
+    pub version: String,
+    /// The run whose holdout was used.
+    pub run_id: String,
+    /// Holdout rows.
+    pub holdout_rows: usize,
+    /// The challenger's metrics.
+    pub metrics: Metrics,
+    /// The champion's metrics on the same rows, when there is a champion.
+    pub champion: Option<Scored>,
+    /// Why the champion could not be scored, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion_note: Option<String>,
+    /// RFC 3339 time.
+    pub created_at: String,
+}
+
+fn permanent(e: impl std::fmt::Display) -> StageError {
+    StageError::Permanent(e.to_string())
+}
+
+fn key(k: impl Into<String>) -> Result<ObjectKey, StageError> {
+    ObjectKey::new(k).map_err(permanent)
+}
+
+/// The scalar metrics the registry keeps.
+pub fn scalar_metrics(m: &Metrics) -> BTreeMap<String, f64> {
+    [
+        "roc_auc", "accuracy", "f1_macro", "log_loss", "brier", "rmse", "mae", "r2",
+    ]
+    .iter()
+    .filter_map(|name| m.get(name).map(|v| (name.to_string(), v)))
+    .collect()
+}
+
+/// Metrics of `model` on `matrix` (labels encoded by `label`).
+pub fn score(model: &Model, label: &LabelEncoding, matrix: &Matrix) -> Result<Metrics, StageError> {
+    let predictions = model
+        .predict_rows(&matrix.x, matrix.rows)
+        .map_err(permanent)?;
+    Ok(match (model.arch.task, label) {
+        (TaskKind::Regression, _) | (_, LabelEncoding::Regression { .. }) => {
+            let truth: Vec<f64> = matrix.y.iter().map(|v| f64::from(*v)).collect();
+            Metrics::Regression(metrics::regression(&truth, &predictions))
+        }
+        (_, LabelEncoding::Classes { classes, .. }) => {
+            let truth: Vec<usize> = matrix.y.iter().map(|v| *v as usize).collect();
+            Metrics::Classification(metrics::classification(&truth, &predictions, classes))
+        }
+    })
+}
+
+impl Evaluate {
+    /// A handler over `store`, sending to `deploy`.
+    pub fn new(store: Arc<dyn ObjectStore>, deploy: Arc<dyn Queue>) -> Self {
+        Evaluate { store, deploy }
+    }
+
+    /// Loads a version's manifest and model.
+    pub async fn load(
+        store: &dyn ObjectStore,
+        model: &str,
+        version: &str,
+    ) -> Result<(ModelManifest, Model), StageError> {
+        let manifest: ModelManifest = match store
+            .get_json(&key(format!("models/{model}/{version}/manifest.json"))?)
+            .await
+        {
+            Ok(m) => m,
+            Err(JsonError::Store(StoreError::NotFound(_))) => {
+                return Err(permanent(format!("model {model} has no version {version}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let weights_key = manifest
+            .artifacts
+            .get("weights")
+            .cloned()
+            .unwrap_or_default();
+        let weights = store.get(&key(weights_key)?).await?;
+        let net = Model::from_safetensors(manifest.architecture.clone(), &weights.bytes)
+            .map_err(|e| permanent(format!("{model} {version}: {e}")))?;
+        Ok((manifest, net))
+    }
+
+    /// Evaluates one version. See the crate docs.
+    #[instrument(skip(self))]
+    pub async fn evaluate(&self, request: &EvaluateRequest) -> Result<Evaluation, StageError> {
+        let (model, version) = (&request.model, &request.version);
+        let eval_key = key(format!("models/{model}/{version}/evaluation.json"))?;
+        let evaluation = match self.store.get_json::<Evaluation>(&eval_key).await {
+            Ok(existing) => existing,
+            Err(JsonError::Store(StoreError::NotFound(_))) => {
+                self.build(model, version, &eval_key).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Register (idempotent) and hand to deploy, also on a redelivery.
+        let (manifest, _) = Self::load(self.store.as_ref(), model, version).await?;
+        let entry = VersionEntry {
+            version: version.clone(),
+            number: 0,
+            status: VersionStatus::Candidate,
+            run_id: manifest.run_id.clone(),
+            dataset_version: manifest.dataset_version.clone(),
+            manifest: format!("models/{model}/{version}/manifest.json"),
+            metrics: scalar_metrics(&evaluation.metrics),
+            registered_at: lambdaml::now_rfc3339(),
+        };
+        RegistryStore::new(self.store.clone())
+            .update(model, |r| Ok(r.register(entry.clone(), "evaluate")))
+            .await
+            .map_err(|e| match e {
+                lambdaml::registry::RegistryError::Store(s) => s.into(),
+                other => permanent(other),
+            })?;
+        let message = Message::new(
+            manifest.run_id.clone(),
+            Some(model.clone()),
+            StageMessage::Deploy(DeployRequest {
+                model: model.clone(),
+                version: version.clone(),
+            }),
+        );
+        self.deploy.send(&message.to_body()).await?;
+        Ok(evaluation)
+    }
+
+    async fn build(
+        &self,
+        model: &str,
+        version: &str,
+        eval_key: &ObjectKey,
+    ) -> Result<Evaluation, StageError> {
+        let (manifest, net) = Self::load(self.store.as_ref(), model, version).await?;
+        let run: RunManifest = self
+            .store
+            .get_json(&key(format!("runs/{}/manifest.json", manifest.run_id))?)
+            .await?;
+        let holdout_key = run.artifacts.get("holdout").cloned().unwrap_or_default();
+        let holdout = Matrix::from_safetensors(&self.store.get(&key(holdout_key)?).await?.bytes)
+            .map_err(permanent)?;
+        let metrics = score(&net, &manifest.pipeline.label, &holdout)?;
+
+        let registry = RegistryStore::new(self.store.clone())
+            .load(model)
+            .await
+            .map_err(permanent)?
+            .map(|(r, _)| r);
+        let champion_version = registry
+            .as_ref()
+            .and_then(|r| r.production.clone())
+            .filter(|v| v != version);
+        let (champion, champion_note) = match champion_version {
+            None => (None, None),
+            Some(cv) => match self.score_champion(model, &cv, &run).await {
+                Ok(m) => (
+                    Some(Scored {
+                        version: cv,
+                        metrics: m,
+                    }),
+                    None,
+                ),
+                Err(e) => {
+                    warn!(%model, champion = %cv, error = %e, "champion could not be scored on this holdout");
+                    (
+                        None,
+                        Some(format!(
+                            "champion {cv} could not be scored on this holdout: {}",
+                            e.reason()
+                        )),
+                    )
+                }
+            },
+        };
+        let evaluation = Evaluation {
+            model: model.to_string(),
+            version: version.to_string(),
+            run_id: run.run_id.clone(),
+            holdout_rows: holdout.rows,
+            metrics,
+            champion,
+            champion_note,
+            created_at: lambdaml::now_rfc3339(),
+        };
+        match self
+            .store
+            .put_if_absent(eval_key, to_json_bytes(&evaluation))
+            .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        info!(%model, %version, "evaluated");
+        Ok(evaluation)
+    }
+
+    /// Scores the champion on the challenger run's holdout rows, through the champion's own
+    /// pipeline.
+    async fn score_champion(
+        &self,
+        model: &str,
+        champion: &str,
+        run: &RunManifest,
+    ) -> Result<Metrics, StageError> {
+        let (manifest, net) = Self::load(self.store.as_ref(), model, champion).await?;
+        let split: Split = self
+            .store
+            .get_json(&key(run
+                .artifacts
+                .get("split")
+                .cloned()
+                .unwrap_or_default())?)
+            .await?;
+        let data = self
+            .store
+            .get(&key(format!(
+                "datasets/{}/{}/data.parquet",
+                run.dataset, run.dataset_version
+            ))?)
+            .await?;
+        let dir = tempfile::tempdir().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let path = dir.path().join("data.parquet");
+        std::fs::write(&path, &data.bytes).map_err(|e| StageError::Retryable(e.to_string()))?;
+        let pipeline = manifest.pipeline.clone();
+        let matrix = tokio::task::spawn_blocking(move || {
+            let table = read_parquet(&path).map_err(permanent)?;
+            pipeline
+                .transform_table(&table, &split.holdout)
+                .map_err(permanent)
+        })
+        .await
+        .map_err(|e| StageError::Retryable(e.to_string()))??;
+        score(&net, &manifest.pipeline.label, &matrix)
+    }
+}
+
+#[async_trait]
+impl StageHandler for Evaluate {
+    fn stage(&self) -> Stage {
+        Stage::Evaluate
+    }
+
+    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
+        match message.body {
+            StageMessage::Evaluate(request) => {
+                let e = self.evaluate(&request).await?;
+                Ok(serde_json::json!({
+                    "model": e.model,
+                    "version": e.version,
+                    "holdout_rows": e.holdout_rows,
+                    "metrics": scalar_metrics(&e.metrics),
+                    "champion": e.champion.as_ref().map(|c| serde_json::json!({"version": c.version, "metrics": scalar_metrics(&c.metrics)})),
+                }))
+            }
+            other => Err(permanent(format!(
+                "evaluate got a {} message",
+                other.stage()
+            ))),
+        }
+    }
+
+    /// Direct form: `{"model", "version"}`, or a full message.
+    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
+        if payload.get("stage").is_some() {
+            return Message::parse(&payload.to_string()).map_err(permanent);
+        }
+        let request: EvaluateRequest = serde_json::from_value(payload)
+            .map_err(|e| permanent(format!("invalid evaluate request: {e}")))?;
+        Ok(Message::new(
+            format!("evaluate-{}-{}", request.model, request.version),
+            Some(request.model.clone()),
+            StageMessage::Evaluate(request),
+        ))
+    }
+}

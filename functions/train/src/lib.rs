@@ -1,0 +1,377 @@
+//! The train function: fits a candle model on a preprocessed run.
+//!
+//! The version id derives from the run id, so a redelivered message finds the version
+//! complete and only re-sends the evaluate message. Weights go to
+//! `models/<model>/<version>/model.safetensors`, then `manifest.json` (architecture,
+//! hyper-parameters, seed, the fitted pipeline, the dataset version, training summary,
+//! crate version and git revision) last. When the invocation deadline approaches, training
+//! stops at a step boundary, saves a checkpoint under `models/<model>/<version>/checkpoints/`
+//! and re-queues itself with the checkpoint, so a long fit spans invocations without losing
+//! work. A diverging fit is a permanent failure that leaves `error.json` and no manifest,
+//! so nothing can promote it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lambdaml::features::{FeaturePipeline, LabelEncoding};
+use lambdaml::matrix::Matrix;
+use lambdaml::message::{EvaluateRequest, Message, Stage, StageMessage, TrainRequest};
+use lambdaml::model::{Architecture, ModelManifest, TrainingSummary};
+use lambdaml::queue::Queue;
+use lambdaml::run::RunManifest;
+use lambdaml::spec::ModelSpec;
+use lambdaml::stage::{StageError, StageHandler};
+use lambdaml::store::{
+    JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
+};
+use lambdaml::train::{Checkpoint, CheckpointState, Options, Outcome, Progress, TrainError, train};
+use serde::{Deserialize, Serialize};
+use tracing::{info, instrument};
+
+/// Progress callback for the CLI's bar.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// The train handler. It needs the store, the evaluate queue, and its own queue (to
+/// re-queue itself at the deadline).
+#[derive(Clone)]
+pub struct Train {
+    store: Arc<dyn ObjectStore>,
+    evaluate: Arc<dyn Queue>,
+    train: Arc<dyn Queue>,
+    progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for Train {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Train")
+            .field("store", &self.store.url())
+            .finish()
+    }
+}
+
+/// What one train invocation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOutcome {
+    /// The model.
+    pub model: String,
+    /// The version.
+    pub version: String,
+    /// `trained`, `exists` (a redelivery) or `checkpointed` (resumes in a new invocation).
+    pub status: String,
+    /// Steps done so far.
+    pub steps: u32,
+    /// Final (or current) training loss.
+    pub loss: f64,
+    /// The manifest key (when trained).
+    pub manifest: Option<String>,
+}
+
+/// The version id of the model trained on `run_id`.
+pub fn model_version(run_id: &str) -> String {
+    lambdaml::sha256_hex(run_id.as_bytes())[..12].to_string()
+}
+
+fn permanent(e: impl std::fmt::Display) -> StageError {
+    StageError::Permanent(e.to_string())
+}
+
+fn key(k: String) -> Result<ObjectKey, StageError> {
+    ObjectKey::new(k).map_err(permanent)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointMeta {
+    state: CheckpointState,
+    seconds: f64,
+    invocations: u32,
+}
+
+impl Train {
+    /// A handler over `store`, sending to `evaluate` and re-queueing on `train`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        evaluate: Arc<dyn Queue>,
+        train: Arc<dyn Queue>,
+    ) -> Self {
+        Train {
+            store,
+            evaluate,
+            train,
+            progress: None,
+        }
+    }
+
+    /// Reports each step (the CLI's progress bar).
+    pub fn with_progress(mut self, progress: ProgressFn) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Trains the model of one run. See the crate docs.
+    #[instrument(skip(self), fields(run = %request.run_manifest))]
+    pub async fn train(
+        &self,
+        request: &TrainRequest,
+        attempt: u32,
+    ) -> Result<TrainOutcome, StageError> {
+        let run: RunManifest = match self.store.get_json(&request.run_manifest).await {
+            Ok(r) => r,
+            Err(JsonError::Store(StoreError::NotFound(_))) => {
+                return Err(permanent(format!(
+                    "run manifest {} does not exist",
+                    request.run_manifest
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let artifact = |name: &str| -> Result<ObjectKey, StageError> {
+            run.artifacts
+                .get(name)
+                .ok_or_else(|| permanent(format!("run {} has no {name} artifact", run.run_id)))
+                .and_then(|k| key(k.clone()))
+        };
+        let spec_text = self.store.get(&artifact("spec")?).await?.bytes;
+        let spec = ModelSpec::parse(&String::from_utf8_lossy(&spec_text)).map_err(permanent)?;
+        let model = spec.model.name.clone();
+        let version = model_version(&run.run_id);
+        let prefix = format!("models/{model}/{version}");
+        let manifest_key = key(format!("{prefix}/manifest.json"))?;
+        if let Some(existing) = self.store.head(&manifest_key).await? {
+            let manifest: ModelManifest = self.store.get_json(&existing.key).await?;
+            self.send_evaluate(&run.run_id, &model, &version).await?;
+            return Ok(TrainOutcome {
+                model,
+                version,
+                status: "exists".into(),
+                steps: manifest.training.steps,
+                loss: manifest.training.loss,
+                manifest: Some(manifest_key.to_string()),
+            });
+        }
+        let pipeline: FeaturePipeline = self.store.get_json(&artifact("pipeline")?).await?;
+        let data = Matrix::from_safetensors(&self.store.get(&artifact("train")?).await?.bytes)
+            .map_err(permanent)?;
+        let classes = match &pipeline.label {
+            LabelEncoding::Classes { classes, .. } => classes.len(),
+            LabelEncoding::Regression { .. } => 1,
+        };
+        let arch = Architecture::from_spec(&spec, pipeline.output_dim, classes);
+        let (resume, seconds_before, invocations) = match &request.checkpoint {
+            Some(k) => {
+                let meta: CheckpointMeta = self.store.get_json(&key(format!("{k}.json"))?).await?;
+                let tensors = self
+                    .store
+                    .get(&key(format!("{k}.safetensors"))?)
+                    .await?
+                    .bytes
+                    .to_vec();
+                (
+                    Some(Checkpoint {
+                        state: meta.state,
+                        tensors,
+                    }),
+                    meta.seconds,
+                    meta.invocations,
+                )
+            }
+            None => (None, 0.0, 0),
+        };
+        let deadline = lambdaml::stage::deadline()
+            // Leave time to write the checkpoint and the message.
+            .map(|d| {
+                d.checked_sub(std::time::Duration::from_secs(20))
+                    .unwrap_or(d)
+            });
+        let (params, optimizer) = (spec.train.clone(), spec.optimizer());
+        let progress = self.progress.clone();
+        let arch_for_task = arch.clone();
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let report = |p: Progress| {
+                tracing::debug!(
+                    step = p.step,
+                    loss = p.loss,
+                    validation_loss = p.validation_loss,
+                    "training progress"
+                );
+                if let Some(f) = &progress {
+                    f(p);
+                }
+            };
+            train(
+                &arch_for_task,
+                &params,
+                optimizer,
+                &data,
+                classes,
+                &Options {
+                    deadline,
+                    resume,
+                    progress: &report,
+                },
+            )
+            .map(|o| (o, data.rows))
+        })
+        .await
+        .map_err(|e| StageError::Retryable(format!("training task failed: {e}")))?;
+        let seconds = seconds_before + started.elapsed().as_secs_f64();
+        let (outcome, rows) = match outcome {
+            Ok(o) => o,
+            Err(err @ (TrainError::Diverged { .. } | TrainError::Data(_))) => {
+                let record = serde_json::json!({"run_id": run.run_id, "error": err.to_string(), "at": lambdaml::now_rfc3339()});
+                self.store
+                    .put(
+                        &key(format!("{prefix}/error.json"))?,
+                        to_json_bytes(&record),
+                    )
+                    .await?;
+                return Err(permanent(format!("{model} {version}: {err}")));
+            }
+            Err(err) => return Err(permanent(err)),
+        };
+        match outcome {
+            Outcome::Paused(checkpoint) => {
+                let base = format!("{prefix}/checkpoints/{:06}", checkpoint.state.step);
+                self.store
+                    .put(
+                        &key(format!("{base}.safetensors"))?,
+                        Bytes::from(checkpoint.tensors),
+                    )
+                    .await?;
+                let meta = CheckpointMeta {
+                    state: checkpoint.state.clone(),
+                    seconds,
+                    invocations: invocations + 1,
+                };
+                self.store
+                    .put(&key(format!("{base}.json"))?, to_json_bytes(&meta))
+                    .await?;
+                let mut message = Message::new(
+                    run.run_id.clone(),
+                    Some(model.clone()),
+                    StageMessage::Train(TrainRequest {
+                        run_manifest: request.run_manifest.clone(),
+                        checkpoint: Some(key(base)?),
+                    }),
+                );
+                message.attempt = attempt + 1;
+                self.train.send(&message.to_body()).await?;
+                info!(%model, %version, step = checkpoint.state.step, "deadline near: checkpointed and re-queued");
+                Ok(TrainOutcome {
+                    model,
+                    version,
+                    status: "checkpointed".into(),
+                    steps: checkpoint.state.step,
+                    loss: f64::NAN,
+                    manifest: None,
+                })
+            }
+            Outcome::Done(trained) => {
+                let weights_key = key(format!("{prefix}/model.safetensors"))?;
+                self.store
+                    .put_immutable(&weights_key, Bytes::from(trained.weights))
+                    .await?;
+                let manifest = ModelManifest {
+                    model: model.clone(),
+                    version: version.clone(),
+                    architecture: arch,
+                    hyper_parameters: spec.train.clone(),
+                    optimizer: spec.optimizer(),
+                    pipeline,
+                    schema: format!(
+                        "datasets/{}/{}/schema.json",
+                        run.dataset, run.dataset_version
+                    ),
+                    run_id: run.run_id.clone(),
+                    dataset: run.dataset.clone(),
+                    dataset_version: run.dataset_version.clone(),
+                    spec_sha256: run.spec_sha256.clone(),
+                    training: TrainingSummary {
+                        rows,
+                        steps: trained.steps,
+                        loss: trained.loss,
+                        validation_loss: trained.validation_loss,
+                        converged: trained.converged,
+                        seconds,
+                        invocations: invocations + 1,
+                    },
+                    artifacts: [("weights".to_string(), weights_key.to_string())]
+                        .into_iter()
+                        .collect(),
+                    lambdaml_version: lambdaml::VERSION.to_string(),
+                    git_revision: option_env!("LAMBDAML_GIT_REVISION").map(str::to_string),
+                    created_at: lambdaml::now_rfc3339(),
+                };
+                match self
+                    .store
+                    .put_if_absent(&manifest_key, to_json_bytes(&manifest))
+                    .await
+                {
+                    Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.send_evaluate(&run.run_id, &model, &version).await?;
+                info!(%model, %version, steps = trained.steps, loss = trained.loss, seconds, "trained");
+                Ok(TrainOutcome {
+                    model,
+                    version,
+                    status: "trained".into(),
+                    steps: trained.steps,
+                    loss: trained.loss,
+                    manifest: Some(manifest_key.to_string()),
+                })
+            }
+        }
+    }
+
+    async fn send_evaluate(
+        &self,
+        run_id: &str,
+        model: &str,
+        version: &str,
+    ) -> Result<(), StageError> {
+        let message = Message::new(
+            run_id,
+            Some(model.to_string()),
+            StageMessage::Evaluate(EvaluateRequest {
+                model: model.to_string(),
+                version: version.to_string(),
+            }),
+        );
+        self.evaluate.send(&message.to_body()).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StageHandler for Train {
+    fn stage(&self) -> Stage {
+        Stage::Train
+    }
+
+    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
+        match message.body {
+            StageMessage::Train(request) => {
+                let outcome = self.train(&request, message.attempt).await?;
+                serde_json::to_value(outcome).map_err(permanent)
+            }
+            other => Err(permanent(format!("train got a {} message", other.stage()))),
+        }
+    }
+
+    /// Direct form: `{"run_manifest": "runs/<run>/manifest.json"}`, or a full message.
+    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
+        if payload.get("version").is_some() {
+            return Message::parse(&payload.to_string()).map_err(permanent);
+        }
+        let request: TrainRequest = serde_json::from_value(payload)
+            .map_err(|e| permanent(format!("invalid train request: {e}")))?;
+        Ok(Message::new(
+            format!("train-{}", request.run_manifest),
+            None,
+            StageMessage::Train(request),
+        ))
+    }
+}
