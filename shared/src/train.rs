@@ -120,6 +120,8 @@ pub enum Outcome {
 pub struct Options<'a> {
     /// Stop (with a checkpoint) when the next step might not finish before this.
     pub deadline: Option<Instant>,
+    /// Pause (with a checkpoint) after this many steps in this call, deadline or not.
+    pub step_budget: Option<u32>,
     /// Resume from here.
     pub resume: Option<Checkpoint>,
     /// Called after each step.
@@ -300,9 +302,11 @@ fn lbfgs_fit(
             converged = true;
             break;
         }
-        if let Some(deadline) = options.deadline
-            && Instant::now() + slowest * 2 >= deadline
-        {
+        let out_of_time = options
+            .deadline
+            .is_some_and(|d| Instant::now() + slowest * 2 >= d);
+        let out_of_budget = options.step_budget.is_some_and(|b| step - start >= b);
+        if out_of_time || out_of_budget {
             let tensors = theta_to_tensors(&theta)?;
             return Ok(Outcome::Paused(Checkpoint {
                 state: CheckpointState {
@@ -599,9 +603,11 @@ fn minibatch(
     let mut slowest = Duration::ZERO;
     let mut stopped_early = false;
     while epoch < params.epochs {
-        if let Some(deadline) = options.deadline
-            && Instant::now() + slowest * 2 >= deadline
-        {
+        let out_of_time = options
+            .deadline
+            .is_some_and(|d| Instant::now() + slowest * 2 >= d);
+        let out_of_budget = options.step_budget.is_some_and(|b| epoch - start >= b);
+        if out_of_time || out_of_budget {
             let mut tensors = HashMap::new();
             for (i, name) in names.iter().enumerate() {
                 tensors.insert(format!("w.{name}"), vars[i].as_tensor().clone());
@@ -616,7 +622,7 @@ fn minibatch(
                     step: epoch,
                     best_validation: best.as_ref().map(|b| b.0),
                     stale,
-                    rng: rng.next_u64(),
+                    rng: rng.state(),
                 },
                 tensors: tensors_to_safetensors(&tensors)?,
             }));

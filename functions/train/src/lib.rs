@@ -41,6 +41,7 @@ pub struct Train {
     evaluate: Arc<dyn Queue>,
     train: Arc<dyn Queue>,
     progress: Option<ProgressFn>,
+    step_budget: Option<u32>,
 }
 
 impl std::fmt::Debug for Train {
@@ -100,12 +101,20 @@ impl Train {
             evaluate,
             train,
             progress: None,
+            step_budget: None,
         }
     }
 
     /// Reports each step (the CLI's progress bar).
     pub fn with_progress(mut self, progress: ProgressFn) -> Self {
         self.progress = Some(progress);
+        self
+    }
+
+    /// Checkpoints and re-queues after this many steps per invocation, deadline or not
+    /// (bounds how much work one invocation can lose).
+    pub fn with_step_budget(mut self, steps: u32) -> Self {
+        self.step_budget = Some(steps);
         self
     }
 
@@ -158,7 +167,9 @@ impl Train {
             LabelEncoding::Regression { .. } => 1,
         };
         let arch = Architecture::from_spec(&spec, pipeline.output_dim, classes);
-        let (resume, seconds_before, invocations) = match &request.checkpoint {
+        let (resume, seconds_before, invocations): (Option<Checkpoint>, f64, u32) = match &request
+            .checkpoint
+        {
             Some(k) => {
                 let meta: CheckpointMeta = self.store.get_json(&key(format!("{k}.json"))?).await?;
                 let tensors = self
@@ -178,13 +189,15 @@ impl Train {
             }
             None => (None, 0.0, 0),
         };
+        let resumed_step = resume.as_ref().map_or(0, |c| c.state.step);
         let deadline = lambdaml::stage::deadline()
             // Leave time to write the checkpoint and the message.
             .map(|d| {
                 d.checked_sub(std::time::Duration::from_secs(20))
                     .unwrap_or(d)
             });
-        let (params, optimizer) = (spec.train.clone(), spec.optimizer());
+        let (params, optimizer, step_budget) =
+            (spec.train.clone(), spec.optimizer(), self.step_budget);
         let progress = self.progress.clone();
         let arch_for_task = arch.clone();
         let started = Instant::now();
@@ -208,6 +221,7 @@ impl Train {
                 classes,
                 &Options {
                     deadline,
+                    step_budget,
                     resume,
                     progress: &report,
                 },
@@ -232,6 +246,12 @@ impl Train {
             Err(err) => return Err(permanent(err)),
         };
         match outcome {
+            Outcome::Paused(checkpoint) if checkpoint.state.step == resumed_step && attempt > 0 => {
+                Err(permanent(format!(
+                    "{model} {version}: two invocations in a row ended before one training step; \
+                 the function's timeout leaves no time to train (raise it above a minute)"
+                )))
+            }
             Outcome::Paused(checkpoint) => {
                 let base = format!("{prefix}/checkpoints/{:06}", checkpoint.state.step);
                 self.store

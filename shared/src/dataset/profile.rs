@@ -102,6 +102,11 @@ impl SplitMix64 {
         SplitMix64(seed)
     }
 
+    /// The generator's state: `SplitMix64::new(g.state())` continues exactly where `g` is.
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
