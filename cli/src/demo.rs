@@ -19,7 +19,11 @@ use lambdaml::store::{ObjectKey, ObjectStoreExt};
 use lambdaml_ingest::IngestOutcome;
 use serde::Serialize;
 
+use lambdaml::queue::DEPLOYMENTS;
+use lambdaml::registry::{Action, Registry, RegistryStore};
+
 use crate::commands::{Ctx, render_stats, stats_map};
+use crate::models::train_spec;
 use crate::output::emit;
 
 const WEATHER_CSV: &[u8] = include_bytes!("../../data/weather_noaa.csv");
@@ -42,6 +46,9 @@ struct DemoReport {
     schema: Schema,
     profile: Profile,
     queues: serde_json::Value,
+    champion: String,
+    challenger: serde_json::Value,
+    registry: Registry,
 }
 
 pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
@@ -112,6 +119,53 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
             }
         }
     }
+    // A challenger: the same model on one weak feature. The rule compares it with the
+    // champion on the same held-out days and refuses it.
+    let champion = RegistryStore::new(ctx.store.clone())
+        .get(&spec.model.name)
+        .await?
+        .production
+        .ok_or_else(|| anyhow!("the first model was not promoted: {handled:?}"))?;
+    let worse_spec = WEATHER_SPEC.replace(
+        "[features]\nexclude = []",
+        "[features]\ninclude = [\"visibility\"]",
+    );
+    let (_, challenger_run) = train_spec(ctx, &worse_spec, "the demo's challenger spec").await?;
+    let challenger = challenger_run
+        .iter()
+        .rev()
+        .find(|h| h.stage == Stage::Deploy && h.outcome == "ok")
+        .map(|h| h.detail.clone())
+        .ok_or_else(|| anyhow!("the challenger was not decided: {challenger_run:?}"))?;
+    handled.extend(challenger_run);
+    // An operator overrides the rule by hand, then thinks better of it.
+    let deploy = ctx.deploy_handler(ctx.queues.named(DEPLOYMENTS).await?);
+    let challenger_version = challenger["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    deploy
+        .manual(
+            Action::Promote,
+            &spec.model.name,
+            Some(&challenger_version),
+            "demo:operator",
+            "override the rule",
+        )
+        .await
+        .map_err(|e| anyhow!("{}", e.reason()))?;
+    let after = deploy
+        .manual(
+            Action::Rollback,
+            &spec.model.name,
+            None,
+            "demo:operator",
+            "the override was a mistake",
+        )
+        .await
+        .map_err(|e| anyhow!("{}", e.reason()))?;
+    let registry = after;
+
     let stats = ctx.queue_stats().await?;
     let report = DemoReport {
         store: store_url.to_string(),
@@ -125,6 +179,9 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         schema,
         profile,
         queues: stats_map(&stats),
+        champion,
+        challenger,
+        registry,
     };
     emit(ctx.json, &report, |r| render(r, &stats));
     Ok(())
@@ -198,7 +255,7 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
         }
     }
     s.push_str(&format!(
-        "3. redelivery the same file again → version {} ({}), no second dataset version or run\n\n",
+        "3. redelivery the same file again → version {} ({}), no second dataset version or run\n",
         r.redelivery.version,
         if r.redelivery.created {
             "written again!"
@@ -206,8 +263,51 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
             "nothing written"
         }
     ));
+    let reg = &r.registry;
+    if let Some(v) = reg.versions.get(&r.champion) {
+        s.push_str(&format!(
+            "4. train      {} {}: logistic regression by L-BFGS → models/{}/{}/\n   evaluate   on the {} held-out days: {}\n   deploy     promoted (first version)\n",
+            reg.model,
+            v.version,
+            reg.model,
+            v.version,
+            r.runs.first().map(|run| run.holdout_rows).unwrap_or_default(),
+            metric_line(&v.metrics),
+        ));
+    }
+    s.push_str(&format!(
+        "5. challenger the same model on `visibility` alone → {}: {} — {}\n",
+        r.challenger["version"].as_str().unwrap_or_default(),
+        r.challenger["verdict"].as_str().unwrap_or_default(),
+        r.challenger["reason"].as_str().unwrap_or_default(),
+    ));
+    s.push_str(&format!(
+        "6. rollback   an operator promoted it by hand anyway; `lambdaml models rollback {}` → {} is back in production\n\n",
+        reg.model,
+        reg.production.as_deref().unwrap_or("none"),
+    ));
+    s.push_str("model versions:\n");
+    let mut versions: Vec<_> = reg.versions.values().collect();
+    versions.sort_by_key(|v| v.number);
+    for v in versions {
+        s.push_str(&format!(
+            "  #{} {}  {:<12} {}\n",
+            v.number,
+            v.version,
+            format!("{:?}", v.status).to_lowercase(),
+            metric_line(&v.metrics)
+        ));
+    }
+    s.push('\n');
     s.push_str(&render_stats(stats));
-    s.push_str("\nThe train messages wait in the train queue for the train stage.\n");
-    s.push_str("Inspect: lambdaml datasets show weather · lambdaml queues · lambdaml --help\n");
+    s.push_str("\nInspect: lambdaml models history weather-rain · lambdaml datasets show weather · lambdaml queues\n");
     s
+}
+
+fn metric_line(metrics: &std::collections::BTreeMap<String, f64>) -> String {
+    ["roc_auc", "accuracy", "f1_macro", "log_loss"]
+        .iter()
+        .filter_map(|k| metrics.get(*k).map(|v| format!("{k} {v:.4}")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -28,14 +28,19 @@ fn entry(i: usize) -> VersionEntry {
 async fn fifty_concurrent_promotions(store: Arc<dyn ObjectStore>) {
     let registry = RegistryStore::new(store);
     for i in 0..50 {
-        registry.update("m", |r| Ok(r.register(entry(i), "test"))).await.unwrap();
+        registry
+            .update("m", |r| Ok(r.register(entry(i), "test")))
+            .await
+            .unwrap();
     }
     let mut tasks = Vec::new();
     for i in 0..50 {
         let registry = registry.clone();
         tasks.push(tokio::spawn(async move {
             registry
-                .update("m", |r| r.promote(&format!("v{i:03}"), "deploy", "concurrent"))
+                .update("m", |r| {
+                    r.promote(&format!("v{i:03}"), "deploy", "concurrent")
+                })
                 .await
                 .unwrap();
         }));
@@ -44,11 +49,22 @@ async fn fifty_concurrent_promotions(store: Arc<dyn ObjectStore>) {
         t.await.unwrap();
     }
     let r = registry.get("m").await.unwrap();
-    let promotions = r.history.iter().filter(|h| h.action == Action::Promote).count();
+    let promotions = r
+        .history
+        .iter()
+        .filter(|h| h.action == Action::Promote)
+        .count();
     assert_eq!(promotions, 50, "every promotion is in the history");
-    let in_production: Vec<&VersionEntry> = r.versions.values().filter(|v| v.status == VersionStatus::Production).collect();
+    let in_production: Vec<&VersionEntry> = r
+        .versions
+        .values()
+        .filter(|v| v.status == VersionStatus::Production)
+        .collect();
     assert_eq!(in_production.len(), 1, "exactly one version serves");
-    assert_eq!(r.production.as_deref(), Some(in_production[0].version.as_str()));
+    assert_eq!(
+        r.production.as_deref(),
+        Some(in_production[0].version.as_str())
+    );
     assert_eq!(
         r.history.last().unwrap().version,
         in_production[0].version,
@@ -64,7 +80,13 @@ async fn fifty_concurrent_promotions(store: Arc<dyn ObjectStore>) {
     for pair in chain.windows(2) {
         assert_eq!(pair[1].0.as_deref(), Some(pair[0].1.as_str()));
     }
-    assert_eq!(r.versions.values().filter(|v| v.status == VersionStatus::Archived).count(), 49);
+    assert_eq!(
+        r.versions
+            .values()
+            .filter(|v| v.status == VersionStatus::Archived)
+            .count(),
+        49
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -80,6 +102,12 @@ async fn fifty_concurrent_promotions_on_the_emulator() {
     }
     let bucket = common::unique("registry");
     let store = S3Store::from_env(&bucket, "").await;
-    store.client().create_bucket().bucket(&bucket).send().await.unwrap();
+    store
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
     fifty_concurrent_promotions(Arc::new(store)).await;
 }

@@ -237,15 +237,16 @@ impl Deploy {
             self.announce(&after).await?;
             (verdict, reason)
         } else {
-            // Already decided: report the recorded decision, not a fresh one.
+            // Already decided: report the rule's recorded decision, not a fresh one (and
+            // not a later manual change).
             let last = after
                 .history
                 .iter()
                 .rev()
-                .find(|h| h.version == version && h.action != Action::Register);
-            let verdict = match after.versions.get(&version).map(|v| v.status) {
-                Some(VersionStatus::Production | VersionStatus::Archived) => Verdict::Promote,
-                Some(VersionStatus::PendingApproval) => Verdict::Pending,
+                .find(|h| h.version == version && h.actor == "deploy");
+            let verdict = match last.map(|h| h.action) {
+                Some(Action::Promote) => Verdict::Promote,
+                Some(Action::Pending) => Verdict::Pending,
                 _ => Verdict::Reject,
             };
             (verdict, last.map(|h| h.reason.clone()).unwrap_or_default())

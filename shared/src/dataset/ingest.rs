@@ -96,19 +96,55 @@ struct Inference {
 }
 
 fn is_bool_word(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "yes" => Some(true),
-        "false" | "no" => Some(false),
-        _ => None,
+    // No allocation: this runs for every field of the inference pass.
+    if v.len() > 5 {
+        return None;
+    }
+    if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("yes") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") || v.eq_ignore_ascii_case("no") {
+        Some(false)
+    } else {
+        None
     }
 }
 
-struct Nulls(HashSet<String>);
+/// The missing-value words, with a fast path: when no word starts like a number, a field
+/// that does is never looked up.
+struct Nulls {
+    words: HashSet<String>,
+    numeric_words: bool,
+}
+
+fn starts_numeric(v: &str) -> bool {
+    v.as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.'))
+}
 
 impl Nulls {
-    fn is_null(&self, v: &str) -> bool {
-        v.is_empty() || self.0.contains(v)
+    fn new(words: &[String]) -> Self {
+        Nulls {
+            numeric_words: words.iter().any(|w| starts_numeric(w)),
+            words: words.iter().cloned().collect(),
+        }
     }
+
+    fn is_null(&self, v: &str) -> bool {
+        if v.is_empty() {
+            return true;
+        }
+        if !self.numeric_words && starts_numeric(v) {
+            return false;
+        }
+        self.words.contains(v)
+    }
+}
+
+/// Whether `v` is written as a whole number (optional sign, then digits).
+fn is_integer_text(v: &str) -> bool {
+    let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+    !digits.is_empty() && digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Pass one: the schema.
@@ -149,18 +185,14 @@ fn infer(
                 continue;
             }
             s.values += 1;
-            if is_bool_word(v).is_some() {
+            if !starts_numeric(v) && is_bool_word(v).is_some() {
                 s.bools += 1;
             }
-            if v.parse::<i64>().is_ok() {
-                s.integers += 1;
+            if let Ok(x) = v.parse::<f64>() {
                 s.numbers += 1;
-                if let Ok(x) = v.parse::<f64>() {
-                    s.min = s.min.min(x);
-                    s.max = s.max.max(x);
+                if is_integer_text(v) {
+                    s.integers += 1;
                 }
-            } else if let Ok(x) = v.parse::<f64>() {
-                s.numbers += 1;
                 if x.is_finite() {
                     s.min = s.min.min(x);
                     s.max = s.max.max(x);
@@ -392,7 +424,7 @@ pub fn ingest_file(
     out_dir: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<IngestOutput, DatasetError> {
-    let nulls = Nulls(config.null_values.iter().cloned().collect());
+    let nulls = Nulls::new(&config.null_values);
     let (headers, inference, _) = infer(path, format, config, &nulls, progress)?;
     let available = headers.join(", ");
     if !headers.contains(&config.label) {

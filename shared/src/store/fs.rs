@@ -323,11 +323,25 @@ impl ObjectStore for FileStore {
         blocking(move || {
             store.path_of(&key)?;
             let tmp = store.temp_path();
-            fs::copy(&src, &tmp).map_err(|e| StoreError::io(&src, e))?;
-            File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| StoreError::io(&tmp, e))?;
-            let (etag, size) = Self::hash_file(&tmp)?;
+            // Copy and hash in one read of the source.
+            let mut input = File::open(&src).map_err(|e| StoreError::io(&src, e))?;
+            let mut output = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut size = 0u64;
+            loop {
+                let n = input.read(&mut buf).map_err(|e| StoreError::io(&src, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                output
+                    .write_all(&buf[..n])
+                    .map_err(|e| StoreError::io(&tmp, e))?;
+                size += n as u64;
+            }
+            output.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+            let etag = format!("\"{}\"", hex::encode(&hasher.finalize()[..16]));
             store.commit(&key, &tmp, etag, size, Condition::None)
         })
         .await
