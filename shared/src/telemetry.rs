@@ -46,3 +46,10 @@ pub fn init(format: LogFormat, default_level: &str) {
         LogFormat::Text => builder.with_target(false).compact().try_init(),
     };
 }
+
+/// The span every Lambda invocation runs in: its request id and function name become fields
+/// of every log line it writes.
+pub fn invocation_span(request_id: &str) -> tracing::Span {
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
+    tracing::info_span!("invocation", request_id = %request_id, function = %function)
+}

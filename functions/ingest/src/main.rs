@@ -23,11 +23,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let (handler, dlq) = (&handler, dlq.as_deref());
-        async move {
-            handle_lambda_event(handler, event.payload, dlq)
-                .await
-                .map_err(lambda_runtime::Error::from)
-        }
+        let span = telemetry::invocation_span(&event.context.request_id);
+        tracing::Instrument::instrument(
+            async move {
+                handle_lambda_event(handler, event.payload, dlq)
+                    .await
+                    .map_err(lambda_runtime::Error::from)
+            },
+            span,
+        )
     }))
     .await
 }

@@ -34,11 +34,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .duration_since(std::time::SystemTime::now())
             .unwrap_or_default();
         let deadline = std::time::Instant::now() + remaining;
-        async move {
-            with_deadline(deadline, handle_lambda_event(handler, event.payload, dlq))
-                .await
-                .map_err(lambda_runtime::Error::from)
-        }
+        let span = telemetry::invocation_span(&event.context.request_id);
+        tracing::Instrument::instrument(
+            async move {
+                with_deadline(deadline, handle_lambda_event(handler, event.payload, dlq))
+                    .await
+                    .map_err(lambda_runtime::Error::from)
+            },
+            span,
+        )
     }))
     .await
 }

@@ -651,3 +651,91 @@ async fn manual_approval_leaves_the_version_pending_until_approved() {
     assert_eq!(after.production.as_deref(), Some(version.as_str()));
     assert_eq!(after.history.last().unwrap().actor, "cli:alice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_evaluate_and_deploy_answer_their_sample_events() {
+    use lambdaml::stage::handle_lambda_event;
+    let env = Env::new().await;
+    let handled = env.run(BREAST_SPEC, "breast-cancer", BREAST_CANCER).await;
+    assert!(failures(&handled).is_empty(), "{:?}", failures(&handled));
+    let handlers = env.handlers().await;
+    let event = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+
+    // The sample events name the real run and version of the bundled data and spec.
+    let out = handle_lambda_event(
+        handlers[2].as_ref(),
+        event(include_str!("../../../events/train-direct.json")),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out["status"], "exists",
+        "events/train-direct.json is stale: {out}"
+    );
+    let out = handle_lambda_event(
+        handlers[2].as_ref(),
+        event(include_str!("../../../events/train-sqs.json")),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "train-msg-2"}]})
+    );
+
+    let out = handle_lambda_event(
+        handlers[3].as_ref(),
+        event(include_str!("../../../events/evaluate-direct.json")),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["holdout_rows"], 114);
+    let out = handle_lambda_event(
+        handlers[3].as_ref(),
+        event(include_str!("../../../events/evaluate-sqs.json")),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "evaluate-msg-2"}]}),
+        "an unknown version fails alone"
+    );
+
+    let out = handle_lambda_event(
+        handlers[4].as_ref(),
+        event(include_str!("../../../events/deploy-direct.json")),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (out["verdict"].as_str(), out["changed"].as_bool()),
+        (Some("promote"), Some(false))
+    );
+    let out = handle_lambda_event(
+        handlers[4].as_ref(),
+        event(include_str!("../../../events/deploy-sqs.json")),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    // Nothing to roll back to yet: a clear error, not a crash.
+    let deploy = env.deploy().await;
+    let err = lambdaml_deploy::direct_rollback(
+        &deploy,
+        &event(include_str!("../../../events/deploy-rollback.json")),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(
+        err.reason().contains("replaced no earlier version"),
+        "{err}"
+    );
+}
