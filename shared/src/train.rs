@@ -214,13 +214,14 @@ impl LinearObjective {
         let w: Vec<f32> = theta[..d * k].iter().map(|v| *v as f32).collect();
         let w = Tensor::from_vec(w, (k, d), &Device::Cpu)?;
         let b = &theta[d * k..];
-        let z = self.x.matmul(&w.t()?)?.to_vec2::<f32>()?;
-        let n = z.len();
+        // One flat copy of the logits (row-major), not one vector per row.
+        let z = self.x.matmul(&w.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+        let n = z.len() / k;
         let mut residual = vec![0f32; n * k];
         let mut loss = 0.0f64;
         for i in 0..n {
             let sw = self.weights[i] / self.weight_sum;
-            let zi: Vec<f64> = (0..k).map(|c| f64::from(z[i][c]) + b[c]).collect();
+            let zi: Vec<f64> = (0..k).map(|c| f64::from(z[i * k + c]) + b[c]).collect();
             match self.task {
                 TaskKind::Binary => {
                     let (zv, yv) = (zi[0], f64::from(self.y[i]));
@@ -248,16 +249,17 @@ impl LinearObjective {
                 }
             }
         }
-        let r = Tensor::from_vec(residual.clone(), (n, k), &Device::Cpu)?;
+        let bias_grad: Vec<f64> = (0..k)
+            .map(|c| (0..n).map(|i| f64::from(residual[i * k + c])).sum())
+            .collect();
+        let r = Tensor::from_vec(residual, (n, k), &Device::Cpu)?;
         // ∂/∂W = Rᵀ X  (k × d), computed in f32 by candle, accumulated into f64.
         let gw = r.t()?.matmul(&self.x)?.flatten_all()?.to_vec1::<f32>()?;
         let mut grad: Vec<f64> = gw.iter().map(|v| f64::from(*v)).collect();
         for (g, t) in grad.iter_mut().zip(&theta[..d * k]) {
             *g += self.l2 * t;
         }
-        for c in 0..k {
-            grad.push((0..n).map(|i| f64::from(residual[i * k + c])).sum());
-        }
+        grad.extend(bias_grad);
         loss += 0.5 * self.l2 * theta[..d * k].iter().map(|t| t * t).sum::<f64>();
         Ok((loss, grad))
     }
