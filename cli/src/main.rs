@@ -37,7 +37,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Log more (repeat for more detail); logs go to stderr.
+    /// Log what the stages do (-v), or everything (-vv); logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -75,8 +75,9 @@ pub enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Errors reach the user as the command's own message; logs are for -v.
     let level = match cli.verbose {
-        0 => "warn",
+        0 => "error",
         1 => "info",
         _ => "debug",
     };

@@ -72,6 +72,11 @@ fn data_name(args: &TrainArgs) -> Result<String> {
 }
 
 pub async fn train(ctx: &Ctx, args: TrainArgs) -> Result<()> {
+    if let Some(data) = &args.data
+        && !data.is_file()
+    {
+        anyhow::bail!("{} is not a file", data.display());
+    }
     let text = std::fs::read_to_string(&args.spec)
         .with_context(|| format!("reading the spec {}", args.spec.display()))?;
     let origin = args.spec.display().to_string();
@@ -81,9 +86,6 @@ pub async fn train(ctx: &Ctx, args: TrainArgs) -> Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| anyhow!("{} has no file name", data.display()))?;
-        if !data.is_file() {
-            anyhow::bail!("{} is not a file", data.display());
-        }
         let key = ObjectKey::new(format!("raw/{}/{name}", spec.dataset.name))?;
         ctx.store.put_file(&key, data).await?;
     }
