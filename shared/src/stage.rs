@@ -103,6 +103,15 @@ pub trait StageHandler: Send + Sync {
         Message::parse(&payload.to_string()).map_err(|e| StageError::Permanent(e.to_string()))
     }
 
+    /// Handles a direct payload that is not a stage message (deploy's rollback request, for
+    /// one); `None` lets [`StageHandler::message_from_direct`] read it as a message.
+    async fn handle_direct_action(
+        &self,
+        _payload: &serde_json::Value,
+    ) -> Option<Result<serde_json::Value, StageError>> {
+        None
+    }
+
     /// Turns an object named by an S3 notification into a message. By default a stage
     /// takes no S3 events.
     fn message_from_s3(&self, object: &S3Object) -> Result<Message, StageError> {
@@ -159,6 +168,9 @@ pub async fn handle_lambda_event(
 ) -> Result<serde_json::Value, StageError> {
     match classify(event).map_err(|e| StageError::Permanent(e.to_string()))? {
         Incoming::Direct(payload) => {
+            if let Some(result) = handler.handle_direct_action(&payload).await {
+                return result;
+            }
             let message = handler.message_from_direct(payload)?;
             handle_checked(handler, message).await
         }
@@ -313,4 +325,36 @@ pub async fn drain(
             tokio::time::sleep(options.retry_delay.min(Duration::from_millis(100))).await;
         }
     }
+}
+
+/// The Lambda runtime loop every function's `main` runs: each invocation gets a span with
+/// its request id, the invocation's deadline (for stages that checkpoint), and
+/// [`handle_lambda_event`]; permanently failed SQS records go to `dead_letter` when set.
+pub async fn serve_lambda(
+    handler: Arc<dyn StageHandler>,
+    dead_letter: Option<Arc<dyn Queue>>,
+) -> Result<(), lambda_runtime::Error> {
+    use tracing::Instrument;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let (handler, dead_letter) = (handler.clone(), dead_letter.clone());
+            let span = crate::telemetry::invocation_span(&event.context.request_id);
+            let remaining = event
+                .context
+                .deadline()
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            let deadline = std::time::Instant::now() + remaining;
+            async move {
+                with_deadline(
+                    deadline,
+                    handle_lambda_event(handler.as_ref(), event.payload, dead_letter.as_deref()),
+                )
+                .await
+                .map_err(lambda_runtime::Error::from)
+            }
+            .instrument(span)
+        },
+    ))
+    .await
 }

@@ -341,7 +341,15 @@ impl StageHandler for Deploy {
         }
     }
 
-    /// Direct form: `{"model", "version"}` to decide, or a full message.
+    /// `{"action": "rollback", "model", "to"?, "reason"?}` rolls back.
+    async fn handle_direct_action(
+        &self,
+        payload: &serde_json::Value,
+    ) -> Option<Result<serde_json::Value, StageError>> {
+        direct_rollback(self, payload).await
+    }
+
+    /// Direct form: `{"model_name", "model_version"}` to decide, or a full message.
     fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
         if payload.get("stage").is_some() {
             return Message::parse(&payload.to_string()).map_err(permanent);

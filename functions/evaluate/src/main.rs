@@ -1,11 +1,12 @@
 //! The evaluate Lambda: configuration from the environment, adapters built once, then the
 //! runtime loop. All logic is in the library.
 
-use lambda_runtime::{LambdaEvent, service_fn};
+use std::sync::Arc;
+
 use lambdaml::config::FunctionConfig;
 use lambdaml::message::Stage;
 use lambdaml::queue::{open_queue, open_queues};
-use lambdaml::stage::handle_lambda_event;
+use lambdaml::stage::serve_lambda;
 use lambdaml::store::open_store;
 use lambdaml::telemetry::{self, LogFormat};
 use lambdaml_evaluate::Evaluate;
@@ -21,17 +22,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Some(url) => Some(open_queue(url, config.max_receives).await?),
         None => None,
     };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        let (handler, dlq) = (&handler, dlq.as_deref());
-        let span = telemetry::invocation_span(&event.context.request_id);
-        tracing::Instrument::instrument(
-            async move {
-                handle_lambda_event(handler, event.payload, dlq)
-                    .await
-                    .map_err(lambda_runtime::Error::from)
-            },
-            span,
-        )
-    }))
-    .await
+    serve_lambda(Arc::new(handler), dlq).await
 }
