@@ -109,6 +109,77 @@ impl Encoder {
     }
 }
 
+impl InputFeature {
+    /// Writes this feature's encoding of `value` into its slots of `out` (a whole row).
+    pub fn encode(&self, value: RawValue<'_>, out: &mut [f32]) -> Result<(), TransformError> {
+        let slot = &mut out[self.offset..self.offset + self.encoder.width()];
+        match &self.encoder {
+            Encoder::Numeric {
+                impute,
+                center,
+                scale,
+            } => {
+                let x = match value {
+                    RawValue::Missing => *impute,
+                    RawValue::Number(x) if x.is_finite() => x,
+                    RawValue::Number(x) => {
+                        return Err(TransformError {
+                            field: self.name.clone(),
+                            reason: format!("non-finite value {x}"),
+                        });
+                    }
+                    RawValue::Text(t) => match parse_numeric_text(t, self.kind) {
+                        Some(x) => x,
+                        None => {
+                            return Err(TransformError {
+                                field: self.name.clone(),
+                                reason: format!(
+                                    "expected a {}, got the string {:?}",
+                                    type_word(self.kind),
+                                    t
+                                ),
+                            });
+                        }
+                    },
+                };
+                slot[0] = ((x - center) / scale) as f32;
+            }
+            Encoder::OneHot {
+                categories,
+                impute,
+                unseen,
+            } => {
+                slot.fill(0.0);
+                let number;
+                let text: &str = match value {
+                    RawValue::Missing => impute,
+                    RawValue::Text(t) => t,
+                    // A number where a category is expected: compare its text form, so
+                    // that `3` matches the category "3".
+                    RawValue::Number(x) => {
+                        number = format_number(x);
+                        &number
+                    }
+                };
+                match categories.binary_search_by(|c| c.as_str().cmp(text)) {
+                    Ok(i) => slot[i] = 1.0,
+                    Err(_) if *unseen == UnseenCategory::Ignore => {}
+                    Err(_) => {
+                        return Err(TransformError {
+                            field: self.name.clone(),
+                            reason: format!(
+                                "unseen category {text:?} (known: {})",
+                                categories.join(", ")
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One input feature of the pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputFeature {
@@ -401,80 +472,35 @@ impl FeaturePipeline {
     }
 
     /// Encodes one row. `values[i]` is the raw value of `self.inputs[i]`; `out` has
-    /// `output_dim` slots. Allocates nothing.
+    /// `output_dim` slots. Allocates nothing. Stops at the first bad value.
     pub fn transform_into(
         &self,
         values: &[RawValue<'_>],
         out: &mut [f32],
     ) -> Result<(), TransformError> {
         for (feature, value) in self.inputs.iter().zip(values) {
-            let slot = &mut out[feature.offset..feature.offset + feature.encoder.width()];
-            match &feature.encoder {
-                Encoder::Numeric {
-                    impute,
-                    center,
-                    scale,
-                } => {
-                    let x = match *value {
-                        RawValue::Missing => *impute,
-                        RawValue::Number(x) if x.is_finite() => x,
-                        RawValue::Number(x) => {
-                            return Err(TransformError {
-                                field: feature.name.clone(),
-                                reason: format!("non-finite value {x}"),
-                            });
-                        }
-                        RawValue::Text(t) => match parse_numeric_text(t, feature.kind) {
-                            Some(x) => x,
-                            None => {
-                                return Err(TransformError {
-                                    field: feature.name.clone(),
-                                    reason: format!(
-                                        "expected a {}, got the string {:?}",
-                                        type_word(feature.kind),
-                                        t
-                                    ),
-                                });
-                            }
-                        },
-                    };
-                    slot[0] = ((x - center) / scale) as f32;
-                }
-                Encoder::OneHot {
-                    categories,
-                    impute,
-                    unseen,
-                } => {
-                    slot.fill(0.0);
-                    let mut number = String::new();
-                    let text: &str = match *value {
-                        RawValue::Missing => impute,
-                        RawValue::Text(t) => t,
-                        // A number where a category is expected: compare its text form, so
-                        // that `3` matches the category "3".
-                        RawValue::Number(x) => {
-                            number = format_number(x);
-                            &number
-                        }
-                    };
-                    match categories.binary_search_by(|c| c.as_str().cmp(text)) {
-                        Ok(i) => slot[i] = 1.0,
-                        Err(_) if *unseen == UnseenCategory::Ignore => {}
-                        Err(_) => {
-                            return Err(TransformError {
-                                field: feature.name.clone(),
-                                reason: format!(
-                                    "unseen category {text:?} (known: {})",
-                                    categories.join(", ")
-                                ),
-                            });
-                        }
-                    }
-                    drop(number);
-                }
-            }
+            feature.encode(*value, out)?;
         }
         Ok(())
+    }
+
+    /// Encodes one row like [`transform_into`](Self::transform_into) but checks every
+    /// feature, calling `on_error` for each bad value (a request's validation wants all of
+    /// them, not the first). Returns whether the row is valid.
+    pub fn transform_checked(
+        &self,
+        values: &[RawValue<'_>],
+        out: &mut [f32],
+        mut on_error: impl FnMut(TransformError),
+    ) -> bool {
+        let mut ok = true;
+        for (feature, value) in self.inputs.iter().zip(values) {
+            if let Err(e) = feature.encode(*value, out) {
+                on_error(e);
+                ok = false;
+            }
+        }
+        ok
     }
 
     /// Encodes rows `rows` of a table into a matrix (features and encoded labels).

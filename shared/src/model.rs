@@ -311,6 +311,115 @@ impl Model {
     }
 }
 
+/// A model compiled for serving: the same weights as plain row-major `f32` arrays and a
+/// forward pass with no tensor allocation, for the few rows a scoring request carries
+/// (candle's per-op overhead dominates at that size). Its outputs equal [`Model::predict`]
+/// to float rounding; a test checks it on every family.
+#[derive(Debug, Clone)]
+pub struct DenseModel {
+    /// The architecture.
+    pub arch: Architecture,
+    /// Per layer: (weights out×in row-major, bias, in, out).
+    layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
+    widest: usize,
+}
+
+impl DenseModel {
+    /// Copies the weights out of `model`.
+    pub fn from_model(model: &Model) -> Result<Self, ModelError> {
+        let mut layers = Vec::with_capacity(model.layers.len());
+        let mut widest = model.arch.inputs;
+        for ((_, i, o), layer) in model.arch.layers().into_iter().zip(&model.layers) {
+            let w = layer.weight().flatten_all()?.to_vec1::<f32>()?;
+            let b = match layer.bias() {
+                Some(b) => b.to_vec1::<f32>()?,
+                None => vec![0.0; o],
+            };
+            widest = widest.max(o);
+            layers.push((w, b, i, o));
+        }
+        Ok(DenseModel {
+            arch: model.arch.clone(),
+            layers,
+            widest,
+        })
+    }
+
+    /// Loads weights written by [`weights_to_safetensors`].
+    pub fn from_safetensors(arch: Architecture, bytes: &[u8]) -> Result<Self, ModelError> {
+        Self::from_model(&Model::from_safetensors(arch, bytes)?)
+    }
+
+    /// Values per prediction: the class count (binary: 2) or 1 (regression).
+    pub fn output_width(&self) -> usize {
+        match self.arch.task {
+            TaskKind::Binary => 2,
+            TaskKind::Multiclass => self.arch.outputs,
+            TaskKind::Regression => 1,
+        }
+    }
+
+    /// Appends the predictions for the row-major `x` (`rows` × inputs) to `out`, laid out
+    /// as [`Model::predict`] lays them out.
+    pub fn predict_into(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut Vec<f64>,
+    ) -> Result<(), ModelError> {
+        if x.len() != rows * self.arch.inputs {
+            return Err(ModelError::Width {
+                expected: self.arch.inputs,
+                found: x.len().checked_div(rows).unwrap_or(0),
+            });
+        }
+        let mut a = vec![0.0f32; self.widest];
+        let mut b = vec![0.0f32; self.widest];
+        let last = self.layers.len() - 1;
+        for row in x.chunks_exact(self.arch.inputs.max(1)).take(rows) {
+            a[..row.len()].copy_from_slice(row);
+            for (l, (w, bias, i, o)) in self.layers.iter().enumerate() {
+                for (j, out_j) in b[..*o].iter_mut().enumerate() {
+                    let wj = &w[j * i..(j + 1) * i];
+                    let dot: f32 = wj.iter().zip(&a[..*i]).map(|(w, x)| w * x).sum();
+                    let z = dot + bias[j];
+                    *out_j = if l < last {
+                        match self.arch.activation {
+                            Activation::Relu => z.max(0.0),
+                            Activation::Tanh => z.tanh(),
+                            Activation::Gelu => {
+                                (candle_core::cpu::erf::erf_f32(
+                                    z * std::f32::consts::FRAC_1_SQRT_2,
+                                ) + 1.0)
+                                    * 0.5
+                                    * z
+                            }
+                        }
+                    } else {
+                        z
+                    };
+                }
+                std::mem::swap(&mut a, &mut b);
+            }
+            let z = &a[..self.arch.outputs];
+            match self.arch.task {
+                TaskKind::Binary => {
+                    let p = 1.0 / (1.0 + (-z[0]).exp());
+                    out.push(1.0 - f64::from(p));
+                    out.push(f64::from(p));
+                }
+                TaskKind::Multiclass => {
+                    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f32 = z.iter().map(|v| (v - max).exp()).sum();
+                    out.extend(z.iter().map(|v| f64::from((v - max).exp() / sum)));
+                }
+                TaskKind::Regression => out.push(f64::from(z[0])),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Serializes the variables of `varmap` as safetensors bytes.
 pub fn weights_to_safetensors(varmap: &VarMap) -> Result<Vec<u8>, ModelError> {
     let data = varmap
@@ -331,4 +440,65 @@ pub fn tensors_to_safetensors(tensors: &HashMap<String, Tensor>) -> Result<Vec<u
     let mut named: Vec<(&String, &Tensor)> = tensors.iter().collect();
     named.sort_by(|a, b| a.0.cmp(b.0));
     safetensors::tensor::serialize(named, None).map_err(|e| ModelError::Weights(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arch(
+        family: Family,
+        task: TaskKind,
+        outputs: usize,
+        activation: Activation,
+    ) -> Architecture {
+        Architecture {
+            family,
+            task,
+            inputs: 7,
+            outputs,
+            hidden: if family == Family::Mlp {
+                vec![9, 5]
+            } else {
+                vec![]
+            },
+            activation,
+            dropout: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_dense_serving_model_equals_the_candle_model() {
+        let cases = [
+            arch(Family::Logistic, TaskKind::Binary, 1, Activation::Relu),
+            arch(Family::Softmax, TaskKind::Multiclass, 3, Activation::Relu),
+            arch(Family::Linear, TaskKind::Regression, 1, Activation::Relu),
+            arch(Family::Mlp, TaskKind::Binary, 1, Activation::Relu),
+            arch(Family::Mlp, TaskKind::Multiclass, 4, Activation::Tanh),
+            arch(Family::Mlp, TaskKind::Regression, 1, Activation::Gelu),
+        ];
+        let mut rng = SplitMix64::new(3);
+        for a in cases {
+            let varmap = init_weights(&a, 11).unwrap();
+            let bytes = weights_to_safetensors(&varmap).unwrap();
+            let model = Model::from_safetensors(a.clone(), &bytes).unwrap();
+            let dense = DenseModel::from_safetensors(a.clone(), &bytes).unwrap();
+            let rows = 13;
+            let x: Vec<f32> = (0..rows * a.inputs)
+                .map(|_| (rng.next_f64() * 6.0 - 3.0) as f32)
+                .collect();
+            let expected = model.predict_rows(&x, rows).unwrap();
+            let mut got = Vec::new();
+            dense.predict_into(&x, rows, &mut got).unwrap();
+            assert_eq!(got.len(), rows * dense.output_width(), "{a:?}");
+            assert_eq!(got.len(), expected.len());
+            for (g, e) in got.iter().zip(&expected) {
+                assert!((g - e).abs() < 1e-5, "{a:?}: {g} vs {e}");
+            }
+            assert!(
+                dense.predict_into(&x[..5], 1, &mut got).is_err(),
+                "wrong width is refused"
+            );
+        }
+    }
 }

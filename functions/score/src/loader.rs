@@ -1,0 +1,359 @@
+//! Model loading: the production version from the registry, cached and re-checked on an
+//! interval; explicit versions on demand in a small LRU.
+//!
+//! The production pointer of a model is resolved at its first request (cold start) and kept.
+//! Once the refresh interval has passed, the next request re-checks it with a `HEAD` of the
+//! registry document: an unchanged etag costs nothing more; a changed one (a promotion or a
+//! rollback) loads the registry and, when the production version moved, the new version —
+//! so a promotion takes effect within the interval without a redeploy. One request at a
+//! time refreshes; the others keep using the version they have. When the store cannot be
+//! reached, the last known version keeps serving and the failure is logged.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use lambdaml::features::LabelEncoding;
+use lambdaml::model::{DenseModel, ModelManifest};
+use lambdaml::registry::{RegistryStore, registry_key};
+use lambdaml::store::{ObjectKey, ObjectStore, StoreError};
+
+use crate::error::ApiError;
+
+/// A model version ready to score: its manifest (with the fitted pipeline) and weights.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The model.
+    pub name: String,
+    /// The version.
+    pub version: String,
+    /// The manifest (architecture, pipeline, provenance).
+    pub manifest: ModelManifest,
+    /// The weights, compiled for serving.
+    pub dense: DenseModel,
+    /// Input feature name → its index in `manifest.pipeline.inputs`.
+    pub index: HashMap<String, usize>,
+    /// Dataset columns that are not inputs but are not unknown either (dropped columns, the
+    /// label): a request may carry them and they are ignored.
+    pub ignorable: BTreeSet<String>,
+    /// The classes (classification), in output order.
+    pub classes: Option<Vec<String>>,
+}
+
+impl LoadedModel {
+    /// Builds a loaded model from a manifest and weights bytes.
+    pub fn new(manifest: ModelManifest, weights: &[u8]) -> Result<Self, String> {
+        let dense = DenseModel::from_safetensors(manifest.architecture.clone(), weights)
+            .map_err(|e| e.to_string())?;
+        let pipeline = &manifest.pipeline;
+        if dense.arch.inputs != pipeline.output_dim {
+            return Err(format!(
+                "the weights take {} inputs but the pipeline makes {}",
+                dense.arch.inputs, pipeline.output_dim
+            ));
+        }
+        let index = pipeline
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        let mut ignorable: BTreeSet<String> =
+            pipeline.dropped.iter().map(|d| d.name.clone()).collect();
+        ignorable.insert(pipeline.label.name().to_string());
+        let classes = match &pipeline.label {
+            LabelEncoding::Classes { classes, .. } => Some(classes.clone()),
+            LabelEncoding::Regression { .. } => None,
+        };
+        Ok(LoadedModel {
+            name: manifest.model.clone(),
+            version: manifest.version.clone(),
+            dense,
+            index,
+            ignorable,
+            classes,
+            manifest,
+        })
+    }
+
+    /// The number of input features.
+    pub fn width(&self) -> usize {
+        self.manifest.pipeline.inputs.len()
+    }
+}
+
+/// Model and version names: what a path segment may carry before it reaches the store.
+pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "no {what} {name:?} (names are 1-128 of A-Z a-z 0-9 - _ .)"
+        )))
+    }
+}
+
+struct Pointer {
+    model: Option<Arc<LoadedModel>>,
+    etag: String,
+    checked: Instant,
+}
+
+/// The cache. See the module docs.
+pub struct ModelCache {
+    store: Arc<dyn ObjectStore>,
+    registry: RegistryStore,
+    refresh: Duration,
+    capacity: usize,
+    production: RwLock<HashMap<String, Pointer>>,
+    versions: Mutex<Vec<Arc<LoadedModel>>>,
+    refreshing: tokio::sync::Mutex<()>,
+    loads: AtomicU64,
+    checks: AtomicU64,
+}
+
+impl std::fmt::Debug for ModelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelCache")
+            .field("refresh", &self.refresh)
+            .field("capacity", &self.capacity)
+            .field("loads", &self.loads())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelCache {
+    /// A cache over `store` re-checking production pointers every `refresh` and keeping up
+    /// to `capacity` explicitly requested versions.
+    pub fn new(store: Arc<dyn ObjectStore>, refresh: Duration, capacity: usize) -> Self {
+        ModelCache {
+            registry: RegistryStore::new(store.clone()),
+            store,
+            refresh,
+            capacity: capacity.max(1),
+            production: RwLock::new(HashMap::new()),
+            versions: Mutex::new(Vec::new()),
+            refreshing: tokio::sync::Mutex::new(()),
+            loads: AtomicU64::new(0),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Versions loaded from the store so far.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Registry checks (HEAD requests) so far.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
+    /// The models with a resolved production version: (model, version).
+    pub fn resolved(&self) -> Vec<(String, String)> {
+        let map = self
+            .production
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<(String, String)> = map
+            .iter()
+            .filter_map(|(m, p)| p.model.as_ref().map(|l| (m.clone(), l.version.clone())))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn cached_pointer(&self, model: &str) -> Option<(Option<Arc<LoadedModel>>, String, bool)> {
+        let map = self
+            .production
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(model).map(|p| {
+            (
+                p.model.clone(),
+                p.etag.clone(),
+                p.checked.elapsed() < self.refresh,
+            )
+        })
+    }
+
+    /// The production version of `model`.
+    pub async fn production(&self, model: &str) -> Result<Arc<LoadedModel>, ApiError> {
+        check_name("model", model)?;
+        let no_production = || {
+            ApiError::unavailable(format!(
+                "model {model:?} has no production version (promote one with `lambdaml models promote`)"
+            ))
+        };
+        match self.cached_pointer(model) {
+            Some((loaded, _, true)) => loaded.ok_or_else(no_production),
+            Some((loaded, etag, false)) => {
+                // Due for a check. One request checks; the others use what they have.
+                let Ok(_guard) = self.refreshing.try_lock() else {
+                    return loaded.ok_or_else(no_production);
+                };
+                match self.refresh(model, Some(&etag)).await {
+                    Ok(Some(fresh)) => fresh.ok_or_else(no_production),
+                    Ok(None) => {
+                        self.touch(model);
+                        loaded.ok_or_else(no_production)
+                    }
+                    Err(e) if loaded.is_some() && e.status.is_server_error() => {
+                        tracing::warn!(model, error = %e.error, "registry check failed; serving the version loaded before");
+                        self.touch(model);
+                        loaded.ok_or_else(no_production)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None => {
+                let _guard = self.refreshing.lock().await;
+                if let Some((loaded, _, true)) = self.cached_pointer(model) {
+                    return loaded.ok_or_else(no_production);
+                }
+                match self.refresh(model, None).await? {
+                    Some(fresh) => fresh.ok_or_else(no_production),
+                    None => Err(no_production()),
+                }
+            }
+        }
+    }
+
+    fn touch(&self, model: &str) {
+        let mut map = self
+            .production
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = map.get_mut(model) {
+            p.checked = Instant::now();
+        }
+    }
+
+    /// Re-reads the production pointer unless the registry's etag is still `etag`.
+    /// `Ok(None)`: unchanged. `Ok(Some(v))`: the new pointer (None: no production version).
+    async fn refresh(
+        &self,
+        model: &str,
+        etag: Option<&str>,
+    ) -> Result<Option<Option<Arc<LoadedModel>>>, ApiError> {
+        let key = registry_key(model).map_err(|e| ApiError::not_found(e.to_string()))?;
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        let head = match self.store.head(&key).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) | Err(StoreError::NotFound(_)) => {
+                return Err(ApiError::not_found(format!(
+                    "no model {model:?} in the registry"
+                )));
+            }
+            Err(e) => return Err(ApiError::internal(format!("reading the registry: {e}"))),
+        };
+        if etag == Some(head.etag.as_str()) {
+            return Ok(None);
+        }
+        let (registry, etag) = match self.registry.load(model).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return Err(ApiError::not_found(format!(
+                    "no model {model:?} in the registry"
+                )));
+            }
+            Err(e) => return Err(ApiError::internal(format!("reading the registry: {e}"))),
+        };
+        let loaded = match &registry.production {
+            Some(version) => Some(self.version(model, version).await?),
+            None => None,
+        };
+        if let Some(l) = &loaded {
+            tracing::info!(model, version = %l.version, "production version resolved");
+        }
+        let mut map = self
+            .production
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert(
+            model.to_string(),
+            Pointer {
+                model: loaded.clone(),
+                etag,
+                checked: Instant::now(),
+            },
+        );
+        Ok(Some(loaded))
+    }
+
+    /// An explicit version of `model`, from the LRU or the store.
+    pub async fn version(&self, model: &str, version: &str) -> Result<Arc<LoadedModel>, ApiError> {
+        check_name("model", model)?;
+        check_name("version", version)?;
+        {
+            let mut lru = self
+                .versions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(pos) = lru
+                .iter()
+                .position(|m| m.name == model && m.version == version)
+            {
+                let hit = lru.remove(pos);
+                lru.push(hit.clone());
+                return Ok(hit);
+            }
+        }
+        let loaded = Arc::new(self.load(model, version).await?);
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let mut lru = self
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !lru.iter().any(|m| m.name == model && m.version == version) {
+            lru.push(loaded.clone());
+            if lru.len() > self.capacity {
+                lru.remove(0);
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn load(&self, model: &str, version: &str) -> Result<LoadedModel, ApiError> {
+        let manifest_key = ObjectKey::new(format!("models/{model}/{version}/manifest.json"))
+            .map_err(|e| ApiError::not_found(e.to_string()))?;
+        let manifest: ModelManifest = match self.store.get(&manifest_key).await {
+            Ok(object) => serde_json::from_slice(&object.bytes).map_err(|e| {
+                ApiError::internal(format!("{manifest_key} is not a model manifest: {e}"))
+            })?,
+            Err(StoreError::NotFound(_)) => {
+                return Err(ApiError::not_found(format!(
+                    "model {model:?} has no version {version:?}"
+                )));
+            }
+            Err(e) => return Err(ApiError::internal(format!("reading {manifest_key}: {e}"))),
+        };
+        if manifest.model != model || manifest.version != version {
+            return Err(ApiError::internal(format!(
+                "{manifest_key} describes {}/{}",
+                manifest.model, manifest.version
+            )));
+        }
+        let weights_key = manifest
+            .artifacts
+            .get("weights")
+            .cloned()
+            .unwrap_or_else(|| format!("models/{model}/{version}/model.safetensors"));
+        let weights_key =
+            ObjectKey::new(weights_key).map_err(|e| ApiError::internal(e.to_string()))?;
+        let weights = self
+            .store
+            .get(&weights_key)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading {weights_key}: {e}")))?;
+        LoadedModel::new(manifest, &weights.bytes)
+            .map_err(|e| ApiError::internal(format!("loading {model}/{version}: {e}")))
+    }
+}

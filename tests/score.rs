@@ -1,0 +1,814 @@
+//! The score function end to end: real models trained by the pipeline, served by the real
+//! router — in-process, over TCP with `serve`, and through `lambda_http`'s event conversion.
+
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use lambdaml::capture::{CaptureConfig, CaptureRecord, FeedbackRecord};
+use lambdaml::features::RawValue;
+use lambdaml::model::{Model, ModelManifest};
+use lambdaml::registry::RegistryStore;
+use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt};
+use lambdaml_e2e::{HttpClient, MIXED_SPEC, deploy_model, mixed_csv};
+use lambdaml_score::{ScoreConfig, ScoreState, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const BREAST_CANCER: &[u8] = include_bytes!("../data/sklearn_breast_cancer.csv");
+const BREAST_SPEC: &str = include_str!("../examples/specs/breast_cancer.toml");
+const CORPUS: &str = include_str!("corpus/score_bad_requests.json");
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn ObjectStore>,
+    breast: String,
+    mixed: Vec<String>,
+}
+
+/// Trains once per test binary (on its own runtime): breast cancer, and the mixed model
+/// twice (two versions, the first in production).
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let dir = tempfile::tempdir().unwrap();
+                    let (store, breast) =
+                        deploy_model(dir.path(), BREAST_SPEC, "breast-cancer", BREAST_CANCER).await;
+                    let (_, first) =
+                        deploy_model(dir.path(), MIXED_SPEC, "mixed", mixed_csv(400).as_bytes())
+                            .await;
+                    // A second version from other data; whatever deploy decided, put the
+                    // first back in production so tests start from a known state.
+                    let (_, _) = deploy_model(
+                        dir.path(),
+                        &MIXED_SPEC.replace("seed = 1", "seed = 2"),
+                        "mixed",
+                        mixed_csv(600).as_bytes(),
+                    )
+                    .await;
+                    let registry = RegistryStore::new(store.clone());
+                    let (r, _) = registry
+                        .update("mixed", |r| {
+                            if r.production.as_deref() != Some(first.as_str()) {
+                                r.promote(&first, "test", "known state")?;
+                            }
+                            Ok(())
+                        })
+                        .await
+                        .unwrap();
+                    let mut mixed: Vec<String> = r.versions.keys().cloned().collect();
+                    mixed.sort_by_key(|v| v != &first);
+                    assert_eq!(mixed.len(), 2, "two versions of mixed: {r:?}");
+                    Fixture {
+                        _dir: dir,
+                        store,
+                        breast,
+                        mixed,
+                    }
+                })
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn test_config() -> ScoreConfig {
+    ScoreConfig {
+        default_model: Some("mixed".into()),
+        max_rows: 100,
+        max_body_bytes: 64 * 1024,
+        refresh: Duration::from_secs(3600),
+        ..ScoreConfig::default()
+    }
+}
+
+fn state_with(store: Arc<dyn ObjectStore>, config: ScoreConfig) -> Arc<ScoreState> {
+    ScoreState::new(store, config, Instant::now())
+}
+
+struct Answer {
+    status: u16,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+async fn call(
+    state: &Arc<ScoreState>,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        request = request.header("content-type", ct);
+    }
+    for (n, v) in headers {
+        request = request.header(*n, *v);
+    }
+    let response = router(state.clone())
+        .oneshot(request.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn post_json(state: &Arc<ScoreState>, path: &str, body: &Value) -> Answer {
+    call(
+        state,
+        "POST",
+        path,
+        Some("application/json"),
+        &[],
+        body.to_string().into_bytes(),
+    )
+    .await
+}
+
+fn breast_rows(n: usize) -> (Vec<String>, Vec<Vec<f64>>) {
+    let text = std::str::from_utf8(BREAST_CANCER).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let rows = lines
+        .take(n)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    (header, rows)
+}
+
+/// The probability of class 1 per row, from either response shape.
+fn probabilities(v: &Value) -> Vec<f64> {
+    if let Some(preds) = v.get("predictions") {
+        return preds
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["probabilities"]["1"].as_f64().unwrap())
+            .collect();
+    }
+    let out = v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "probabilities")
+        .unwrap();
+    out["data"]
+        .as_array()
+        .unwrap()
+        .chunks(2)
+        .map(|p| p[1].as_f64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_form_gives_the_models_own_predictions() {
+    let f = fixture();
+    let state = state_with(
+        f.store.clone(),
+        ScoreConfig {
+            default_model: Some("breast-cancer".into()),
+            ..ScoreConfig::default()
+        },
+    );
+    let (header, rows) = breast_rows(5);
+    let features = &header[..30];
+    let rows: Vec<Vec<f64>> = rows.into_iter().map(|r| r[..30].to_vec()).collect();
+
+    // What the model itself says, through the candle model and the fitted pipeline.
+    let manifest: ModelManifest = f
+        .store
+        .get_json(
+            &ObjectKey::new(format!("models/breast-cancer/{}/manifest.json", f.breast)).unwrap(),
+        )
+        .await
+        .unwrap();
+    let weights = f
+        .store
+        .get(&ObjectKey::new(manifest.artifacts["weights"].clone()).unwrap())
+        .await
+        .unwrap()
+        .bytes;
+    let model = Model::from_safetensors(manifest.architecture.clone(), &weights).unwrap();
+    let mut x = vec![0.0f32; rows.len() * manifest.pipeline.output_dim];
+    for (row, out) in rows.iter().zip(x.chunks_mut(manifest.pipeline.output_dim)) {
+        let raw: Vec<RawValue<'_>> = manifest
+            .pipeline
+            .inputs
+            .iter()
+            .map(|i| RawValue::Number(row[features.iter().position(|f| *f == i.name).unwrap()]))
+            .collect();
+        manifest.pipeline.transform_into(&raw, out).unwrap();
+    }
+    let expected: Vec<f64> = model
+        .predict_rows(&x, rows.len())
+        .unwrap()
+        .chunks(2)
+        .map(|p| p[1])
+        .collect();
+
+    let records: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            Value::Object(
+                features
+                    .iter()
+                    .cloned()
+                    .zip(r.iter().map(|v| json!(v)))
+                    .collect(),
+            )
+        })
+        .collect();
+    let columns: serde_json::Map<String, Value> = features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            (
+                f.clone(),
+                json!(rows.iter().map(|r| r[i]).collect::<Vec<_>>()),
+            )
+        })
+        .collect();
+    let per_feature: Vec<Value> = features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            json!({"name": f, "shape": [rows.len()], "datatype": "FP64",
+                   "data": rows.iter().map(|r| r[i]).collect::<Vec<_>>()})
+        })
+        .collect();
+    let bodies = [
+        (
+            "/v2/models/breast-cancer/infer",
+            json!({"id": "client-1", "inputs": per_feature}),
+        ),
+        (
+            "/v2/models/breast-cancer/infer",
+            json!({"inputs": [{"name": "input", "shape": [rows.len(), 30], "datatype": "FP64",
+                               "data": rows}]}),
+        ),
+        (
+            "/invocations",
+            json!({"dataframe_split": {"columns": features, "data": rows}}),
+        ),
+        ("/invocations", json!({"dataframe_records": records})),
+        ("/invocations", json!({"instances": records})),
+        ("/invocations", json!({"instances": rows})),
+        ("/invocations", json!({"inputs": columns})),
+        (
+            "/invocations?model=breast-cancer",
+            json!({"inputs": rows, "params": {}}),
+        ),
+    ];
+    for (path, body) in &bodies {
+        let a = post_json(&state, path, body).await;
+        assert_eq!(a.status, 200, "{path} {}", String::from_utf8_lossy(&a.body));
+        let v = a.json();
+        let got = probabilities(&v);
+        assert_eq!(got.len(), expected.len());
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() < 1e-6, "{path}: {g} vs {e} ({body})");
+        }
+        let request_id = a.headers["x-request-id"].to_str().unwrap();
+        let version = v.get("model_version").and_then(Value::as_str).unwrap();
+        assert_eq!(version, f.breast);
+        if path.starts_with("/v2") {
+            assert_eq!(v["model_name"], "breast-cancer");
+            assert_eq!(v["parameters"]["request_id"], request_id);
+            let labels = &v["outputs"][0];
+            assert_eq!(labels["name"], "label");
+            for (l, p) in labels["data"].as_array().unwrap().iter().zip(&expected) {
+                assert_eq!(l, if *p >= 0.5 { "1" } else { "0" });
+            }
+        } else {
+            assert_eq!(v["request_id"], request_id);
+        }
+    }
+    // The client's id is echoed, as the protocol says.
+    let a = post_json(&state, bodies[0].0, &bodies[0].1).await;
+    assert_eq!(a.json()["id"], "client-1");
+
+    // CSV with the label column, as the dataset file has it (the label is ignored).
+    let csv: String = std::str::from_utf8(BREAST_CANCER)
+        .unwrap()
+        .lines()
+        .take(6)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let a = call(
+        &state,
+        "POST",
+        "/invocations",
+        Some("text/csv"),
+        &[],
+        csv.into_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    for (g, e) in probabilities(&a.json()).iter().zip(&expected) {
+        assert!((g - e).abs() < 1e-6);
+    }
+
+    // The binary tensor extension (tritonclient's default): one FP32 [5, 30] tensor.
+    let header_json = json!({"inputs": [{"name": "input", "shape": [5, 30], "datatype": "FP32",
+                                         "parameters": {"binary_data_size": 5 * 30 * 4}}]})
+    .to_string();
+    let mut body = header_json.clone().into_bytes();
+    for r in &rows {
+        for v in r {
+            body.extend_from_slice(&(*v as f32).to_le_bytes());
+        }
+    }
+    let len = header_json.len().to_string();
+    let a = call(
+        &state,
+        "POST",
+        "/v2/models/breast-cancer/infer",
+        Some("application/octet-stream"),
+        &[("inference-header-content-length", &len)],
+        body,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    for (g, e) in probabilities(&a.json()).iter().zip(&expected) {
+        assert!((g - e).abs() < 1e-4, "f32 inputs: {g} vs {e}");
+    }
+
+    // Only the outputs asked for.
+    let mut only = bodies[0].1.clone();
+    only["outputs"] = json!([{"name": "label"}]);
+    let v = post_json(&state, bodies[0].0, &only).await.json();
+    assert_eq!(v["outputs"].as_array().unwrap().len(), 1);
+
+    // Metadata describes the inputs and outputs the model really has.
+    let meta = call(&state, "GET", "/v2/models/breast-cancer", None, &[], vec![]).await;
+    assert_eq!(meta.status, 200);
+    let meta = meta.json();
+    let inputs: Vec<&str> = meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        inputs,
+        features.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(meta["outputs"][1]["shape"], json!([-1, 2]));
+    assert_eq!(meta["versions"], json!([f.breast]));
+    let path = format!("/v2/models/breast-cancer/versions/{}", f.breast);
+    assert_eq!(
+        call(&state, "GET", &path, None, &[], vec![]).await.status,
+        200
+    );
+    for path in [
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/breast-cancer/ready",
+        "/ping",
+    ] {
+        assert_eq!(
+            call(&state, "GET", path, None, &[], vec![]).await.status,
+            200,
+            "{path}"
+        );
+    }
+    let models = call(&state, "GET", "/v2/models", None, &[], vec![])
+        .await
+        .json();
+    assert_eq!(models["models"], json!(["breast-cancer", "mixed"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_malformed_request_in_the_corpus_gets_its_4xx_naming_the_field() {
+    let f = fixture();
+    let state = state_with(f.store.clone(), test_config());
+    // The corpus is about the requests; the good row must itself be accepted.
+    let good = post_json(
+        &state,
+        "/invocations",
+        &json!({"dataframe_records": [{"amount": 12.5, "count": 3, "member": true, "color": "red"}]}),
+    )
+    .await;
+    assert_eq!(good.status, 200, "{}", String::from_utf8_lossy(&good.body));
+
+    let cases: Vec<Value> = serde_json::from_str(CORPUS).unwrap();
+    assert!(cases.len() >= 100, "at least 100 malformed requests");
+    let mut failures = Vec::new();
+    for c in &cases {
+        let name = c["name"].as_str().unwrap();
+        let mut body = c["body"].as_str().unwrap().to_string();
+        if let Some(pad) = c.get("pad") {
+            body.push_str(
+                &pad["text"]
+                    .as_str()
+                    .unwrap()
+                    .repeat(pad["times"].as_u64().unwrap() as usize),
+            );
+        }
+        let headers: Vec<(String, String)> = c["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap().to_string()))
+            .collect();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let a = call(
+            &state,
+            c["method"].as_str().unwrap(),
+            c["path"].as_str().unwrap(),
+            c["content_type"].as_str(),
+            &headers,
+            body.into_bytes(),
+        )
+        .await;
+        let expected = c["status"].as_u64().unwrap() as u16;
+        let v: Value = match serde_json::from_slice(&a.body) {
+            Ok(v) => v,
+            Err(_) => {
+                failures.push(format!(
+                    "{name}: body is not JSON: {}",
+                    String::from_utf8_lossy(&a.body)
+                ));
+                continue;
+            }
+        };
+        if a.status != expected {
+            failures.push(format!(
+                "{name}: status {} (expected {expected}): {v}",
+                a.status
+            ));
+            continue;
+        }
+        if v["error"].as_str().is_none_or(str::is_empty) || v["request_id"].as_str().is_none() {
+            failures.push(format!("{name}: not the error shape: {v}"));
+        }
+        if let Some(field) = c["field"].as_str() {
+            let named = v["details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["field"] == field);
+            if !named {
+                failures.push(format!("{name}: details do not name {field:?}: {v}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+
+    // Every scoring request was captured, the rejected ones with their errors and body.
+    state.capture.flush().await;
+    let scoring = cases
+        .iter()
+        .filter(|c| c["method"] == "POST")
+        .filter(|c| {
+            let p = c["path"].as_str().unwrap();
+            !p.contains("/feedback") && !p.ends_with("/predict")
+        })
+        .count();
+    let rejected: Vec<CaptureRecord> = captures(f.store.as_ref(), "captures/")
+        .await
+        .into_iter()
+        .filter(|r| r.status >= 400)
+        .collect();
+    assert!(
+        rejected.len() >= scoring,
+        "{} rejections captured, {scoring} sent",
+        rejected.len()
+    );
+    assert!(
+        rejected
+            .iter()
+            .all(|r| !r.errors.is_empty() && r.body.is_some())
+    );
+}
+
+async fn captures(store: &dyn ObjectStore, prefix: &str) -> Vec<CaptureRecord> {
+    let mut out = Vec::new();
+    for meta in store.list_all(prefix).await.unwrap() {
+        let bytes = store.get(&meta.key).await.unwrap().bytes;
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            out.push(serde_json::from_slice(line).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_served_over_tcp_is_captured_including_at_shutdown() {
+    let f = fixture();
+    // A store of its own (the model files copied), so the count is exact.
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(lambdaml::store::FileStore::open(dir.path()).unwrap());
+    for prefix in ["registry/mixed.json", "models/mixed/"] {
+        for meta in f.store.list_all(prefix).await.unwrap() {
+            let bytes = f.store.get(&meta.key).await.unwrap().bytes;
+            store.put(&meta.key, bytes).await.unwrap();
+        }
+    }
+    let state = state_with(
+        store.clone(),
+        ScoreConfig {
+            capture: CaptureConfig {
+                sample_rate: 1.0,
+                max_bytes: 8 * 1024,
+                max_age: Duration::from_secs(3600),
+            },
+            ..test_config()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lambdaml_score::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let mut ids = Vec::new();
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        tasks.push(tokio::spawn(async move {
+            let mut client = HttpClient::connect(addr).await;
+            let mut ids = Vec::new();
+            for i in 0..60 {
+                let color = if i % 5 == 4 { "mauve" } else { "red" };
+                let body = json!({"dataframe_records": [
+                    {"amount": c * 10 + i, "count": 3, "member": i % 2 == 0, "color": color}]});
+                let r = client
+                    .send(
+                        "POST",
+                        "/invocations",
+                        &[("content-type", "application/json")],
+                        body.to_string().as_bytes(),
+                    )
+                    .await;
+                assert_eq!(r.status, if color == "red" { 200 } else { 422 });
+                ids.push(r.header("x-request-id").unwrap().to_string());
+            }
+            ids
+        }));
+    }
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    // Some buffers were over 8 KiB and written while serving; the rest wait for shutdown.
+    let before = captures(store.as_ref(), "captures/mixed/").await.len();
+    assert!(
+        before < ids.len(),
+        "some records wait in the buffer ({before})"
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    let records = captures(store.as_ref(), "captures/mixed/").await;
+    assert_eq!(records.len(), 240, "captured == served");
+    let mut captured: Vec<&str> = records.iter().map(|r| r.request_id.as_str()).collect();
+    captured.sort_unstable();
+    ids.sort();
+    assert_eq!(captured, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let accepted = records.iter().filter(|r| r.status == 200).count();
+    assert_eq!(accepted, 192);
+    for r in &records {
+        assert_eq!(r.model, "mixed");
+        assert_eq!(r.version.as_deref(), Some(f.mixed[0].as_str()));
+        if r.status == 200 {
+            assert_eq!(r.inputs.len(), 1);
+            assert_eq!(r.inputs[0].len(), 4);
+            assert_eq!(r.outputs.len(), 2);
+            assert_eq!(r.labels.len(), 1);
+            assert!(r.errors.is_empty());
+        } else {
+            assert_eq!(r.errors[0].field.as_deref(), Some("color"));
+            assert!(r.body.as_deref().unwrap().contains("mauve"));
+        }
+    }
+    assert_eq!(state.capture.stats().written, 240);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_or_rollback_takes_effect_within_the_refresh_interval() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(lambdaml::store::FileStore::open(dir.path()).unwrap());
+    for prefix in ["registry/mixed.json", "models/mixed/"] {
+        for meta in f.store.list_all(prefix).await.unwrap() {
+            let bytes = f.store.get(&meta.key).await.unwrap().bytes;
+            store.put(&meta.key, bytes).await.unwrap();
+        }
+    }
+    let refresh = Duration::from_millis(400);
+    let state = state_with(
+        store.clone(),
+        ScoreConfig {
+            refresh,
+            ..test_config()
+        },
+    );
+    let body = json!({"instances": [{"amount": 50, "count": 3, "member": true, "color": "red"}]});
+    let version = |a: Answer| a.json()["model_version"].as_str().unwrap().to_string();
+    let (a, b) = (&f.mixed[0], &f.mixed[1]);
+    assert_eq!(&version(post_json(&state, "/invocations", &body).await), a);
+    // Many requests within one interval cost at most one registry check each interval.
+    let checks = state.cache.checks();
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < refresh {
+        post_json(&state, "/invocations", &body).await;
+        n += 1;
+    }
+    assert!(n > 20);
+    assert!(
+        state.cache.checks() - checks <= 2,
+        "{} checks for {n} requests",
+        state.cache.checks() - checks
+    );
+
+    let registry = RegistryStore::new(store.clone());
+    let served_within = |to: String, label: &'static str| {
+        let state = state.clone();
+        let body = body.clone();
+        async move {
+            let changed = Instant::now();
+            loop {
+                let a = post_json(&state, "/invocations", &body).await;
+                if a.json()["model_version"] == to.as_str() {
+                    return;
+                }
+                assert!(
+                    changed.elapsed() < refresh + Duration::from_millis(600),
+                    "{label} not served after {:?}",
+                    changed.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    registry
+        .update("mixed", |r| r.promote(b, "test", "a promotion"))
+        .await
+        .unwrap();
+    served_within(b.clone(), "the promotion").await;
+    registry
+        .update("mixed", |r| r.rollback(None, "test", "a rollback"))
+        .await
+        .unwrap();
+    served_within(a.clone(), "the rollback").await;
+    // An explicit version is served on demand, without touching production.
+    let path = format!("/v2/models/mixed/versions/{b}/infer");
+    let v2 = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "BYTES",
+                                "data": ["50", "3", "true", "red"]}]});
+    let answer = post_json(&state, &path, &v2).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        &answer.json()["model_version"].as_str().unwrap().to_string(),
+        b
+    );
+    assert_eq!(&version(post_json(&state, "/invocations", &body).await), a);
+    assert_eq!(
+        state.cache.loads(),
+        2,
+        "each version read from the store once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_is_stored_by_request_id_and_metrics_count_what_happened() {
+    let f = fixture();
+    let state = state_with(f.store.clone(), test_config());
+    let body = json!({"dataframe_records": [
+        {"amount": 80, "count": 1, "member": true, "color": "red"},
+        {"amount": 5, "count": 9, "member": false, "color": "blue"}]});
+    let a = post_json(&state, "/invocations", &body).await;
+    assert_eq!(a.status, 200);
+    let request_id = a.json()["request_id"].as_str().unwrap().to_string();
+    let fb = post_json(
+        &state,
+        "/v2/models/mixed/feedback",
+        &json!({"request_id": request_id, "labels": ["1", 0]}),
+    )
+    .await;
+    assert_eq!(fb.status, 200, "{}", String::from_utf8_lossy(&fb.body));
+    let stored = fb.json()["stored"].as_str().unwrap().to_string();
+    assert!(stored.starts_with("feedback/mixed/"));
+    let bytes = f
+        .store
+        .get(&ObjectKey::new(stored).unwrap())
+        .await
+        .unwrap()
+        .bytes;
+    let records: Vec<FeedbackRecord> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].request_id, request_id);
+    assert_eq!((records[1].row, records[1].label.as_str()), (1, "0"));
+
+    let bad = post_json(
+        &state,
+        "/invocations",
+        &json!({"instances": [{"amount": 1}]}),
+    )
+    .await;
+    assert_eq!(bad.status, 422);
+    let metrics = call(&state, "GET", "/metrics", None, &[], vec![]).await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8(metrics.body).unwrap();
+    let v = &f.mixed[0];
+    for needle in [
+        format!(
+            "lambdaml_requests_total{{model=\"mixed\",version=\"{v}\",route=\"mlflow\",status=\"200\"}} 1"
+        ),
+        format!("lambdaml_rows_total{{model=\"mixed\",version=\"{v}\"}} 2"),
+        format!("lambdaml_validation_errors_total{{model=\"mixed\",version=\"{v}\"}} 3"),
+        format!("lambdaml_production_info{{model=\"mixed\",version=\"{v}\"}} 1"),
+        "route=\"feedback\",status=\"200\"} 1".to_string(),
+        "lambdaml_request_duration_seconds_count{model=\"mixed\"}".to_string(),
+        "lambdaml_cold_start_seconds".to_string(),
+    ] {
+        assert!(text.contains(&needle), "{needle} not in\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_gateway_events_reach_the_same_router_through_lambda_http() {
+    let f = fixture();
+    let state = state_with(
+        f.store.clone(),
+        ScoreConfig {
+            flush_each_request: true,
+            ..test_config()
+        },
+    );
+    let event = include_str!("../events/score-http.json");
+    let request = lambda_http::request::from_str(event).unwrap();
+    assert_eq!(request.uri().path(), "/invocations");
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 2);
+    assert_eq!(v["model_version"], f.breast.as_str());
+    // In Lambda every invocation's captures are written before the response leaves.
+    let id = v["request_id"].as_str().unwrap();
+    let all = captures(f.store.as_ref(), "captures/breast-cancer/").await;
+    assert!(
+        all.iter().any(|r| r.request_id == id),
+        "captured before returning"
+    );
+
+    let event = include_str!("../events/score-feedback-http.json");
+    let request = lambda_http::request::from_str(event).unwrap();
+    let response = router(state).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
