@@ -11,15 +11,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MOTO_VERSION="${MOTO_VERSION:-5.2.1}"
+# The stock Open Inference Protocol client the score tests talk to the server with.
+TRITON_VERSION="${TRITON_VERSION:-2.73.0}"
 VENV="${LAMBDAML_VENV:-.venv}"
 STATE=.moto
 
 venv() {
-  if ! "$VENV/bin/python" -c "import moto, flask" 2>/dev/null \
+  if ! "$VENV/bin/python" -c "import moto, flask, tritonclient.http" 2>/dev/null \
      || [ "$("$VENV/bin/python" -c 'import moto; print(moto.__version__)')" != "$MOTO_VERSION" ]; then
-    echo "installing moto[server]==$MOTO_VERSION into $VENV" >&2
+    echo "installing moto[server]==$MOTO_VERSION and tritonclient[http]==$TRITON_VERSION into $VENV" >&2
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+      "moto[server]==$MOTO_VERSION" "tritonclient[http]==$TRITON_VERSION"
   fi
 }
 

@@ -812,3 +812,272 @@ async fn api_gateway_events_reach_the_same_router_through_lambda_http() {
     let response = router(state).oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The Python with the stock V2 client, or `None` (loudly) outside `make test`.
+fn python_with_tritonclient() -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("LAMBDAML_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
+        });
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import tritonclient.http, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("LAMBDAML_REQUIRE_EMULATOR").is_none(),
+        "make test installs tritonclient[http] into .venv, but {} cannot import it",
+        python.display()
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED the tritonclient test: {} has no tritonclient. `make test` installs it and runs it. ***\n",
+        python.display()
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_triton_v2_client_gets_predictions_from_the_server() {
+    let Some(python) = python_with_tritonclient() else {
+        return;
+    };
+    let f = fixture();
+    let state = state_with(f.store.clone(), ScoreConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lambdaml_score::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let (header, rows) = breast_rows(4);
+    let rows: Vec<Vec<f64>> = rows.into_iter().map(|r| r[..30].to_vec()).collect();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/triton_infer.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(addr.to_string())
+        .arg("breast-cancer")
+        .arg(json!(rows).to_string())
+        .output()
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "tritonclient failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["inputs"], json!(header[..30]));
+    assert_eq!(v["version"], f.breast.as_str());
+    assert_eq!(v["id"], "triton-1");
+    let ours = post_json(
+        &state,
+        "/invocations?model=breast-cancer",
+        &json!({"instances": rows}),
+    )
+    .await
+    .json();
+    let expected = probabilities(&ours);
+    for (key, tolerance) in [("json", 1e-9), ("binary", 1e-4)] {
+        let got: Vec<f64> = v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), 4);
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() < tolerance, "{key}: {g} vs {e}");
+        }
+    }
+    let labels: Vec<&str> = expected
+        .iter()
+        .map(|p| if *p >= 0.5 { "1" } else { "0" })
+        .collect();
+    assert_eq!(v["labels"], json!(labels));
+}
+
+mod parsers {
+    //! Property tests: no parser panics or answers a client's bytes with a 5xx, and what
+    //! parses scores the same in every form.
+
+    use super::*;
+    use lambdaml_score::parse::{self, Limits};
+    use proptest::prelude::*;
+
+    fn mixed() -> &'static lambdaml_score::loader::LoadedModel {
+        static MODEL: OnceLock<Arc<lambdaml_score::loader::LoadedModel>> = OnceLock::new();
+        MODEL.get_or_init(|| {
+            let f = fixture();
+            let store = f.store.clone();
+            let v = f.mixed[0].clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(async move {
+                        lambdaml_score::loader::ModelCache::new(store, Duration::from_secs(60), 2)
+                            .version("mixed", &v)
+                            .await
+                            .unwrap()
+                    })
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    const LIMITS: Limits = Limits { max_rows: 50 };
+
+    fn client_error(e: &lambdaml_score::error::ApiError) -> bool {
+        e.status.is_client_error() && !e.error.is_empty()
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_map(|x| json!(x)),
+            any::<i64>().prop_map(|x| json!(x)),
+            "[a-z ]{0,8}".prop_map(Value::String),
+            prop_oneof![
+                Just("amount"),
+                Just("count"),
+                Just("member"),
+                Just("color"),
+                Just("red"),
+                Just("inputs"),
+                Just("instances"),
+                Just("dataframe_split"),
+                Just("columns"),
+                Just("data"),
+                Just("name"),
+                Just("shape"),
+                Just("datatype"),
+                Just("FP64"),
+                Just("BYTES"),
+                Just("dataframe_records")
+            ]
+            .prop_map(|s| Value::String(s.to_string())),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("amount".to_string()),
+                            Just("count".to_string()),
+                            Just("member".to_string()),
+                            Just("color".to_string()),
+                            Just("inputs".to_string()),
+                            Just("instances".to_string()),
+                            Just("dataframe_split".to_string()),
+                            Just("dataframe_records".to_string()),
+                            Just("columns".to_string()),
+                            Just("data".to_string()),
+                            Just("name".to_string()),
+                            Just("shape".to_string()),
+                            Just("datatype".to_string()),
+                            Just("outputs".to_string()),
+                            "[a-z]{1,6}"
+                        ],
+                        inner
+                    ),
+                    0..6
+                )
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mlflow_json_never_panics_and_rejects_with_a_4xx(v in json_value()) {
+            let model = mixed();
+            match parse::mlflow_json(model, &v, LIMITS) {
+                Ok(frame) => {
+                    prop_assert_eq!(frame.values.len(), frame.rows * model.width());
+                    if let Err(e) = lambdaml_score::score_frame(model, &frame) {
+                        prop_assert!(client_error(&e), "{:?}", e);
+                    }
+                }
+                Err(e) => prop_assert!(client_error(&e), "{:?}", e),
+            }
+        }
+
+        #[test]
+        fn v2_never_panics_and_rejects_with_a_4xx(v in json_value(), binary in prop::collection::vec(any::<u8>(), 0..64)) {
+            let model = mixed();
+            match parse::v2_request(model, &v, &binary, LIMITS) {
+                Ok(r) => {
+                    prop_assert_eq!(r.frame.values.len(), r.frame.rows * model.width());
+                    if let Err(e) = lambdaml_score::score_frame(model, &r.frame) {
+                        prop_assert!(client_error(&e), "{:?}", e);
+                    }
+                }
+                Err(e) => prop_assert!(client_error(&e), "{:?}", e),
+            }
+        }
+
+        #[test]
+        fn csv_never_panics_and_rejects_with_a_4xx(body in prop::collection::vec(
+            prop_oneof![Just(b'a'), Just(b','), Just(b'\n'), Just(b'"'), Just(b'1'), Just(b'.'),
+                        Just(b'\r'), Just(b' '), any::<u8>()], 0..200),
+            header in prop::bool::ANY) {
+            let model = mixed();
+            let mut full = if header { b"amount,count,member,color\n".to_vec() } else { Vec::new() };
+            full.extend_from_slice(&body);
+            match parse::read_csv(&full, LIMITS) {
+                Ok(csv) => match parse::csv_frame(model, &csv, LIMITS) {
+                    Ok(frame) => {
+                        if let Err(e) = lambdaml_score::score_frame(model, &frame) {
+                            prop_assert!(client_error(&e), "{:?}", e);
+                        }
+                    }
+                    Err(e) => prop_assert!(client_error(&e), "{:?}", e),
+                },
+                Err(e) => prop_assert!(client_error(&e), "{:?}", e),
+            }
+        }
+
+        #[test]
+        fn valid_rows_score_the_same_in_every_form(rows in prop::collection::vec(
+            (-1e6f64..1e6, 0i64..20, any::<bool>(), prop_oneof![Just("red"), Just("green"), Just("blue")]),
+            1..20)) {
+            let model = mixed();
+            let names = ["amount", "count", "member", "color"];
+            let records: Vec<Value> = rows.iter().map(|(a, c, m, col)|
+                json!({"amount": a, "count": c, "member": m, "color": col})).collect();
+            let split = json!({"dataframe_split": {"columns": names,
+                "data": rows.iter().map(|(a, c, m, col)| json!([a, c, m, col])).collect::<Vec<_>>()}});
+            let v2 = json!({"inputs": [
+                {"name": "amount", "shape": [rows.len()], "datatype": "FP64", "data": rows.iter().map(|r| r.0).collect::<Vec<_>>()},
+                {"name": "count", "shape": [rows.len(), 1], "datatype": "INT64", "data": rows.iter().map(|r| r.1).collect::<Vec<_>>()},
+                {"name": "member", "shape": [rows.len()], "datatype": "BOOL", "data": rows.iter().map(|r| r.2).collect::<Vec<_>>()},
+                {"name": "color", "shape": [rows.len()], "datatype": "BYTES", "data": rows.iter().map(|r| r.3).collect::<Vec<_>>()},
+            ]});
+            let csv: String = std::iter::once("amount,count,member,color\n".to_string())
+                .chain(rows.iter().map(|(a, c, m, col)| format!("{a},{c},{m},{col}\n")))
+                .collect();
+            let a = lambdaml_score::score_frame(model, &parse::mlflow_json(model, &json!({"dataframe_records": records}), LIMITS).unwrap()).unwrap();
+            let b = lambdaml_score::score_frame(model, &parse::mlflow_json(model, &split, LIMITS).unwrap()).unwrap();
+            let c = lambdaml_score::score_frame(model, &parse::v2_request(model, &v2, &[], LIMITS).unwrap().frame).unwrap();
+            let body = parse::read_csv(csv.as_bytes(), LIMITS).unwrap();
+            let d = lambdaml_score::score_frame(model, &parse::csv_frame(model, &body, LIMITS).unwrap()).unwrap();
+            for other in [&b, &c, &d] {
+                prop_assert_eq!(&a.labels, &other.labels);
+                for (x, y) in a.outputs.iter().zip(&other.outputs) {
+                    prop_assert!((x - y).abs() < 1e-9, "{} vs {}", x, y);
+                }
+            }
+        }
+    }
+}

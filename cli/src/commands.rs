@@ -158,7 +158,7 @@ impl Ctx {
     }
 }
 
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     let ctx = Ctx::open(&cli.store, cli.queues.as_deref(), cli.json).await?;
     match cli.command {
         Command::Demo(args) => crate::demo::demo(&ctx, &cli.store, args).await,
@@ -185,6 +185,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Queues(args) => queues(&ctx, args).await,
         Command::Train(args) => crate::models::train(&ctx, args).await,
         Command::Models { command } => crate::models::models(&ctx, command).await,
+        Command::Serve(args) => crate::serve::serve(&ctx, started, args).await,
+        Command::Predict(args) => crate::serve::predict(&ctx, started, args).await,
+        Command::Feedback(args) => crate::serve::feedback(&ctx, args).await,
     }
 }
 

@@ -10,6 +10,7 @@ mod commands;
 mod demo;
 mod models;
 mod output;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -70,10 +71,18 @@ pub enum Command {
         #[command(subcommand)]
         command: models::ModelsCommand,
     },
+    /// Serve models over HTTP (KServe V2 and MLflow protocols) on 127.0.0.1, as the score
+    /// Lambda does.
+    Serve(serve::ServeArgs),
+    /// Score a CSV or JSON file with a model, in-process, through the score function.
+    Predict(serve::PredictArgs),
+    /// Store ground-truth labels for scored requests (by request id) for the monitor.
+    Feedback(serve::FeedbackArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
     // Errors reach the user as the command's own message; logs are for -v.
     let level = match cli.verbose {
@@ -83,7 +92,7 @@ async fn main() -> ExitCode {
     };
     lambdaml::telemetry::init(lambdaml::telemetry::LogFormat::Text, level);
     let json = cli.json;
-    match commands::run(cli).await {
+    match commands::run(cli, started).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if json {

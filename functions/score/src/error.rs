@@ -65,22 +65,26 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, error)
     }
 
-    /// 413.
+    /// 413, naming the body.
     pub fn too_large(error: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, error)
+        Self::field(StatusCode::PAYLOAD_TOO_LARGE, Some("body"), error)
     }
 
-    /// 415.
+    /// 415, naming the content type.
     pub fn unsupported(error: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error)
+        Self::field(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("content-type"),
+            error,
+        )
     }
 
-    /// A 400 naming one field.
+    /// An error with one detail, naming `field` when one is to blame.
     pub fn field(status: StatusCode, field: Option<&str>, reason: impl Into<String>) -> Self {
         let reason = reason.into();
         let error = match field {
-            Some(f) => format!("{f}: {reason}"),
-            None => reason.clone(),
+            Some(f) if !matches!(f, "body" | "content-type") => format!("{f}: {reason}"),
+            _ => reason.clone(),
         };
         let mut e = Self::new(status, error);
         e.details.push(FieldError::new(None, field, reason));

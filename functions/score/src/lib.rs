@@ -315,10 +315,22 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn error_response(e: &ApiError, request_id: &str) -> Response {
+    // Every error lists at least one detail, so clients read one shape.
+    let fallback;
+    let details = if e.details.is_empty() {
+        fallback = [lambdaml::capture::FieldError::new(
+            None,
+            None,
+            e.error.clone(),
+        )];
+        &fallback[..]
+    } else {
+        &e.details[..]
+    };
     let body = ErrorBody {
         error: &e.error,
-        details: &e.details,
-        details_total: e.details_total,
+        details,
+        details_total: e.details_total.max(1),
         request_id,
     };
     json_response(e.status, to_json(&body), Some(request_id))
@@ -980,7 +992,7 @@ async fn infer_common(
         Some(other) => {
             return call.reject(
                 ApiError::unsupported(format!(
-                    "content type {other:?}: infer takes application/json (or the binary tensor extension)"
+                    "content type {other:?}: infer takes application/json (or the binary tensor extension); with curl add -H 'Content-Type: application/json'"
                 )),
                 &bytes,
             );

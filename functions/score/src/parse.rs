@@ -97,8 +97,11 @@ impl<'m, 'a> Builder<'m, 'a> {
         if !self.model.ignorable.contains(name) {
             match self.model.manifest.pipeline.unknown_features {
                 UnknownFeature::Reject => {
-                    self.errors
-                        .push(row, Some(name), format!("unknown feature ({HINT})"));
+                    let reason = match closest(name, self.model.index.keys()) {
+                        Some(near) => format!("unknown feature; did you mean {near:?}?"),
+                        None => format!("unknown feature ({HINT})"),
+                    };
+                    self.errors.push(row, Some(name), reason);
                 }
                 UnknownFeature::Ignore => {
                     self.ignored.insert(name.to_string());
@@ -156,6 +159,34 @@ impl<'m, 'a> Builder<'m, 'a> {
             ignored: self.ignored.into_iter().collect(),
         })
     }
+}
+
+/// The known name nearest to `name` by edit distance, when it is close enough to be a typo.
+fn closest<'n>(name: &str, known: impl Iterator<Item = &'n String>) -> Option<&'n str> {
+    if name.len() > 256 {
+        return None;
+    }
+    let target: Vec<char> = name.to_lowercase().chars().collect();
+    let mut best: Option<(usize, &str)> = None;
+    for k in known {
+        let cand: Vec<char> = k.to_lowercase().chars().collect();
+        let mut prev: Vec<usize> = (0..=cand.len()).collect();
+        for (i, a) in target.iter().enumerate() {
+            let mut cur = vec![i + 1; cand.len() + 1];
+            for (j, b) in cand.iter().enumerate() {
+                cur[j + 1] = (prev[j] + usize::from(a != b))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1);
+            }
+            prev = cur;
+        }
+        let d = prev[cand.len()];
+        if best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, k));
+        }
+    }
+    best.filter(|(d, _)| *d <= 2.max(target.len() / 4))
+        .map(|(_, k)| k)
 }
 
 fn kind(v: &Value) -> &'static str {
