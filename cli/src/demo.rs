@@ -49,6 +49,121 @@ struct DemoReport {
     champion: String,
     challenger: serde_json::Value,
     registry: Registry,
+    scoring: ScoreReport,
+}
+
+#[derive(Serialize)]
+struct ScoreReport {
+    model: String,
+    version: String,
+    requests: usize,
+    rows_served: usize,
+    seconds: f64,
+    mean_latency_us: f64,
+    accuracy: f64,
+    rejected_example: serde_json::Value,
+    captured: u64,
+    feedback_labels: usize,
+}
+
+/// Serves the held-out days through the score function's router, one request per day as
+/// live traffic would arrive, with capture on; posts each day's true label as feedback.
+async fn score_holdout(ctx: &Ctx, model: &str, days: usize) -> Result<ScoreReport> {
+    use axum::body::Body;
+    use axum::http::Request;
+    use lambdaml_score::{ScoreConfig, ScoreState, router};
+    use tower::ServiceExt;
+
+    let state = ScoreState::new(
+        ctx.store.clone(),
+        ScoreConfig {
+            default_model: Some(model.to_string()),
+            ..ScoreConfig::default()
+        },
+        Instant::now(),
+    );
+    let app = router(state.clone());
+    let post = |path: String, body: serde_json::Value| {
+        let app = app.clone();
+        async move {
+            let request = Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))?;
+            let response = app.oneshot(request).await?;
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+            let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+            anyhow::Ok((status, value))
+        }
+    };
+    let text = std::str::from_utf8(WEATHER_CSV)?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let label = header.len() - 1;
+    let rows: Vec<&str> = lines.collect();
+    let served = &rows[rows.len().saturating_sub(days)..];
+    let started = Instant::now();
+    let (mut correct, mut feedback) = (0usize, Vec::new());
+    let mut version = String::new();
+    for line in served {
+        let values: Vec<&str> = line.split(',').collect();
+        let record: serde_json::Map<String, serde_json::Value> = header[..label]
+            .iter()
+            .zip(&values)
+            .map(|(h, v)| {
+                let value = v
+                    .parse::<f64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or(serde_json::Value::Null);
+                (h.to_string(), value)
+            })
+            .collect();
+        let (status, answer) = post(
+            "/invocations".to_string(),
+            serde_json::json!({ "dataframe_records": [record] }),
+        )
+        .await?;
+        if !status.is_success() {
+            return Err(anyhow!("scoring a held-out day failed: {answer}"));
+        }
+        let truth = values.get(label).copied().unwrap_or_default();
+        if answer["predictions"][0]["label"] == truth {
+            correct += 1;
+        }
+        version = answer["model_version"].as_str().unwrap_or_default().to_string();
+        feedback.push(serde_json::json!({
+            "request_id": answer["request_id"], "row": 0, "label": truth
+        }));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // A client's typo: a clear 422 naming the field, captured like every request.
+    let (_, rejected_example) = post(
+        "/invocations".to_string(),
+        serde_json::json!({"dataframe_records": [{"temprature": 21.0}]}),
+    )
+    .await?;
+    let feedback_labels = feedback.len();
+    let (status, answer) = post(
+        format!("/v2/models/{model}/feedback"),
+        serde_json::json!({ "feedback": feedback }),
+    )
+    .await?;
+    if !status.is_success() {
+        return Err(anyhow!("posting feedback failed: {answer}"));
+    }
+    state.capture.flush().await;
+    Ok(ScoreReport {
+        model: model.to_string(),
+        version,
+        requests: served.len(),
+        rows_served: served.len(),
+        seconds,
+        mean_latency_us: seconds * 1e6 / served.len().max(1) as f64,
+        accuracy: correct as f64 / served.len().max(1) as f64,
+        rejected_example,
+        captured: state.capture.stats().written,
+        feedback_labels,
+    })
 }
 
 pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
@@ -165,6 +280,8 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow!("{}", e.reason()))?;
     let registry = after;
+    let holdout_days = runs.first().map(|r| r.holdout_rows).unwrap_or(1000);
+    let scoring = score_holdout(ctx, &spec.model.name, holdout_days).await?;
 
     let stats = ctx.queue_stats().await?;
     let report = DemoReport {
@@ -182,6 +299,7 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         champion,
         challenger,
         registry,
+        scoring,
     };
     emit(ctx.json, &report, |r| render(r, &stats));
     Ok(())
@@ -282,9 +400,18 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
         r.challenger["reason"].as_str().unwrap_or_default(),
     ));
     s.push_str(&format!(
-        "6. rollback   an operator promoted it by hand anyway; `lambdaml models rollback {}` → {} is back in production\n\n",
+        "6. rollback   an operator promoted it by hand anyway; `lambdaml models rollback {}` → {} is back in production\n",
         reg.model,
         reg.production.as_deref().unwrap_or("none"),
+    ));
+    let sc = &r.scoring;
+    s.push_str(&format!(
+        "7. score      {} held-out days served one request each through the score router (POST /invocations):\n             version {}, accuracy {:.4}, {:.0} µs per request in-process ({:.2}s)\n             {} requests captured → captures/{}/…, {} true labels posted → feedback/{}/…\n",
+        sc.requests, sc.version, sc.accuracy, sc.mean_latency_us, sc.seconds, sc.captured, sc.model, sc.feedback_labels, sc.model
+    ));
+    s.push_str(&format!(
+        "             a typo is refused with 422: {}\n\n",
+        sc.rejected_example["error"].as_str().unwrap_or_default()
     ));
     s.push_str("model versions:\n");
     let mut versions: Vec<_> = reg.versions.values().collect();
@@ -300,7 +427,7 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
     }
     s.push('\n');
     s.push_str(&render_stats(stats));
-    s.push_str("\nInspect: lambdaml models history weather-rain · lambdaml datasets show weather · lambdaml queues\n");
+    s.push_str("\nInspect: lambdaml models history weather-rain · lambdaml datasets show weather · lambdaml queues\nServe:   lambdaml serve   then   curl 127.0.0.1:8080/v2/models/weather-rain   (its inputs; README shows a request)\n");
     s
 }
 
