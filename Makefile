@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 CARGO ?= cargo
 
-.PHONY: test check fmt lint unit emulator-up emulator-down bench-ingest demo
+.PHONY: test check fmt lint unit emulator-up emulator-down bench-ingest bench-score demo
 
 ## Everything: format check, clippy -D warnings, unit + integration + emulator tests.
 ## Starts moto on a free loopback port (installing it into .venv when missing) and stops it
@@ -41,3 +41,8 @@ demo:
 ## Ingest benchmark against pandas (see BENCHMARKS.md).
 bench-ingest:
 	bench/ingest.sh
+
+## Scoring benchmark against FastAPI + scikit-learn and a bare axum endpoint (BENCHMARKS.md).
+bench-score:
+	bench/score.sh
+	$(CARGO) bench -p lambdaml-e2e --bench score

@@ -130,7 +130,10 @@ async fn score_holdout(ctx: &Ctx, model: &str, days: usize) -> Result<ScoreRepor
         if answer["predictions"][0]["label"] == truth {
             correct += 1;
         }
-        version = answer["model_version"].as_str().unwrap_or_default().to_string();
+        version = answer["model_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         feedback.push(serde_json::json!({
             "request_id": answer["request_id"], "row": 0, "label": truth
         }));

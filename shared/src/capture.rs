@@ -165,7 +165,8 @@ pub struct CaptureStats {
 pub struct CaptureWriter {
     store: Arc<dyn ObjectStore>,
     config: CaptureConfig,
-    buffers: Mutex<HashMap<String, Buffer>>,
+    /// Model → hour (Unix hours) → lines.
+    buffers: Mutex<HashMap<String, HashMap<i64, Buffer>>>,
     offered: AtomicU64,
     accepted_seen: AtomicU64,
     buffered: AtomicU64,
@@ -187,6 +188,12 @@ impl std::fmt::Debug for CaptureWriter {
 /// `<prefix>/<model>/<YYYY-MM-DD>/<HH>/`.
 fn hour_prefix(prefix: &str, model: &str, at: DateTime<Utc>) -> String {
     format!("{prefix}/{model}/{}/", at.format("%Y-%m-%d/%H"))
+}
+
+/// The capture folder of Unix hour `hour`.
+fn capture_dir(model: &str, hour: i64) -> String {
+    let at = DateTime::<Utc>::from_timestamp(hour * 3600, 0).unwrap_or_default();
+    hour_prefix("captures", model, at)
 }
 
 /// A fresh object name under `dir` (time first, so listings sort by time).
@@ -268,12 +275,19 @@ impl CaptureWriter {
             }
         };
         line.push(b'\n');
-        let dir = hour_prefix("captures", &record.model, Utc::now());
+        let hour = Utc::now().timestamp().div_euclid(3600);
         let mut buffers = self
             .buffers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let buffer = buffers.entry(dir).or_insert_with(|| Buffer {
+        // Looked up by `&str`: a String is made only for a model's first record.
+        if !buffers.contains_key(&record.model) {
+            buffers.insert(record.model.clone(), HashMap::new());
+        }
+        let Some(hours) = buffers.get_mut(&record.model) else {
+            return false;
+        };
+        let buffer = hours.entry(hour).or_insert_with(|| Buffer {
             lines: Vec::with_capacity(64 << 10),
             records: 0,
             since: Instant::now(),
@@ -296,24 +310,31 @@ impl CaptureWriter {
 
     async fn flush_where(&self, all: bool) {
         let _one_at_a_time = self.flushing.lock().await;
-        let due: Vec<(String, Buffer)> = {
+        let due: Vec<(String, i64, Buffer)> = {
             let mut buffers = self
                 .buffers
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let keys: Vec<String> = buffers
-                .iter()
-                .filter(|(_, b)| {
-                    all || b.lines.len() >= self.config.max_bytes
-                        || b.since.elapsed() >= self.config.max_age
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| buffers.remove(&k).map(|b| (k, b)))
-                .collect()
+            let mut due = Vec::new();
+            for (model, hours) in buffers.iter_mut() {
+                let keys: Vec<i64> = hours
+                    .iter()
+                    .filter(|(_, b)| {
+                        all || b.lines.len() >= self.config.max_bytes
+                            || b.since.elapsed() >= self.config.max_age
+                    })
+                    .map(|(h, _)| *h)
+                    .collect();
+                for h in keys {
+                    if let Some(b) = hours.remove(&h) {
+                        due.push((model.clone(), h, b));
+                    }
+                }
+            }
+            due
         };
-        for (dir, buffer) in due {
+        for (model, hour, buffer) in due {
+            let dir = capture_dir(&model, hour);
             let Buffer {
                 lines,
                 records,
@@ -336,11 +357,15 @@ impl CaptureWriter {
                         .buffers
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let entry = buffers.entry(dir).or_insert_with(|| Buffer {
-                        lines: Vec::new(),
-                        records: 0,
-                        since,
-                    });
+                    let entry = buffers
+                        .entry(model)
+                        .or_default()
+                        .entry(hour)
+                        .or_insert_with(|| Buffer {
+                            lines: Vec::new(),
+                            records: 0,
+                            since,
+                        });
                     let mut lines = bytes.to_vec();
                     lines.extend_from_slice(&entry.lines);
                     entry.lines = lines;

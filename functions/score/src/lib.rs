@@ -292,8 +292,14 @@ pub async fn serve(
 // ---------------------------------------------------------------------------------------
 // Plumbing
 
+/// A request id: 32 hex digits, a random per-process prefix and a counter — unique across
+/// instances without a random draw (a syscall) per request.
 fn new_request_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>, request_id: Option<&str>) -> Response {
@@ -388,12 +394,11 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 /// Counts, logs EMF, and (in Lambda) writes captures before the response leaves.
 async fn observe(State(state): State<Arc<ScoreState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let latency = started.elapsed();
     let outcome = response
-        .extensions()
-        .get::<Outcome>()
-        .cloned()
+        .extensions_mut()
+        .remove::<Outcome>()
         .unwrap_or_default();
     let route = if outcome.route.is_empty() {
         "other"
@@ -904,7 +909,8 @@ struct RequestIdParam<'a> {
     request_id: &'a str,
 }
 
-fn v2_response(
+/// The V2 `infer` response body for `scored` (all outputs when `wanted` is empty).
+pub fn v2_response(
     model: &LoadedModel,
     scored: &Scored,
     id: &str,

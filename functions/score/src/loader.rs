@@ -170,17 +170,15 @@ impl ModelCache {
         out
     }
 
-    fn cached_pointer(&self, model: &str) -> Option<(Option<Arc<LoadedModel>>, String, bool)> {
+    /// The cached pointer: fresh, stale (with the etag to check), or none.
+    fn cached_pointer(&self, model: &str) -> Option<(Option<Arc<LoadedModel>>, Option<String>)> {
         let map = self
             .production
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(model).map(|p| {
-            (
-                p.model.clone(),
-                p.etag.clone(),
-                p.checked.elapsed() < self.refresh,
-            )
+            let stale = p.checked.elapsed() >= self.refresh;
+            (p.model.clone(), stale.then(|| p.etag.clone()))
         })
     }
 
@@ -193,8 +191,8 @@ impl ModelCache {
             ))
         };
         match self.cached_pointer(model) {
-            Some((loaded, _, true)) => loaded.ok_or_else(no_production),
-            Some((loaded, etag, false)) => {
+            Some((loaded, None)) => loaded.ok_or_else(no_production),
+            Some((loaded, Some(etag))) => {
                 // Due for a check. One request checks; the others use what they have.
                 let Ok(_guard) = self.refreshing.try_lock() else {
                     return loaded.ok_or_else(no_production);
@@ -215,7 +213,7 @@ impl ModelCache {
             }
             None => {
                 let _guard = self.refreshing.lock().await;
-                if let Some((loaded, _, true)) = self.cached_pointer(model) {
+                if let Some((loaded, None)) = self.cached_pointer(model) {
                     return loaded.ok_or_else(no_production);
                 }
                 match self.refresh(model, None).await? {

@@ -37,10 +37,16 @@ struct Histogram {
 }
 
 #[derive(Default)]
+struct Series {
+    requests: BTreeMap<(&'static str, u16), u64>,
+    rows: u64,
+    validation_errors: u64,
+}
+
+/// Counters by model, then version (looked up by `&str`: no allocation per request).
+#[derive(Default)]
 struct Inner {
-    requests: BTreeMap<(String, String, String, u16), u64>,
-    rows: BTreeMap<(String, String), u64>,
-    validation_errors: BTreeMap<(String, String), u64>,
+    series: BTreeMap<String, BTreeMap<String, Series>>,
     latency: BTreeMap<String, Histogram>,
 }
 
@@ -80,41 +86,45 @@ fn escape(label: &str) -> String {
 
 impl Metrics {
     /// Counts one request.
-    pub fn observe(&self, route: &str, status: u16, outcome: &Outcome, latency: Duration) {
-        let model = outcome.model.clone().unwrap_or_default();
-        let version = outcome.version.clone().unwrap_or_default();
+    pub fn observe(&self, route: &'static str, status: u16, outcome: &Outcome, latency: Duration) {
+        let model = outcome.model.as_deref().unwrap_or("");
+        let version = outcome.version.as_deref().unwrap_or("");
         let mut inner = self
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *inner
-            .requests
-            .entry((model.clone(), version.clone(), route.to_string(), status))
-            .or_default() += 1;
+        if !inner.series.contains_key(model) {
+            inner.series.insert(model.to_string(), BTreeMap::new());
+        }
+        let versions = inner.series.get_mut(model);
+        if let Some(versions) = versions {
+            if !versions.contains_key(version) {
+                versions.insert(version.to_string(), Series::default());
+            }
+            if let Some(series) = versions.get_mut(version) {
+                *series.requests.entry((route, status)).or_default() += 1;
+                series.rows += outcome.rows as u64;
+                series.validation_errors += outcome.validation_errors as u64;
+            }
+        }
         if outcome.model.is_none() {
             return;
         }
-        if outcome.rows > 0 {
-            *inner
-                .rows
-                .entry((model.clone(), version.clone()))
-                .or_default() += outcome.rows as u64;
+        if !inner.latency.contains_key(model) {
+            inner
+                .latency
+                .insert(model.to_string(), Histogram::default());
         }
-        if outcome.validation_errors > 0 {
-            *inner
-                .validation_errors
-                .entry((model.clone(), version))
-                .or_default() += outcome.validation_errors as u64;
-        }
-        let h = inner.latency.entry(model).or_default();
-        let s = latency.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if s <= *bound {
-                h.counts[i] += 1;
+        if let Some(h) = inner.latency.get_mut(model) {
+            let s = latency.as_secs_f64();
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                if s <= *bound {
+                    h.counts[i] += 1;
+                }
             }
+            h.count += 1;
+            h.sum += s;
         }
-        h.count += 1;
-        h.sum += s;
     }
 
     /// The Prometheus text exposition.
@@ -128,38 +138,47 @@ impl Metrics {
             out,
             "# HELP lambdaml_requests_total Requests by model, version, route and status.\n# TYPE lambdaml_requests_total counter"
         );
-        for ((m, v, r, s), n) in &inner.requests {
-            let _ = writeln!(
-                out,
-                "lambdaml_requests_total{{model=\"{}\",version=\"{}\",route=\"{}\",status=\"{s}\"}} {n}",
-                escape(m),
-                escape(v),
-                escape(r)
-            );
+        for (m, versions) in &inner.series {
+            for (v, series) in versions {
+                for ((r, s), n) in &series.requests {
+                    let _ = writeln!(
+                        out,
+                        "lambdaml_requests_total{{model=\"{}\",version=\"{}\",route=\"{r}\",status=\"{s}\"}} {n}",
+                        escape(m),
+                        escape(v),
+                    );
+                }
+            }
         }
         let _ = writeln!(
             out,
             "# HELP lambdaml_rows_total Rows scored.\n# TYPE lambdaml_rows_total counter"
         );
-        for ((m, v), n) in &inner.rows {
-            let _ = writeln!(
-                out,
-                "lambdaml_rows_total{{model=\"{}\",version=\"{}\"}} {n}",
-                escape(m),
-                escape(v)
-            );
+        for (m, versions) in inner.series.iter().filter(|(m, _)| !m.is_empty()) {
+            for (v, series) in versions.iter().filter(|(_, s)| s.rows > 0) {
+                let _ = writeln!(
+                    out,
+                    "lambdaml_rows_total{{model=\"{}\",version=\"{}\"}} {}",
+                    escape(m),
+                    escape(v),
+                    series.rows
+                );
+            }
         }
         let _ = writeln!(
             out,
             "# HELP lambdaml_validation_errors_total Rejected values and rows.\n# TYPE lambdaml_validation_errors_total counter"
         );
-        for ((m, v), n) in &inner.validation_errors {
-            let _ = writeln!(
-                out,
-                "lambdaml_validation_errors_total{{model=\"{}\",version=\"{}\"}} {n}",
-                escape(m),
-                escape(v)
-            );
+        for (m, versions) in inner.series.iter().filter(|(m, _)| !m.is_empty()) {
+            for (v, series) in versions.iter().filter(|(_, s)| s.validation_errors > 0) {
+                let _ = writeln!(
+                    out,
+                    "lambdaml_validation_errors_total{{model=\"{}\",version=\"{}\"}} {}",
+                    escape(m),
+                    escape(v),
+                    series.validation_errors
+                );
+            }
         }
         let _ = writeln!(
             out,
