@@ -7,13 +7,22 @@
 # Results in bench/out/score.jsonl.
 #
 #   bench/score.sh     (BIN=path/to/lambdaml BARE=path/to/bare_axum to skip the build;
-#                       DURATION=15s CONNECTIONS=32)
+#                       DURATION=15s CONNECTIONS=32; PIN=1 runs every server on core 0 and
+#                       wrk on core 1, so the load generator does not steal the server's CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-bench
 OUT=bench/out
 DURATION="${DURATION:-15s}"
 CONNECTIONS="${CONNECTIONS:-32}"
+SERVER_CPU=()
+WRK_CPU=()
+TAG=""
+if [ "${PIN:-0}" = 1 ]; then
+  SERVER_CPU=(taskset -c 0)
+  WRK_CPU=(taskset -c 1)
+  TAG=" (pinned)"
+fi
 mkdir -p "$OUT"
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 if ! "$VENV/bin/python" -c "import sklearn, pandas, fastapi, uvicorn, joblib" 2>/dev/null; then
@@ -36,15 +45,15 @@ wrk.method = "POST"
 wrk.body = '$BODY'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-: > "$OUT/score.jsonl"
+[ "${APPEND:-0}" = 1 ] || : > "$OUT/score.jsonl"
 
 load() { # name url pid
   curl -sf -H 'Content-Type: application/json' -d "$BODY" "$2" >/dev/null
-  wrk -t2 -c"$CONNECTIONS" -d2s -s "$OUT/post.lua" "$2" >/dev/null   # warm-up
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$OUT/post.lua" "$2" > "$OUT/wrk-$1.txt"
+  "${WRK_CPU[@]}" wrk -t2 -c"$CONNECTIONS" -d2s -s "$OUT/post.lua" "$2" >/dev/null   # warm-up
+  "${WRK_CPU[@]}" wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$OUT/post.lua" "$2" > "$OUT/wrk-$1.txt"
   local rss
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$3/status")
-  "$VENV/bin/python" - "$1" "$OUT/wrk-$1.txt" "$rss" <<'PY' | tee -a bench/out/score.jsonl
+  "$VENV/bin/python" - "$1$TAG c=$CONNECTIONS" "$OUT/wrk-$1.txt" "$rss" <<'PY' | tee -a bench/out/score.jsonl
 import json, re, sys
 name, path, rss = sys.argv[1], sys.argv[2], int(sys.argv[3])
 text = open(path).read()
@@ -60,26 +69,27 @@ PY
 }
 
 # lambdaml serve, capture on (every request captured to the file store).
-"$BIN" --store "file://$STORE" serve --addr 127.0.0.1:18080 --model breast-cancer 2>"$OUT/serve.log" &
+"${SERVER_CPU[@]}" "$BIN" --store "file://$STORE" serve --addr 127.0.0.1:18080 --model breast-cancer 2>"$OUT/serve.log" &
 PID=$!
 until curl -sf 127.0.0.1:18080/v2/health/ready >/dev/null; do sleep 0.05; done
 load lambdaml "http://127.0.0.1:18080/v2/models/breast-cancer/infer" "$PID"
 kill -INT "$PID"; wait "$PID" || true
 echo "captured: $(cat "$STORE"/captures/breast-cancer/*/*/*.jsonl | wc -l) requests" >&2
 
-"$BARE" 127.0.0.1:18081 2>/dev/null &
+"${SERVER_CPU[@]}" "$BARE" 127.0.0.1:18081 2>/dev/null &
 PID=$!
 until curl -sf -d x 127.0.0.1:18081/v2/models/m/infer >/dev/null; do sleep 0.05; done
 load bare-axum "http://127.0.0.1:18081/v2/models/m/infer" "$PID"
 kill "$PID"; wait "$PID" 2>/dev/null || true
 
-"$VENV/bin/uvicorn" --app-dir bench fastapi_score:app --host 127.0.0.1 --port 18082 --workers 1 \
+"${SERVER_CPU[@]}" "$VENV/bin/uvicorn" --app-dir bench fastapi_score:app --host 127.0.0.1 --port 18082 --workers 1 \
   --no-access-log --log-level warning &
 PID=$!
 until curl -sf -H 'Content-Type: application/json' -d "$BODY" 127.0.0.1:18082/v2/models/m/infer >/dev/null 2>&1; do sleep 0.2; done
 load fastapi-sklearn "http://127.0.0.1:18082/v2/models/m/infer" "$PID"
 kill "$PID"; wait "$PID" 2>/dev/null || true
 
+[ "${SKIP_COLD:-0}" = 1 ] && exit 0
 # Cold start: a new process that reads the model from the file store and predicts one row.
 echo "{\"instances\": [$ROW]}" > "$OUT/row.json"
 "$VENV/bin/python" - "$BIN" "$STORE" "$OUT/row.json" <<'PY' | tee -a "$OUT/score.jsonl"
