@@ -536,10 +536,9 @@ async fn captures(store: &dyn ObjectStore, prefix: &str) -> Vec<CaptureRecord> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_request_served_over_tcp_is_captured_including_at_shutdown() {
-    let f = fixture();
-    // A store of its own (the model files copied), so the count is exact.
+/// A store of its own holding the mixed model (registry and versions copied), so a test can
+/// count captures exactly or change the registry without disturbing the others.
+async fn own_store_with_mixed(f: &Fixture) -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> =
         Arc::new(lambdaml::store::FileStore::open(dir.path()).unwrap());
@@ -549,6 +548,13 @@ async fn every_request_served_over_tcp_is_captured_including_at_shutdown() {
             store.put(&meta.key, bytes).await.unwrap();
         }
     }
+    (dir, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_served_over_tcp_is_captured_including_at_shutdown() {
+    let f = fixture();
+    let (_dir, store) = own_store_with_mixed(f).await;
     let state = state_with(
         store.clone(),
         ScoreConfig {
@@ -653,15 +659,7 @@ async fn every_request_served_over_tcp_is_captured_including_at_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_or_rollback_takes_effect_within_the_refresh_interval() {
     let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(lambdaml::store::FileStore::open(dir.path()).unwrap());
-    for prefix in ["registry/mixed.json", "models/mixed/"] {
-        for meta in f.store.list_all(prefix).await.unwrap() {
-            let bytes = f.store.get(&meta.key).await.unwrap().bytes;
-            store.put(&meta.key, bytes).await.unwrap();
-        }
-    }
+    let (_dir, store) = own_store_with_mixed(f).await;
     let refresh = Duration::from_millis(400);
     let state = state_with(
         store.clone(),
