@@ -250,15 +250,8 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
     match command {
         ModelsCommand::List => {
             let mut all = Vec::new();
-            for meta in ctx.store.list_all("registry/").await? {
-                if let Some(model) = meta
-                    .key
-                    .as_str()
-                    .strip_prefix("registry/")
-                    .and_then(|m| m.strip_suffix(".json"))
-                {
-                    all.push(registry.get(model).await?);
-                }
+            for model in registry.models().await? {
+                all.push(registry.get(&model).await?);
             }
             emit(ctx.json, &serde_json::json!({"models": all}), |_| {
                 if all.is_empty() {

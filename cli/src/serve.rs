@@ -10,7 +10,6 @@ use axum::body::Body;
 use axum::http::Request;
 use clap::Args;
 use lambdaml::capture::{CaptureConfig, write_feedback};
-use lambdaml::store::ObjectStoreExt;
 use lambdaml_score::{ScoreConfig, ScoreState, parse_interval, router};
 use serde::Serialize;
 use tower::ServiceExt;
@@ -62,20 +61,9 @@ async fn default_model(ctx: &Ctx, given: Option<String>) -> Result<Option<String
     if given.is_some() {
         return Ok(given);
     }
-    let models: Vec<String> = ctx
-        .store
-        .list_all("registry/")
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            o.key
-                .as_str()
-                .strip_prefix("registry/")?
-                .strip_suffix(".json")
-                .map(str::to_string)
-        })
-        .filter(|m| !m.contains('/'))
-        .collect();
+    let models = lambdaml::registry::RegistryStore::new(ctx.store.clone())
+        .models()
+        .await?;
     Ok(match models.as_slice() {
         [one] => Some(one.clone()),
         _ => None,

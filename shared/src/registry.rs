@@ -357,6 +357,27 @@ impl RegistryStore {
         }
     }
 
+    /// The names of the models that have a registry document, sorted.
+    pub async fn models(&self) -> Result<Vec<String>, RegistryError> {
+        use crate::store::ObjectStoreExt;
+        let mut names: Vec<String> = self
+            .store
+            .list_all("registry/")
+            .await?
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta
+                    .key
+                    .as_str()
+                    .strip_prefix("registry/")?
+                    .strip_suffix(".json")?;
+                (!name.contains('/')).then(|| name.to_string())
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The document, or [`RegistryError::UnknownModel`].
     pub async fn get(&self, model: &str) -> Result<Registry, RegistryError> {
         self.load(model)

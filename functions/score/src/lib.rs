@@ -41,7 +41,7 @@ use lambdaml::capture::{
     write_feedback,
 };
 use lambdaml::features::RawValue;
-use lambdaml::store::{ObjectStore, ObjectStoreExt};
+use lambdaml::store::ObjectStore;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -648,24 +648,15 @@ async fn version_ready(
 
 async fn list_models(State(state): State<Arc<ScoreState>>) -> Response {
     let id = new_request_id();
-    let resp = match state.store.list_all("registry/").await {
-        Ok(objects) => {
-            let models: Vec<&str> = objects
-                .iter()
-                .filter_map(|o| {
-                    o.key
-                        .as_str()
-                        .strip_prefix("registry/")?
-                        .strip_suffix(".json")
-                })
-                .filter(|m| !m.contains('/'))
-                .collect();
-            json_response(
-                StatusCode::OK,
-                to_json(&serde_json::json!({ "models": models })),
-                Some(&id),
-            )
-        }
+    let resp = match lambdaml::registry::RegistryStore::new(state.store.clone())
+        .models()
+        .await
+    {
+        Ok(models) => json_response(
+            StatusCode::OK,
+            to_json(&serde_json::json!({ "models": models })),
+            Some(&id),
+        ),
         Err(e) => error_response(&ApiError::internal(format!("listing models: {e}")), &id),
     };
     with_outcome(

@@ -351,26 +351,16 @@ fn dataframe_split<'a>(
             ));
         }
     }
-    let columns = match split.get("columns") {
-        Some(Value::Array(c)) => c,
-        Some(other) => {
-            return Err(bad(
-                &format!("{key}.columns"),
-                format!("expected an array of column names, got {}", kind(other)),
-            ));
-        }
-        None => return Err(bad(&format!("{key}.columns"), "missing")),
+    let array = |name: &str, what: &str| match split.get(name) {
+        Some(Value::Array(a)) => Ok(a),
+        Some(other) => Err(bad(
+            &format!("{key}.{name}"),
+            format!("expected an array of {what}, got {}", kind(other)),
+        )),
+        None => Err(bad(&format!("{key}.{name}"), "missing")),
     };
-    let data = match split.get("data") {
-        Some(Value::Array(d)) => d,
-        Some(other) => {
-            return Err(bad(
-                &format!("{key}.data"),
-                format!("expected an array of rows, got {}", kind(other)),
-            ));
-        }
-        None => return Err(bad(&format!("{key}.data"), "missing")),
-    };
+    let columns = array("columns", "column names")?;
+    let data = array("data", "rows")?;
     let mut b = Builder::new(model, data.len(), limits)?;
     let mut cols = Vec::with_capacity(columns.len());
     let mut seen = BTreeSet::new();
