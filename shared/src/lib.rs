@@ -11,6 +11,7 @@
 pub mod capture;
 pub mod config;
 pub mod dataset;
+pub mod drift;
 pub mod features;
 pub mod lambda;
 pub mod matrix;
