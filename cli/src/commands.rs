@@ -188,6 +188,8 @@ pub async fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Command::Serve(args) => crate::serve::serve(&ctx, started, args).await,
         Command::Predict(args) => crate::serve::predict(&ctx, started, args).await,
         Command::Feedback(args) => crate::serve::feedback(&ctx, args).await,
+        Command::Monitor(args) => crate::monitor::monitor(&ctx, &cli.store, args).await,
+        Command::Report(args) => crate::monitor::report(&ctx, &cli.store, args).await,
     }
 }
 

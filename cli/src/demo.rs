@@ -49,123 +49,325 @@ struct DemoReport {
     champion: String,
     challenger: serde_json::Value,
     registry: Registry,
-    scoring: ScoreReport,
+    stream: StreamReport,
+}
+
+/// What the demo did before the stream, for the first part of the printout.
+struct DemoHead<'a> {
+    dataset: &'a IngestOutcome,
+    ingest_seconds: f64,
+    redelivery: &'a IngestOutcome,
+    runs: &'a [RunManifest],
+    pipeline_seconds: f64,
+    first_rejected: &'a [serde_json::Value],
+    schema: &'a Schema,
+    profile: &'a Profile,
+    champion: &'a str,
+    challenger: &'a serde_json::Value,
+    registry: &'a Registry,
+}
+
+/// Days per monitoring period in the demo's stream: a year.
+const PERIOD_DAYS: usize = 365;
+/// Days the first model is trained on: five years.
+const INITIAL_DAYS: usize = 5 * PERIOD_DAYS;
+
+/// Stream day `i` is stamped `2000-01-01 + i days` (the file carries no dates).
+fn day_time(day: usize) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(946_684_800, 0).unwrap_or_default()
+        + chrono::Duration::days(day as i64)
+        + chrono::Duration::hours(12)
 }
 
 #[derive(Serialize)]
-struct ScoreReport {
-    model: String,
+struct PeriodRow {
+    period: usize,
+    first_day: usize,
+    days: usize,
     version: String,
-    requests: usize,
-    rows_served: usize,
-    seconds: f64,
-    mean_latency_us: f64,
     accuracy: f64,
+    drifted: u64,
+    tested: u64,
+    dataset_drift: bool,
+    prediction_drift: bool,
+    performance: String,
+    drop: Option<f64>,
+    breach: bool,
+    retrain: String,
+    retrain_detail: String,
+    new_version: Option<String>,
+    promoted: Option<bool>,
+    report: String,
+}
+
+#[derive(Serialize)]
+struct StreamReport {
+    periods: Vec<PeriodRow>,
+    days: usize,
+    mean_accuracy: f64,
+    never_retrained_accuracy: f64,
+    retrains: usize,
+    promoted: usize,
+    seconds: f64,
     rejected_example: serde_json::Value,
     captured: u64,
     feedback_labels: usize,
+    last_report: String,
 }
 
-/// Serves the held-out days through the score function's router, one request per day as
-/// live traffic would arrive, with capture on; posts each day's true label as feedback.
-async fn score_holdout(ctx: &Ctx, model: &str, days: usize) -> Result<ScoreReport> {
+fn day_record(header: &[&str], line: &str) -> (serde_json::Map<String, serde_json::Value>, String) {
+    let values: Vec<&str> = line.split(',').collect();
+    let label = header.len() - 1;
+    let record = header[..label]
+        .iter()
+        .zip(&values)
+        .map(|(h, v)| {
+            let value = v
+                .parse::<f64>()
+                .map(serde_json::Value::from)
+                .unwrap_or(serde_json::Value::Null);
+            (h.to_string(), value)
+        })
+        .collect();
+    (
+        record,
+        values.get(label).copied().unwrap_or_default().to_string(),
+    )
+}
+
+fn table_header() -> String {
+    "   year  days  live version      accuracy  drifted  perf. drop  breach  retrain\n".to_string()
+}
+
+fn table_row(r: &PeriodRow) -> String {
+    let retrain = match (r.retrain.as_str(), &r.new_version, r.promoted) {
+        ("sent", Some(v), Some(true)) => format!("sent → {v} promoted"),
+        ("sent", Some(v), Some(false)) => format!("sent → {v} refused by the deploy rule"),
+        ("sent", _, _) => "sent".to_string(),
+        ("not_needed", _, _) => "—".to_string(),
+        (d, _, _) => format!("{d}: {}", r.retrain_detail),
+    };
+    format!(
+        "   {:>4}  {:>4}  {:<16}  {:.4}    {:>2}/{:<2}{}  {:>10}  {:<6}  {}\n",
+        r.period,
+        r.days,
+        r.version,
+        r.accuracy,
+        r.drifted,
+        r.tested,
+        if r.dataset_drift { "*" } else { " " },
+        r.drop.map_or("-".to_string(), |d| format!("{d:+.4}")),
+        if r.breach { "yes" } else { "no" },
+        retrain
+    )
+}
+
+/// Plays the rest of the weather stream after the first five years: each day served through
+/// the score function's router with capture (clock set to the day), each year's true labels
+/// posted as feedback, the monitor run on the year, and a retrain's pipeline run through the
+/// local queues when the monitor sends one.
+async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
     use axum::body::Body;
     use axum::http::Request;
+    use lambdaml::capture::Clock;
+    use lambdaml_monitor::{Monitor, MonitorRequest};
     use lambdaml_score::{ScoreConfig, ScoreState, router};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
     use tower::ServiceExt;
 
-    let state = ScoreState::new(
+    let now_ms = Arc::new(AtomicI64::new(day_time(INITIAL_DAYS).timestamp_millis()));
+    let clock_ms = now_ms.clone();
+    let clock = Clock::new(move || {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(clock_ms.load(Ordering::Relaxed))
+            .unwrap_or_default()
+    });
+    let state = ScoreState::with_clock(
         ctx.store.clone(),
         ScoreConfig {
             default_model: Some(model.to_string()),
+            // A retrained version goes live for the very next request.
+            refresh: std::time::Duration::ZERO,
+            ..ScoreConfig::default()
+        },
+        Instant::now(),
+        clock,
+    );
+    let app = router(state.clone());
+    let post = |app: axum::Router, path: String, body: serde_json::Value| async move {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))?;
+        let response = app.oneshot(request).await?;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+        anyhow::Ok((status, value))
+    };
+    let monitor = Monitor::new(
+        ctx.store.clone(),
+        Some(ctx.queues.get(Stage::Ingest).await?),
+    );
+    let text = std::str::from_utf8(WEATHER_CSV)?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let rows: Vec<&str> = lines.collect();
+    let started = Instant::now();
+    let mut periods = Vec::new();
+    let mut rejected_example = serde_json::Value::Null;
+    let mut feedback_labels = 0;
+    let mut last_report = String::new();
+    if !ctx.json {
+        print!("{}", table_header());
+    }
+    let registry = RegistryStore::new(ctx.store.clone());
+    let first_version = registry.get(model).await?.production.unwrap_or_default();
+    for (p, first) in (INITIAL_DAYS..rows.len()).step_by(PERIOD_DAYS).enumerate() {
+        let last = (first + PERIOD_DAYS).min(rows.len());
+        let version = registry.get(model).await?.production.unwrap_or_default();
+        let (mut correct, mut feedback) = (0usize, Vec::new());
+        for (day, line) in rows.iter().enumerate().take(last).skip(first) {
+            now_ms.store(day_time(day).timestamp_millis(), Ordering::Relaxed);
+            let (record, truth) = day_record(&header, line);
+            let (status, answer) = post(
+                app.clone(),
+                "/invocations".to_string(),
+                serde_json::json!({ "dataframe_records": [record] }),
+            )
+            .await?;
+            if !status.is_success() {
+                return Err(anyhow!("scoring day {day} failed: {answer}"));
+            }
+            if answer["predictions"][0]["label"] == truth.as_str() {
+                correct += 1;
+            }
+            feedback.push(serde_json::json!({
+                "request_id": answer["request_id"], "row": 0, "label": truth
+            }));
+        }
+        if p == 0 {
+            // A client's typo: a clear 422 naming the field, captured like every request.
+            rejected_example = post(
+                app.clone(),
+                "/invocations".to_string(),
+                serde_json::json!({"dataframe_records": [{"temprature": 21.0}]}),
+            )
+            .await?
+            .1;
+        }
+        // The year's true labels arrive at its end.
+        let to = day_time(last) - chrono::Duration::hours(12);
+        now_ms.store(to.timestamp_millis() - 1, Ordering::Relaxed);
+        feedback_labels += feedback.len();
+        let (status, answer) = post(
+            app.clone(),
+            format!("/v2/models/{model}/feedback"),
+            serde_json::json!({ "feedback": feedback }),
+        )
+        .await?;
+        if !status.is_success() {
+            return Err(anyhow!("posting feedback failed: {answer}"));
+        }
+        state.capture.flush().await;
+        let from = day_time(first) - chrono::Duration::hours(12);
+        let outcome = monitor
+            .run(&MonitorRequest {
+                model: model.to_string(),
+                window: None,
+                from: Some(from.to_rfc3339()),
+                to: Some(to.to_rfc3339()),
+                at: Some(to.to_rfc3339()),
+                retrain: true,
+            })
+            .await
+            .map_err(|e| anyhow!("monitor: {}", e.reason()))?;
+        let r = &outcome.report;
+        let (mut new_version, mut promoted) = (None, None);
+        if r.retrain.decision == "sent" {
+            let handled = ctx.drain().await?;
+            if let Some(d) = handled
+                .iter()
+                .rev()
+                .find(|h| h.stage == Stage::Deploy && h.outcome == "ok")
+            {
+                new_version = d.detail["version"].as_str().map(str::to_string);
+                promoted = Some(d.detail["verdict"].as_str() == Some("promote"));
+            }
+        }
+        last_report = outcome.html_key.clone();
+        let row = PeriodRow {
+            period: p + 1,
+            first_day: first,
+            days: last - first,
+            version,
+            accuracy: correct as f64 / (last - first).max(1) as f64,
+            drifted: r.data_drift.drifted,
+            tested: r.data_drift.tested,
+            dataset_drift: r.data_drift.dataset_drift,
+            prediction_drift: r.prediction_drift.drifted,
+            performance: r.performance.status.clone(),
+            drop: r.performance.drop,
+            breach: r.verdict.breach,
+            retrain: r.retrain.decision.clone(),
+            retrain_detail: r.retrain.detail.clone(),
+            new_version,
+            promoted,
+            report: outcome.report_key.clone(),
+        };
+        if !ctx.json {
+            print!("{}", table_row(&row));
+        }
+        periods.push(row);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // The same days scored by the first version alone, never retrained (no capture).
+    let quiet = ScoreState::new(
+        ctx.store.clone(),
+        ScoreConfig {
+            default_model: Some(model.to_string()),
+            capture: lambdaml::capture::CaptureConfig {
+                sample_rate: 0.0,
+                ..lambdaml::capture::CaptureConfig::default()
+            },
             ..ScoreConfig::default()
         },
         Instant::now(),
     );
-    let app = router(state.clone());
-    let post = |path: String, body: serde_json::Value| {
-        let app = app.clone();
-        async move {
-            let request = Request::post(path)
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))?;
-            let response = app.oneshot(request).await?;
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
-            let value: serde_json::Value = serde_json::from_slice(&bytes)?;
-            anyhow::Ok((status, value))
-        }
-    };
-    let text = std::str::from_utf8(WEATHER_CSV)?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let label = header.len() - 1;
-    let rows: Vec<&str> = lines.collect();
-    let served = &rows[rows.len().saturating_sub(days)..];
-    let started = Instant::now();
-    let (mut correct, mut feedback) = (0usize, Vec::new());
-    let mut version = String::new();
-    for line in served {
-        let values: Vec<&str> = line.split(',').collect();
-        let record: serde_json::Map<String, serde_json::Value> = header[..label]
+    let quiet_app = router(quiet);
+    let mut never = Vec::new();
+    for first in (INITIAL_DAYS..rows.len()).step_by(PERIOD_DAYS) {
+        let last = (first + PERIOD_DAYS).min(rows.len());
+        let (records, truths): (Vec<_>, Vec<_>) = rows[first..last]
             .iter()
-            .zip(&values)
-            .map(|(h, v)| {
-                let value = v
-                    .parse::<f64>()
-                    .map(serde_json::Value::from)
-                    .unwrap_or(serde_json::Value::Null);
-                (h.to_string(), value)
-            })
-            .collect();
-        let (status, answer) = post(
-            "/invocations".to_string(),
-            serde_json::json!({ "dataframe_records": [record] }),
+            .map(|l| day_record(&header, l))
+            .unzip();
+        let (_, answer) = post(
+            quiet_app.clone(),
+            format!("/invocations?model={model}&version={first_version}"),
+            serde_json::json!({ "dataframe_records": records }),
         )
         .await?;
-        if !status.is_success() {
-            return Err(anyhow!("scoring a held-out day failed: {answer}"));
-        }
-        let truth = values.get(label).copied().unwrap_or_default();
-        if answer["predictions"][0]["label"] == truth {
-            correct += 1;
-        }
-        version = answer["model_version"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        feedback.push(serde_json::json!({
-            "request_id": answer["request_id"], "row": 0, "label": truth
-        }));
+        let correct = truths
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| answer["predictions"][*i]["label"] == t.as_str())
+            .count();
+        never.push(correct as f64 / truths.len().max(1) as f64);
     }
-    let seconds = started.elapsed().as_secs_f64();
-    // A client's typo: a clear 422 naming the field, captured like every request.
-    let (_, rejected_example) = post(
-        "/invocations".to_string(),
-        serde_json::json!({"dataframe_records": [{"temprature": 21.0}]}),
-    )
-    .await?;
-    let feedback_labels = feedback.len();
-    let (status, answer) = post(
-        format!("/v2/models/{model}/feedback"),
-        serde_json::json!({ "feedback": feedback }),
-    )
-    .await?;
-    if !status.is_success() {
-        return Err(anyhow!("posting feedback failed: {answer}"));
-    }
-    state.capture.flush().await;
-    Ok(ScoreReport {
-        model: model.to_string(),
-        version,
-        requests: served.len(),
-        rows_served: served.len(),
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let accuracies: Vec<f64> = periods.iter().map(|r| r.accuracy).collect();
+    Ok(StreamReport {
+        days: rows.len() - INITIAL_DAYS,
+        mean_accuracy: mean(&accuracies),
+        never_retrained_accuracy: mean(&never),
+        retrains: periods.iter().filter(|r| r.retrain == "sent").count(),
+        promoted: periods.iter().filter(|r| r.promoted == Some(true)).count(),
+        periods,
         seconds,
-        mean_latency_us: seconds * 1e6 / served.len().max(1) as f64,
-        accuracy: correct as f64 / served.len().max(1) as f64,
         rejected_example,
         captured: state.capture.stats().written,
         feedback_labels,
+        last_report,
     })
 }
 
@@ -181,8 +383,21 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
     let spec = ctx
         .put_spec(WEATHER_SPEC, "the bundled weather spec")
         .await?;
-    let raw = ObjectKey::new(format!("raw/{}/weather_noaa.csv", spec.dataset.name))?;
-    ctx.store.put(&raw, Bytes::from_static(WEATHER_CSV)).await?;
+    // The first five years train the first model; the rest of the stream arrives as traffic.
+    let initial: Vec<u8> = {
+        let text = std::str::from_utf8(WEATHER_CSV)?;
+        let mut out = String::new();
+        for line in text.lines().take(INITIAL_DAYS + 1) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.into_bytes()
+    };
+    let raw = ObjectKey::new(format!(
+        "raw/{}/weather_noaa_first_5_years.csv",
+        spec.dataset.name
+    ))?;
+    ctx.store.put(&raw, Bytes::from(initial)).await?;
 
     let started = Instant::now();
     let dataset = ctx.ingest_key(raw.clone(), None).await?;
@@ -256,6 +471,10 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         .map(|h| h.detail.clone())
         .ok_or_else(|| anyhow!("the challenger was not decided: {challenger_run:?}"))?;
     handled.extend(challenger_run);
+    // The experiment is over: the model's spec goes back to all features, so retraining
+    // (and the monitor's "spec changed" rule) sees the spec production was trained with.
+    ctx.put_spec(WEATHER_SPEC, "the bundled weather spec")
+        .await?;
     // An operator overrides the rule by hand, then thinks better of it.
     let deploy = ctx.deploy_handler(ctx.queues.named(DEPLOYMENTS).await?);
     let challenger_version = challenger["version"]
@@ -283,8 +502,36 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow!("{}", e.reason()))?;
     let registry = after;
-    let holdout_days = runs.first().map(|r| r.holdout_rows).unwrap_or(1000);
-    let scoring = score_holdout(ctx, &spec.model.name, holdout_days).await?;
+    if !ctx.json {
+        print!(
+            "{}",
+            render(&DemoHead {
+                dataset: &dataset,
+                ingest_seconds,
+                redelivery: &redelivery,
+                runs: &runs,
+                pipeline_seconds,
+                first_rejected: &first_rejected,
+                schema: &schema,
+                profile: &profile,
+                champion: &champion,
+                challenger: &challenger,
+                registry: &registry,
+            })
+        );
+        println!(
+            "7. the loop   the next {} days arrive one request a day through the score router (capture on);\n             each year's true labels are posted as feedback, the monitor compares the year with the\n             live version's baseline, and a breach retrains through the queues (deploy rule decides):\n",
+            WEATHER_CSV
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                .saturating_sub(1 + INITIAL_DAYS)
+        );
+    }
+    let stream = play_stream(ctx, &spec.model.name).await?;
+    let registry = RegistryStore::new(ctx.store.clone())
+        .get(&spec.model.name)
+        .await?;
 
     let stats = ctx.queue_stats().await?;
     let report = DemoReport {
@@ -302,13 +549,13 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         champion,
         challenger,
         registry,
-        scoring,
+        stream,
     };
-    emit(ctx.json, &report, |r| render(r, &stats));
+    emit(ctx.json, &report, |r| render_tail(r, store_url, &stats));
     Ok(())
 }
 
-fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> String {
+fn render(r: &DemoHead<'_>) -> String {
     let d = &r.dataset;
     let prefix = format!("datasets/{}/{}", d.dataset, d.version);
     let mut s = format!(
@@ -324,7 +571,7 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
         d.rows,
         d.rejected,
     );
-    for row in &r.first_rejected {
+    for row in r.first_rejected {
         let reasons: Vec<String> = row["reasons"]
             .as_array()
             .into_iter()
@@ -366,7 +613,7 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
             shares.join(", ")
         ));
     }
-    for run in &r.runs {
+    for run in r.runs {
         s.push_str(&format!(
             "2. preprocess run {} ({:.2}s): time-ordered split {} train / {} holdout rows,\n             {} features fitted on the training split only → runs/{}/\n",
             run.run_id, r.pipeline_seconds, run.train_rows, run.holdout_rows, run.features, run.run_id
@@ -385,7 +632,7 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
         }
     ));
     let reg = &r.registry;
-    if let Some(v) = reg.versions.get(&r.champion) {
+    if let Some(v) = reg.versions.get(r.champion) {
         s.push_str(&format!(
             "4. train      {} {}: logistic regression by L-BFGS → models/{}/{}/\n   evaluate   on the {} held-out days: {}\n   deploy     promoted (first version)\n",
             reg.model,
@@ -407,15 +654,45 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
         reg.model,
         reg.production.as_deref().unwrap_or("none"),
     ));
-    let sc = &r.scoring;
+    s.push('\n');
+    s
+}
+
+fn render_tail(
+    r: &DemoReport,
+    store_url: &str,
+    stats: &[(Stage, lambdaml::queue::QueueStats)],
+) -> String {
+    let st = &r.stream;
+    let every = st.periods.len();
+    let mut s = format!(
+        "\n   {} days in {} yearly periods ({:.1}s): mean accuracy {:.4} with {} retrains ({} promoted);\n   the first version never retrained: {:.4}; retraining every year would be {} retrains.\n",
+        st.days,
+        every,
+        st.seconds,
+        st.mean_accuracy,
+        st.retrains,
+        st.promoted,
+        st.never_retrained_accuracy,
+        every
+    );
     s.push_str(&format!(
-        "7. score      {} held-out days served one request each through the score router (POST /invocations):\n             version {}, accuracy {:.4}, {:.0} µs per request in-process ({:.2}s)\n             {} requests captured → captures/{}/…, {} true labels posted → feedback/{}/…\n",
-        sc.requests, sc.version, sc.accuracy, sc.mean_latency_us, sc.seconds, sc.captured, sc.model, sc.feedback_labels, sc.model
+        "   {} requests captured → captures/weather-rain/…, {} true labels → feedback/weather-rain/…\n",
+        st.captured, st.feedback_labels
     ));
     s.push_str(&format!(
-        "             a typo is refused with 422: {}\n\n",
-        sc.rejected_example["error"].as_str().unwrap_or_default()
+        "   a typo is refused with 422: {}\n",
+        st.rejected_example["error"].as_str().unwrap_or_default()
     ));
+    let html = match store_url.strip_prefix("file://") {
+        Some(root) => std::path::Path::new(root)
+            .join(&st.last_report)
+            .display()
+            .to_string(),
+        None => st.last_report.clone(),
+    };
+    s.push_str(&format!("   last report: {html}\n\n"));
+    let reg = &r.registry;
     s.push_str("model versions:\n");
     let mut versions: Vec<_> = reg.versions.values().collect();
     versions.sort_by_key(|v| v.number);
@@ -430,7 +707,7 @@ fn render(r: &DemoReport, stats: &[(Stage, lambdaml::queue::QueueStats)]) -> Str
     }
     s.push('\n');
     s.push_str(&render_stats(stats));
-    s.push_str("\nInspect: lambdaml models history weather-rain · lambdaml datasets show weather · lambdaml queues\nServe:   lambdaml serve   then   curl 127.0.0.1:8080/v2/models/weather-rain   (its inputs; README shows a request)\n");
+    s.push_str("\nInspect: lambdaml report --model weather-rain --open · lambdaml models history weather-rain · lambdaml queues\nServe:   lambdaml serve   then   curl 127.0.0.1:8080/v2/models/weather-rain   (its inputs; README shows a request)\n");
     s
 }
 

@@ -9,6 +9,7 @@
 mod commands;
 mod demo;
 mod models;
+mod monitor;
 mod output;
 mod serve;
 
@@ -78,6 +79,11 @@ pub enum Command {
     Predict(serve::PredictArgs),
     /// Store ground-truth labels for scored requests (by request id) for the monitor.
     Feedback(serve::FeedbackArgs),
+    /// Compare a window of live traffic and feedback with the production baseline: drift,
+    /// data quality, performance; retrain on a breach.
+    Monitor(monitor::MonitorArgs),
+    /// Show (or --open) the newest monitoring report of a model.
+    Report(monitor::ReportArgs),
 }
 
 #[tokio::main]

@@ -338,6 +338,7 @@ pub async fn feedback(ctx: &Ctx, args: FeedbackArgs) -> Result<()> {
         model.classes.as_deref(),
         &serde_json::json!({ "feedback": items }),
         "cli",
+        &lambdaml::capture::now_millis(),
     )
     .map_err(|e| {
         let details: Vec<String> = e

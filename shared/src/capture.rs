@@ -209,7 +209,47 @@ fn object_key(dir: &str) -> Result<ObjectKey, StoreError> {
 
 /// The current time, RFC 3339 with milliseconds.
 pub fn now_millis() -> String {
-    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    millis(Utc::now())
+}
+
+/// `at` as capture records write times: RFC 3339, milliseconds, UTC.
+pub fn millis(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Where the score function reads the time from: the system clock, or a simulated one
+/// (the demo replays fifty years of days).
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    /// A clock reading `now`.
+    pub fn new(now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(now))
+    }
+
+    /// The time.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", millis(self.now()))
+    }
+}
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Clock::new(Utc::now)
+}
+
+/// The time an RFC 3339 string names, or now when it names none.
+fn time_of(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|_| Utc::now())
 }
 
 impl CaptureWriter {
@@ -275,7 +315,8 @@ impl CaptureWriter {
             }
         };
         line.push(b'\n');
-        let hour = Utc::now().timestamp().div_euclid(3600);
+        // Partitioned by the record's own time, so a folder holds the records of its hour.
+        let hour = time_of(&record.timestamp).timestamp().div_euclid(3600);
         let mut buffers = self
             .buffers
             .lock()
@@ -408,7 +449,11 @@ pub async fn write_feedback(
             lines.push(b'\n');
         }
     }
-    let key = object_key(&hour_prefix("feedback", model, Utc::now()))?;
+    let at = records
+        .first()
+        .map(|r| time_of(&r.received_at))
+        .unwrap_or_else(Utc::now);
+    let key = object_key(&hour_prefix("feedback", model, at))?;
     store.put(&key, Bytes::from(lines)).await?;
     Ok(key)
 }
@@ -416,7 +461,7 @@ pub async fn write_feedback(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MemoryStore, ObjectStoreExt};
+    use crate::store::MemoryStore;
 
     fn record(id: usize, status: u16) -> CaptureRecord {
         CaptureRecord {

@@ -599,7 +599,7 @@ fn type_word(kind: ColumnType) -> &'static str {
 
 /// Reads a numeric feature given as text (CSV requests): numbers, and for booleans the
 /// usual words.
-fn parse_numeric_text(text: &str, kind: ColumnType) -> Option<f64> {
+pub fn parse_numeric_text(text: &str, kind: ColumnType) -> Option<f64> {
     let t = text.trim();
     if kind == ColumnType::Boolean {
         match t.to_ascii_lowercase().as_str() {
@@ -612,7 +612,7 @@ fn parse_numeric_text(text: &str, kind: ColumnType) -> Option<f64> {
 }
 
 /// Formats a number as ingest stores an integer-valued category ("3", not "3.0").
-fn format_number(x: f64) -> String {
+pub fn format_number(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{}", x as i64)
     } else {

@@ -8,6 +8,7 @@
 //! - The glue every function uses: [`stage`] (handler errors, draining queues locally),
 //!   [`lambda`] (Lambda event shapes: direct, S3, SQS, batch failures) and [`telemetry`].
 
+pub mod baseline;
 pub mod capture;
 pub mod config;
 pub mod dataset;

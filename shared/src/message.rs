@@ -116,9 +116,37 @@ pub struct DeployRequest {
 }
 
 /// The stage-specific part of a message.
+/// What the monitor sends the ingest queue on a breach: build a new dataset version from the
+/// captured rows and their feedback labels (plus older data) and run the normal pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainRequest {
+    /// The model (`model_name`: the envelope's `model` is the message's own).
+    #[serde(rename = "model_name")]
+    pub model: String,
+    /// Its dataset.
+    pub dataset: String,
+    /// Why: the breach, in words.
+    pub reason: String,
+    /// The labelled captured rows (CSV, header = input features + label), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled: Option<ObjectKey>,
+    /// The dataset version the production model was trained on: the older data.
+    pub base_dataset_version: String,
+    /// Keep the most recent `window_rows` rows (`sliding`) or everything (`all`).
+    pub data: crate::spec::RetrainData,
+    /// Rows a sliding window keeps.
+    pub window_rows: usize,
+    /// The monitoring report that decided it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ObjectKey>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "stage", rename_all = "snake_case")]
 pub enum StageMessage {
+    /// Build a retraining dataset version (handled by ingest).
+    Retrain(RetrainRequest),
     /// For ingest.
     Ingest(IngestRequest),
     /// For preprocess.
@@ -135,7 +163,7 @@ impl StageMessage {
     /// The stage this message is addressed to.
     pub fn stage(&self) -> Stage {
         match self {
-            StageMessage::Ingest(_) => Stage::Ingest,
+            StageMessage::Ingest(_) | StageMessage::Retrain(_) => Stage::Ingest,
             StageMessage::Preprocess(_) => Stage::Preprocess,
             StageMessage::Train(_) => Stage::Train,
             StageMessage::Evaluate(_) => Stage::Evaluate,

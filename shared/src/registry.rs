@@ -359,7 +359,6 @@ impl RegistryStore {
 
     /// The names of the models that have a registry document, sorted.
     pub async fn models(&self) -> Result<Vec<String>, RegistryError> {
-        use crate::store::ObjectStoreExt;
         let mut names: Vec<String> = self
             .store
             .list_all("registry/")

@@ -4,13 +4,16 @@
 //! (the champion), if any, is scored on the very same holdout rows — read from the dataset
 //! version and transformed by the champion's own fitted pipeline — so the comparison is
 //! fair even when the two were trained on different data or features. The result goes to
-//! `models/<model>/<version>/evaluation.json`; the version is registered as a candidate with
+//! `models/<model>/<version>/evaluation.json`, after the version's monitoring baseline
+//! (`baseline.json`: the run's training profile plus the holdout predictions and metrics);
+//! the version is registered as a candidate with
 //! its metrics; deploy is asked to decide.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use lambdaml::baseline::{Baseline, FeatureReference, PredictionBaseline, baseline_key};
 use lambdaml::dataset::read_parquet;
 use lambdaml::features::LabelEncoding;
 use lambdaml::matrix::Matrix;
@@ -94,10 +97,19 @@ pub fn scalar_metrics(m: &Metrics) -> BTreeMap<String, f64> {
 
 /// Metrics of `model` on `matrix` (labels encoded by `label`).
 pub fn score(model: &Model, label: &LabelEncoding, matrix: &Matrix) -> Result<Metrics, StageError> {
+    Ok(score_with_outputs(model, label, matrix)?.0)
+}
+
+/// Metrics of `model` on `matrix`, and its outputs (row-major probabilities or values).
+pub fn score_with_outputs(
+    model: &Model,
+    label: &LabelEncoding,
+    matrix: &Matrix,
+) -> Result<(Metrics, Vec<f64>), StageError> {
     let predictions = model
         .predict_rows(&matrix.x, matrix.rows)
         .map_err(permanent)?;
-    Ok(match (model.arch.task, label) {
+    let metrics = match (model.arch.task, label) {
         (TaskKind::Regression, _) | (_, LabelEncoding::Regression { .. }) => {
             let truth: Vec<f64> = matrix.y.iter().map(|v| f64::from(*v)).collect();
             Metrics::Regression(metrics::regression(&truth, &predictions))
@@ -106,7 +118,8 @@ pub fn score(model: &Model, label: &LabelEncoding, matrix: &Matrix) -> Result<Me
             let truth: Vec<usize> = matrix.y.iter().map(|v| *v as usize).collect();
             Metrics::Classification(metrics::classification(&truth, &predictions, classes))
         }
-    })
+    };
+    Ok((metrics, predictions))
 }
 
 impl Evaluate {
@@ -199,7 +212,11 @@ impl Evaluate {
         let holdout_key = run.artifacts.get("holdout").cloned().unwrap_or_default();
         let holdout = Matrix::from_safetensors(&self.store.get(&key(holdout_key)?).await?.bytes)
             .map_err(permanent)?;
-        let metrics = score(&net, &manifest.pipeline.label, &holdout)?;
+        let (metrics, outputs) = score_with_outputs(&net, &manifest.pipeline.label, &holdout)?;
+        self.write_baseline(
+            model, version, &manifest, &run, &holdout, &metrics, &outputs,
+        )
+        .await?;
 
         let registry = RegistryStore::new(self.store.clone())
             .load(model)
@@ -252,6 +269,60 @@ impl Evaluate {
         }
         info!(%model, %version, "evaluated");
         Ok(evaluation)
+    }
+
+    /// Writes `baseline.json` (once): the run's training profile, the holdout predictions
+    /// and metrics.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_baseline(
+        &self,
+        model: &str,
+        version: &str,
+        manifest: &ModelManifest,
+        run: &RunManifest,
+        holdout: &Matrix,
+        metrics: &Metrics,
+        outputs: &[f64],
+    ) -> Result<(), StageError> {
+        let reference = match run.artifacts.get("reference") {
+            Some(k) => {
+                self.store
+                    .get_json::<FeatureReference>(&key(k.clone())?)
+                    .await?
+            }
+            None => {
+                return Err(permanent(format!(
+                    "run {} has no training profile (reference.json); preprocess it again",
+                    run.run_id
+                )));
+            }
+        };
+        let classes = match &manifest.pipeline.label {
+            LabelEncoding::Classes { classes, .. } => Some(classes.as_slice()),
+            LabelEncoding::Regression { .. } => None,
+        };
+        let baseline = Baseline {
+            model: model.to_string(),
+            version: version.to_string(),
+            run_id: run.run_id.clone(),
+            train_rows: reference.rows,
+            holdout_rows: holdout.rows as u64,
+            features: reference.features,
+            prediction: PredictionBaseline::from_outputs(classes, outputs),
+            metrics: scalar_metrics(metrics),
+            created_at: lambdaml::now_rfc3339(),
+        };
+        match self
+            .store
+            .put_if_absent(
+                &key(baseline_key(model, version))?,
+                to_json_bytes(&baseline),
+            )
+            .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Scores the champion on the challenger run's holdout rows, through the champion's own

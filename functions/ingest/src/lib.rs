@@ -20,12 +20,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use lambdaml::dataset::{
-    DatasetManifest, Format, IngestConfig, SourceInfo, ingest_file, version_prefix,
+    DatasetManifest, Format, IngestConfig, SourceInfo, ingest_file, read_parquet, version_prefix,
 };
 use lambdaml::lambda::S3Object;
-use lambdaml::message::{IngestRequest, Message, PreprocessRequest, Stage, StageMessage};
+use lambdaml::message::{
+    IngestRequest, Message, PreprocessRequest, RetrainRequest, Stage, StageMessage,
+};
 use lambdaml::queue::Queue;
 use lambdaml::run::spec_snapshot_key;
+use lambdaml::spec::RetrainData;
 use lambdaml::spec::{ModelSpec, is_valid_name};
 use lambdaml::stage::{StageError, StageHandler};
 use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes};
@@ -269,6 +272,55 @@ impl Ingest {
         })
     }
 
+    /// Builds a retraining dataset version (see [`RetrainRequest`]): the base version's rows,
+    /// then the labelled captured rows, cut to the most recent `window_rows` for a sliding
+    /// window, written as `retrain/<dataset>/<model>-<hash>.csv` (outside `raw/`, so no
+    /// bucket notification ingests it a second time) and ingested as any raw file. The key
+    /// is a content hash: a redelivered message makes the same file and the same version.
+    #[instrument(skip(self), fields(model = %request.model, reason = %request.reason))]
+    pub async fn retrain(&self, request: &RetrainRequest) -> Result<IngestOutcome, StageError> {
+        let prefix = version_prefix(&request.dataset, &request.base_dataset_version);
+        let data_key = ObjectKey::new(format!("{prefix}/data.parquet")).map_err(permanent)?;
+        let dir = tempfile::tempdir().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let base_path = dir.path().join("base.parquet");
+        self.download(&data_key, &base_path).await?;
+        let labelled = match &request.labelled {
+            Some(k) => Some(self.store.get(k).await.map_err(|e| match e {
+                StoreError::NotFound(_) => permanent(format!("labelled rows {k} do not exist")),
+                other => other.into(),
+            })?),
+            None => None,
+        };
+        let out_path = dir.path().join("retrain.csv");
+        let (data, window) = (request.data, request.window_rows);
+        let out = out_path.clone();
+        let (rows, sha) = tokio::task::spawn_blocking(move || {
+            build_retrain_csv(
+                &base_path,
+                labelled.as_ref().map(|o| o.bytes.as_ref()),
+                data,
+                window,
+                &out,
+            )
+        })
+        .await
+        .map_err(|e| StageError::Retryable(format!("retrain task failed: {e}")))??;
+        let key = ObjectKey::new(format!(
+            "retrain/{}/{}-{}.csv",
+            request.dataset,
+            request.model,
+            &sha[..16]
+        ))
+        .map_err(permanent)?;
+        self.store.put_file(&key, &out_path).await?;
+        info!(%key, rows, "retraining data built");
+        self.ingest(&IngestRequest {
+            key,
+            dataset: Some(request.dataset.clone()),
+        })
+        .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn write_version(
         &self,
@@ -379,6 +431,77 @@ impl Ingest {
     }
 }
 
+/// Writes the retraining CSV; returns (rows, sha256 hex of the file).
+fn build_retrain_csv(
+    base: &Path,
+    labelled: Option<&[u8]>,
+    data: RetrainData,
+    window_rows: usize,
+    out: &Path,
+) -> Result<(usize, String), StageError> {
+    let table = read_parquet(base).map_err(permanent)?;
+    let base_rows = table.columns.first().map(column_len).unwrap_or(0);
+    let mut extra: Vec<Vec<String>> = Vec::new();
+    if let Some(bytes) = labelled {
+        let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| permanent(format!("labelled rows: {e}")))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let index: Vec<Option<usize>> = table
+            .names
+            .iter()
+            .map(|n| header.iter().position(|h| h == n))
+            .collect();
+        for record in reader.records() {
+            let record = record.map_err(|e| permanent(format!("labelled rows: {e}")))?;
+            extra.push(
+                index
+                    .iter()
+                    .map(|i| i.and_then(|i| record.get(i)).unwrap_or("").to_string())
+                    .collect(),
+            );
+        }
+    }
+    let total = base_rows + extra.len();
+    let skip = match data {
+        RetrainData::Sliding => total.saturating_sub(window_rows),
+        RetrainData::All => 0,
+    };
+    let file = std::fs::File::create(out).map_err(|e| StageError::Retryable(e.to_string()))?;
+    let mut writer = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    let io = |e: csv::Error| StageError::Retryable(e.to_string());
+    writer.write_record(&table.names).map_err(io)?;
+    for row in skip.min(base_rows)..base_rows {
+        writer
+            .write_record(
+                table
+                    .columns
+                    .iter()
+                    .map(|c| c.text(row).unwrap_or_default()),
+            )
+            .map_err(io)?;
+    }
+    for row in extra.iter().skip(skip.saturating_sub(base_rows)) {
+        writer.write_record(row).map_err(io)?;
+    }
+    writer
+        .flush()
+        .map_err(|e| StageError::Retryable(e.to_string()))?;
+    drop(writer);
+    let bytes = std::fs::read(out).map_err(|e| StageError::Retryable(e.to_string()))?;
+    Ok((total - skip, lambdaml::sha256_hex(&bytes)))
+}
+
+fn column_len(c: &lambdaml::dataset::Column) -> usize {
+    match c {
+        lambdaml::dataset::Column::Numeric(v) => v.len(),
+        lambdaml::dataset::Column::Categorical { codes, .. } => codes.len(),
+    }
+}
+
 #[async_trait]
 impl StageHandler for Ingest {
     fn stage(&self) -> Stage {
@@ -389,6 +512,10 @@ impl StageHandler for Ingest {
         match message.body {
             StageMessage::Ingest(request) => {
                 let outcome = self.ingest(&request).await?;
+                serde_json::to_value(outcome).map_err(permanent)
+            }
+            StageMessage::Retrain(request) => {
+                let outcome = self.retrain(&request).await?;
                 serde_json::to_value(outcome).map_err(permanent)
             }
             other => Err(permanent(format!("ingest got a {} message", other.stage()))),

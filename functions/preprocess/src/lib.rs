@@ -3,7 +3,9 @@
 //! For one model spec and one dataset version, preprocess splits the rows into train and
 //! holdout (seeded random, or time-ordered), fits the [`FeaturePipeline`] on the training
 //! split only, encodes both splits as safetensors design matrices, and writes
-//! `runs/<run>/{spec.toml, pipeline.json, split.json, train.safetensors, holdout.safetensors}` with
+//! `runs/<run>/{spec.toml, pipeline.json, split.json, reference.json, train.safetensors,
+//! holdout.safetensors}` (`reference.json`: the training profile of every input, the
+//! monitor's baseline) with
 //! `manifest.json` last. The run id derives from the dataset version and the spec's bytes,
 //! so a redelivered message finds the run complete and only re-sends the train message
 //! (training is idempotent too).
@@ -13,6 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use lambdaml::baseline::FeatureReference;
 use lambdaml::dataset::{DatasetManifest, Schema, read_parquet, version_prefix};
 use lambdaml::features::{FeaturePipeline, split_rows};
 use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage, TrainRequest};
@@ -179,7 +182,7 @@ impl Preprocess {
         drop(data);
 
         let spec_owned = spec.clone();
-        let (pipeline, train, holdout, split) = tokio::task::spawn_blocking(move || {
+        let (pipeline, train, holdout, split, reference) = tokio::task::spawn_blocking(move || {
             let table = read_parquet(&data_path).map_err(permanent)?;
             let (train_rows, holdout_rows) = split_rows(&spec_owned, &table).map_err(permanent)?;
             let pipeline = FeaturePipeline::fit(&spec_owned, &schema, &table, &train_rows)
@@ -190,18 +193,19 @@ impl Preprocess {
             let holdout = pipeline
                 .transform_table(&table, &holdout_rows)
                 .map_err(permanent)?;
+            let reference = FeatureReference::build(&pipeline, &table, &train_rows);
             let split = Split {
                 train: train_rows,
                 holdout: holdout_rows,
             };
-            Ok::<_, StageError>((pipeline, train, holdout, split))
+            Ok::<_, StageError>((pipeline, train, holdout, split, reference))
         })
         .await
         .map_err(|e| StageError::Retryable(format!("preprocess task failed: {e}")))??;
 
         let run_key = |name: &str| ObjectKey::new(format!("runs/{run}/{name}")).map_err(permanent);
         let mut artifacts = BTreeMap::new();
-        let writes: [(&str, &str, Bytes); 5] = [
+        let writes: [(&str, &str, Bytes); 6] = [
             (
                 "split",
                 "split.json",
@@ -209,6 +213,7 @@ impl Preprocess {
             ),
             ("spec", "spec.toml", spec_bytes),
             ("pipeline", "pipeline.json", to_json_bytes(&pipeline)),
+            ("reference", "reference.json", to_json_bytes(&reference)),
             (
                 "train",
                 "train.safetensors",

@@ -37,8 +37,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use lambdaml::capture::{
-    CaptureConfig, CaptureRecord, CaptureWriter, CapturedValue, FeedbackRecord, now_millis,
-    write_feedback,
+    CaptureConfig, CaptureRecord, CaptureWriter, CapturedValue, Clock, FeedbackRecord, millis,
+    system_clock, write_feedback,
 };
 use lambdaml::features::RawValue;
 use lambdaml::store::ObjectStore;
@@ -173,6 +173,8 @@ pub struct ScoreState {
     pub capture: Arc<CaptureWriter>,
     /// Counters.
     pub metrics: Metrics,
+    /// Where request times come from.
+    pub clock: Clock,
     started: Instant,
     cold_start: OnceLock<f64>,
     first_request: AtomicBool,
@@ -181,7 +183,19 @@ pub struct ScoreState {
 impl ScoreState {
     /// The state over `store`; `started` is when the process started.
     pub fn new(store: Arc<dyn ObjectStore>, config: ScoreConfig, started: Instant) -> Arc<Self> {
+        Self::with_clock(store, config, started, system_clock())
+    }
+
+    /// The state with request times from `clock` (capture timestamps and partitions, feedback
+    /// times).
+    pub fn with_clock(
+        store: Arc<dyn ObjectStore>,
+        config: ScoreConfig,
+        started: Instant,
+        clock: Clock,
+    ) -> Arc<Self> {
         Arc::new(ScoreState {
+            clock,
             cache: ModelCache::new(store.clone(), config.refresh, config.lru),
             capture: Arc::new(CaptureWriter::new(store.clone(), config.capture.clone())),
             metrics: Metrics::default(),
@@ -761,7 +775,7 @@ impl<'a> Call<'a> {
         Call {
             state,
             request_id: new_request_id(),
-            timestamp: now_millis(),
+            timestamp: millis(state.clock.now()),
             started: Instant::now(),
             protocol,
             model: None,
@@ -1186,8 +1200,9 @@ pub fn feedback_records(
     classes: Option<&[String]>,
     body: &Value,
     source: &str,
+    received_at: &str,
 ) -> Result<Vec<FeedbackRecord>, ApiError> {
-    let received_at = now_millis();
+    let received_at = received_at.to_string();
     let mut out = Vec::new();
     let mut errors = Errors::default();
     let mut add =
@@ -1327,7 +1342,12 @@ async fn feedback(
         }
         let model = state.production(&model_name).await?;
         let json = parse_json(&bytes)?;
-        let records = feedback_records(model.classes.as_deref(), &json, "http")?;
+        let records = feedback_records(
+            model.classes.as_deref(),
+            &json,
+            "http",
+            &millis(state.clock.now()),
+        )?;
         let key = write_feedback(state.store.as_ref(), &model.name, &records)
             .await
             .map_err(|e| ApiError::internal(format!("writing feedback: {e}")))?;
@@ -1395,6 +1415,7 @@ mod tests {
             Some(&classes),
             &serde_json::json!({"request_id": "r1", "labels": [1, "0"]}),
             "http",
+            "2026-01-01T00:00:00.000Z",
         )
         .unwrap();
         assert_eq!(ok.len(), 2);
@@ -1404,6 +1425,7 @@ mod tests {
             Some(&classes),
             &serde_json::json!({"feedback": [{"request_id": "r", "label": "2"}, {"label": "1"}]}),
             "http",
+            "2026-01-01T00:00:00.000Z",
         )
         .unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -1414,6 +1436,7 @@ mod tests {
             None,
             &serde_json::json!({"request_id": "r", "label": "x"}),
             "cli",
+            "2026-01-01T00:00:00.000Z",
         )
         .unwrap_err();
         assert!(e.error.contains("regression"), "{}", e.error);

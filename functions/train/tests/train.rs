@@ -13,7 +13,7 @@ use lambdaml::message::{
 use lambdaml::queue::{DEPLOYMENTS, Queues, open_queues};
 use lambdaml::registry::{Action, RegistryStore, VersionStatus};
 use lambdaml::stage::{DrainOptions, Handled, StageError, StageHandler, drain, with_deadline};
-use lambdaml::store::{MemoryStore, ObjectKey, ObjectStore, ObjectStoreExt};
+use lambdaml::store::{MemoryStore, ObjectKey, ObjectStore};
 use lambdaml_deploy::Deploy;
 use lambdaml_evaluate::Evaluate;
 use lambdaml_ingest::Ingest;

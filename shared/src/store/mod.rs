@@ -250,14 +250,9 @@ pub trait ObjectStore: Send + Sync + Debug {
         limit: usize,
     ) -> Result<ListPage, StoreError>;
 
-    /// The URL this store was opened from, for messages and logs.
-    fn url(&self) -> String;
-}
-
-/// Conveniences built from the port's primitives.
-#[async_trait]
-pub trait ObjectStoreExt: ObjectStore {
     /// Every object under `prefix`, following pagination.
+    /// Adapters that can list everything in one go (the file store walks its tree once)
+    /// override this; the default pages through [`ObjectStore::list_page`].
     async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let mut out = Vec::new();
         let mut token = None;
@@ -271,6 +266,13 @@ pub trait ObjectStoreExt: ObjectStore {
         }
     }
 
+    /// The URL this store was opened from, for messages and logs.
+    fn url(&self) -> String;
+}
+
+/// Conveniences built from the port's primitives.
+#[async_trait]
+pub trait ObjectStoreExt: ObjectStore {
     /// Writes an immutable artifact: succeeds when the object is new, or when the same
     /// bytes are already there (a redelivered message rewrites nothing); fails when
     /// different bytes are there, since artifacts are never overwritten.

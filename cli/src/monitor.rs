@@ -1,0 +1,220 @@
+//! `lambdaml monitor` and `lambdaml report`.
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use lambdaml::message::Stage;
+use lambdaml_monitor::report::Report;
+use lambdaml_monitor::{Monitor, MonitorRequest};
+
+use crate::commands::{Ctx, render_handled};
+use crate::output::emit;
+
+/// `lambdaml monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// The model.
+    #[arg(long)]
+    pub model: String,
+    /// The window's length, ending at --at (default: the spec's schedule period), e.g. 24h, 7d.
+    #[arg(long)]
+    pub window: Option<String>,
+    /// Explicit window start (RFC 3339), with --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Explicit window end (RFC 3339), exclusive.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// The evaluation time (RFC 3339; default now).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Report only: never send a retrain message.
+    #[arg(long)]
+    pub no_retrain: bool,
+    /// After a retrain message is sent, run the pipeline it starts (drain the queues).
+    #[arg(long)]
+    pub run: bool,
+}
+
+/// `lambdaml report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The model.
+    #[arg(long)]
+    pub model: String,
+    /// Open the HTML report in the browser.
+    #[arg(long)]
+    pub open: bool,
+}
+
+/// A report in a few lines.
+pub fn summary(r: &Report, html: &str) -> String {
+    let mut s = format!(
+        "{} version {} · window {} → {}\n",
+        r.model, r.version, r.window.from, r.window.to
+    );
+    let p = &r.processing;
+    s.push_str(&format!(
+        "  traffic: {} requests, {} rows, error rate {:.2} %, latency p50 {} p99 {} ms\n",
+        p.requests,
+        p.rows,
+        100.0 * p.error_rate,
+        p.latency_ms
+            .get("p50")
+            .map_or("-".into(), |v| format!("{v:.2}")),
+        p.latency_ms
+            .get("p99")
+            .map_or("-".into(), |v| format!("{v:.2}")),
+    ));
+    let d = &r.data_drift;
+    let drifted: Vec<String> = d
+        .features
+        .iter()
+        .filter(|f| f.drifted)
+        .map(|f| {
+            format!(
+                "{} ({} {:.3})",
+                f.name,
+                f.method,
+                f.score.unwrap_or(f64::NAN)
+            )
+        })
+        .collect();
+    s.push_str(&format!(
+        "  data drift: {} of {} features (share {:.2}, dataset drift at {:.2}){}{}\n",
+        d.drifted,
+        d.tested,
+        d.drift_share,
+        d.drift_share_threshold,
+        if drifted.is_empty() { "" } else { ": " },
+        drifted.join(", ")
+    ));
+    s.push_str(&format!(
+        "  prediction drift: {}\n",
+        if r.prediction_drift.drifted {
+            "yes"
+        } else {
+            "no"
+        }
+    ));
+    let perf = &r.performance;
+    s.push_str(&format!("  performance ({}): {}\n", perf.status, perf.note));
+    for w in &r.data_quality.warnings {
+        s.push_str(&format!("  data quality: {w}\n"));
+    }
+    if r.verdict.breach {
+        s.push_str(&format!("  BREACH: {}\n", r.verdict.reasons.join("; ")));
+    } else {
+        s.push_str("  no breach\n");
+    }
+    s.push_str(&format!(
+        "  retrain: {} — {}\n",
+        r.retrain.decision, r.retrain.detail
+    ));
+    for n in &r.notes {
+        s.push_str(&format!("  note: {n}\n"));
+    }
+    s.push_str(&format!("  report: {html}\n"));
+    s
+}
+
+/// Where a store key lives on this machine, for a file:// store.
+fn local_path(store_url: &str, key: &str) -> Option<std::path::PathBuf> {
+    let root = store_url.strip_prefix("file://")?;
+    Some(std::path::Path::new(root).join(key))
+}
+
+pub async fn monitor(ctx: &Ctx, store_url: &str, args: MonitorArgs) -> Result<()> {
+    let monitor = Monitor::new(
+        ctx.store.clone(),
+        Some(ctx.queues.get(Stage::Ingest).await?),
+    );
+    let request = MonitorRequest {
+        model: args.model.clone(),
+        window: args.window,
+        from: args.from,
+        to: args.to,
+        at: args.at,
+        retrain: !args.no_retrain,
+    };
+    let outcome = monitor
+        .run(&request)
+        .await
+        .map_err(|e| anyhow!("{}", e.reason()))?;
+    let html = local_path(store_url, &outcome.html_key)
+        .map_or(outcome.html_key.clone(), |p| p.display().to_string());
+    let mut handled = Vec::new();
+    if args.run && outcome.report.retrain.decision == "sent" {
+        handled = ctx.drain().await?;
+    }
+    if ctx.json {
+        emit(
+            true,
+            &serde_json::json!({
+                "report_key": outcome.report_key,
+                "html_key": outcome.html_key,
+                "report": outcome.report,
+                "handled": handled,
+            }),
+            |_| String::new(),
+        );
+    } else {
+        print!("{}", summary(&outcome.report, &html));
+        if !handled.is_empty() {
+            print!("{}", render_handled(&handled));
+        } else if outcome.report.retrain.decision == "sent" {
+            println!(
+                "  the retrain waits on the ingest queue: `lambdaml run` trains and deploys it"
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn report(ctx: &Ctx, store_url: &str, args: ReportArgs) -> Result<()> {
+    let monitor = Monitor::new(ctx.store.clone(), None);
+    let (key, report) = monitor
+        .latest_report(&args.model)
+        .await
+        .map_err(|e| anyhow!("{}", e.reason()))?
+        .ok_or_else(|| {
+            anyhow!(
+                "no monitoring report for {:?} yet: run `lambdaml monitor --model {}` first",
+                args.model,
+                args.model
+            )
+        })?;
+    let html_key = key.replace("/report.json", "/report.html");
+    let html = match local_path(store_url, &html_key) {
+        Some(p) => p,
+        None => {
+            // Another store: copy the page to a local file to open it.
+            let bytes = ctx
+                .store
+                .get(&lambdaml::store::ObjectKey::new(html_key.clone())?)
+                .await?
+                .bytes;
+            let p = std::env::temp_dir().join(format!("lambdaml-{}-report.html", args.model));
+            std::fs::write(&p, &bytes)?;
+            p
+        }
+    };
+    if args.open {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        if let Err(e) = std::process::Command::new(opener).arg(&html).spawn() {
+            eprintln!(
+                "could not start {opener} ({e}); open {} yourself",
+                html.display()
+            );
+        }
+    }
+    emit(
+        ctx.json,
+        &serde_json::json!({"report_key": key, "html": html, "report": report}),
+        |_| summary(&report, &html.display().to_string()),
+    );
+    Ok(())
+}

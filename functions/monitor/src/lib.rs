@@ -1,0 +1,980 @@
+//! The monitor function: how is the production model doing, and does it need retraining?
+//!
+//! For one model and a window of time, the monitor streams the window's capture records
+//! (memory bounded by a row sample, never by the window), joins the feedback labels by
+//! request id and row, and compares it all with the production version's baseline
+//! (`models/<model>/<version>/baseline.json`): data drift per feature and for the dataset,
+//! prediction drift, data quality, live predictive performance and processing performance.
+//! It writes `monitoring/<model>/<run>/report.json` (schema in [`report`]) and a
+//! self-contained `report.html`, returns CloudWatch EMF lines for the drift scores and
+//! verdicts, and on a breach (dataset drift, a performance drop, or a changed spec) sends
+//! the ingest queue a retrain message — unless the spec's cooldown, the daily cap or an
+//! earlier retrain for an overlapping window says no, which the report states.
+//!
+//! Invoked directly with `{"model", "window"?, "from"?, "to"?, "at"?, "retrain"?}`, or by a
+//! schedule (every model in the registry, the window since the previous run's length).
+
+pub mod analysis;
+pub mod html;
+pub mod report;
+pub mod window;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use lambdaml::baseline::{Baseline, baseline_key};
+use lambdaml::capture::{CaptureRecord, CapturedValue, FeedbackRecord};
+use lambdaml::dataset::ColumnType;
+use lambdaml::message::{Message, RetrainRequest, StageMessage};
+use lambdaml::model::ModelManifest;
+use lambdaml::queue::Queue;
+use lambdaml::registry::RegistryStore;
+use lambdaml::run::RunManifest;
+use lambdaml::spec::{ModelSpec, parse_duration_secs};
+use lambdaml::stage::StageError;
+use lambdaml::store::{
+    JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{info, instrument, warn};
+
+use crate::report::{CaptureSummary, FeedbackSummary, Report, RetrainDecision, Verdict, Window};
+use crate::window::{Labelled, VersionMaps, WindowAcc};
+
+/// Rows kept for the drift tests per window (all rows of smaller windows).
+pub const DEFAULT_SAMPLE_ROWS: usize = 1_000_000;
+
+/// A monitoring request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorRequest {
+    /// The model.
+    pub model: String,
+    /// The window's length before `at` (`"24h"`, `"7d"`); default: the spec's schedule rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// Explicit window start (RFC 3339); with `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Explicit window end (RFC 3339), exclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The evaluation time (default: now, or `to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Whether a breach may send a retrain message (false: report only).
+    #[serde(default = "yes")]
+    pub retrain: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl MonitorRequest {
+    /// A request for `model` over the default window ending now.
+    pub fn new(model: impl Into<String>) -> Self {
+        MonitorRequest {
+            model: model.into(),
+            window: None,
+            from: None,
+            to: None,
+            at: None,
+            retrain: true,
+        }
+    }
+}
+
+/// Limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MonitorConfig {
+    /// Rows kept for the drift tests.
+    pub sample_rows: usize,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            sample_rows: DEFAULT_SAMPLE_ROWS,
+        }
+    }
+}
+
+/// What one run produced.
+#[derive(Debug, Clone)]
+pub struct MonitorOutcome {
+    /// The report.
+    pub report: Report,
+    /// Its JSON key.
+    pub report_key: String,
+    /// Its HTML key.
+    pub html_key: String,
+    /// CloudWatch EMF lines (one per run, one per feature).
+    pub emf: Vec<String>,
+}
+
+/// The monitor handler. It needs the store and, to retrain, the ingest queue.
+#[derive(Clone)]
+pub struct Monitor {
+    store: Arc<dyn ObjectStore>,
+    ingest: Option<Arc<dyn Queue>>,
+    config: MonitorConfig,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("store", &self.store.url())
+            .field("ingest", &self.ingest.as_ref().map(|q| q.name()))
+            .finish()
+    }
+}
+
+fn permanent(e: impl std::fmt::Display) -> StageError {
+    StageError::Permanent(e.to_string())
+}
+
+fn key(k: impl Into<String>) -> Result<ObjectKey, StageError> {
+    ObjectKey::new(k).map_err(permanent)
+}
+
+fn parse_time(name: &str, text: &str) -> Result<DateTime<Utc>, StageError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| permanent(format!("{name}: {text:?} is not an RFC 3339 time ({e})")))
+}
+
+/// The length of a schedule expression's period: `rate(1 day)`, `rate(6 hours)`; a cron
+/// expression counts as a day.
+pub fn schedule_period(expr: &str) -> Duration {
+    let inner = expr
+        .trim()
+        .strip_prefix("rate(")
+        .and_then(|s| s.strip_suffix(')'));
+    let Some(inner) = inner else {
+        return Duration::days(1);
+    };
+    let mut parts = inner.split_whitespace();
+    let n: i64 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    match parts.next().unwrap_or("day").trim_end_matches('s') {
+        "minute" => Duration::minutes(n),
+        "hour" => Duration::hours(n),
+        _ => Duration::days(n),
+    }
+}
+
+/// The retrain bookkeeping: `monitoring/<model>/retrain-state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetrainState {
+    /// Retrains sent, oldest first (the last 200).
+    pub retrains: Vec<RetrainEntry>,
+}
+
+/// One retrain sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrainEntry {
+    /// Evaluation time of the run that sent it.
+    pub at: String,
+    /// Its window.
+    pub from: String,
+    /// Its window's end.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+    /// The production version then.
+    pub version: String,
+    /// The report.
+    pub report: String,
+}
+
+struct Found {
+    manifest: ModelManifest,
+    baseline: Baseline,
+    spec: ModelSpec,
+    spec_changed: bool,
+}
+
+impl Monitor {
+    /// A handler over `store`; retrain messages go to `ingest` when given.
+    pub fn new(store: Arc<dyn ObjectStore>, ingest: Option<Arc<dyn Queue>>) -> Self {
+        Monitor {
+            store,
+            ingest,
+            config: MonitorConfig::default(),
+        }
+    }
+
+    /// The same handler with other limits.
+    pub fn with_config(mut self, config: MonitorConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    async fn find(&self, model: &str) -> Result<Found, StageError> {
+        let registry = RegistryStore::new(self.store.clone())
+            .load(model)
+            .await
+            .map_err(permanent)?
+            .map(|(r, _)| r)
+            .ok_or_else(|| permanent(format!("model {model:?} is not in the registry")))?;
+        let version = registry.production.clone().ok_or_else(|| {
+            permanent(format!(
+                "model {model:?} has no production version to monitor"
+            ))
+        })?;
+        let manifest: ModelManifest = self
+            .store
+            .get_json(&key(format!("models/{model}/{version}/manifest.json"))?)
+            .await?;
+        let baseline: Baseline = match self
+            .store
+            .get_json(&key(baseline_key(model, &version))?)
+            .await
+        {
+            Ok(b) => b,
+            Err(JsonError::Store(StoreError::NotFound(_))) => {
+                return Err(permanent(format!(
+                    "{model} version {version} has no baseline.json (evaluated before monitoring existed?); \
+                     evaluate it again to make one"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let run: RunManifest = self
+            .store
+            .get_json(&key(format!("runs/{}/manifest.json", manifest.run_id))?)
+            .await?;
+        let spec_key = run.artifacts.get("spec").cloned().unwrap_or_default();
+        let spec_bytes = self.store.get(&key(spec_key)?).await?.bytes;
+        let spec = ModelSpec::parse(&String::from_utf8_lossy(&spec_bytes)).map_err(permanent)?;
+        // "Rebuild with new features": the live spec differs from the one this version
+        // was trained with.
+        let spec_changed = match self.store.get(&key(format!("specs/{model}.toml"))?).await {
+            Ok(o) => lambdaml::sha256_hex(&o.bytes) != manifest.spec_sha256,
+            Err(StoreError::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Found {
+            manifest,
+            baseline,
+            spec,
+            spec_changed,
+        })
+    }
+
+    /// Keys under `root/<model>/` whose hour folder starts in `[from, to]`.
+    async fn keys_between(
+        &self,
+        root: &str,
+        model: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ObjectKey>, StageError> {
+        let first_hour = from.timestamp().div_euclid(3600);
+        let last_hour = to.timestamp().div_euclid(3600);
+        let days = (to - from).num_days();
+        let mut metas = Vec::new();
+        if days > 31 {
+            metas = self.store.list_all(&format!("{root}/{model}/")).await?;
+        } else {
+            let mut day = from.date_naive();
+            let last = to.date_naive();
+            while day <= last {
+                metas.extend(
+                    self.store
+                        .list_all(&format!("{root}/{model}/{}/", day.format("%Y-%m-%d")))
+                        .await?,
+                );
+                match day.succ_opt() {
+                    Some(next) => day = next,
+                    None => break,
+                }
+            }
+        }
+        let mut keys: Vec<ObjectKey> = metas
+            .into_iter()
+            .filter(|m| {
+                let parts: Vec<&str> = m.key.as_str().split('/').collect();
+                if parts.len() != 5 {
+                    return false;
+                }
+                let stamp = format!("{}T{}:00:00Z", parts[2], parts[3]);
+                match DateTime::parse_from_rfc3339(&stamp) {
+                    Ok(t) => {
+                        let h = t.timestamp().div_euclid(3600);
+                        h >= first_hour && h <= last_hour
+                    }
+                    Err(_) => false,
+                }
+            })
+            .map(|m| m.key)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Runs the monitor. See the crate docs.
+    #[instrument(skip(self), fields(model = %request.model))]
+    pub async fn run(&self, request: &MonitorRequest) -> Result<MonitorOutcome, StageError> {
+        let model = request.model.as_str();
+        if !lambdaml::spec::is_valid_name(model) {
+            return Err(permanent(format!("invalid model name {model:?}")));
+        }
+        let found = self.find(model).await?;
+        let version = found.manifest.version.clone();
+        let generated = Utc::now();
+        let (from, to) = match (&request.from, &request.to) {
+            (Some(f), Some(t)) => (parse_time("from", f)?, parse_time("to", t)?),
+            (None, None) => {
+                let at = match &request.at {
+                    Some(a) => parse_time("at", a)?,
+                    None => generated,
+                };
+                let length = match &request.window {
+                    Some(w) => Duration::seconds(parse_duration_secs(w).ok_or_else(|| {
+                        permanent(format!(
+                            "window: {w:?} is not a duration like \"30m\", \"24h\" or \"7d\""
+                        ))
+                    })? as i64),
+                    None => schedule_period(&found.spec.monitor.schedule),
+                };
+                (at - length, at)
+            }
+            _ => return Err(permanent("give both `from` and `to`, or neither")),
+        };
+        if from >= to {
+            return Err(permanent(format!(
+                "the window is empty: from {from} is not before to {to}"
+            )));
+        }
+        let at = match &request.at {
+            Some(a) => parse_time("at", a)?,
+            None if request.to.is_some() => to,
+            None => generated,
+        };
+        let mut notes = Vec::new();
+
+        // Feedback first: its size is the number of labels, not the window's traffic.
+        let mut feedback = FeedbackSummary::default();
+        let mut labels: HashMap<(String, usize), String> = HashMap::new();
+        for k in self
+            .keys_between("feedback", model, from, at.max(to))
+            .await?
+        {
+            let bytes = self.store.get(&k).await?.bytes;
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                match serde_json::from_slice::<FeedbackRecord>(line) {
+                    Ok(r) => {
+                        feedback.records += 1;
+                        match labels.entry((r.request_id, r.row)) {
+                            std::collections::hash_map::Entry::Occupied(_) => {
+                                feedback.duplicates += 1
+                            }
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(r.label);
+                            }
+                        }
+                    }
+                    Err(_) => feedback.malformed_lines += 1,
+                }
+            }
+        }
+
+        let baseline = &found.baseline;
+        let types: Vec<ColumnType> = baseline
+            .features
+            .iter()
+            .map(|f| {
+                found
+                    .manifest
+                    .pipeline
+                    .inputs
+                    .iter()
+                    .find(|i| i.name == f.name)
+                    .map_or(ColumnType::Float, |i| i.kind)
+            })
+            .collect();
+        let mut acc = WindowAcc::new(baseline, types, self.config.sample_rows);
+        let classes: Option<Vec<String>> = acc.classes().map(<[String]>::to_vec);
+        let label_name = found.manifest.pipeline.label.name().to_string();
+        let mut maps: VersionMaps = HashMap::new();
+        maps.insert(
+            version.clone(),
+            Some(
+                baseline
+                    .features
+                    .iter()
+                    .map(|f| {
+                        found
+                            .manifest
+                            .pipeline
+                            .inputs
+                            .iter()
+                            .position(|i| i.name == f.name)
+                    })
+                    .collect(),
+            ),
+        );
+        let registry_versions: HashSet<String> = RegistryStore::new(self.store.clone())
+            .load(model)
+            .await
+            .map_err(permanent)?
+            .map(|(r, _)| r.versions.keys().cloned().collect())
+            .unwrap_or_default();
+
+        // The labelled rows, streamed to a temporary CSV for a possible retrain.
+        let tmp =
+            tempfile::NamedTempFile::new().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let mut labelled_csv = csv::Writer::from_writer(std::io::BufWriter::new(
+            tmp.reopen()
+                .map_err(|e| StageError::Retryable(e.to_string()))?,
+        ));
+        let header: Vec<&str> = baseline
+            .features
+            .iter()
+            .map(|f| f.name.as_str())
+            .chain(std::iter::once(label_name.as_str()))
+            .collect();
+        let csv_err = |e: csv::Error| StageError::Retryable(e.to_string());
+        labelled_csv.write_record(&header).map_err(csv_err)?;
+        let mut labelled_rows = 0u64;
+        let mut joined: HashSet<(String, usize)> = HashSet::new();
+
+        let mut captures = CaptureSummary::default();
+        let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+        for k in self.keys_between("captures", model, from, to).await? {
+            let bytes = match self.store.get(&k).await {
+                Ok(o) => o.bytes,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            captures.files += 1;
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let record: CaptureRecord = match serde_json::from_slice(line) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        captures.malformed_lines += 1;
+                        continue;
+                    }
+                };
+                captures.records += 1;
+                let at_ms = match DateTime::parse_from_rfc3339(&record.timestamp) {
+                    Ok(t) => t.timestamp_millis(),
+                    Err(_) => {
+                        captures.malformed_lines += 1;
+                        continue;
+                    }
+                };
+                if at_ms < from_ms || at_ms >= to_ms {
+                    continue;
+                }
+                captures.records_in_window += 1;
+                acc.request(&record);
+                if record.status >= 400 {
+                    continue;
+                }
+                let Some(v) = record.version.clone() else {
+                    *captures
+                        .unknown_versions
+                        .entry("(none)".into())
+                        .or_insert(0) += 1;
+                    continue;
+                };
+                if !maps.contains_key(&v) {
+                    let map = if registry_versions.contains(&v) {
+                        match self
+                            .store
+                            .get_json::<ModelManifest>(&key(format!(
+                                "models/{model}/{v}/manifest.json"
+                            ))?)
+                            .await
+                        {
+                            Ok(m) => Some(
+                                baseline
+                                    .features
+                                    .iter()
+                                    .map(|f| {
+                                        m.pipeline.inputs.iter().position(|i| i.name == f.name)
+                                    })
+                                    .collect(),
+                            ),
+                            Err(_) => None,
+                        }
+                    } else {
+                        None
+                    };
+                    maps.insert(v.clone(), map);
+                }
+                let Some(Some(map)) = maps.get(&v) else {
+                    *captures.unknown_versions.entry(v).or_insert(0) +=
+                        record.inputs.len().max(1) as u64;
+                    continue;
+                };
+                let map = map.clone();
+                if v != version {
+                    *captures.other_versions.entry(v.clone()).or_insert(0) +=
+                        record.inputs.len() as u64;
+                }
+                let width = classes.as_ref().map_or(1, Vec::len).max(1);
+                for (r, row) in record.inputs.iter().enumerate() {
+                    let values: Vec<Option<&CapturedValue>> =
+                        map.iter().map(|i| i.and_then(|i| row.get(i))).collect();
+                    let outputs: &[f64] = record
+                        .outputs
+                        .get(r * width..(r + 1) * width)
+                        .unwrap_or(&[]);
+                    let texts = acc.row(&values, outputs);
+                    captures.rows_scored += 1;
+                    let id = (record.request_id.clone(), r);
+                    if let Some(label) = labels.get(&id) {
+                        let truth = match &classes {
+                            Some(c) => c.iter().position(|x| x == label).map(|i| i as f64),
+                            None => label.parse::<f64>().ok().filter(|x| x.is_finite()),
+                        };
+                        match truth {
+                            Some(truth) if !outputs.is_empty() => {
+                                if joined.insert(id) {
+                                    feedback.joined += 1;
+                                    acc.labelled.push(Labelled {
+                                        truth,
+                                        outputs: outputs.to_vec(),
+                                        at_ms,
+                                    });
+                                    labelled_csv
+                                        .write_record(
+                                            texts
+                                                .iter()
+                                                .map(String::as_str)
+                                                .chain([label.as_str()]),
+                                        )
+                                        .map_err(csv_err)?;
+                                    labelled_rows += 1;
+                                }
+                            }
+                            _ => feedback.invalid += 1,
+                        }
+                    }
+                }
+            }
+        }
+        labelled_csv
+            .flush()
+            .map_err(|e| StageError::Retryable(e.to_string()))?;
+        drop(labelled_csv);
+        feedback.unmatched =
+            (labels.len() as u64).saturating_sub(feedback.joined + feedback.invalid);
+        captures.rows_tested = acc.rows_seen.min(self.config.sample_rows as u64);
+        captures.sampled = acc.rows_seen > self.config.sample_rows as u64;
+
+        if captures.records_in_window == 0 {
+            notes.push(format!(
+                "no capture records between {} and {}: nothing to compare, no verdict on drift",
+                from.to_rfc3339_opts(SecondsFormat::Secs, true),
+                to.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ));
+        }
+        if captures.malformed_lines > 0 {
+            notes.push(format!(
+                "{} capture lines were not records (truncated or corrupt) and were skipped",
+                captures.malformed_lines
+            ));
+        }
+        for (v, n) in &captures.unknown_versions {
+            notes.push(format!(
+                "{n} rows from version {v}, which the registry does not know: counted, not tested"
+            ));
+        }
+        if feedback.unmatched > 0 {
+            notes.push(format!(
+                "{} feedback labels match no captured row of this window (another window, or an unknown request id)",
+                feedback.unmatched
+            ));
+        }
+        if feedback.duplicates > 0 {
+            notes.push(format!(
+                "{} duplicate feedback labels: the first label for a row wins",
+                feedback.duplicates
+            ));
+        }
+        if feedback.invalid > 0 {
+            notes.push(format!(
+                "{} feedback labels are not values the model predicts and were ignored",
+                feedback.invalid
+            ));
+        }
+        if feedback.malformed_lines > 0 {
+            notes.push(format!(
+                "{} feedback lines were not records and were skipped",
+                feedback.malformed_lines
+            ));
+        }
+
+        let labelled_data = std::mem::take(&mut acc.labelled);
+        let data_drift = analysis::data_drift(baseline, &mut acc, &found.spec);
+        for f in &data_drift.features {
+            if f.current_values > 0 && f.reference_values == 0 {
+                notes.push(format!(
+                    "{}: the baseline has no values for this feature; not tested",
+                    f.name
+                ));
+            }
+        }
+        let prediction_drift = analysis::prediction_drift(baseline, &mut acc);
+        let data_quality = analysis::data_quality(baseline, &acc);
+        let processing = analysis::processing(&acc);
+        let performance = analysis::performance(
+            baseline,
+            &labelled_data,
+            classes.as_deref(),
+            &found.spec,
+            (from_ms, to_ms),
+        );
+
+        let mut reasons = Vec::new();
+        if data_drift.dataset_drift {
+            reasons.push(format!(
+                "dataset drift: {} of {} features drifted (share {:.2} ≥ {:.2})",
+                data_drift.drifted,
+                data_drift.tested,
+                data_drift.drift_share,
+                data_drift.drift_share_threshold
+            ));
+        }
+        if performance.breach {
+            reasons.push(format!(
+                "performance drop: live {} {:.4} vs holdout {:.4}",
+                performance.metric,
+                performance.current.unwrap_or(f64::NAN),
+                performance.baseline.unwrap_or(f64::NAN)
+            ));
+        }
+        if found.spec_changed {
+            reasons.push(format!(
+                "the spec specs/{model}.toml changed since version {version} was trained: rebuild with the new features"
+            ));
+        }
+        let verdict = Verdict {
+            breach: !reasons.is_empty(),
+            reasons,
+        };
+
+        let stamp = at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let salt = lambdaml::sha256_hex(
+            format!("{from}{to}{}", generated.timestamp_nanos_opt().unwrap_or(0)).as_bytes(),
+        );
+        let run_prefix = format!("monitoring/{model}/{stamp}-{}", &salt[..6]);
+        let report_key = format!("{run_prefix}/report.json");
+        let html_key = format!("{run_prefix}/report.html");
+
+        let retrain = self
+            .decide(
+                request,
+                &found,
+                &verdict,
+                (from, to, at),
+                &report_key,
+                &run_prefix,
+                tmp.path(),
+                labelled_rows,
+            )
+            .await?;
+
+        let report = Report {
+            schema_version: report::SCHEMA_VERSION,
+            model: model.to_string(),
+            version: version.clone(),
+            generated_at: generated.to_rfc3339_opts(SecondsFormat::Secs, true),
+            at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            window: Window {
+                from: from.to_rfc3339_opts(SecondsFormat::Millis, true),
+                to: to.to_rfc3339_opts(SecondsFormat::Millis, true),
+            },
+            captures,
+            feedback,
+            data_drift,
+            prediction_drift,
+            data_quality,
+            performance,
+            processing,
+            verdict,
+            retrain,
+            notes,
+        };
+        self.store
+            .put_if_absent(&key(&report_key)?, to_json_bytes(&report))
+            .await?;
+        self.store
+            .put_if_absent(&key(&html_key)?, Bytes::from(html::render(&report)))
+            .await?;
+        let emf = emf_lines(&report, at.timestamp_millis());
+        info!(%model, %version, breach = report.verdict.breach, retrain = %report.retrain.decision, report = %report_key, "monitored");
+        Ok(MonitorOutcome {
+            report,
+            report_key,
+            html_key,
+            emf,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &self,
+        request: &MonitorRequest,
+        found: &Found,
+        verdict: &Verdict,
+        (from, to, at): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
+        report_key: &str,
+        run_prefix: &str,
+        labelled_path: &std::path::Path,
+        labelled_rows: u64,
+    ) -> Result<RetrainDecision, StageError> {
+        let model = found.manifest.model.as_str();
+        let mode = if found.spec_changed {
+            "new_features"
+        } else {
+            "same_features"
+        };
+        let decision = |d: &str, detail: String| RetrainDecision {
+            decision: d.to_string(),
+            detail,
+            mode: Some(mode.to_string()),
+            labelled: None,
+            labelled_rows: 0,
+        };
+        if !verdict.breach {
+            return Ok(RetrainDecision {
+                decision: "not_needed".into(),
+                detail: "no breach".into(),
+                ..RetrainDecision::default()
+            });
+        }
+        let r = &found.spec.retrain;
+        if !r.enabled {
+            return Ok(decision(
+                "disabled",
+                "retrain.enabled = false in the spec".into(),
+            ));
+        }
+        if !request.retrain {
+            return Ok(decision(
+                "dry_run",
+                "the request asked for a report only".into(),
+            ));
+        }
+        let Some(queue) = &self.ingest else {
+            return Ok(decision("dry_run", "no ingest queue configured".into()));
+        };
+        let state_key = key(format!("monitoring/{model}/retrain-state.json"))?;
+        let cooldown = Duration::seconds(parse_duration_secs(&r.cooldown).unwrap_or(86_400) as i64);
+        let reason = verdict.reasons.join("; ");
+        let labelled_key = format!("{run_prefix}/labelled.csv");
+        for _attempt in 0..20 {
+            let (mut state, etag) = match self.store.get(&state_key).await {
+                Ok(o) => (
+                    serde_json::from_slice::<RetrainState>(&o.bytes).unwrap_or_default(),
+                    Some(o.etag),
+                ),
+                Err(StoreError::NotFound(_)) => (RetrainState::default(), None),
+                Err(e) => return Err(e.into()),
+            };
+            let times = |e: &RetrainEntry| {
+                (
+                    DateTime::parse_from_rfc3339(&e.at)
+                        .map(|t| t.with_timezone(&Utc))
+                        .ok(),
+                    DateTime::parse_from_rfc3339(&e.from)
+                        .map(|t| t.with_timezone(&Utc))
+                        .ok(),
+                    DateTime::parse_from_rfc3339(&e.to)
+                        .map(|t| t.with_timezone(&Utc))
+                        .ok(),
+                )
+            };
+            if let Some(e) = state.retrains.iter().find(|e| {
+                let (_, f, t) = times(e);
+                matches!((f, t), (Some(f), Some(t)) if f < to && from < t)
+            }) {
+                return Ok(decision(
+                    "suppressed",
+                    format!(
+                        "a retrain was already sent for an overlapping window ({} to {}) at {}",
+                        e.from, e.to, e.at
+                    ),
+                ));
+            }
+            if let Some(last) = state.retrains.iter().filter_map(|e| times(e).0).max()
+                && at < last + cooldown
+                && at >= last
+            {
+                return Ok(decision(
+                    "suppressed",
+                    format!(
+                        "cooldown: the last retrain was at {}, the next may be at {} (retrain.cooldown = {})",
+                        last.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        (last + cooldown).to_rfc3339_opts(SecondsFormat::Secs, true),
+                        r.cooldown
+                    ),
+                ));
+            }
+            let today = state
+                .retrains
+                .iter()
+                .filter_map(|e| times(e).0)
+                .filter(|t| *t <= at && *t > at - Duration::days(1))
+                .count();
+            if today >= r.max_per_day as usize {
+                return Ok(decision(
+                    "suppressed",
+                    format!(
+                        "cap: {today} retrains in the 24 hours before {} (retrain.max_per_day = {})",
+                        at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        r.max_per_day
+                    ),
+                ));
+            }
+            state.retrains.push(RetrainEntry {
+                at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                from: from.to_rfc3339_opts(SecondsFormat::Millis, true),
+                to: to.to_rfc3339_opts(SecondsFormat::Millis, true),
+                reason: reason.clone(),
+                version: found.manifest.version.clone(),
+                report: report_key.to_string(),
+            });
+            let excess = state.retrains.len().saturating_sub(200);
+            state.retrains.drain(..excess);
+            let written = match &etag {
+                Some(etag) => {
+                    self.store
+                        .put_if_match(&state_key, to_json_bytes(&state), etag)
+                        .await
+                }
+                None => {
+                    self.store
+                        .put_if_absent(&state_key, to_json_bytes(&state))
+                        .await
+                }
+            };
+            match written {
+                Ok(_) => {}
+                // Another monitor run decided in between: read again and re-check.
+                Err(StoreError::PreconditionFailed { .. }) | Err(StoreError::AlreadyExists(_)) => {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let labelled = if labelled_rows > 0 {
+                let k = key(&labelled_key)?;
+                self.store.put_file(&k, labelled_path).await?;
+                Some(k)
+            } else {
+                None
+            };
+            let message = Message::new(
+                format!("retrain-{model}-{}", at.format("%Y%m%dT%H%M%S%.3fZ")),
+                Some(model.to_string()),
+                StageMessage::Retrain(RetrainRequest {
+                    model: model.to_string(),
+                    dataset: found.manifest.dataset.clone(),
+                    reason: reason.clone(),
+                    labelled: labelled.clone(),
+                    base_dataset_version: found.manifest.dataset_version.clone(),
+                    data: r.data,
+                    window_rows: r.window_rows,
+                    report: Some(key(report_key)?),
+                }),
+            );
+            queue.send(&message.to_body()).await?;
+            return Ok(RetrainDecision {
+                decision: "sent".into(),
+                detail: reason,
+                mode: Some(mode.to_string()),
+                labelled: labelled.map(|k| k.to_string()),
+                labelled_rows,
+            });
+        }
+        warn!(%model, "retrain state kept changing under concurrent monitor runs");
+        Err(StageError::Retryable(
+            "retrain state kept changing under concurrent monitor runs".into(),
+        ))
+    }
+
+    /// The newest report of `model`: (key, report).
+    pub async fn latest_report(&self, model: &str) -> Result<Option<(String, Report)>, StageError> {
+        let mut keys: Vec<String> = self
+            .store
+            .list_all(&format!("monitoring/{model}/"))
+            .await?
+            .into_iter()
+            .map(|m| m.key.to_string())
+            .filter(|k| k.ends_with("/report.json"))
+            .collect();
+        keys.sort();
+        match keys.pop() {
+            Some(k) => {
+                let report: Report = self.store.get_json(&key(&k)?).await?;
+                Ok(Some((k, report)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// CloudWatch EMF lines: one with the run's verdicts, one per feature with its drift score.
+pub fn emf_lines(report: &Report, timestamp_ms: i64) -> Vec<String> {
+    let mut lines = Vec::new();
+    let run = serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "lambdaml",
+                "Dimensions": [["model"]],
+                "Metrics": [
+                    {"Name": "DriftShare", "Unit": "None"},
+                    {"Name": "DriftedFeatures", "Unit": "Count"},
+                    {"Name": "DatasetDrift", "Unit": "Count"},
+                    {"Name": "PredictionDrift", "Unit": "Count"},
+                    {"Name": "PerformanceDrop", "Unit": "None"},
+                    {"Name": "Breach", "Unit": "Count"},
+                    {"Name": "RetrainSent", "Unit": "Count"},
+                    {"Name": "ValidationErrorRate", "Unit": "None"}
+                ]
+            }]
+        },
+        "model": report.model,
+        "version": report.version,
+        "DriftShare": report.data_drift.drift_share,
+        "DriftedFeatures": report.data_drift.drifted,
+        "DatasetDrift": u8::from(report.data_drift.dataset_drift),
+        "PredictionDrift": u8::from(report.prediction_drift.drifted),
+        "PerformanceDrop": report.performance.drop.unwrap_or(0.0),
+        "Breach": u8::from(report.verdict.breach),
+        "RetrainSent": u8::from(report.retrain.decision == "sent"),
+        "ValidationErrorRate": report.data_quality.validation_error_rate,
+    });
+    lines.push(run.to_string());
+    for f in &report.data_drift.features {
+        let Some(score) = f.score else { continue };
+        lines.push(
+            serde_json::json!({
+                "_aws": {
+                    "Timestamp": timestamp_ms,
+                    "CloudWatchMetrics": [{
+                        "Namespace": "lambdaml",
+                        "Dimensions": [["model", "feature"]],
+                        "Metrics": [{"Name": "DriftScore", "Unit": "None"}, {"Name": "Drifted", "Unit": "Count"}]
+                    }]
+                },
+                "model": report.model,
+                "feature": f.name,
+                "method": f.method,
+                "DriftScore": score,
+                "Drifted": u8::from(f.drifted),
+            })
+            .to_string(),
+        );
+    }
+    lines
+}

@@ -1,0 +1,287 @@
+//! The monitoring report: `monitoring/<model>/<run>/report.json`.
+//!
+//! The schema is stable and versioned by [`SCHEMA_VERSION`]; fields are only ever added.
+//! Every count is over the window; rates are shares in [0, 1]; statistics are `null` where
+//! they are undefined (an empty window, a category the baseline never had for chi-squared).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The report format's version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One monitoring run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The model.
+    pub model: String,
+    /// The production version compared with (its baseline).
+    pub version: String,
+    /// When the report was made (RFC 3339).
+    pub generated_at: String,
+    /// The evaluation time: retrain cooldowns and caps count from it.
+    pub at: String,
+    /// The window of capture times, `[from, to)`.
+    pub window: Window,
+    /// What was read.
+    pub captures: CaptureSummary,
+    /// Ground-truth labels.
+    pub feedback: FeedbackSummary,
+    /// Per-feature drift and the dataset verdict.
+    pub data_drift: DataDrift,
+    /// Drift of the model's outputs.
+    pub prediction_drift: PredictionDrift,
+    /// Missing values, out-of-range values, unseen categories, validation errors.
+    pub data_quality: DataQuality,
+    /// Live metrics from feedback labels against the holdout's.
+    pub performance: Performance,
+    /// Volume, latency and errors.
+    pub processing: Processing,
+    /// Breach or not, and why.
+    pub verdict: Verdict,
+    /// What was done about a breach.
+    pub retrain: RetrainDecision,
+    /// Stated outcomes for anything unusual in the input.
+    pub notes: Vec<String>,
+}
+
+/// A time window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Start, inclusive.
+    pub from: String,
+    /// End, exclusive.
+    pub to: String,
+}
+
+/// What the monitor read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureSummary {
+    /// Capture files read.
+    pub files: u64,
+    /// Records read in those files (any time).
+    pub records: u64,
+    /// Records inside the window.
+    pub records_in_window: u64,
+    /// Lines that were not capture records (truncated or corrupt), skipped.
+    pub malformed_lines: u64,
+    /// Records of versions the registry does not know, by version: counted, not tested.
+    pub unknown_versions: BTreeMap<String, u64>,
+    /// Records of other known versions (canary, rollback), mapped to the baseline by
+    /// feature name and tested with the rest.
+    pub other_versions: BTreeMap<String, u64>,
+    /// Accepted rows.
+    pub rows_scored: u64,
+    /// Rows the drift tests used (all scored rows up to the sample size).
+    pub rows_tested: u64,
+    /// Whether `rows_tested < rows_scored` (a seeded uniform sample of rows).
+    pub sampled: bool,
+}
+
+/// Feedback labels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackSummary {
+    /// Feedback records read.
+    pub records: u64,
+    /// Labels joined to a captured row of the window.
+    pub joined: u64,
+    /// Second and later labels for the same row (the first wins).
+    pub duplicates: u64,
+    /// Labels whose request id and row match no captured row of the window.
+    pub unmatched: u64,
+    /// Labels the model cannot read (not one of its classes, not a number).
+    pub invalid: u64,
+    /// Feedback lines that were not records, skipped.
+    pub malformed_lines: u64,
+}
+
+/// One feature's drift test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureDrift {
+    /// The feature.
+    pub name: String,
+    /// `numeric` or `categorical` (numeric features with at most 5 distinct values are
+    /// tested as categories).
+    pub kind: String,
+    /// The test that decides.
+    pub method: String,
+    /// Its threshold (a p-value for `ks` and `chi_squared`, a distance otherwise).
+    pub threshold: f64,
+    /// Where the method and threshold came from: `default` or `spec`.
+    pub source: String,
+    /// The deciding score (`null`: no data).
+    pub score: Option<f64>,
+    /// The verdict.
+    pub drifted: bool,
+    /// Non-missing values compared, current side.
+    pub current_values: u64,
+    /// Reference values compared.
+    pub reference_values: u64,
+    /// Every statistic computed (for the report; only `method` decides).
+    pub statistics: BTreeMap<String, Option<f64>>,
+    /// Distribution shown in the report: bin or category labels and the two shares.
+    pub distribution: Distribution,
+    /// Anything worth saying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Two distributions over the same bins.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    /// Bin or category labels.
+    pub labels: Vec<String>,
+    /// Reference shares.
+    pub reference: Vec<f64>,
+    /// Current shares.
+    pub current: Vec<f64>,
+}
+
+/// Data drift.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataDrift {
+    /// Whether the share of drifted features reached `drift_share_threshold`.
+    pub dataset_drift: bool,
+    /// Drifted features / tested features.
+    pub drift_share: f64,
+    /// The spec's `monitor.drift_share`.
+    pub drift_share_threshold: f64,
+    /// Drifted features.
+    pub drifted: u64,
+    /// Features tested (with data).
+    pub tested: u64,
+    /// Per feature, in pipeline order.
+    pub features: Vec<FeatureDrift>,
+}
+
+/// Prediction drift.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PredictionDrift {
+    /// Whether either test below drifted.
+    pub drifted: bool,
+    /// The predicted classes' (or values') test.
+    pub output: Option<FeatureDrift>,
+    /// The scores' test (binary: the positive probability; multiclass: the top probability).
+    pub scores: Option<FeatureDrift>,
+}
+
+/// One feature's data quality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureQuality {
+    /// The feature.
+    pub name: String,
+    /// Share of scored rows where it was missing.
+    pub missing_rate: f64,
+    /// The same share in training.
+    pub baseline_missing_rate: f64,
+    /// Values below the training minimum or above the maximum.
+    pub out_of_range: u64,
+    /// Values that are not numbers where a number is expected.
+    pub invalid: u64,
+    /// Values of categories training never saw.
+    pub unseen: u64,
+    /// Up to 10 unseen categories with their counts.
+    pub unseen_examples: BTreeMap<String, u64>,
+}
+
+/// Data quality.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataQuality {
+    /// Requests refused with a 4xx / all requests.
+    pub validation_error_rate: f64,
+    /// Field errors in refused requests.
+    pub validation_errors: u64,
+    /// Per feature.
+    pub features: Vec<FeatureQuality>,
+    /// Plain-language warnings (missing rate up 10 points, new categories, …).
+    pub warnings: Vec<String>,
+}
+
+/// A live metric over one slice of the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    /// Slice start (RFC 3339).
+    pub from: String,
+    /// Labelled rows in the slice.
+    pub rows: u64,
+    /// Accuracy (classification) or RMSE (regression).
+    pub value: f64,
+}
+
+/// Predictive performance (concept drift).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Performance {
+    /// `assessed`, `insufficient_labels` or `no_labels`.
+    pub status: String,
+    /// Labelled rows.
+    pub labelled_rows: u64,
+    /// The spec's `monitor.min_samples`.
+    pub min_samples: u64,
+    /// The metric judged (the promotion metric, or accuracy when it is undefined here).
+    pub metric: String,
+    /// Its holdout value.
+    pub baseline: Option<f64>,
+    /// Its live value.
+    pub current: Option<f64>,
+    /// How much worse live is (absolute for scores, relative for errors).
+    pub drop: Option<f64>,
+    /// The spec's `monitor.performance_drop`.
+    pub drop_threshold: f64,
+    /// Whether the drop passed the threshold.
+    pub breach: bool,
+    /// All live scalar metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// The holdout's.
+    pub baseline_metrics: BTreeMap<String, f64>,
+    /// Accuracy or RMSE per slice of the window.
+    pub over_time: Vec<MetricPoint>,
+    /// What to make of it.
+    pub note: String,
+}
+
+/// Processing performance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Processing {
+    /// Requests.
+    pub requests: u64,
+    /// Rows scored.
+    pub rows: u64,
+    /// Requests by HTTP status.
+    pub status: BTreeMap<String, u64>,
+    /// Requests answered 4xx or 5xx / all.
+    pub error_rate: f64,
+    /// Requests answered 5xx / all.
+    pub server_error_rate: f64,
+    /// Latency percentiles in milliseconds (`p50`, `p95`, `p99`, `max`), within 0.2 %.
+    pub latency_ms: BTreeMap<String, f64>,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Whether anything calls for retraining.
+    pub breach: bool,
+    /// Each reason, in words.
+    pub reasons: Vec<String>,
+}
+
+/// What happened about a breach.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetrainDecision {
+    /// `sent`, `suppressed`, `disabled`, `dry_run` or `not_needed`.
+    pub decision: String,
+    /// Why.
+    pub detail: String,
+    /// `same_features` or `new_features` (the spec changed since the version was trained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The labelled rows handed to the retrain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled: Option<String>,
+    /// Labelled rows in it.
+    #[serde(default)]
+    pub labelled_rows: u64,
+}

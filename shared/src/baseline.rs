@@ -1,0 +1,271 @@
+//! Baselines: what a model version looked like when it was trained, for the monitor to
+//! compare live traffic with.
+//!
+//! Each model version carries `models/<model>/<version>/baseline.json`, written once by
+//! evaluate from two parts: the training profile of every pipeline input (built by
+//! preprocess from the training split, `runs/<run>/reference.json`) and the version's own
+//! predictions and metrics on the holdout. Numeric features keep their training values,
+//! sorted (all of them up to [`REFERENCE_SAMPLE`] rows, a seeded uniform sample beyond), so
+//! the monitor's tests run on the same reference every time and nothing is recomputed from
+//! raw data at monitor time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{Column, SplitMix64, Table};
+use crate::drift::sort_values;
+use crate::features::{Encoder, FeaturePipeline, format_number};
+
+/// Training rows kept per numeric feature.
+pub const REFERENCE_SAMPLE: usize = 50_000;
+
+/// Whether the monitor tests a feature as numbers or as categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// Integers, floats and booleans (0/1).
+    Numeric,
+    /// Strings from a domain.
+    Categorical,
+}
+
+/// One input feature's training profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureBaseline {
+    /// The feature.
+    pub name: String,
+    /// How it is tested.
+    pub kind: FeatureKind,
+    /// Training rows.
+    pub rows: u64,
+    /// Training rows where it was missing.
+    pub missing: u64,
+    /// Smallest training value (numeric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest training value (numeric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Sorted non-missing training values (numeric).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<f64>,
+    /// Whether `sample` is a sample (more than [`REFERENCE_SAMPLE`] training rows).
+    #[serde(default)]
+    pub sampled: bool,
+    /// Category counts (categorical).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub frequencies: BTreeMap<String, u64>,
+}
+
+impl FeatureBaseline {
+    /// The share of training rows where the feature was missing.
+    pub fn missing_rate(&self) -> f64 {
+        if self.rows == 0 {
+            0.0
+        } else {
+            self.missing as f64 / self.rows as f64
+        }
+    }
+}
+
+/// The version's predictions on its holdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum PredictionBaseline {
+    /// Classes: how often each was predicted, and the sorted scores (the positive class's
+    /// probability for a binary model, the top probability otherwise).
+    Classification {
+        /// The classes, in model output order.
+        classes: Vec<String>,
+        /// Predicted-class counts, per class.
+        counts: Vec<u64>,
+        /// Sorted scores.
+        scores: Vec<f64>,
+    },
+    /// Sorted predicted values.
+    Regression {
+        /// Sorted predictions.
+        values: Vec<f64>,
+    },
+}
+
+impl PredictionBaseline {
+    /// From the model's holdout outputs (row-major probabilities, or one value per row).
+    pub fn from_outputs(classes: Option<&[String]>, outputs: &[f64]) -> Self {
+        match classes {
+            Some(classes) if !classes.is_empty() => {
+                let k = classes.len();
+                let mut counts = vec![0u64; k];
+                let mut scores = Vec::with_capacity(outputs.len() / k);
+                for row in outputs.chunks_exact(k) {
+                    let (arg, top) = argmax(row);
+                    counts[arg] += 1;
+                    scores.push(if k == 2 { row[1] } else { top });
+                }
+                sort_values(&mut scores);
+                PredictionBaseline::Classification {
+                    classes: classes.to_vec(),
+                    counts,
+                    scores,
+                }
+            }
+            _ => {
+                let mut values: Vec<f64> =
+                    outputs.iter().copied().filter(|v| v.is_finite()).collect();
+                sort_values(&mut values);
+                PredictionBaseline::Regression { values }
+            }
+        }
+    }
+}
+
+/// The index and value of a row's largest entry (the first on ties, as `np.argmax`).
+pub fn argmax(row: &[f64]) -> (usize, f64) {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (i, v) in row.iter().enumerate() {
+        if *v > best.1 {
+            best = (i, *v);
+        }
+    }
+    best
+}
+
+/// `runs/<run>/reference.json`: the training profile of every pipeline input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureReference {
+    /// Training rows.
+    pub rows: u64,
+    /// Per input, in pipeline order.
+    pub features: Vec<FeatureBaseline>,
+}
+
+impl FeatureReference {
+    /// Profiles the pipeline's inputs over the training rows of `table`.
+    pub fn build(pipeline: &FeaturePipeline, table: &Table, train_rows: &[usize]) -> Self {
+        // One row sample shared by every feature keeps rows whole.
+        let rows: Vec<usize> = if train_rows.len() <= REFERENCE_SAMPLE {
+            train_rows.to_vec()
+        } else {
+            let mut g = SplitMix64::new(0x5eed_ba5e);
+            let mut reservoir: Vec<usize> = train_rows[..REFERENCE_SAMPLE].to_vec();
+            for (t, row) in train_rows.iter().enumerate().skip(REFERENCE_SAMPLE) {
+                let j = g.below(t as u64 + 1) as usize;
+                if j < REFERENCE_SAMPLE {
+                    reservoir[j] = *row;
+                }
+            }
+            reservoir
+        };
+        let sampled = rows.len() < train_rows.len();
+        let features = pipeline
+            .inputs
+            .iter()
+            .map(|input| {
+                let column = table.column(&input.name).ok();
+                let kind = match input.encoder {
+                    Encoder::Numeric { .. } => FeatureKind::Numeric,
+                    Encoder::OneHot { .. } => FeatureKind::Categorical,
+                };
+                let mut f = FeatureBaseline {
+                    name: input.name.clone(),
+                    kind,
+                    rows: train_rows.len() as u64,
+                    missing: 0,
+                    min: None,
+                    max: None,
+                    sample: Vec::new(),
+                    sampled: false,
+                    frequencies: BTreeMap::new(),
+                };
+                let Some(column) = column else {
+                    f.missing = f.rows;
+                    return f;
+                };
+                match kind {
+                    FeatureKind::Numeric => {
+                        if let Column::Numeric(values) = column {
+                            f.missing =
+                                train_rows.iter().filter(|r| values[**r].is_nan()).count() as u64;
+                            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+                            for r in train_rows {
+                                let v = values[*r];
+                                if !v.is_nan() {
+                                    lo = lo.min(v);
+                                    hi = hi.max(v);
+                                }
+                            }
+                            if lo <= hi {
+                                f.min = Some(lo);
+                                f.max = Some(hi);
+                            }
+                            f.sample = rows
+                                .iter()
+                                .map(|r| values[*r])
+                                .filter(|v| !v.is_nan())
+                                .collect();
+                            sort_values(&mut f.sample);
+                            f.sampled = sampled;
+                        } else {
+                            f.missing = f.rows;
+                        }
+                    }
+                    FeatureKind::Categorical => {
+                        for r in train_rows {
+                            let text = match column {
+                                Column::Numeric(v) => {
+                                    (!v[*r].is_nan()).then(|| format_number(v[*r]))
+                                }
+                                Column::Categorical { .. } => column.text(*r),
+                            };
+                            match text {
+                                Some(t) => *f.frequencies.entry(t).or_insert(0) += 1,
+                                None => f.missing += 1,
+                            }
+                        }
+                    }
+                }
+                f
+            })
+            .collect();
+        FeatureReference {
+            rows: train_rows.len() as u64,
+            features,
+        }
+    }
+}
+
+/// `models/<model>/<version>/baseline.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// The model.
+    pub model: String,
+    /// The version.
+    pub version: String,
+    /// The run it was trained in.
+    pub run_id: String,
+    /// Training rows.
+    pub train_rows: u64,
+    /// Holdout rows.
+    pub holdout_rows: u64,
+    /// Per input, in pipeline order.
+    pub features: Vec<FeatureBaseline>,
+    /// Predictions on the holdout.
+    pub prediction: PredictionBaseline,
+    /// Holdout metrics (`accuracy`, `roc_auc`, `rmse`, …).
+    pub metrics: BTreeMap<String, f64>,
+    /// RFC 3339 time.
+    pub created_at: String,
+}
+
+impl Baseline {
+    /// The baseline of a feature, by name.
+    pub fn feature(&self, name: &str) -> Option<&FeatureBaseline> {
+        self.features.iter().find(|f| f.name == name)
+    }
+}
+
+/// The key of a version's baseline.
+pub fn baseline_key(model: &str, version: &str) -> String {
+    format!("models/{model}/{version}/baseline.json")
+}
