@@ -4,15 +4,17 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 CARGO ?= cargo
 
-.PHONY: test check fmt lint unit emulator-up emulator-down bench-ingest bench-score demo
+.PHONY: test check fmt lint unit emulator-up emulator-down bench-ingest bench-score bench-monitor demo
 
-## Everything: format check, clippy -D warnings, unit + integration + emulator tests.
-## Starts moto on a free loopback port (installing it into .venv when missing) and stops it
-## afterwards, even when a step fails.
+## Everything: format check, clippy -D warnings, unit + integration + emulator tests, the
+## monitoring report rendered in headless Chromium. Starts moto on a free loopback port
+## (installing it into .venv when missing) and stops it afterwards, even when a step fails;
+## installs Debian's chromium when it is missing.
 test:
+	@infra/chromium.sh
 	@infra/moto.sh up
 	@set -euo pipefail; trap 'infra/moto.sh down' EXIT; \
-	  eval "$$(infra/moto.sh env)"; export LAMBDAML_REQUIRE_EMULATOR=1; \
+	  eval "$$(infra/moto.sh env)"; export LAMBDAML_REQUIRE_EMULATOR=1 LAMBDAML_REQUIRE_CHROMIUM=1; \
 	  echo "== cargo fmt --all --check"; $(CARGO) fmt --all --check; \
 	  echo "== cargo clippy --workspace --all-targets -- -D warnings"; \
 	  $(CARGO) clippy --workspace --all-targets -- -D warnings; \
@@ -41,6 +43,11 @@ demo:
 ## Ingest benchmark against pandas (see BENCHMARKS.md).
 bench-ingest:
 	bench/ingest.sh
+
+## Monitor benchmarks: drift statistics vs scipy/numpy, a monitor run vs Evidently, peak
+## memory on 10 million captured rows (BENCHMARKS.md).
+bench-monitor:
+	bench/monitor.sh
 
 ## Scoring benchmark against FastAPI + scikit-learn and a bare axum endpoint (BENCHMARKS.md).
 bench-score:

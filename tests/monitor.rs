@@ -501,14 +501,21 @@ async fn bad_input_gets_a_stated_outcome_and_never_a_panic() {
         .await
         .unwrap();
     // The baseline loses its reference values of `count` (a feature absent from the baseline).
-    let bkey = ObjectKey::new(format!("models/mixed/{}/baseline.json", d.version)).unwrap();
-    let mut baseline: serde_json::Value = d.store.get_json(&bkey).await.unwrap();
-    baseline["features"][1]["sample"] = serde_json::json!([]);
+    let bkey = ObjectKey::new(lambdaml::baseline::baseline_key("mixed", &d.version)).unwrap();
+    let skey = ObjectKey::new(lambdaml::baseline::samples_key("mixed", &d.version)).unwrap();
+    let mut baseline = Baseline::decode(
+        &d.store.get(&bkey).await.unwrap().bytes,
+        &d.store.get(&skey).await.unwrap().bytes,
+    )
+    .unwrap();
+    assert!(!baseline.features[1].sample.is_empty());
+    baseline.features[1].sample.clear();
+    let (json, samples) = baseline.encode();
+    d.store.put(&bkey, bytes::Bytes::from(json)).await.unwrap();
     d.store
-        .put(&bkey, bytes::Bytes::from(baseline.to_string()))
+        .put(&skey, bytes::Bytes::from(samples))
         .await
         .unwrap();
-
     let out = monitor
         .run(&request(hour, hour + Duration::hours(1)))
         .await

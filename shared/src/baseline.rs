@@ -53,6 +53,9 @@ pub struct FeatureBaseline {
     /// Whether `sample` is a sample (more than [`REFERENCE_SAMPLE`] training rows).
     #[serde(default)]
     pub sampled: bool,
+    /// In `baseline.json`: how many values of `baseline.samples` are this feature's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_len: Option<usize>,
     /// Category counts (categorical).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub frequencies: BTreeMap<String, u64>,
@@ -176,6 +179,7 @@ impl FeatureReference {
                     max: None,
                     sample: Vec::new(),
                     sampled: false,
+                    sample_len: None,
                     frequencies: BTreeMap::new(),
                 };
                 let Some(column) = column else {
@@ -268,4 +272,70 @@ impl Baseline {
 /// The key of a version's baseline.
 pub fn baseline_key(model: &str, version: &str) -> String {
     format!("models/{model}/{version}/baseline.json")
+}
+
+/// The key of a version's reference samples (`baseline.samples`, next to `baseline.json`).
+pub fn samples_key(model: &str, version: &str) -> String {
+    format!("models/{model}/{version}/baseline.samples")
+}
+
+/// A baseline could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BaselineError {
+    /// `baseline.json` is not a baseline.
+    #[error("baseline.json: {0}")]
+    Json(#[source] serde_json::Error),
+    /// `baseline.samples` does not hold what the JSON says.
+    #[error("baseline.samples holds {found} bytes, baseline.json describes {expected}")]
+    Samples {
+        /// Bytes the JSON describes.
+        expected: usize,
+        /// Bytes found.
+        found: usize,
+    },
+}
+
+impl Baseline {
+    /// Splits the baseline into `baseline.json` (no samples: each numeric feature says how
+    /// many values it has in `sample_len`) and `baseline.samples` (every feature's sorted
+    /// values, little-endian f64, in feature order). Parsing millions of numbers from JSON
+    /// would dominate a monitor run; the binary file loads at memory speed.
+    pub fn encode(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut light = self.clone();
+        let mut samples = Vec::new();
+        for f in &mut light.features {
+            f.sample_len = Some(f.sample.len());
+            for v in f.sample.drain(..) {
+                samples.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        (serde_json::to_vec(&light).unwrap_or_default(), samples)
+    }
+
+    /// Reads back what [`Baseline::encode`] wrote.
+    pub fn decode(json: &[u8], samples: &[u8]) -> Result<Self, BaselineError> {
+        let mut b: Baseline = serde_json::from_slice(json).map_err(BaselineError::Json)?;
+        let expected: usize = b
+            .features
+            .iter()
+            .map(|f| f.sample_len.unwrap_or(0) * 8)
+            .sum();
+        if expected != samples.len() {
+            return Err(BaselineError::Samples {
+                expected,
+                found: samples.len(),
+            });
+        }
+        let mut at = 0;
+        for f in &mut b.features {
+            let n = f.sample_len.take().unwrap_or(0);
+            f.sample = samples[at..at + n * 8]
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
+            at += n * 8;
+        }
+        Ok(b)
+    }
 }

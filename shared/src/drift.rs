@@ -49,30 +49,32 @@ pub fn sort_values(values: &mut [f64]) {
     };
     let mut keys: Vec<u64> = values.iter().map(|x| key(*x)).collect();
     let mut scratch = vec![0u64; keys.len()];
-    let mut shift = 0u32;
-    while shift < 64 {
-        let mut counts = vec![0usize; BUCKETS];
-        for k in &keys {
-            counts[((k >> shift) as usize) & (BUCKETS - 1)] += 1;
+    const PASSES: usize = 64_usize.div_ceil(BITS as usize);
+    // Every pass's histogram in one read of the keys.
+    let mut counts = vec![[0usize; BUCKETS]; PASSES];
+    for k in &keys {
+        for (p, c) in counts.iter_mut().enumerate() {
+            c[((k >> (p as u32 * BITS)) as usize) & (BUCKETS - 1)] += 1;
         }
+    }
+    for (p, c) in counts.iter_mut().enumerate() {
         // A pass where every key has the same digit moves nothing.
-        if counts.contains(&keys.len()) {
-            shift += BITS;
+        if c.contains(&keys.len()) {
             continue;
         }
+        let shift = p as u32 * BITS;
         let mut total = 0;
-        for c in counts.iter_mut() {
-            let n = *c;
-            *c = total;
+        for slot in c.iter_mut() {
+            let n = *slot;
+            *slot = total;
             total += n;
         }
         for k in &keys {
             let d = ((k >> shift) as usize) & (BUCKETS - 1);
-            scratch[counts[d]] = *k;
-            counts[d] += 1;
+            scratch[c[d]] = *k;
+            c[d] += 1;
         }
         std::mem::swap(&mut keys, &mut scratch);
-        shift += BITS;
     }
     for (v, k) in values.iter_mut().zip(keys) {
         let b = if k >> 63 == 1 { k & !(1 << 63) } else { !k };
@@ -638,15 +640,23 @@ pub fn smirnov_sf(n: u64, x: f64) -> f64 {
     }
     let n_terms = n1mxfl + 1;
     let ln_n1 = ln_gamma(nf + 1.0);
+    let exact_log_c = |v: f64| ln_n1 - ln_gamma(v + 1.0) - ln_gamma(nf - v + 1.0);
     let mut sum = 0.0f64;
     let vmid = ni / 2;
+    // ln C(n, v) advances by ln((n − v + 1) / v) a term, re-anchored on ln Γ every 512 terms
+    // so rounding cannot accumulate: one logarithm a term instead of three ln Γ.
+    let mut log_c = 0.0f64;
     for v in 0..n_terms {
         let vf = v as f64;
-        let log_c = ln_n1 - ln_gamma(vf + 1.0) - ln_gamma(nf - vf + 1.0);
+        if v % 512 == 0 {
+            log_c = exact_log_c(vf);
+        } else {
+            log_c += ((nf - vf + 1.0) / vf).ln();
+        }
         let lower = (nf - vf) / nf - x;
         let upper = vf / nf + x;
         let log_a = log_c + (nf - vf) * lower.ln() + (vf - 1.0) * upper.ln();
-        let a = log_a.exp();
+        let a = if log_a < -745.0 { 0.0 } else { log_a.exp() };
         if a.is_finite() {
             sum += a;
         }

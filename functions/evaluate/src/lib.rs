@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lambdaml::baseline::{Baseline, FeatureReference, PredictionBaseline, baseline_key};
+use lambdaml::baseline::{
+    Baseline, FeatureReference, PredictionBaseline, baseline_key, samples_key,
+};
 use lambdaml::dataset::read_parquet;
 use lambdaml::features::LabelEncoding;
 use lambdaml::matrix::Matrix;
@@ -312,17 +314,22 @@ impl Evaluate {
             metrics: scalar_metrics(metrics),
             created_at: lambdaml::now_rfc3339(),
         };
-        match self
-            .store
-            .put_if_absent(
-                &key(baseline_key(model, version))?,
-                to_json_bytes(&baseline),
-            )
-            .await
-        {
-            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
-            Err(e) => Err(e.into()),
+        // The samples first, the JSON that describes them last.
+        let (json, samples) = baseline.encode();
+        for (k, bytes) in [
+            (samples_key(model, version), samples),
+            (baseline_key(model, version), json),
+        ] {
+            match self
+                .store
+                .put_if_absent(&key(k)?, bytes::Bytes::from(bytes))
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
 
     /// Scores the champion on the challenger run's holdout rows, through the champion's own

@@ -282,19 +282,17 @@ pub fn categorical_drift(
 
 /// Data drift over every baseline feature.
 pub fn data_drift(baseline: &Baseline, acc: &mut WindowAcc, spec: &ModelSpec) -> DataDrift {
-    let mut features = Vec::with_capacity(baseline.features.len());
-    for (i, fb) in baseline.features.iter().enumerate() {
+    let samples: Vec<Vec<f64>> = acc.sample.iter_mut().map(std::mem::take).collect();
+    let test = |i: usize, sample: Vec<f64>| -> FeatureDrift {
+        let fb = &baseline.features[i];
         let override_ = spec
             .monitor
             .features
             .get(&fb.name)
             .map(|o| (o.method, o.threshold));
-        let d = match fb.kind {
+        match fb.kind {
             FeatureKind::Numeric => {
-                let mut current: Vec<f64> = std::mem::take(&mut acc.sample[i])
-                    .into_iter()
-                    .filter(|v| !v.is_nan())
-                    .collect();
+                let mut current: Vec<f64> = sample.into_iter().filter(|v| !v.is_nan()).collect();
                 sort_values(&mut current);
                 numeric_drift(
                     &fb.name,
@@ -312,9 +310,40 @@ pub fn data_drift(baseline: &Baseline, acc: &mut WindowAcc, spec: &ModelSpec) ->
                 baseline.train_rows,
                 override_,
             ),
-        };
-        features.push(d);
-    }
+        }
+    };
+    // Features are independent: test them on every core.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 8);
+    let mut slots: Vec<Option<FeatureDrift>> = vec![None; samples.len()];
+    let mut work: Vec<(usize, Vec<f64>)> = samples.into_iter().enumerate().collect();
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        let per = work.len().div_ceil(threads).max(1);
+        while !work.is_empty() {
+            let chunk: Vec<(usize, Vec<f64>)> = work.drain(..per.min(work.len())).collect();
+            let test = &test;
+            handles.push(scope.spawn(move || {
+                chunk
+                    .into_iter()
+                    .map(|(i, sample)| (i, test(i, sample)))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for h in handles {
+            if let Ok(done) = h.join() {
+                for (i, d) in done {
+                    slots[i] = Some(d);
+                }
+            }
+        }
+    });
+    let features: Vec<FeatureDrift> = slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| d.unwrap_or_else(|| test(i, Vec::new())))
+        .collect();
     let tested = features.iter().filter(|f| f.score.is_some()).count() as u64;
     let drifted = features.iter().filter(|f| f.drifted).count() as u64;
     let share = if tested == 0 {

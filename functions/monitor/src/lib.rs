@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use lambdaml::baseline::{Baseline, baseline_key};
-use lambdaml::capture::{CaptureRecord, CapturedValue, FeedbackRecord};
+use lambdaml::baseline::{Baseline, baseline_key, samples_key};
+use lambdaml::capture::FeedbackRecord;
 use lambdaml::dataset::ColumnType;
 use lambdaml::message::{Message, RetrainRequest, StageMessage};
 use lambdaml::model::ModelManifest;
@@ -34,14 +34,12 @@ use lambdaml::registry::RegistryStore;
 use lambdaml::run::RunManifest;
 use lambdaml::spec::{ModelSpec, parse_duration_secs};
 use lambdaml::stage::StageError;
-use lambdaml::store::{
-    JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
-};
+use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument, warn};
 
 use crate::report::{CaptureSummary, FeedbackSummary, Report, RetrainDecision, Verdict, Window};
-use crate::window::{Labelled, VersionMaps, WindowAcc};
+use crate::window::{Labelled, Line, Val, VersionMaps, WindowAcc};
 
 /// Rows kept for the drift tests per window (all rows of smaller windows).
 pub const DEFAULT_SAMPLE_ROWS: usize = 1_000_000;
@@ -228,13 +226,12 @@ impl Monitor {
             .store
             .get_json(&key(format!("models/{model}/{version}/manifest.json"))?)
             .await?;
-        let baseline: Baseline = match self
-            .store
-            .get_json(&key(baseline_key(model, &version))?)
-            .await
-        {
-            Ok(b) => b,
-            Err(JsonError::Store(StoreError::NotFound(_))) => {
+        let baseline = match self.store.get(&key(baseline_key(model, &version))?).await {
+            Ok(json) => {
+                let samples = self.store.get(&key(samples_key(model, &version))?).await?;
+                Baseline::decode(&json.bytes, &samples.bytes).map_err(permanent)?
+            }
+            Err(StoreError::NotFound(_)) => {
                 return Err(permanent(format!(
                     "{model} version {version} has no baseline.json (evaluated before monitoring existed?); \
                      evaluate it again to make one"
@@ -323,7 +320,11 @@ impl Monitor {
         if !lambdaml::spec::is_valid_name(model) {
             return Err(permanent(format!("invalid model name {model:?}")));
         }
+        let clock = std::time::Instant::now();
+        let mut timings = std::collections::BTreeMap::new();
         let found = self.find(model).await?;
+        timings.insert("baseline".to_string(), clock.elapsed().as_secs_f64() * 1e3);
+        let mark = std::time::Instant::now();
         let version = found.manifest.version.clone();
         let generated = Utc::now();
         let (from, to) = match (&request.from, &request.to) {
@@ -383,6 +384,8 @@ impl Monitor {
             }
         }
 
+        timings.insert("feedback".to_string(), mark.elapsed().as_secs_f64() * 1e3);
+        let mark = std::time::Instant::now();
         let baseline = &found.baseline;
         let types: Vec<ColumnType> = baseline
             .features
@@ -445,20 +448,44 @@ impl Monitor {
 
         let mut captures = CaptureSummary::default();
         let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
-        for k in self.keys_between("captures", model, from, to).await? {
-            let bytes = match self.store.get(&k).await {
-                Ok(o) => o.bytes,
-                Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            captures.files += 1;
-            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let record: CaptureRecord = match serde_json::from_slice(line) {
-                    Ok(r) => r,
-                    Err(_) => {
-                        captures.malformed_lines += 1;
-                        continue;
-                    }
+        // Files are parsed a few at a time on every core (parsing is most of the work),
+        // then folded in order; memory holds only that many files.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 8);
+        let capture_keys = self.keys_between("captures", model, from, to).await?;
+        for batch in capture_keys.chunks(threads) {
+            let mut files = Vec::with_capacity(batch.len());
+            for k in batch {
+                match self.store.get(k).await {
+                    Ok(o) => files.push(o.bytes),
+                    Err(StoreError::NotFound(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            captures.files += files.len() as u64;
+            let parsed: Vec<Vec<Option<Line<'_>>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = files
+                    .iter()
+                    .map(|bytes| {
+                        scope.spawn(move || {
+                            bytes
+                                .split(|b| *b == b'\n')
+                                .filter(|l| !l.is_empty())
+                                .map(|l| serde_json::from_slice::<Line<'_>>(l).ok())
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
+            for record in parsed.into_iter().flatten() {
+                let Some(record) = record else {
+                    captures.malformed_lines += 1;
+                    continue;
                 };
                 captures.records += 1;
                 let at_ms = match DateTime::parse_from_rfc3339(&record.timestamp) {
@@ -476,7 +503,7 @@ impl Monitor {
                 if record.status >= 400 {
                     continue;
                 }
-                let Some(v) = record.version.clone() else {
+                let Some(v) = record.version.as_deref().map(str::to_string) else {
                     *captures
                         .unknown_versions
                         .entry("(none)".into())
@@ -520,15 +547,18 @@ impl Monitor {
                 }
                 let width = classes.as_ref().map_or(1, Vec::len).max(1);
                 for (r, row) in record.inputs.iter().enumerate() {
-                    let values: Vec<Option<&CapturedValue>> =
+                    let values: Vec<Option<&Val<'_>>> =
                         map.iter().map(|i| i.and_then(|i| row.get(i))).collect();
                     let outputs: &[f64] = record
                         .outputs
                         .get(r * width..(r + 1) * width)
                         .unwrap_or(&[]);
-                    let texts = acc.row(&values, outputs);
+                    acc.row(&values, outputs);
                     captures.rows_scored += 1;
-                    let id = (record.request_id.clone(), r);
+                    if labels.is_empty() {
+                        continue;
+                    }
+                    let id = (record.request_id.to_string(), r);
                     if let Some(label) = labels.get(&id) {
                         let truth = match &classes {
                             Some(c) => c.iter().position(|x| x == label).map(|i| i as f64),
@@ -543,6 +573,7 @@ impl Monitor {
                                         outputs: outputs.to_vec(),
                                         at_ms,
                                     });
+                                    let texts = acc.texts(&values);
                                     labelled_csv
                                         .write_record(
                                             texts
@@ -612,6 +643,8 @@ impl Monitor {
             ));
         }
 
+        timings.insert("captures".to_string(), mark.elapsed().as_secs_f64() * 1e3);
+        let mark = std::time::Instant::now();
         let labelled_data = std::mem::take(&mut acc.labelled);
         let data_drift = analysis::data_drift(baseline, &mut acc, &found.spec);
         for f in &data_drift.features {
@@ -633,6 +666,7 @@ impl Monitor {
             (from_ms, to_ms),
         );
 
+        timings.insert("analysis".to_string(), mark.elapsed().as_secs_f64() * 1e3);
         let mut reasons = Vec::new();
         if data_drift.dataset_drift {
             reasons.push(format!(
@@ -702,6 +736,7 @@ impl Monitor {
             verdict,
             retrain,
             notes,
+            timings_ms: timings,
         };
         self.store
             .put_if_absent(&key(&report_key)?, to_json_bytes(&report))

@@ -46,6 +46,10 @@ pub struct Report {
     pub retrain: RetrainDecision,
     /// Stated outcomes for anything unusual in the input.
     pub notes: Vec<String>,
+    /// Where this run's time went, in milliseconds (`baseline`, `feedback`, `captures`,
+    /// `analysis`).
+    #[serde(default)]
+    pub timings_ms: BTreeMap<String, f64>,
 }
 
 /// A time window.

@@ -4,9 +4,92 @@
 use std::collections::{BTreeMap, HashMap};
 
 use lambdaml::baseline::{Baseline, FeatureKind, argmax};
-use lambdaml::capture::{CaptureRecord, CapturedValue};
+use std::borrow::Cow;
+
 use lambdaml::dataset::{ColumnType, SplitMix64};
 use lambdaml::features::{format_number, parse_numeric_text};
+use serde::Deserialize;
+
+/// One capture line as the monitor reads it: borrowed from the file's bytes, only the
+/// fields it uses (serde skips the rest), and values without `serde(untagged)`'s buffering —
+/// parsing is most of a monitor run's work.
+#[derive(Debug, Deserialize)]
+pub struct Line<'a> {
+    /// The request id.
+    #[serde(borrow)]
+    pub request_id: Cow<'a, str>,
+    /// RFC 3339 time.
+    #[serde(borrow)]
+    pub timestamp: Cow<'a, str>,
+    /// The model version that answered.
+    #[serde(default, borrow)]
+    pub version: Option<Cow<'a, str>>,
+    /// HTTP status.
+    pub status: u16,
+    /// Latency in microseconds.
+    #[serde(default)]
+    pub latency_us: u64,
+    /// Input rows in the version's pipeline order.
+    #[serde(default, borrow)]
+    pub inputs: Vec<Vec<Val<'a>>>,
+    /// Probabilities (row-major) or values.
+    #[serde(default)]
+    pub outputs: Vec<f64>,
+    /// Field errors of a refused request.
+    #[serde(default)]
+    pub errors: Vec<serde::de::IgnoredAny>,
+}
+
+/// A captured input value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val<'a> {
+    /// Null or absent.
+    Null,
+    /// A number (booleans as 0/1).
+    Number(f64),
+    /// Text.
+    Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Val<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Val<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("null, a number or a string")
+            }
+            fn visit_unit<E>(self) -> Result<Val<'de>, E> {
+                Ok(Val::Null)
+            }
+            fn visit_none<E>(self) -> Result<Val<'de>, E> {
+                Ok(Val::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Val<'de>, E> {
+                Ok(Val::Number(f64::from(u8::from(v))))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Val<'de>, E> {
+                Ok(Val::Number(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Val<'de>, E> {
+                Ok(Val::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Val<'de>, E> {
+                Ok(Val::Number(v as f64))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Val<'de>, E> {
+                Ok(Val::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Val<'de>, E> {
+                Ok(Val::Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Val<'de>, E> {
+                Ok(Val::Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// Distinct categories tracked per feature; rarer newcomers beyond it count as `__other__`.
 pub const MAX_CATEGORIES: usize = 10_000;
@@ -184,7 +267,7 @@ impl WindowAcc {
     }
 
     /// Counts a request (any status).
-    pub fn request(&mut self, record: &CaptureRecord) {
+    pub fn request(&mut self, record: &Line<'_>) {
         *self.status.entry(record.status).or_insert(0) += 1;
         self.latency.add(record.latency_us);
         if record.status >= 400 {
@@ -192,10 +275,25 @@ impl WindowAcc {
         }
     }
 
+    /// A row's values as text, for the labelled-rows file.
+    pub fn texts(&self, values: &[Option<&Val<'_>>]) -> Vec<String> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(f, v)| match v.unwrap_or(&Val::Null) {
+                Val::Null => String::new(),
+                Val::Number(x) if self.kinds[f] == FeatureKind::Numeric || x.is_finite() => {
+                    format_number(*x)
+                }
+                Val::Number(_) => String::new(),
+                Val::Text(t) => t.to_string(),
+            })
+            .collect()
+    }
+
     /// Adds one scored row. `values[f]` is the row's value for baseline feature `f` (`None`
-    /// when this version does not have the feature). Returns the row's text values for the
-    /// labelled-rows file.
-    pub fn row(&mut self, values: &[Option<&CapturedValue>], outputs: &[f64]) -> Vec<String> {
+    /// when this version does not have the feature).
+    pub fn row(&mut self, values: &[Option<&Val<'_>>], outputs: &[f64]) {
         // Decide the row's sample slot once, so sampled rows stay whole.
         let slot = if (self.rows_seen as usize) < self.cap {
             Some(None)
@@ -204,21 +302,19 @@ impl WindowAcc {
             (j < self.cap).then_some(Some(j))
         };
         self.rows_seen += 1;
-        let mut texts = Vec::with_capacity(values.len());
         for (f, value) in values.iter().enumerate() {
             let acc = &mut self.features[f];
-            let value = value.unwrap_or(&CapturedValue::Null);
+            let value = value.unwrap_or(&Val::Null);
             match self.kinds[f] {
                 FeatureKind::Numeric => {
                     let x = match value {
-                        CapturedValue::Null => None,
-                        CapturedValue::Number(x) if x.is_finite() => Some(*x),
-                        CapturedValue::Number(_) => {
+                        Val::Null => None,
+                        Val::Number(x) if x.is_finite() => Some(*x),
+                        Val::Number(_) => {
                             acc.invalid += 1;
                             None
                         }
-                        CapturedValue::Text(t) => match parse_numeric_text(t, self.column_types[f])
-                        {
+                        Val::Text(t) => match parse_numeric_text(t, self.column_types[f]) {
                             Some(x) => Some(x),
                             None => {
                                 acc.invalid += 1;
@@ -227,10 +323,7 @@ impl WindowAcc {
                         },
                     };
                     match x {
-                        None => {
-                            acc.missing += 1;
-                            texts.push(String::new());
-                        }
+                        None => acc.missing += 1,
                         Some(x) => {
                             if self.mins[f].is_some_and(|m| x < m)
                                 || self.maxs[f].is_some_and(|m| x > m)
@@ -240,7 +333,6 @@ impl WindowAcc {
                             if acc.distinct.len() < DISTINCT_PROBE && !acc.distinct.contains(&x) {
                                 acc.distinct.push(x);
                             }
-                            texts.push(format_number(x));
                         }
                     }
                     let v = x.unwrap_or(f64::NAN);
@@ -251,32 +343,33 @@ impl WindowAcc {
                     }
                 }
                 FeatureKind::Categorical => {
-                    let text = match value {
-                        CapturedValue::Null => None,
-                        CapturedValue::Number(x) => Some(format_number(*x)),
-                        CapturedValue::Text(t) => Some(t.clone()),
+                    let number;
+                    let text: Option<&str> = match value {
+                        Val::Null => None,
+                        Val::Number(x) => {
+                            number = format_number(*x);
+                            Some(&number)
+                        }
+                        Val::Text(t) => Some(t),
                     };
-                    match text {
-                        None => {
-                            acc.missing += 1;
-                            texts.push(String::new());
+                    let Some(t) = text else {
+                        acc.missing += 1;
+                        continue;
+                    };
+                    if !self.known[f].contains(t) {
+                        acc.unseen += 1;
+                        if let Some(c) = acc.unseen_examples.get_mut(t) {
+                            *c += 1;
+                        } else if acc.unseen_examples.len() < 10 {
+                            acc.unseen_examples.insert(t.to_string(), 1);
                         }
-                        Some(t) => {
-                            if !self.known[f].contains(&t) {
-                                acc.unseen += 1;
-                                if acc.unseen_examples.len() < 10
-                                    || acc.unseen_examples.contains_key(&t)
-                                {
-                                    *acc.unseen_examples.entry(t.clone()).or_insert(0) += 1;
-                                }
-                            }
-                            if acc.counts.len() < MAX_CATEGORIES || acc.counts.contains_key(&t) {
-                                *acc.counts.entry(t.clone()).or_insert(0) += 1;
-                            } else {
-                                *acc.counts.entry("__other__".to_string()).or_insert(0) += 1;
-                            }
-                            texts.push(t);
-                        }
+                    }
+                    if let Some(c) = acc.counts.get_mut(t) {
+                        *c += 1;
+                    } else if acc.counts.len() < MAX_CATEGORIES {
+                        acc.counts.insert(t.to_string(), 1);
+                    } else {
+                        *acc.counts.entry("__other__".to_string()).or_insert(0) += 1;
                     }
                 }
             }
@@ -295,7 +388,6 @@ impl WindowAcc {
             Some(Some(j)) => self.score_sample[j] = score,
             None => {}
         }
-        texts
     }
 }
 
