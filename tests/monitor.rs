@@ -347,19 +347,86 @@ async fn a_drifting_stream_cannot_cause_a_retrain_storm() {
         "{:?}",
         again.report.retrain
     );
-    // Exactly two retrain messages reached the queue, each with its reason.
+    // An operator switches retraining off in the live spec: it applies at once, and a change
+    // to the retrain settings alone is not a "changed spec".
+    let off = storm_spec().replace("max_per_day = 2", "max_per_day = 2\nenabled = false");
+    d.store
+        .put(
+            &ObjectKey::new("specs/mixed.toml").unwrap(),
+            bytes::Bytes::from(off),
+        )
+        .await
+        .unwrap();
+    let start = t0() + Duration::days(2);
+    let (csv, labels) = traffic(100, 300, true);
+    serve(&d.store, &csv, &labels, start, 20).await;
+    let out = monitor
+        .run(&request(start, start + Duration::hours(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.report.retrain.decision, "disabled",
+        "{:?}",
+        out.report.retrain
+    );
+    assert!(
+        !out.report
+            .verdict
+            .reasons
+            .iter()
+            .any(|r| r.contains("spec")),
+        "{:?}",
+        out.report.verdict
+    );
+    // A change to the features is: "rebuild with new features".
+    let rebuilt = storm_spec().replace(
+        "unknown = \"reject\"",
+        "unknown = \"reject\"\nexclude = [\"count\"]",
+    );
+    d.store
+        .put(
+            &ObjectKey::new("specs/mixed.toml").unwrap(),
+            bytes::Bytes::from(rebuilt),
+        )
+        .await
+        .unwrap();
+    let out = monitor
+        .run(&request(start, start + Duration::hours(1)))
+        .await
+        .unwrap();
+    assert!(
+        out.report
+            .verdict
+            .reasons
+            .iter()
+            .any(|r| r.contains("rebuild with the new features")),
+        "{:?}",
+        out.report.verdict
+    );
+    assert_eq!(out.report.retrain.mode.as_deref(), Some("new_features"));
+
+    // Exactly three retrain messages reached the queue, each with its reason: two for the
+    // drift, one for the rebuilt spec.
     let received = ingest
         .receive(10, std::time::Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(received.len(), 2);
-    for m in &received {
-        let message = Message::parse(&m.body).unwrap();
-        match message.body {
-            StageMessage::Retrain(r) => assert!(r.reason.contains("dataset drift"), "{r:?}"),
+    let reasons: Vec<String> = received
+        .iter()
+        .map(|m| match Message::parse(&m.body).unwrap().body {
+            StageMessage::Retrain(r) => r.reason,
             other => panic!("not a retrain message: {other:?}"),
-        }
-    }
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("dataset drift"))
+            .count(),
+        3
+    );
+    assert_eq!(reasons.iter().filter(|r| r.contains("rebuild")).count(), 1);
 }
 
 /// Writes capture records (already in JSONL) as one capture file in the hour of `at`.
@@ -553,6 +620,47 @@ async fn bad_input_gets_a_stated_outcome_and_never_a_panic() {
     assert_eq!(color.unseen, 1);
     assert_eq!(color.unseen_examples.get("purple"), Some(&1));
     assert!(r.data_quality.warnings.iter().any(|w| w.contains("purple")));
+
+    // Three requests are not enough for a verdict: statistics, no drift, no retrain.
+    let later = hour + Duration::hours(3);
+    let mut few = String::new();
+    for i in 0..3 {
+        let r = record(
+            &format!("few{i}"),
+            later + Duration::seconds(i),
+            &d.version,
+            vec![row(99.0, "blue")],
+            0.5,
+        );
+        few.push_str(&serde_json::to_string(&r).unwrap());
+        few.push('\n');
+    }
+    put_capture_file(&d.store, later, "few", &few).await;
+    let out = monitor
+        .run(&request(later, later + Duration::hours(1)))
+        .await
+        .unwrap();
+    let r = &out.report;
+    assert_eq!(r.captures.rows_scored, 3);
+    assert!(
+        !r.data_drift.dataset_drift && !r.verdict.breach,
+        "{:?}",
+        r.data_drift
+    );
+    let amount = &r.data_drift.features[0];
+    assert!(amount.score.is_none() && !amount.drifted, "{amount:?}");
+    assert!(
+        amount
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("fewer than monitor.min_samples"),
+        "{amount:?}"
+    );
+    assert!(
+        amount.statistics["wasserstein"].is_some(),
+        "the statistics stay in the report"
+    );
 
     // Requests the monitor refuses: with a clear error, never a panic.
     for bad in [

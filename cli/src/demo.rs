@@ -72,9 +72,11 @@ const PERIOD_DAYS: usize = 365;
 /// Days the first model is trained on: five years.
 const INITIAL_DAYS: usize = 5 * PERIOD_DAYS;
 
-/// Stream day `i` is stamped `2000-01-01 + i days` (the file carries no dates).
+/// Stream day `i` is stamped `1950-01-01 + i days`: the file carries no dates, and fifty
+/// years from 1950 stay in the past, so `lambdaml monitor` right after the demo finds no
+/// simulated traffic in "now".
 fn day_time(day: usize) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::<chrono::Utc>::from_timestamp(946_684_800, 0).unwrap_or_default()
+    chrono::DateTime::<chrono::Utc>::from_timestamp(-631_152_000, 0).unwrap_or_default()
         + chrono::Duration::days(day as i64)
         + chrono::Duration::hours(12)
 }

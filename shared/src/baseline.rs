@@ -104,7 +104,10 @@ impl PredictionBaseline {
                 for row in outputs.chunks_exact(k) {
                     let (arg, top) = argmax(row);
                     counts[arg] += 1;
-                    scores.push(if k == 2 { row[1] } else { top });
+                    let score = if k == 2 { row[1] } else { top };
+                    if score.is_finite() {
+                        scores.push(score);
+                    }
                 }
                 sort_values(&mut scores);
                 PredictionBaseline::Classification {
@@ -305,6 +308,7 @@ impl Baseline {
         let mut light = self.clone();
         let mut samples = Vec::new();
         for f in &mut light.features {
+            f.sample.retain(|v| v.is_finite());
             f.sample_len = Some(f.sample.len());
             for v in f.sample.drain(..) {
                 samples.extend_from_slice(&v.to_le_bytes());

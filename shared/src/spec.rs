@@ -522,7 +522,8 @@ pub struct MonitorSection {
     /// Dataset drift when at least this share of features drift; in (0, 1].
     #[serde(default = "default_drift_share")]
     pub drift_share: f64,
-    /// Labelled rows needed before any performance verdict; > 0.
+    /// Rows needed before a drift verdict on a feature, and labelled rows before a
+    /// performance verdict; > 0.
     #[serde(default = "default_min_samples")]
     pub min_samples: usize,
     /// A drop of the promotion metric by more than this is a breach; in (0, 1].

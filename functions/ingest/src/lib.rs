@@ -197,6 +197,16 @@ impl Ingest {
     /// Ingests one raw object. See the crate docs.
     #[instrument(skip(self), fields(key = %request.key))]
     pub async fn ingest(&self, request: &IngestRequest) -> Result<IngestOutcome, StageError> {
+        self.ingest_for(request, None).await
+    }
+
+    /// Ingests, then asks preprocess for every spec of the dataset — or only `model`'s (a
+    /// retrain of one model does not retrain the others, which have their own cooldowns).
+    async fn ingest_for(
+        &self,
+        request: &IngestRequest,
+        model_only: Option<&str>,
+    ) -> Result<IngestOutcome, StageError> {
         let dataset = match &request.dataset {
             Some(d) if is_valid_name(d) => d.clone(),
             Some(d) => return Err(permanent(format!("invalid dataset name {d:?}"))),
@@ -240,7 +250,10 @@ impl Ingest {
         };
 
         let mut models = Vec::new();
-        for found in &specs {
+        for found in specs
+            .iter()
+            .filter(|f| model_only.is_none_or(|m| m == f.spec.model.name))
+        {
             let spec_sha = lambdaml::sha256_hex(&found.bytes);
             let model = found.spec.model.name.clone();
             let snapshot =
@@ -294,12 +307,22 @@ impl Ingest {
         let out_path = dir.path().join("retrain.csv");
         let (data, window) = (request.data, request.window_rows);
         let out = out_path.clone();
+        // Written as ingest will read it back: the spec's delimiter, and each value in the
+        // form its column's type infers to (booleans as words, floats with a point).
+        let specs = self.specs_for(&request.dataset).await?;
+        let delimiter = IngestConfig::from_spec(&specs[0].spec).delimiter;
+        let schema: lambdaml::dataset::Schema = self
+            .store
+            .get_json(&ObjectKey::new(format!("{prefix}/schema.json")).map_err(permanent)?)
+            .await?;
         let (rows, sha) = tokio::task::spawn_blocking(move || {
             build_retrain_csv(
                 &base_path,
+                &schema,
                 labelled.as_ref().map(|o| o.bytes.as_ref()),
                 data,
                 window,
+                delimiter,
                 &out,
             )
         })
@@ -314,10 +337,13 @@ impl Ingest {
         .map_err(permanent)?;
         self.store.put_file(&key, &out_path).await?;
         info!(%key, rows, "retraining data built");
-        self.ingest(&IngestRequest {
-            key,
-            dataset: Some(request.dataset.clone()),
-        })
+        self.ingest_for(
+            &IngestRequest {
+                key,
+                dataset: Some(request.dataset.clone()),
+            },
+            Some(&request.model),
+        )
         .await
     }
 
@@ -434,12 +460,46 @@ impl Ingest {
 /// Writes the retraining CSV; returns (rows, sha256 hex of the file).
 fn build_retrain_csv(
     base: &Path,
+    schema: &lambdaml::dataset::Schema,
     labelled: Option<&[u8]>,
     data: RetrainData,
     window_rows: usize,
+    delimiter: u8,
     out: &Path,
 ) -> Result<(usize, String), StageError> {
+    use lambdaml::dataset::ColumnType;
     let table = read_parquet(base).map_err(permanent)?;
+    let kinds: Vec<Option<ColumnType>> = table
+        .names
+        .iter()
+        .map(|n| schema.column(n).map(|c| c.kind))
+        .collect();
+    // One form per type, whatever the source wrote: `true`/`false`, `3`, `2.0`.
+    let normalize = |kind: Option<ColumnType>, text: &str| -> String {
+        let t = text.trim();
+        if t.is_empty() {
+            return String::new();
+        }
+        match kind {
+            Some(ColumnType::Boolean) => {
+                match lambdaml::features::parse_numeric_text(t, ColumnType::Boolean) {
+                    Some(x) if x != 0.0 => "true".into(),
+                    Some(_) => "false".into(),
+                    None => t.to_string(),
+                }
+            }
+            Some(ColumnType::Float) => match t.parse::<f64>() {
+                Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.1}"),
+                Ok(x) if x.is_finite() => x.to_string(),
+                _ => t.to_string(),
+            },
+            Some(ColumnType::Integer) => match t.parse::<f64>() {
+                Ok(x) if x.is_finite() && x.fract() == 0.0 => format!("{}", x as i64),
+                _ => t.to_string(),
+            },
+            _ => t.to_string(),
+        }
+    };
     let base_rows = table.columns.first().map(column_len).unwrap_or(0);
     let mut extra: Vec<Vec<String>> = Vec::new();
     if let Some(bytes) = labelled {
@@ -471,7 +531,9 @@ fn build_retrain_csv(
         RetrainData::All => 0,
     };
     let file = std::fs::File::create(out).map_err(|e| StageError::Retryable(e.to_string()))?;
-    let mut writer = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(delimiter)
+        .from_writer(std::io::BufWriter::new(file));
     let io = |e: csv::Error| StageError::Retryable(e.to_string());
     writer.write_record(&table.names).map_err(io)?;
     for row in skip.min(base_rows)..base_rows {
@@ -480,12 +542,15 @@ fn build_retrain_csv(
                 table
                     .columns
                     .iter()
-                    .map(|c| c.text(row).unwrap_or_default()),
+                    .zip(&kinds)
+                    .map(|(c, k)| normalize(*k, &c.text(row).unwrap_or_default())),
             )
             .map_err(io)?;
     }
     for row in extra.iter().skip(skip.saturating_sub(base_rows)) {
-        writer.write_record(row).map_err(io)?;
+        writer
+            .write_record(row.iter().zip(&kinds).map(|(v, k)| normalize(*k, v)))
+            .map_err(io)?;
     }
     writer
         .flush()

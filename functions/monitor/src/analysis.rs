@@ -280,6 +280,20 @@ pub fn categorical_drift(
     }
 }
 
+/// Withholds the verdict of a test on fewer than `min` values (the statistics stay in the
+/// report): one odd request is not drift.
+fn gate(mut d: FeatureDrift, min: u64) -> FeatureDrift {
+    if d.current_values > 0 && d.current_values < min {
+        d.note = Some(format!(
+            "{} values, fewer than monitor.min_samples = {min}: no verdict",
+            d.current_values
+        ));
+        d.score = None;
+        d.drifted = false;
+    }
+    d
+}
+
 /// Data drift over every baseline feature.
 pub fn data_drift(baseline: &Baseline, acc: &mut WindowAcc, spec: &ModelSpec) -> DataDrift {
     let samples: Vec<Vec<f64>> = acc.sample.iter_mut().map(std::mem::take).collect();
@@ -339,10 +353,11 @@ pub fn data_drift(baseline: &Baseline, acc: &mut WindowAcc, spec: &ModelSpec) ->
             }
         }
     });
+    let min = spec.monitor.min_samples as u64;
     let features: Vec<FeatureDrift> = slots
         .into_iter()
         .enumerate()
-        .map(|(i, d)| d.unwrap_or_else(|| test(i, Vec::new())))
+        .map(|(i, d)| gate(d.unwrap_or_else(|| test(i, Vec::new())), min))
         .collect();
     let tested = features.iter().filter(|f| f.score.is_some()).count() as u64;
     let drifted = features.iter().filter(|f| f.drifted).count() as u64;
@@ -362,7 +377,7 @@ pub fn data_drift(baseline: &Baseline, acc: &mut WindowAcc, spec: &ModelSpec) ->
 }
 
 /// Prediction drift: predicted classes (or values) and scores against the holdout's.
-pub fn prediction_drift(baseline: &Baseline, acc: &mut WindowAcc) -> PredictionDrift {
+pub fn prediction_drift(baseline: &Baseline, acc: &mut WindowAcc, min: u64) -> PredictionDrift {
     let mut scores: Vec<f64> = std::mem::take(&mut acc.score_sample)
         .into_iter()
         .filter(|v| !v.is_nan())
@@ -389,7 +404,11 @@ pub fn prediction_drift(baseline: &Baseline, acc: &mut WindowAcc) -> PredictionD
                 rows,
                 None,
             );
-            let score = numeric_drift("score", reference, &scores, rows, None, &[]);
+            let output = gate(output, min);
+            let score = gate(
+                numeric_drift("score", reference, &scores, rows, None, &[]),
+                min,
+            );
             PredictionDrift {
                 drifted: output.drifted || score.drifted,
                 output: Some(output),
@@ -397,7 +416,10 @@ pub fn prediction_drift(baseline: &Baseline, acc: &mut WindowAcc) -> PredictionD
             }
         }
         PredictionBaseline::Regression { values } => {
-            let output = numeric_drift("prediction", values, &scores, rows, None, &[]);
+            let output = gate(
+                numeric_drift("prediction", values, &scores, rows, None, &[]),
+                min,
+            );
             PredictionDrift {
                 drifted: output.drifted,
                 output: Some(output),

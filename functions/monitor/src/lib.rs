@@ -43,6 +43,15 @@ use crate::window::{Labelled, Line, Val, VersionMaps, WindowAcc};
 
 /// Rows kept for the drift tests per window (all rows of smaller windows).
 pub const DEFAULT_SAMPLE_ROWS: usize = 1_000_000;
+/// Values kept for the drift tests across all numeric features (160 MB): a model with many
+/// features keeps fewer rows.
+pub const DEFAULT_SAMPLE_VALUES: usize = 20_000_000;
+/// The longest window a request may ask for: ten years.
+pub const MAX_WINDOW_SECS: u64 = 3650 * 86_400;
+/// Scheduled runs start a little early or late; cooldowns, daily caps and window overlaps
+/// allow this much so a daily schedule with a 24 h cooldown retrains daily, not every other
+/// day.
+pub const SCHEDULE_SLACK_SECS: i64 = 15 * 60;
 
 /// A monitoring request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,12 +99,15 @@ impl MonitorRequest {
 pub struct MonitorConfig {
     /// Rows kept for the drift tests.
     pub sample_rows: usize,
+    /// Values kept across all numeric features (fewer rows for wide models).
+    pub sample_values: usize,
 }
 
 impl Default for MonitorConfig {
     fn default() -> Self {
         MonitorConfig {
             sample_rows: DEFAULT_SAMPLE_ROWS,
+            sample_values: DEFAULT_SAMPLE_VALUES,
         }
     }
 }
@@ -155,7 +167,11 @@ pub fn schedule_period(expr: &str) -> Duration {
         return Duration::days(1);
     };
     let mut parts = inner.split_whitespace();
-    let n: i64 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let n: i64 = parts
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 3650);
     match parts.next().unwrap_or("day").trim_end_matches('s') {
         "minute" => Duration::minutes(n),
         "hour" => Duration::hours(n),
@@ -245,12 +261,31 @@ impl Monitor {
             .await?;
         let spec_key = run.artifacts.get("spec").cloned().unwrap_or_default();
         let spec_bytes = self.store.get(&key(spec_key)?).await?.bytes;
-        let spec = ModelSpec::parse(&String::from_utf8_lossy(&spec_bytes)).map_err(permanent)?;
-        // "Rebuild with new features": the live spec differs from the one this version
-        // was trained with.
-        let spec_changed = match self.store.get(&key(format!("specs/{model}.toml"))?).await {
-            Ok(o) => lambdaml::sha256_hex(&o.bytes) != manifest.spec_sha256,
-            Err(StoreError::NotFound(_)) => false,
+        let trained = ModelSpec::parse(&String::from_utf8_lossy(&spec_bytes)).map_err(permanent)?;
+        // The live spec's monitoring and retraining settings apply at once (an operator may
+        // switch retraining off); a change anywhere that shapes the model — data, features,
+        // split, preprocessing, training — means "rebuild with new features".
+        let (spec, spec_changed) = match self.store.get(&key(format!("specs/{model}.toml"))?).await
+        {
+            Ok(o) => match ModelSpec::parse(&String::from_utf8_lossy(&o.bytes)) {
+                Ok(live) => {
+                    let changed = live.dataset != trained.dataset
+                        || live.task != trained.task
+                        || live.features != trained.features
+                        || live.split != trained.split
+                        || live.preprocess != trained.preprocess
+                        || live.train != trained.train;
+                    let mut spec = trained.clone();
+                    spec.monitor = live.monitor;
+                    spec.retrain = live.retrain;
+                    (spec, changed)
+                }
+                Err(e) => {
+                    warn!(%model, error = %e, "the live spec does not parse; using the trained one");
+                    (trained, false)
+                }
+            },
+            Err(StoreError::NotFound(_)) => (trained, false),
             Err(e) => return Err(e.into()),
         };
         Ok(Found {
@@ -270,7 +305,8 @@ impl Monitor {
         to: DateTime<Utc>,
     ) -> Result<Vec<ObjectKey>, StageError> {
         let first_hour = from.timestamp().div_euclid(3600);
-        let last_hour = to.timestamp().div_euclid(3600);
+        // `to` is exclusive: a window ending on the hour does not read the next hour.
+        let last_hour = (to.timestamp_millis() - 1).div_euclid(3_600_000);
         let days = (to - from).num_days();
         let mut metas = Vec::new();
         if days > 31 {
@@ -335,14 +371,20 @@ impl Monitor {
                     None => generated,
                 };
                 let length = match &request.window {
-                    Some(w) => Duration::seconds(parse_duration_secs(w).ok_or_else(|| {
-                        permanent(format!(
-                            "window: {w:?} is not a duration like \"30m\", \"24h\" or \"7d\""
-                        ))
-                    })? as i64),
+                    Some(w) => parse_duration_secs(w)
+                        .filter(|s| *s <= MAX_WINDOW_SECS)
+                        .map(|s| Duration::seconds(s as i64))
+                        .ok_or_else(|| {
+                            permanent(format!(
+                                "window: {w:?} is not a duration like \"30m\", \"24h\" or \"7d\" (at most 10 years)"
+                            ))
+                        })?,
                     None => schedule_period(&found.spec.monitor.schedule),
                 };
-                (at - length, at)
+                let from = at
+                    .checked_sub_signed(length)
+                    .ok_or_else(|| permanent("the window starts before any representable time"))?;
+                (from, at)
             }
             _ => return Err(permanent("give both `from` and `to`, or neither")),
         };
@@ -362,7 +404,13 @@ impl Monitor {
         let mut feedback = FeedbackSummary::default();
         let mut labels: HashMap<(String, usize), String> = HashMap::new();
         for k in self
-            .keys_between("feedback", model, from, at.max(to))
+            // Labels received up to the evaluation time, its own hour included.
+            .keys_between(
+                "feedback",
+                model,
+                from,
+                at.max(to) + Duration::milliseconds(1),
+            )
             .await?
         {
             let bytes = self.store.get(&k).await?.bytes;
@@ -400,13 +448,23 @@ impl Monitor {
                     .map_or(ColumnType::Float, |i| i.kind)
             })
             .collect();
-        let mut acc = WindowAcc::new(baseline, types, self.config.sample_rows);
+        let numeric = baseline
+            .features
+            .iter()
+            .filter(|f| f.kind == lambdaml::baseline::FeatureKind::Numeric)
+            .count();
+        let sample_rows = self
+            .config
+            .sample_rows
+            .min(self.config.sample_values / (numeric + 1))
+            .max(1);
+        let mut acc = WindowAcc::new(baseline, types, sample_rows);
         let classes: Option<Vec<String>> = acc.classes().map(<[String]>::to_vec);
         let label_name = found.manifest.pipeline.label.name().to_string();
         let mut maps: VersionMaps = HashMap::new();
         maps.insert(
             version.clone(),
-            Some(
+            Some((
                 baseline
                     .features
                     .iter()
@@ -419,7 +477,8 @@ impl Monitor {
                             .position(|i| i.name == f.name)
                     })
                     .collect(),
-            ),
+                true,
+            )),
         );
         let registry_versions: HashSet<String> = RegistryStore::new(self.store.clone())
             .load(model)
@@ -519,7 +578,8 @@ impl Monitor {
                             ))?)
                             .await
                         {
-                            Ok(m) => Some(
+                            // Its outputs count only when they mean what production's do.
+                            Ok(m) => Some((
                                 baseline
                                     .features
                                     .iter()
@@ -527,7 +587,8 @@ impl Monitor {
                                         m.pipeline.inputs.iter().position(|i| i.name == f.name)
                                     })
                                     .collect(),
-                            ),
+                                m.pipeline.label == found.manifest.pipeline.label,
+                            )),
                             Err(_) => None,
                         }
                     } else {
@@ -540,7 +601,7 @@ impl Monitor {
                         record.inputs.len().max(1) as u64;
                     continue;
                 };
-                let map = map.clone();
+                let (map, same_outputs) = map.clone();
                 if v != version {
                     *captures.other_versions.entry(v.clone()).or_insert(0) +=
                         record.inputs.len() as u64;
@@ -549,10 +610,14 @@ impl Monitor {
                 for (r, row) in record.inputs.iter().enumerate() {
                     let values: Vec<Option<&Val<'_>>> =
                         map.iter().map(|i| i.and_then(|i| row.get(i))).collect();
-                    let outputs: &[f64] = record
-                        .outputs
-                        .get(r * width..(r + 1) * width)
-                        .unwrap_or(&[]);
+                    let outputs: &[f64] = if same_outputs {
+                        record
+                            .outputs
+                            .get(r * width..(r + 1) * width)
+                            .unwrap_or(&[])
+                    } else {
+                        &[]
+                    };
                     acc.row(&values, outputs);
                     captures.rows_scored += 1;
                     if labels.is_empty() {
@@ -597,8 +662,8 @@ impl Monitor {
         drop(labelled_csv);
         feedback.unmatched =
             (labels.len() as u64).saturating_sub(feedback.joined + feedback.invalid);
-        captures.rows_tested = acc.rows_seen.min(self.config.sample_rows as u64);
-        captures.sampled = acc.rows_seen > self.config.sample_rows as u64;
+        captures.rows_tested = acc.rows_seen.min(sample_rows as u64);
+        captures.sampled = acc.rows_seen > sample_rows as u64;
 
         if captures.records_in_window == 0 {
             notes.push(format!(
@@ -655,7 +720,8 @@ impl Monitor {
                 ));
             }
         }
-        let prediction_drift = analysis::prediction_drift(baseline, &mut acc);
+        let prediction_drift =
+            analysis::prediction_drift(baseline, &mut acc, found.spec.monitor.min_samples as u64);
         let data_quality = analysis::data_quality(baseline, &acc);
         let processing = analysis::processing(&acc);
         let performance = analysis::performance(
@@ -803,81 +869,114 @@ impl Monitor {
             return Ok(decision("dry_run", "no ingest queue configured".into()));
         };
         let state_key = key(format!("monitoring/{model}/retrain-state.json"))?;
-        let cooldown = Duration::seconds(parse_duration_secs(&r.cooldown).unwrap_or(86_400) as i64);
+        let cooldown = Duration::seconds(
+            parse_duration_secs(&r.cooldown)
+                .unwrap_or(86_400)
+                .min(MAX_WINDOW_SECS) as i64,
+        );
+        let slack = Duration::seconds(SCHEDULE_SLACK_SECS);
         let reason = verdict.reasons.join("; ");
         let labelled_key = format!("{run_prefix}/labelled.csv");
-        for _attempt in 0..20 {
-            let (mut state, etag) = match self.store.get(&state_key).await {
-                Ok(o) => (
-                    serde_json::from_slice::<RetrainState>(&o.bytes).unwrap_or_default(),
-                    Some(o.etag),
-                ),
-                Err(StoreError::NotFound(_)) => (RetrainState::default(), None),
-                Err(e) => return Err(e.into()),
-            };
-            let times = |e: &RetrainEntry| {
-                (
-                    DateTime::parse_from_rfc3339(&e.at)
-                        .map(|t| t.with_timezone(&Utc))
-                        .ok(),
-                    DateTime::parse_from_rfc3339(&e.from)
-                        .map(|t| t.with_timezone(&Utc))
-                        .ok(),
-                    DateTime::parse_from_rfc3339(&e.to)
-                        .map(|t| t.with_timezone(&Utc))
-                        .ok(),
-                )
-            };
+        let time = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .ok()
+        };
+        let load = || async {
+            match self.store.get(&state_key).await {
+                Ok(o) => serde_json::from_slice::<RetrainState>(&o.bytes)
+                    .map(|s| (s, Some(o.etag)))
+                    .map_err(|e| {
+                        permanent(format!(
+                            "{state_key} is corrupt ({e}); fix or delete it — until then no retrain is sent"
+                        ))
+                    }),
+                Err(StoreError::NotFound(_)) => Ok((RetrainState::default(), None)),
+                Err(e) => Err(e.into()),
+            }
+        };
+        // Each rule, against every retrain already sent.
+        let check = |state: &RetrainState| -> Option<String> {
             if let Some(e) = state.retrains.iter().find(|e| {
-                let (_, f, t) = times(e);
-                matches!((f, t), (Some(f), Some(t)) if f < to && from < t)
+                matches!((time(&e.from), time(&e.to)), (Some(f), Some(t)) if f + slack < to && from + slack < t)
             }) {
-                return Ok(decision(
-                    "suppressed",
-                    format!(
-                        "a retrain was already sent for an overlapping window ({} to {}) at {}",
-                        e.from, e.to, e.at
-                    ),
+                return Some(format!(
+                    "a retrain was already sent for an overlapping window ({} to {}) at {}",
+                    e.from, e.to, e.at
                 ));
             }
-            if let Some(last) = state.retrains.iter().filter_map(|e| times(e).0).max()
-                && at < last + cooldown
-                && at >= last
+            if let Some(last) = state
+                .retrains
+                .iter()
+                .filter_map(|e| time(&e.at))
+                .find(|t| (at - *t).abs() + slack < cooldown)
             {
-                return Ok(decision(
-                    "suppressed",
-                    format!(
-                        "cooldown: the last retrain was at {}, the next may be at {} (retrain.cooldown = {})",
-                        last.to_rfc3339_opts(SecondsFormat::Secs, true),
-                        (last + cooldown).to_rfc3339_opts(SecondsFormat::Secs, true),
-                        r.cooldown
-                    ),
+                return Some(format!(
+                    "cooldown: a retrain was sent at {}, within retrain.cooldown = {} of {}",
+                    last.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    r.cooldown,
+                    at.to_rfc3339_opts(SecondsFormat::Secs, true)
                 ));
             }
+            let day = Duration::days(1) - slack;
             let today = state
                 .retrains
                 .iter()
-                .filter_map(|e| times(e).0)
-                .filter(|t| *t <= at && *t > at - Duration::days(1))
+                .filter_map(|e| time(&e.at))
+                .filter(|t| *t <= at && *t > at - day)
                 .count();
-            if today >= r.max_per_day as usize {
-                return Ok(decision(
-                    "suppressed",
-                    format!(
-                        "cap: {today} retrains in the 24 hours before {} (retrain.max_per_day = {})",
-                        at.to_rfc3339_opts(SecondsFormat::Secs, true),
-                        r.max_per_day
-                    ),
-                ));
-            }
-            state.retrains.push(RetrainEntry {
-                at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                from: from.to_rfc3339_opts(SecondsFormat::Millis, true),
-                to: to.to_rfc3339_opts(SecondsFormat::Millis, true),
+            (today >= r.max_per_day as usize).then(|| {
+                format!(
+                    "cap: {today} retrains in the 24 hours before {} (retrain.max_per_day = {})",
+                    at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    r.max_per_day
+                )
+            })
+        };
+        let (state, _) = match load().await {
+            Ok(loaded) => loaded,
+            Err(StageError::Permanent(why)) => return Ok(decision("suppressed", why)),
+            Err(e) => return Err(e),
+        };
+        if let Some(why) = check(&state) {
+            return Ok(decision("suppressed", why));
+        }
+        // Send first, then record: a failure in between re-sends on the next run rather
+        // than losing the retrain, and a retrain is idempotent (the same window makes the
+        // same dataset version and run).
+        let labelled = if labelled_rows > 0 {
+            let k = key(&labelled_key)?;
+            self.store.put_file(&k, labelled_path).await?;
+            Some(k)
+        } else {
+            None
+        };
+        let message = Message::new(
+            format!("retrain-{model}-{}", at.format("%Y%m%dT%H%M%S%.3fZ")),
+            Some(model.to_string()),
+            StageMessage::Retrain(RetrainRequest {
+                model: model.to_string(),
+                dataset: found.manifest.dataset.clone(),
                 reason: reason.clone(),
-                version: found.manifest.version.clone(),
-                report: report_key.to_string(),
-            });
+                labelled: labelled.clone(),
+                base_dataset_version: found.manifest.dataset_version.clone(),
+                data: r.data,
+                window_rows: r.window_rows,
+                report: Some(key(report_key)?),
+            }),
+        );
+        queue.send(&message.to_body()).await?;
+        let entry = RetrainEntry {
+            at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            from: from.to_rfc3339_opts(SecondsFormat::Millis, true),
+            to: to.to_rfc3339_opts(SecondsFormat::Millis, true),
+            reason: reason.clone(),
+            version: found.manifest.version.clone(),
+            report: report_key.to_string(),
+        };
+        for _attempt in 0..20 {
+            let (mut state, etag) = load().await?;
+            state.retrains.push(entry.clone());
             let excess = state.retrains.len().saturating_sub(200);
             state.retrains.drain(..excess);
             let written = match &etag {
@@ -893,42 +992,21 @@ impl Monitor {
                 }
             };
             match written {
-                Ok(_) => {}
-                // Another monitor run decided in between: read again and re-check.
+                Ok(_) => {
+                    return Ok(RetrainDecision {
+                        decision: "sent".into(),
+                        detail: reason,
+                        mode: Some(mode.to_string()),
+                        labelled: labelled.map(|k| k.to_string()),
+                        labelled_rows,
+                    });
+                }
+                // Another monitor run wrote in between: read again and append.
                 Err(StoreError::PreconditionFailed { .. }) | Err(StoreError::AlreadyExists(_)) => {
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             }
-            let labelled = if labelled_rows > 0 {
-                let k = key(&labelled_key)?;
-                self.store.put_file(&k, labelled_path).await?;
-                Some(k)
-            } else {
-                None
-            };
-            let message = Message::new(
-                format!("retrain-{model}-{}", at.format("%Y%m%dT%H%M%S%.3fZ")),
-                Some(model.to_string()),
-                StageMessage::Retrain(RetrainRequest {
-                    model: model.to_string(),
-                    dataset: found.manifest.dataset.clone(),
-                    reason: reason.clone(),
-                    labelled: labelled.clone(),
-                    base_dataset_version: found.manifest.dataset_version.clone(),
-                    data: r.data,
-                    window_rows: r.window_rows,
-                    report: Some(key(report_key)?),
-                }),
-            );
-            queue.send(&message.to_body()).await?;
-            return Ok(RetrainDecision {
-                decision: "sent".into(),
-                detail: reason,
-                mode: Some(mode.to_string()),
-                labelled: labelled.map(|k| k.to_string()),
-                labelled_rows,
-            });
         }
         warn!(%model, "retrain state kept changing under concurrent monitor runs");
         Err(StageError::Retryable(

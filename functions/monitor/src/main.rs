@@ -43,8 +43,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                     .collect()
             };
             let mut out = Vec::new();
+            let mut failed = Vec::new();
             for request in &requests {
-                let outcome = monitor.run(request).await?;
+                // One model's failure (no baseline yet, say) does not stop the others.
+                let outcome = match monitor.run(request).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::error!(model = %request.model, error = %e, "monitor run failed");
+                        failed.push(format!("{}: {e}", request.model));
+                        continue;
+                    }
+                };
                 let mut stdout = std::io::stdout().lock();
                 for line in &outcome.emf {
                     let _ = writeln!(stdout, "{line}");
@@ -57,7 +66,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                     "retrain": outcome.report.retrain.decision,
                 }));
             }
-            Ok::<Value, lambda_runtime::Error>(Value::Array(out))
+            if !failed.is_empty() && requests.len() == 1 {
+                return Err(failed.join("; ").into());
+            }
+            Ok::<Value, lambda_runtime::Error>(serde_json::json!({"runs": out, "failed": failed}))
         }
     }))
     .await

@@ -91,8 +91,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Val<'a> {
     }
 }
 
-/// Distinct categories tracked per feature; rarer newcomers beyond it count as `__other__`.
+/// Distinct categories tracked per feature; unseen newcomers beyond it count as [`OTHER`].
 pub const MAX_CATEGORIES: usize = 10_000;
+/// The key unseen categories beyond [`MAX_CATEGORIES`] are counted under.
+pub const OTHER: &str = "\u{0}other";
 /// Distinct numeric values remembered per feature, to tell a "numeric" 0/1 flag from a
 /// measurement (Evidently's rule: five or fewer distinct values are tested as categories).
 const DISTINCT_PROBE: usize = 6;
@@ -124,8 +126,9 @@ impl LatencyHistogram {
         (1u64 << e) + (m << (e - 9))
     }
 
-    /// Adds one latency in microseconds.
+    /// Adds one latency in microseconds (a corrupt one is clamped to about 146,000 years).
     pub fn add(&mut self, us: u64) {
+        let us = us.min(1 << 62);
         *self.counts.entry(Self::bucket(us)).or_insert(0) += 1;
         self.total += 1;
         self.max = self.max.max(us);
@@ -364,12 +367,14 @@ impl WindowAcc {
                             acc.unseen_examples.insert(t.to_string(), 1);
                         }
                     }
+                    // Known categories are always counted; only a flood of newcomers is
+                    // lumped together (under a key no category can have).
                     if let Some(c) = acc.counts.get_mut(t) {
                         *c += 1;
-                    } else if acc.counts.len() < MAX_CATEGORIES {
+                    } else if acc.counts.len() < MAX_CATEGORIES || self.known[f].contains(t) {
                         acc.counts.insert(t.to_string(), 1);
                     } else {
-                        *acc.counts.entry("__other__".to_string()).or_insert(0) += 1;
+                        *acc.counts.entry(OTHER.to_string()).or_insert(0) += 1;
                     }
                 }
             }
@@ -391,5 +396,6 @@ impl WindowAcc {
     }
 }
 
-/// Per version: how its capture rows map onto the baseline's features (`None`: unknown).
-pub type VersionMaps = HashMap<String, Option<Vec<Option<usize>>>>;
+/// Per version: how its capture rows map onto the baseline's features, and whether its
+/// outputs are production's classes in production's order (`None`: an unknown version).
+pub type VersionMaps = HashMap<String, Option<(Vec<Option<usize>>, bool)>>;
