@@ -383,6 +383,9 @@ pub fn prediction_drift(baseline: &Baseline, acc: &mut WindowAcc, min: u64) -> P
         .filter(|v| !v.is_nan())
         .collect();
     sort_values(&mut scores);
+    // The live scores' own distinct values count too: a tiny holdout with few distinct
+    // scores must not turn continuous live scores into categories.
+    let live_distinct = distinct_sorted(&scores, MAX_DISCRETE_VALUES);
     let rows = baseline.holdout_rows;
     match &baseline.prediction {
         PredictionBaseline::Classification {
@@ -406,7 +409,7 @@ pub fn prediction_drift(baseline: &Baseline, acc: &mut WindowAcc, min: u64) -> P
             );
             let output = gate(output, min);
             let score = gate(
-                numeric_drift("score", reference, &scores, rows, None, &[]),
+                numeric_drift("score", reference, &scores, rows, None, &live_distinct),
                 min,
             );
             PredictionDrift {
@@ -417,7 +420,7 @@ pub fn prediction_drift(baseline: &Baseline, acc: &mut WindowAcc, min: u64) -> P
         }
         PredictionBaseline::Regression { values } => {
             let output = gate(
-                numeric_drift("prediction", values, &scores, rows, None, &[]),
+                numeric_drift("prediction", values, &scores, rows, None, &live_distinct),
                 min,
             );
             PredictionDrift {
