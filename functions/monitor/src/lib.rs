@@ -208,6 +208,20 @@ struct Found {
     baseline: Baseline,
     spec: ModelSpec,
     spec_changed: bool,
+    /// Every version the registry knows.
+    versions: HashSet<String>,
+}
+
+/// Where each baseline feature sits in a version's capture rows (its pipeline's input order).
+fn input_map(
+    baseline: &Baseline,
+    pipeline: &lambdaml::features::FeaturePipeline,
+) -> Vec<Option<usize>> {
+    baseline
+        .features
+        .iter()
+        .map(|f| pipeline.inputs.iter().position(|i| i.name == f.name))
+        .collect()
 }
 
 impl Monitor {
@@ -293,6 +307,7 @@ impl Monitor {
             baseline,
             spec,
             spec_changed,
+            versions: registry.versions.keys().cloned().collect(),
         })
     }
 
@@ -464,28 +479,8 @@ impl Monitor {
         let mut maps: VersionMaps = HashMap::new();
         maps.insert(
             version.clone(),
-            Some((
-                baseline
-                    .features
-                    .iter()
-                    .map(|f| {
-                        found
-                            .manifest
-                            .pipeline
-                            .inputs
-                            .iter()
-                            .position(|i| i.name == f.name)
-                    })
-                    .collect(),
-                true,
-            )),
+            Some((input_map(baseline, &found.manifest.pipeline), true)),
         );
-        let registry_versions: HashSet<String> = RegistryStore::new(self.store.clone())
-            .load(model)
-            .await
-            .map_err(permanent)?
-            .map(|(r, _)| r.versions.keys().cloned().collect())
-            .unwrap_or_default();
 
         // The labelled rows, streamed to a temporary CSV for a possible retrain.
         let tmp =
@@ -570,7 +565,7 @@ impl Monitor {
                     continue;
                 };
                 if !maps.contains_key(&v) {
-                    let map = if registry_versions.contains(&v) {
+                    let map = if found.versions.contains(&v) {
                         match self
                             .store
                             .get_json::<ModelManifest>(&key(format!(
@@ -580,13 +575,7 @@ impl Monitor {
                         {
                             // Its outputs count only when they mean what production's do.
                             Ok(m) => Some((
-                                baseline
-                                    .features
-                                    .iter()
-                                    .map(|f| {
-                                        m.pipeline.inputs.iter().position(|i| i.name == f.name)
-                                    })
-                                    .collect(),
+                                input_map(baseline, &m.pipeline),
                                 m.pipeline.label == found.manifest.pipeline.label,
                             )),
                             Err(_) => None,
