@@ -108,4 +108,4 @@ print(json.dumps({"peer": "lambdaml predict (process start to prediction)", "med
 PY
 "$VENV/bin/python" bench/sklearn_cold.py fit "$OUT/sklearn.joblib"
 "$VENV/bin/python" bench/sklearn_cold.py time "$OUT/sklearn.joblib" 10 | tee -a "$OUT/score.jsonl"
-ls -l "$(dirname "$BIN")/lambdaml-score" 2>/dev/null | awk '{print "{\"peer\": \"score bootstrap binary\", \"bytes\": " $5 "}"}' | tee -a "$OUT/score.jsonl"
+ls -l "$(dirname "$BIN")/score" 2>/dev/null | awk '{print "{\"peer\": \"score bootstrap binary\", \"bytes\": " $5 "}"}' | tee -a "$OUT/score.jsonl"

@@ -4,8 +4,7 @@
 //! |---|---|---|
 //! | `LAMBDAML_STORE` | object store URL (`s3://bucket/prefix`, `file://…`) | required |
 //! | `LAMBDAML_QUEUES` | stage queues URL (`sqs://name-prefix`, `file://…`) | required |
-//! | `LAMBDAML_MAX_RECEIVES` | receives before a local queue dead-letters | `5` |
-//! | `LAMBDAML_DLQ_URL` | where a function parks permanently failed SQS records | unset |
+//! | `LAMBDAML_MAX_RECEIVES` | deliveries of a message before it is parked in the dead-letter queue (the queues' maxReceiveCount) | `5` |
 
 /// A missing or malformed variable.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +32,6 @@ pub struct FunctionConfig {
     pub queues: String,
     /// `LAMBDAML_MAX_RECEIVES`.
     pub max_receives: u32,
-    /// `LAMBDAML_DLQ_URL`.
-    pub dlq_url: Option<String>,
 }
 
 impl FunctionConfig {
@@ -66,7 +63,6 @@ impl FunctionConfig {
             store: required("LAMBDAML_STORE")?,
             queues: required("LAMBDAML_QUEUES")?,
             max_receives,
-            dlq_url: get("LAMBDAML_DLQ_URL").filter(|v| !v.is_empty()),
         })
     }
 }

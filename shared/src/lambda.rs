@@ -34,6 +34,19 @@ pub struct SqsRecord {
     /// The receipt handle.
     #[serde(default)]
     pub receipt_handle: String,
+    /// SQS's attributes (`ApproximateReceiveCount`, `SentTimestamp`, …).
+    #[serde(default)]
+    pub attributes: std::collections::HashMap<String, String>,
+}
+
+impl SqsRecord {
+    /// How many times the record has been delivered, this time included (1 when unknown).
+    pub fn receive_count(&self) -> u32 {
+        self.attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1)
+    }
 }
 
 /// What kind of event arrived.
@@ -73,6 +86,28 @@ pub struct BatchResponse {
 pub struct BatchItemFailure {
     /// The record's message id.
     pub item_identifier: String,
+}
+
+/// The Lambda SQS event an event source mapping would deliver for `messages` received from
+/// the queue `source_arn` (what `lambdaml local` hands a function).
+pub fn sqs_event(messages: &[crate::queue::Received], source_arn: &str) -> Value {
+    let region = source_arn.split(':').nth(3).unwrap_or("us-east-1");
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.id,
+                "receiptHandle": m.receipt,
+                "body": m.body,
+                "attributes": {"ApproximateReceiveCount": m.receive_count.to_string()},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": source_arn,
+                "awsRegion": region,
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
 }
 
 /// Decodes an S3 event key: `+` is a space, then percent escapes.

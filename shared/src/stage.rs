@@ -158,13 +158,25 @@ async fn handle_body(
     dispatch(handler, body).await
 }
 
+/// Where the records of a Lambda SQS batch came from: the stage's own queue, in which a
+/// record that can never succeed is parked (its dead-letter queue, with the reason) instead
+/// of being retried until the redrive policy moves it without one.
+#[derive(Debug, Clone, Copy)]
+pub struct SqsSource<'a> {
+    /// The queue the event source mapping reads.
+    pub queue: &'a dyn Queue,
+    /// The queue's maxReceiveCount: a record that fails on this delivery is parked with its
+    /// error even when the error was retryable.
+    pub max_receives: u32,
+}
+
 /// Answers any Lambda event for `handler`: a direct payload, an S3 notification, or an SQS
 /// batch (answered with `batchItemFailures`). An error is returned only for a direct or S3
 /// invocation; an SQS batch always answers with its per-record failures.
 pub async fn handle_lambda_event(
     handler: &dyn StageHandler,
     event: serde_json::Value,
-    dead_letter: Option<&dyn Queue>,
+    source: Option<SqsSource<'_>>,
 ) -> Result<serde_json::Value, StageError> {
     match classify(event).map_err(|e| StageError::Permanent(e.to_string()))? {
         Incoming::Direct(payload) => {
@@ -183,7 +195,7 @@ pub async fn handle_lambda_event(
             Ok(serde_json::Value::Array(results))
         }
         Incoming::Sqs(records) => {
-            let response = handle_sqs_batch(handler, &records, dead_letter).await;
+            let response = handle_sqs_batch(handler, &records, source).await;
             Ok(serde_json::to_value(response).unwrap_or_default())
         }
     }
@@ -199,25 +211,50 @@ pub async fn dispatch(
 }
 
 /// Answers a Lambda SQS batch: each record (a pipeline message or a wrapped S3
-/// notification) is handled on its own; failures are reported
-/// per record. A permanent failure goes to `dead_letter` (the stage's DLQ) with its reason
-/// when one is configured, and is reported as a failure otherwise, so that the queue's
-/// redrive policy dead-letters it after `maxReceiveCount`.
+/// notification) is handled on its own and failures are reported per record, so one bad
+/// record never fails its batch. A record that can never succeed — a permanent failure, or
+/// any failure on its `max_receives`-th delivery — is parked in the source queue's
+/// dead-letter queue with its reason (and so not reported); without a source, or when
+/// parking fails, it is reported and the queue's redrive policy dead-letters it after
+/// maxReceiveCount deliveries.
 pub async fn handle_sqs_batch(
     handler: &dyn StageHandler,
     records: &[SqsRecord],
-    dead_letter: Option<&dyn Queue>,
+    source: Option<SqsSource<'_>>,
 ) -> BatchResponse {
     let mut response = BatchResponse::default();
     for record in records {
         match handle_body(handler, &record.body).await {
             Ok(summary) => info!(message_id = %record.message_id, %summary, "message handled"),
             Err(err) => {
-                warn!(message_id = %record.message_id, error = %err, "message failed");
-                let parked = match (&err, dead_letter) {
-                    (StageError::Permanent(reason), Some(dlq)) => {
-                        let body = serde_json::json!({"reason": reason, "body": record.body});
-                        dlq.send(&body.to_string()).await.is_ok()
+                let receives = record.receive_count();
+                warn!(message_id = %record.message_id, receives, error = %err, "message failed");
+                let parked = match source {
+                    Some(source)
+                        if !err.is_retryable() || receives >= source.max_receives.max(1) =>
+                    {
+                        let reason = if err.is_retryable() {
+                            format!(
+                                "failed on delivery {receives} of {}: {}",
+                                source.max_receives,
+                                err.reason()
+                            )
+                        } else {
+                            err.reason().to_string()
+                        };
+                        let received = crate::queue::Received {
+                            id: record.message_id.clone(),
+                            receipt: record.receipt_handle.clone(),
+                            body: record.body.clone(),
+                            receive_count: receives,
+                        };
+                        match source.queue.dead_letter(&received, &reason).await {
+                            Ok(()) => true,
+                            Err(e) => {
+                                warn!(message_id = %record.message_id, error = %e, "could not park the message; it will be redelivered");
+                                false
+                            }
+                        }
                     }
                     _ => false,
                 };
@@ -329,15 +366,17 @@ pub async fn drain(
 
 /// The Lambda runtime loop every function's `main` runs: each invocation gets a span with
 /// its request id, the invocation's deadline (for stages that checkpoint), and
-/// [`handle_lambda_event`]; permanently failed SQS records go to `dead_letter` when set.
+/// [`handle_lambda_event`]; SQS records that can never succeed are parked in `own_queue`'s
+/// dead-letter queue with their reason (see [`handle_sqs_batch`]).
 pub async fn serve_lambda(
     handler: Arc<dyn StageHandler>,
-    dead_letter: Option<Arc<dyn Queue>>,
+    own_queue: Option<Arc<dyn Queue>>,
+    max_receives: u32,
 ) -> Result<(), lambda_runtime::Error> {
     use tracing::Instrument;
     lambda_runtime::run(lambda_runtime::service_fn(
         |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-            let (handler, dead_letter) = (handler.clone(), dead_letter.clone());
+            let (handler, own_queue) = (handler.clone(), own_queue.clone());
             let span = crate::telemetry::invocation_span(&event.context.request_id);
             let remaining = event
                 .context
@@ -346,9 +385,13 @@ pub async fn serve_lambda(
                 .unwrap_or_default();
             let deadline = std::time::Instant::now() + remaining;
             async move {
+                let source = own_queue.as_deref().map(|queue| SqsSource {
+                    queue,
+                    max_receives,
+                });
                 with_deadline(
                     deadline,
-                    handle_lambda_event(handler.as_ref(), event.payload, dead_letter.as_deref()),
+                    handle_lambda_event(handler.as_ref(), event.payload, source),
                 )
                 .await
                 .map_err(lambda_runtime::Error::from)

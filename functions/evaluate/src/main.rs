@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use lambdaml::config::FunctionConfig;
 use lambdaml::message::Stage;
-use lambdaml::queue::{open_queue, open_queues};
+use lambdaml::queue::open_queues;
 use lambdaml::stage::serve_lambda;
 use lambdaml::store::open_store;
 use lambdaml::telemetry::{self, LogFormat};
@@ -18,9 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = open_store(&config.store).await?;
     let queues = open_queues(&config.queues, config.max_receives).await?;
     let handler = Evaluate::new(store, queues.get(Stage::Deploy).await?);
-    let dlq = match &config.dlq_url {
-        Some(url) => Some(open_queue(url, config.max_receives).await?),
-        None => None,
-    };
-    serve_lambda(Arc::new(handler), dlq).await
+    // Records that can never succeed are parked in this queue's dead-letter queue.
+    let own_queue = queues.get(Stage::Evaluate).await?;
+    serve_lambda(Arc::new(handler), Some(own_queue), config.max_receives).await
 }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use lambdaml::dataset::{DatasetManifest, Profile, Schema, read_parquet};
 use lambdaml::message::{IngestRequest, Message, Stage, StageMessage};
 use lambdaml::queue::{LocalQueue, Queue, open_queues};
-use lambdaml::stage::{DrainOptions, StageError, StageHandler, drain, handle_lambda_event};
+use lambdaml::stage::{
+    DrainOptions, SqsSource, StageError, StageHandler, drain, handle_lambda_event,
+};
 use lambdaml::store::{MemoryStore, ObjectKey, ObjectStore, ObjectStoreExt};
 use lambdaml_ingest::Ingest;
 
@@ -470,20 +472,31 @@ async fn an_sqs_batch_reports_only_its_failed_record() {
         out,
         serde_json::json!({"batchItemFailures": [{"itemIdentifier": "4f1e2a1c-0002-4d3a-9d53-1a2b3c4d5e02"}]})
     );
-    // With one it is parked there with its reason, and the batch succeeds.
+    // Delivered from a real queue, it is parked in that queue's dead-letter area with its
+    // reason (the body intact, so it can be redriven), and the batch succeeds.
     let dir = tempfile::tempdir().unwrap();
-    let dlq = LocalQueue::open(dir.path(), 3).unwrap();
-    let out = handle_lambda_event(&env.ingest, batch, Some(&dlq))
+    let queue = LocalQueue::open(dir.path(), 3).unwrap();
+    for record in batch["Records"].as_array().unwrap() {
+        queue.send(record["body"].as_str().unwrap()).await.unwrap();
+    }
+    let received = queue.receive(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(received.len(), 2);
+    let event = lambdaml::lambda::sqs_event(&received, "arn:aws:sqs:us-east-1:123456789012:q");
+    let source = SqsSource {
+        queue: &queue,
+        max_receives: 3,
+    };
+    let out = handle_lambda_event(&env.ingest, event, Some(source))
         .await
         .unwrap();
     assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
-    let parked = dlq.receive(10, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(parked.len(), 1);
+    let parked = queue.dead_letters(10).await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
     assert!(
-        parked[0].body.contains("unsupported message version 9"),
-        "{}",
-        parked[0].body
+        parked[0].reason.contains("unsupported message version 9"),
+        "{parked:?}"
     );
+    assert!(parked[0].body.contains(r#""version": 9"#), "{parked:?}");
 }
 
 #[tokio::test]

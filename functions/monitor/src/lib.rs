@@ -1024,6 +1024,88 @@ impl Monitor {
     }
 }
 
+/// What one monitor invocation did: its JSON answer and the EMF lines to print (Lambda
+/// turns stdout EMF into CloudWatch metrics).
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// `{"runs": [...], "failed": [...]}`.
+    pub response: serde_json::Value,
+    /// EMF lines of every run.
+    pub emf: Vec<String>,
+}
+
+impl Monitor {
+    /// Answers a Lambda event: a direct request naming a model (`{"model": …, "window": …}`)
+    /// monitors that model; an EventBridge scheduled event (or `{}`) monitors every model in
+    /// the registry, one model's failure (no baseline yet, say) not stopping the others.
+    /// Anything else is refused with what was expected.
+    pub async fn handle_event(&self, event: serde_json::Value) -> Result<Invocation, StageError> {
+        let scheduled = event.get("detail-type").and_then(serde_json::Value::as_str)
+            == Some("Scheduled Event")
+            || event.as_object().is_some_and(|o| o.is_empty());
+        let requests: Vec<MonitorRequest> = if event.get("model").is_some() {
+            vec![
+                serde_json::from_value(event)
+                    .map_err(|e| StageError::Permanent(format!("invalid monitor request: {e}")))?,
+            ]
+        } else if scheduled {
+            RegistryStore::new(self.store.clone())
+                .models()
+                .await
+                .map_err(|e| StageError::Retryable(format!("listing the registry: {e}")))?
+                .into_iter()
+                .map(MonitorRequest::new)
+                .collect()
+        } else if event.get("Records").is_some() {
+            return Err(StageError::Permanent(
+                "the monitor takes no S3 or SQS events: invoke it with {\"model\": NAME} or on an EventBridge schedule".to_string(),
+            ));
+        } else {
+            return Err(StageError::Permanent(format!(
+                "expected {{\"model\": NAME, ...}} or an EventBridge scheduled event, got {}",
+                truncate(&event.to_string(), 200)
+            )));
+        };
+        let mut runs = Vec::new();
+        let mut failed = Vec::new();
+        let mut emf = Vec::new();
+        for request in &requests {
+            match self.run(request).await {
+                Ok(outcome) => {
+                    emf.extend(outcome.emf);
+                    runs.push(serde_json::json!({
+                        "model": outcome.report.model,
+                        "report": outcome.report_key,
+                        "html": outcome.html_key,
+                        "breach": outcome.report.verdict.breach,
+                        "reasons": outcome.report.verdict.reasons,
+                        "retrain": outcome.report.retrain.decision,
+                    }));
+                }
+                Err(e) => {
+                    warn!(model = %request.model, error = %e, "monitor run failed");
+                    failed.push(serde_json::json!({"model": request.model, "error": e.reason()}));
+                }
+            }
+        }
+        if requests.len() == 1 && !failed.is_empty() {
+            let reason = failed[0]["error"].as_str().unwrap_or_default().to_string();
+            return Err(StageError::Permanent(reason));
+        }
+        Ok(Invocation {
+            response: serde_json::json!({"runs": runs, "failed": failed}),
+            emf,
+        })
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 /// CloudWatch EMF lines: one with the run's verdicts, one per feature with its drift score.
 pub fn emf_lines(report: &Report, timestamp_ms: i64) -> Vec<String> {
     let mut lines = Vec::new();
