@@ -8,6 +8,7 @@
 
 mod commands;
 mod demo;
+mod emulate;
 mod models;
 mod monitor;
 mod output;
@@ -84,6 +85,19 @@ pub enum Command {
     Monitor(monitor::MonitorArgs),
     /// Show (or --open) the newest monitoring report of a model.
     Report(monitor::ReportArgs),
+    /// Run template.yaml's event sources here, without Docker: poll its SQS event sources,
+    /// fire its schedules, serve its HTTP API on 127.0.0.1 — against AWS_ENDPOINT_URL (moto,
+    /// LocalStack) or the embedded default.
+    Local(emulate::LocalArgs),
+    /// Run one function's handler in-process on an event (a file from events/), against the
+    /// configured store and queues; print its response (what `sam local invoke` does,
+    /// without Docker).
+    Invoke(emulate::InvokeArgs),
+    /// Create (up) or print (show) template.yaml's resources on an AWS emulator.
+    Stack {
+        #[command(subcommand)]
+        command: emulate::StackCommand,
+    },
 }
 
 #[tokio::main]
@@ -92,6 +106,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // Errors reach the user as the command's own message; logs are for -v.
     let level = match cli.verbose {
+        // An invocation prints its function's logs, as `sam local invoke` does.
+        0 if matches!(cli.command, Command::Invoke(_) | Command::Local(_)) => "info",
         0 => "error",
         1 => "info",
         _ => "debug",

@@ -70,7 +70,7 @@ async fn default_model(ctx: &Ctx, given: Option<String>) -> Result<Option<String
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

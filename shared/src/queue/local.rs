@@ -267,6 +267,20 @@ impl Queue for LocalQueue {
         .await
     }
 
+    async fn extend(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
+        let (q, receipt) = (self.clone(), receipt.to_string());
+        blocking(move || {
+            q.locked(|| match q.current(&receipt)? {
+                None => Err(QueueError::StaleReceipt(receipt.clone())),
+                Some((path, mut entry)) => {
+                    entry.visible_at_ms = now_ms() + timeout.as_millis() as u64;
+                    q.write_entry(&path, &entry)
+                }
+            })
+        })
+        .await
+    }
+
     async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
         let (q, receipt, reason) = (self.clone(), message.receipt.clone(), reason.to_string());
         blocking(move || {

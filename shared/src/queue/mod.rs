@@ -140,6 +140,10 @@ pub trait Queue: Send + Sync + Debug {
     /// recorded as its last error where the backend can keep it.
     async fn release(&self, receipt: &str, error: &str, delay: Duration) -> Result<(), QueueError>;
 
+    /// Keeps a message being worked on invisible for `timeout` from now (a heartbeat for
+    /// work that may outlast the visibility timeout it was received with).
+    async fn extend(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError>;
+
     /// Moves a message that can never succeed to the dead-letter area at once, with its
     /// reason.
     async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError>;

@@ -187,6 +187,18 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    async fn extend(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs(timeout))
+            .send()
+            .await
+            .map_err(|e| self.map_receipt_error(receipt, e))?;
+        Ok(())
+    }
+
     async fn dead_letter(&self, message: &Received, reason: &str) -> Result<(), QueueError> {
         let dlq = self.dlq_url().await?.to_string();
         let reason_value = MessageAttributeValue::builder()

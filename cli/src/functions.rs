@@ -1,0 +1,274 @@
+//! The seven functions, built in-process from the environment a Lambda would give them —
+//! what `lambdaml invoke` and `lambdaml local` run instead of a container.
+//!
+//! Each function is built exactly as its Lambda binary's `main` builds it (store and queues
+//! from `LAMBDAML_STORE` / `LAMBDAML_QUEUES`, records that can never succeed parked in the
+//! function's own queue), then handed events as the Lambda runtime would hand them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use lambdaml::config::FunctionConfig;
+use lambdaml::message::Stage;
+use lambdaml::queue::{DEPLOYMENTS, Queue, Queues, open_queues};
+use lambdaml::stage::{SqsSource, StageHandler, handle_lambda_event};
+use lambdaml::store::{ObjectStore, open_store};
+use lambdaml_score::{ScoreConfig, ScoreState};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The function names, as binaries and as `lambdaml invoke` takes them.
+pub const NAMES: [&str; 7] = [
+    "ingest",
+    "preprocess",
+    "train",
+    "evaluate",
+    "deploy",
+    "score",
+    "monitor",
+];
+
+/// What a function is made of.
+#[derive(Clone)]
+pub enum Handler {
+    /// A pipeline stage.
+    Stage(Arc<dyn StageHandler>),
+    /// The score function's router state.
+    Score(Arc<ScoreState>),
+    /// The monitor.
+    Monitor(Arc<lambdaml_monitor::Monitor>),
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Handler::Stage(_) => "Stage",
+            Handler::Score(_) => "Score",
+            Handler::Monitor(_) => "Monitor",
+        })
+    }
+}
+
+/// One function, ready to take events.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// `ingest`, …, `monitor`.
+    pub name: String,
+    /// Its handler.
+    pub handler: Handler,
+    /// The store it was given.
+    pub store: Arc<dyn ObjectStore>,
+    /// The queue its SQS events come from (stages), where it parks what can never succeed.
+    pub own_queue: Option<Arc<dyn Queue>>,
+    /// `LAMBDAML_MAX_RECEIVES`.
+    pub max_receives: u32,
+}
+
+/// Builds function `name` from `env` (its Lambda environment).
+pub async fn build(name: &str, env: &BTreeMap<String, String>) -> Result<Function> {
+    let config = FunctionConfig::from_lookup(|k| env.get(k).cloned())
+        .with_context(|| format!("the {name} function's environment"))?;
+    let store = open_store(&config.store)
+        .await
+        .with_context(|| format!("opening the store {}", config.store))?;
+    let queues = open_queues(&config.queues, config.max_receives)
+        .await
+        .with_context(|| format!("opening the queues {}", config.queues))?;
+    build_with(name, store, &queues, env, config.max_receives).await
+}
+
+/// Builds function `name` over an open store and queues.
+pub async fn build_with(
+    name: &str,
+    store: Arc<dyn ObjectStore>,
+    queues: &Queues,
+    env: &BTreeMap<String, String>,
+    max_receives: u32,
+) -> Result<Function> {
+    let q = |stage: Stage| queues.get(stage);
+    let stage_handler: Option<(Arc<dyn StageHandler>, Stage)> = match name {
+        "ingest" => Some((
+            Arc::new(lambdaml_ingest::Ingest::new(
+                store.clone(),
+                q(Stage::Preprocess).await?,
+            )),
+            Stage::Ingest,
+        )),
+        "preprocess" => Some((
+            Arc::new(lambdaml_preprocess::Preprocess::new(
+                store.clone(),
+                q(Stage::Train).await?,
+            )),
+            Stage::Preprocess,
+        )),
+        "train" => Some((
+            Arc::new(lambdaml_train::Train::new(
+                store.clone(),
+                q(Stage::Evaluate).await?,
+                q(Stage::Train).await?,
+            )),
+            Stage::Train,
+        )),
+        "evaluate" => Some((
+            Arc::new(lambdaml_evaluate::Evaluate::new(
+                store.clone(),
+                q(Stage::Deploy).await?,
+            )),
+            Stage::Evaluate,
+        )),
+        "deploy" => Some((
+            Arc::new(lambdaml_deploy::Deploy::new(
+                store.clone(),
+                queues.named(DEPLOYMENTS).await?,
+            )),
+            Stage::Deploy,
+        )),
+        _ => None,
+    };
+    let (handler, own_queue) = match (stage_handler, name) {
+        (Some((handler, stage)), _) => (Handler::Stage(handler), Some(q(stage).await?)),
+        (None, "score") => {
+            let mut config = ScoreConfig::from_lookup(|k| env.get(k).cloned())
+                .map_err(|e| anyhow!("the score function's environment: {e}"))?;
+            // As in Lambda: every request's captures are written before it is answered.
+            config.flush_each_request = true;
+            config.emf = false;
+            (
+                Handler::Score(ScoreState::new(store.clone(), config, Instant::now())),
+                None,
+            )
+        }
+        (None, "monitor") => (
+            Handler::Monitor(Arc::new(lambdaml_monitor::Monitor::new(
+                store.clone(),
+                Some(q(Stage::Ingest).await?),
+            ))),
+            None,
+        ),
+        (None, other) => bail!(
+            "unknown function {other:?}; the functions are {}",
+            NAMES.join(", ")
+        ),
+    };
+    Ok(Function {
+        name: name.to_string(),
+        handler,
+        store,
+        own_queue,
+        max_receives,
+    })
+}
+
+/// What an invocation printed besides its response (the monitor's EMF lines).
+#[derive(Debug, Clone, Default)]
+pub struct Invoked {
+    /// The response, as Lambda would return it.
+    pub response: Value,
+    /// Lines the function wrote to stdout (CloudWatch EMF).
+    pub stdout: Vec<String>,
+}
+
+impl Function {
+    /// Hands `event` to the function as the Lambda runtime would, and returns its response;
+    /// an `Err` is what Lambda reports as a function error.
+    pub async fn invoke(&self, event: Value) -> Result<Invoked> {
+        match &self.handler {
+            Handler::Stage(handler) => {
+                let source = self.own_queue.as_deref().map(|queue| SqsSource {
+                    queue,
+                    max_receives: self.max_receives,
+                });
+                let response = handle_lambda_event(handler.as_ref(), event, source)
+                    .await
+                    .map_err(|e| anyhow!("{}", e.reason()))?;
+                Ok(Invoked {
+                    response,
+                    stdout: Vec::new(),
+                })
+            }
+            Handler::Monitor(monitor) => {
+                let invocation = monitor
+                    .handle_event(event)
+                    .await
+                    .map_err(|e| anyhow!("{}", e.reason()))?;
+                Ok(Invoked {
+                    response: invocation.response,
+                    stdout: invocation.emf,
+                })
+            }
+            Handler::Score(state) => {
+                let text = event.to_string();
+                let request = lambda_http::request::from_str(&text).map_err(|e| {
+                    anyhow!("the score function takes HTTP events (API Gateway HTTP API v2, REST API, ALB, function URL): {e}")
+                })?;
+                let response = lambdaml_score::router(state.clone())
+                    .oneshot(request)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+                Ok(Invoked {
+                    response: http_api_response(response).await?,
+                    stdout: Vec::new(),
+                })
+            }
+        }
+    }
+}
+
+/// An axum response as the API Gateway HTTP API (payload 2.0) response a Lambda returns.
+async fn http_api_response(response: axum::response::Response) -> Result<Value> {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| anyhow!("reading the response body: {e}"))?;
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &parts.headers {
+        headers.insert(
+            name.to_string(),
+            Value::String(value.to_str().unwrap_or_default().to_string()),
+        );
+    }
+    let (body, base64) = match std::str::from_utf8(&bytes) {
+        Ok(text) => (text.to_string(), false),
+        Err(_) => (base64_encode(&bytes), true),
+    };
+    Ok(serde_json::json!({
+        "statusCode": parts.status.as_u16(),
+        "headers": headers,
+        "body": body,
+        "isBase64Encoded": base64,
+    }))
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_rfc() {
+        assert_eq!(super::base64_encode(b""), "");
+        assert_eq!(super::base64_encode(b"f"), "Zg==");
+        assert_eq!(super::base64_encode(b"fo"), "Zm8=");
+        assert_eq!(super::base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+}

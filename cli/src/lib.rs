@@ -1,0 +1,7 @@
+//! The parts of the `lambdaml` command that tests use too: reading template.yaml, building
+//! the functions in-process, creating the stack on an emulator, and `lambdaml local`.
+
+pub mod functions;
+pub mod local;
+pub mod stack;
+pub mod template;

@@ -1,0 +1,674 @@
+//! `lambdaml local`: the event sources of template.yaml, emulated — what neither SAM nor
+//! LocalStack does without Docker.
+//!
+//! Against an endpoint (`AWS_ENDPOINT_URL`: moto, LocalStack) it creates the template's
+//! queues and bucket if missing ([`crate::stack::up`]), then for each SQS event source
+//! mapping polls the queue with the mapping's batch size and the queue's visibility timeout,
+//! hands the batch to the function as a Lambda SQS event, deletes the records that
+//! succeeded and leaves the reported failures for redelivery (and, after maxReceiveCount,
+//! the dead-letter queue); fires each schedule event; and serves the HTTP API's routes on
+//! 127.0.0.1 (an `AWS_IAM` route refuses requests without a SigV4 `Authorization` header,
+//! as API Gateway would; the signature itself is not checked). S3 notifications are the
+//! emulator's own.
+//!
+//! Without an endpoint it runs on the embedded default: the store's files and local queues
+//! (a template queue `<prefix><stage>` is the local queue `<stage>`), and it plays the
+//! bucket's notifications itself by watching the store's `raw/` for new objects.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use lambdaml::queue::{Queue, QueueError, Received, SqsQueue, open_queues};
+use serde_json::Value;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::functions::{self, Function, Handler};
+use crate::template::{Stack, StackContext, Template};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// The template.
+    pub template: std::path::PathBuf,
+    /// `AWS::StackName`.
+    pub stack_name: String,
+    /// Parameter overrides.
+    pub overrides: BTreeMap<String, String>,
+    /// Where to serve the HTTP API (port 0: any free port).
+    pub addr: SocketAddr,
+    /// The embedded default's store and queues, used when there is no endpoint.
+    pub embedded: Option<(String, String)>,
+    /// Pause between empty polls.
+    pub poll: Duration,
+    /// Receive with at most this visibility timeout, kept alive by a heartbeat while the
+    /// function runs (so a stopped runner's messages come back quickly).
+    pub max_visibility: Option<Duration>,
+    /// Fire schedules at this period instead of their expression's.
+    pub schedule_every: Option<Duration>,
+}
+
+/// One line of what happened, for the log (and `--json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Activity {
+    /// Seconds since start.
+    pub t: f64,
+    /// `ready`, `invoke`, `result`, `error`, `notify`, `http`.
+    pub kind: &'static str,
+    /// The function's logical id (or the route, the bucket).
+    pub function: String,
+    /// What triggered it: an event source mapping, a schedule, a route.
+    pub trigger: String,
+    /// Details.
+    pub detail: Value,
+}
+
+/// What runs: the resolved stack and its functions.
+#[derive(Debug)]
+pub struct Local {
+    /// The stack.
+    pub stack: Stack,
+    /// Functions by logical id.
+    pub functions: BTreeMap<String, Function>,
+    endpoint: Option<String>,
+    embedded_queues: Option<lambdaml::queue::Queues>,
+}
+
+type Report = Arc<dyn Fn(Activity) + Send + Sync>;
+
+impl Local {
+    /// Resolves the template, creates the stack's resources on the endpoint (or opens the
+    /// embedded default) and builds every function.
+    pub async fn open(options: &LocalOptions) -> Result<Self> {
+        let template = Template::load(&options.template)?;
+        let mut context = StackContext::new(&options.stack_name);
+        context.overrides = options.overrides.clone();
+        let mut stack = Stack::new(template, context)?;
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|e| !e.is_empty());
+        let mut functions = BTreeMap::new();
+        let mut embedded_queues = None;
+        match (&endpoint, &options.embedded) {
+            (Some(_), _) => {
+                crate::stack::up(&mut stack).await?;
+                for def in stack.functions()? {
+                    let function = functions::build(&def.binary, &def.environment)
+                        .await
+                        .with_context(|| format!("building {}", def.id))?;
+                    functions.insert(def.id.clone(), function);
+                }
+            }
+            (None, Some((store_url, queues_url))) => {
+                let store = lambdaml::store::open_store(store_url).await?;
+                let queues = open_queues(queues_url, 5).await?;
+                for def in stack.functions()? {
+                    let max_receives = def
+                        .environment
+                        .get("LAMBDAML_MAX_RECEIVES")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(5);
+                    let function = functions::build_with(
+                        &def.binary,
+                        store.clone(),
+                        &queues,
+                        &def.environment,
+                        max_receives,
+                    )
+                    .await
+                    .with_context(|| format!("building {}", def.id))?;
+                    functions.insert(def.id.clone(), function);
+                }
+                embedded_queues = Some(queues);
+            }
+            (None, None) => bail!(
+                "no AWS_ENDPOINT_URL and no embedded store: set AWS_ENDPOINT_URL (moto, LocalStack) or use a file:// store"
+            ),
+        }
+        Ok(Local {
+            stack,
+            functions,
+            endpoint,
+            embedded_queues,
+        })
+    }
+
+    /// The queue a template queue is, for polling and notifying.
+    async fn queue(&self, id: &str) -> Result<Arc<dyn Queue>> {
+        let physical = self
+            .stack
+            .physical(id)
+            .ok_or_else(|| anyhow!("no queue {id}"))?;
+        match &self.embedded_queues {
+            None => {
+                let config = aws_config::load_from_env().await;
+                Ok(Arc::new(SqsQueue::new(
+                    aws_sdk_sqs::Client::new(&config),
+                    &physical.reference,
+                )))
+            }
+            Some(queues) => {
+                let name = &physical.attributes["QueueName"];
+                // The functions name queues `<prefix><stage>` (LAMBDAML_QUEUES=sqs://<prefix>).
+                let prefix = self
+                    .stack
+                    .functions()?
+                    .iter()
+                    .find_map(|f| f.environment.get("LAMBDAML_QUEUES").cloned())
+                    .and_then(|u| u.strip_prefix("sqs://").map(str::to_string))
+                    .unwrap_or_default();
+                let local = name.strip_prefix(&prefix).unwrap_or(name);
+                Ok(queues.named(local).await?)
+            }
+        }
+    }
+
+    /// Runs until `shutdown` turns true; returns the address the HTTP API was served on
+    /// through `on_ready` before that.
+    pub async fn run(
+        self,
+        options: LocalOptions,
+        mut shutdown: watch::Receiver<bool>,
+        report: Report,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let this = Arc::new(self);
+        let mut tasks = Vec::new();
+        let activity = {
+            let report = report.clone();
+            move |kind: &'static str, function: &str, trigger: &str, detail: Value| {
+                report(Activity {
+                    t: started.elapsed().as_secs_f64(),
+                    kind,
+                    function: function.to_string(),
+                    trigger: trigger.to_string(),
+                    detail,
+                })
+            }
+        };
+        let activity = Arc::new(activity);
+
+        // SQS event sources.
+        let queue_defs = this.stack.queues()?;
+        for source in this.stack.event_sources()? {
+            if !source.enabled {
+                continue;
+            }
+            let function = this
+                .functions
+                .get(&source.function)
+                .ok_or_else(|| anyhow!("{}: no function {}", source.id, source.function))?
+                .clone();
+            let def = queue_defs
+                .iter()
+                .find(|q| q.id == source.queue)
+                .ok_or_else(|| anyhow!("{}: no queue {}", source.id, source.queue))?;
+            let mut visibility = Duration::from_secs(u64::from(def.visibility_timeout.max(1)));
+            if let Some(max) = options.max_visibility {
+                visibility = visibility.min(max.max(Duration::from_secs(1)));
+            }
+            let timeout = this
+                .stack
+                .functions()?
+                .iter()
+                .find(|f| f.id == source.function)
+                .map(|f| Duration::from_secs(f.timeout_secs))
+                .unwrap_or(Duration::from_secs(900));
+            let queue = this.queue(&source.queue).await?;
+            let arn = this
+                .stack
+                .physical(&source.queue)
+                .map(|p| p.attributes["Arn"].clone())
+                .unwrap_or_default();
+            let activity = activity.clone();
+            let mut stop = shutdown.clone();
+            let poll = options.poll;
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    if *stop.borrow() {
+                        return;
+                    }
+                    let received = match queue.receive(source.batch_size, visibility).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            activity(
+                                "error",
+                                &source.function,
+                                &source.id,
+                                Value::String(e.to_string()),
+                            );
+                            Vec::new()
+                        }
+                    };
+                    if received.is_empty() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(poll) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
+                    }
+                    poll_once(
+                        &function,
+                        &source,
+                        queue.as_ref(),
+                        &arn,
+                        received,
+                        visibility,
+                        timeout,
+                        activity.as_ref(),
+                    )
+                    .await;
+                }
+            }));
+        }
+
+        // Schedules.
+        for def in this.stack.functions()? {
+            for schedule in def.schedules.iter().filter(|s| s.enabled) {
+                let function = this.functions[&def.id].clone();
+                let period = options.schedule_every.unwrap_or_else(|| {
+                    lambdaml_monitor::schedule_period(&schedule.expression)
+                        .to_std()
+                        .unwrap_or(Duration::from_secs(3600))
+                });
+                let activity = activity.clone();
+                let mut stop = shutdown.clone();
+                let (id, trigger) = (def.id.clone(), format!("{}.{}", def.id, schedule.name));
+                let region = this.stack.context.region.clone();
+                let account = this.stack.context.account.clone();
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(period) => {}
+                            _ = stop.changed() => {}
+                        }
+                        if *stop.borrow() {
+                            return;
+                        }
+                        let event = scheduled_event(&region, &account, &trigger);
+                        activity("invoke", &id, &trigger, Value::Null);
+                        let t = Instant::now();
+                        match function.invoke(event).await {
+                            Ok(out) => activity(
+                                "result",
+                                &id,
+                                &trigger,
+                                serde_json::json!({
+                                "ms": t.elapsed().as_millis() as u64, "response": out.response}),
+                            ),
+                            Err(e) => {
+                                activity("error", &id, &trigger, Value::String(format!("{e:#}")))
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+
+        // The bucket's notifications, played from the file store on the embedded default.
+        if this.embedded_queues.is_some() {
+            for bucket in this.stack.buckets()? {
+                for n in bucket.notifications {
+                    let queue = this.queue(&n.queue).await?;
+                    let store = this
+                        .functions
+                        .values()
+                        .next()
+                        .map(|f| f.store.clone())
+                        .ok_or_else(|| anyhow!("no functions"))?;
+                    let activity = activity.clone();
+                    let mut stop = shutdown.clone();
+                    let poll = options.poll;
+                    let bucket_name = bucket.name.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let mut seen: HashSet<(String, u64)> = HashSet::new();
+                        let mut first = true;
+                        loop {
+                            if let Ok(objects) = store.list_all(&n.prefix).await {
+                                for o in objects {
+                                    let key = o.key.as_str().to_string();
+                                    if !key.ends_with(&n.suffix)
+                                        || !seen.insert((key.clone(), o.size))
+                                        || first
+                                    {
+                                        continue;
+                                    }
+                                    let event = s3_event(&bucket_name, &key, o.size);
+                                    match queue.send(&event.to_string()).await {
+                                        Ok(_) => activity(
+                                            "notify",
+                                            &bucket_name,
+                                            &n.queue,
+                                            Value::String(key),
+                                        ),
+                                        Err(e) => activity(
+                                            "error",
+                                            &bucket_name,
+                                            &n.queue,
+                                            Value::String(e.to_string()),
+                                        ),
+                                    }
+                                }
+                            }
+                            first = false;
+                            tokio::select! {
+                                _ = tokio::time::sleep(poll) => {}
+                                _ = stop.changed() => {}
+                            }
+                            if *stop.borrow() {
+                                return;
+                            }
+                        }
+                    }));
+                }
+            }
+        }
+
+        // The HTTP API: API Gateway's route selection over the template's routes, then the
+        // request, untouched, to the route's function.
+        let routes = this.stack.routes()?;
+        let mut targets = Vec::new();
+        for route in &routes {
+            let Handler::Score(state) = &this.functions[&route.function].handler else {
+                bail!(
+                    "route {} {} targets {}, which is not an HTTP function",
+                    route.method,
+                    route.path,
+                    route.function
+                );
+            };
+            targets.push((route.clone(), lambdaml_score::router(state.clone())));
+        }
+        let targets = Arc::new(targets);
+        let app = {
+            let activity = activity.clone();
+            Router::new().fallback(move |request: Request<Body>| {
+                let targets = targets.clone();
+                let activity = activity.clone();
+                async move {
+                    let path = request.uri().path().to_string();
+                    let method = request.method().as_str().to_string();
+                    let Some((route, router)) = select_route(&targets, &method, &path) else {
+                        return (
+                            StatusCode::NOT_FOUND,
+                            [("content-type", "application/json")],
+                            r#"{"message":"Not Found"}"#,
+                        )
+                            .into_response();
+                    };
+                    let signed = request
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "));
+                    if route.authorization != "NONE" && !signed {
+                        activity(
+                            "http",
+                            &route.function,
+                            &format!("{} {}", route.method, route.path),
+                            serde_json::json!({"status": 403, "reason": format!("no SigV4 Authorization header (the route's authorization is {})", route.authorization)}),
+                        );
+                        return (
+                            StatusCode::FORBIDDEN,
+                            [("content-type", "application/json")],
+                            r#"{"message":"Forbidden"}"#,
+                        )
+                            .into_response();
+                    }
+                    match router.clone().oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                }
+            })
+        };
+        let listener = tokio::net::TcpListener::bind(options.addr)
+            .await
+            .with_context(|| format!("listening on {}", options.addr))?;
+        let addr = listener.local_addr()?;
+        activity(
+            "ready",
+            "",
+            "",
+            serde_json::json!({
+                "http": format!("http://{addr}"),
+                "routes": routes.iter().map(|r| format!("{} {} ({})", r.method, r.path, r.authorization)).collect::<Vec<_>>(),
+                "event_sources": this.stack.event_sources()?.iter().map(|e| format!("{} → {} (batch {})", e.queue, e.function, e.batch_size)).collect::<Vec<_>>(),
+                "schedules": this.stack.functions()?.iter().flat_map(|f| f.schedules.iter().filter(|s| s.enabled).map(move |s| format!("{} → {}", s.expression, f.id))).collect::<Vec<_>>(),
+                "endpoint": this.endpoint.clone().unwrap_or_else(|| "embedded default".to_string()),
+            }),
+        );
+        let mut stop = shutdown.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        server.await.context("serving the HTTP API")?;
+        let _ = shutdown.changed().await;
+        for task in tasks {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+/// API Gateway's route selection: the routes whose method (or `ANY`) and path template
+/// match, the most specific first — fewer greedy `{proxy+}` and `{param}` segments win.
+fn select_route<'a, T>(
+    targets: &'a [(crate::template::RouteDef, T)],
+    method: &str,
+    path: &str,
+) -> Option<&'a (crate::template::RouteDef, T)> {
+    targets
+        .iter()
+        .filter(|(r, _)| r.method == "ANY" || r.method.eq_ignore_ascii_case(method))
+        .filter_map(|t| route_score(&t.0.path, path).map(|score| (score, t)))
+        .min_by_key(|(score, _)| *score)
+        .map(|(_, t)| t)
+}
+
+/// `Some((greedy, params))` when `template` matches `path`, else `None`.
+fn route_score(template: &str, path: &str) -> Option<(usize, usize)> {
+    let pattern: Vec<&str> = template.trim_matches('/').split('/').collect();
+    let actual: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mut params = 0;
+    for (i, seg) in pattern.iter().enumerate() {
+        if seg.starts_with('{') && seg.ends_with("+}") {
+            // Greedy: one or more remaining segments.
+            return (actual.len() > i && !actual[i].is_empty()).then_some((1, params));
+        }
+        let got = actual.get(i)?;
+        if seg.starts_with('{') && seg.ends_with('}') {
+            if got.is_empty() {
+                return None;
+            }
+            params += 1;
+        } else if seg != got {
+            return None;
+        }
+    }
+    (pattern.len() == actual.len()).then_some((0, params))
+}
+
+/// Hands one received batch to `function` and settles each record as Lambda's event source
+/// mapping would.
+#[allow(clippy::too_many_arguments)]
+async fn poll_once(
+    function: &Function,
+    source: &crate::template::EventSourceDef,
+    queue: &dyn Queue,
+    arn: &str,
+    received: Vec<Received>,
+    visibility: Duration,
+    timeout: Duration,
+    activity: &(dyn Fn(&'static str, &str, &str, Value) + Send + Sync),
+) {
+    let event = lambdaml::lambda::sqs_event(&received, arn);
+    activity(
+        "invoke",
+        &source.function,
+        &source.id,
+        serde_json::json!({"records": received.len(), "ids": received.iter().map(|r| r.id.clone()).collect::<Vec<_>>()}),
+    );
+    let started = Instant::now();
+    // A heartbeat keeps the batch invisible while the function works on it.
+    let receipts: Vec<String> = received.iter().map(|r| r.receipt.clone()).collect();
+    let beat = {
+        let receipts = receipts.clone();
+        async move {
+            loop {
+                tokio::time::sleep(visibility / 2).await;
+                for r in &receipts {
+                    if queue.extend(r, visibility).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let invocation = async {
+        let function = function.clone();
+        match tokio::time::timeout(
+            timeout,
+            tokio::spawn(async move { function.invoke(event).await }),
+        )
+        .await
+        {
+            Err(_) => Err(anyhow!(
+                "Task timed out after {} seconds",
+                timeout.as_secs()
+            )),
+            Ok(Err(panic)) => Err(anyhow!("the function crashed: {panic}")),
+            Ok(Ok(result)) => result,
+        }
+    };
+    let result = tokio::select! {
+        r = invocation => r,
+        () = beat => Err(anyhow!("the heartbeat stopped")),
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(invoked) => {
+            let failed: HashSet<String> = if source.report_batch_item_failures {
+                invoked.response["batchItemFailures"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_string))
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            for message in &received {
+                if failed.contains(&message.id) {
+                    // Left for redelivery after its visibility timeout; SQS's redrive moves it
+                    // to the dead-letter queue after maxReceiveCount deliveries.
+                    continue;
+                }
+                match queue.delete(&message.receipt).await {
+                    Ok(()) | Err(QueueError::StaleReceipt(_)) => {}
+                    Err(e) => activity(
+                        "error",
+                        &source.function,
+                        &source.id,
+                        Value::String(format!("deleting {}: {e}", message.id)),
+                    ),
+                }
+            }
+            activity(
+                "result",
+                &source.function,
+                &source.id,
+                serde_json::json!({"ms": ms, "failed": failed.len(), "response": invoked.response}),
+            );
+        }
+        Err(e) => {
+            // A function error fails the whole batch: every record is redelivered.
+            activity(
+                "error",
+                &source.function,
+                &source.id,
+                Value::String(format!("{e:#}")),
+            );
+        }
+    }
+}
+
+/// An EventBridge scheduled event, as the rule delivers it.
+pub fn scheduled_event(region: &str, account: &str, rule: &str) -> Value {
+    serde_json::json!({
+        "version": "0",
+        "id": uuid_like(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": region,
+        "resources": [format!("arn:aws:events:{region}:{account}:rule/{rule}")],
+        "detail": {}
+    })
+}
+
+/// An S3 `ObjectCreated:Put` notification, the key URL-encoded as S3 sends it.
+pub fn s3_event(bucket: &str, key: &str, size: u64) -> Value {
+    let encoded: String = key
+        .bytes()
+        .map(|b| match b {
+            b' ' => "+".to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": encoded, "size": size}}
+    }]})
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+    format!("{:08x}-{:04x}-4000-8000-{:012x}", t >> 32, t & 0xffff, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_score;
+
+    #[test]
+    fn routes_match_like_api_gateway() {
+        assert_eq!(
+            route_score("/v2/models/{model}/infer", "/v2/models/m/infer"),
+            Some((0, 1))
+        );
+        assert_eq!(
+            route_score("/v2/models/{model}/infer", "/v2/models/m/infer/x"),
+            None
+        );
+        assert_eq!(
+            route_score("/v2/models/{model}/infer", "/v2/models//infer"),
+            None
+        );
+        assert_eq!(route_score("/v2/{proxy+}", "/v2/models/m"), Some((1, 0)));
+        assert_eq!(route_score("/v2/{proxy+}", "/v2"), None);
+        assert_eq!(route_score("/v2", "/v2"), Some((0, 0)));
+        assert_eq!(route_score("/ping", "/pong"), None);
+    }
+}
