@@ -201,10 +201,14 @@ pub async fn invoke(ctx: &Ctx, args: InvokeArgs) -> Result<()> {
         .invoke(event)
         .await
         .map_err(|e| anyhow!("{name} failed: {e:#}"))?;
-    let mut out = std::io::stdout().lock();
+    // What the function printed (CloudWatch EMF) goes with the logs; the response alone
+    // goes to stdout, so it can be piped.
+    let mut err = std::io::stderr().lock();
     for line in &invoked.stdout {
-        let _ = writeln!(out, "{line}");
+        let _ = writeln!(err, "{line}");
     }
+    drop(err);
+    let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
         "{}",

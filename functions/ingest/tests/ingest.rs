@@ -522,6 +522,95 @@ async fn malformed_events_are_clear_errors() {
 }
 
 #[tokio::test]
+async fn malformed_events_from_events_dir_fail_alone_with_their_reason() {
+    let env = env(BREAST_SPEC).await;
+    env.put_raw("raw/breast-cancer/sklearn_breast_cancer.csv", BREAST_CANCER)
+        .await;
+    let event = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    let err = handle_lambda_event(
+        &env.ingest,
+        event(include_str!("../../../events/bad-unknown-source.json")),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.reason()
+            .contains("unknown event source \"aws:kinesis\""),
+        "{err}"
+    );
+    let err = handle_lambda_event(
+        &env.ingest,
+        event(include_str!("../../../events/bad-s3-outside-raw.json")),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.reason().contains("outside raw/"), "{err}");
+    assert!(
+        err.reason().contains("model (1).safetensors"),
+        "decoded: {err}"
+    );
+
+    // One batch, four bad records and a good one: only the bad ones fail.
+    let batch = event(include_str!("../../../events/bad-sqs-batch.json"));
+    let out = handle_lambda_event(&env.ingest, batch.clone(), None)
+        .await
+        .unwrap();
+    let failed: Vec<&str> = out["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        ["bad-batch-1", "bad-batch-2", "bad-batch-3", "bad-batch-5"]
+    );
+    // Delivered from a queue, each bad record is parked with the reason it failed.
+    let dir = tempfile::tempdir().unwrap();
+    let queue = LocalQueue::open(dir.path(), 3).unwrap();
+    for record in batch["Records"].as_array().unwrap() {
+        queue.send(record["body"].as_str().unwrap()).await.unwrap();
+    }
+    let received = queue.receive(10, Duration::from_secs(60)).await.unwrap();
+    let event = lambdaml::lambda::sqs_event(&received, "arn:aws:sqs:us-east-1:123456789012:q");
+    let source = SqsSource {
+        queue: &queue,
+        max_receives: 3,
+    };
+    let out = handle_lambda_event(&env.ingest, event, Some(source))
+        .await
+        .unwrap();
+    assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
+    let parked = queue.dead_letters(10).await.unwrap();
+    let reason = |needle: &str| {
+        parked
+            .iter()
+            .find(|d| d.body.contains(needle))
+            .map(|d| d.reason.clone())
+            .unwrap_or_else(|| panic!("{needle} not parked: {parked:?}"))
+    };
+    assert_eq!(parked.len(), 4, "{parked:?}");
+    assert!(
+        reason("this is not a message").contains("message is not JSON"),
+        "{parked:?}"
+    );
+    assert!(
+        reason("Amazon S3").contains("no `version` field"),
+        "{parked:?}"
+    );
+    assert!(
+        reason("quarantine/").contains("is outside raw/"),
+        "{parked:?}"
+    );
+    assert!(
+        reason(r#""stage": "train""#).contains("unknown field `run`"),
+        "{parked:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_message_version_is_dead_lettered_with_its_reason() {
     let env = env(TINY_SPEC).await;
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,581 @@
+//! The whole event-driven system on the AWS emulator, run by `lambdaml local` from
+//! template.yaml: a CSV put under raw/ → S3 notification → ingest → preprocess → train →
+//! evaluate → deploy through real SQS queues → score and feedback over the HTTP API →
+//! the scheduled monitor → a retrain message, handled. Then: the runner killed mid-pipeline
+//! and restarted finishes with no duplicate or orphaned version, a duplicated delivery
+//! creates nothing, a poison message lands in the dead-letter queue with its reason. And
+//! `lambdaml invoke` on every sample event.
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lambdaml::queue::{Queue, SqsQueue};
+use lambdaml::registry::RegistryStore;
+use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, S3Store};
+use lambdaml_e2e::{HttpClient, emulator};
+use serde_json::Value;
+
+const SPEC: &str = include_str!("../../examples/specs/breast_cancer.toml");
+const CSV: &str = include_str!("../../data/sklearn_breast_cancer.csv");
+
+fn template() -> String {
+    format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running `lambdaml local`, its activity lines on a channel.
+struct Runner {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    http: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Runner {
+    fn start(stack: &str, extra: &[&str]) -> Runner {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lambdaml"))
+            .current_dir(dir.path())
+            .args([
+                "--json",
+                "local",
+                "--template",
+                &template(),
+                "--stack-name",
+                stack,
+            ])
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--poll",
+                "100ms",
+                "--max-visibility",
+                "3s",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut runner = Runner {
+            child,
+            lines,
+            http: "127.0.0.1:1".parse().unwrap(),
+            _dir: dir,
+        };
+        let ready = runner.wait_for("ready", |v| v["kind"] == "ready", 60);
+        let http = ready["detail"]["http"].as_str().unwrap();
+        runner.http = http.trim_start_matches("http://").parse().unwrap();
+        runner
+    }
+
+    /// The first activity line matching `what`, within `secs`.
+    fn wait_for(&mut self, name: &str, what: impl Fn(&Value) -> bool, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if what(&v) => return v,
+                Ok(v) => {
+                    if v["kind"] == "error" {
+                        eprintln!("runner: {v}");
+                    }
+                }
+                Err(_) => panic!("timed out waiting for {name}"),
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops it as Ctrl-C would.
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "lambdaml local exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        panic!("lambdaml local did not stop on SIGINT");
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn key(k: &str) -> ObjectKey {
+    ObjectKey::new(k.to_string()).unwrap()
+}
+
+async fn bucket(stack: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(S3Store::from_env(&format!("{stack}-123456789012-us-east-1"), "").await)
+}
+
+async fn queue(stack: &str, name: &str) -> SqsQueue {
+    let config = aws_config::load_from_env().await;
+    SqsQueue::by_name(
+        aws_sdk_sqs::Client::new(&config),
+        &format!("{stack}-{name}"),
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits until `check` holds, polling every 200 ms.
+async fn eventually<F, Fut>(what: &str, secs: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn production(store: &Arc<dyn ObjectStore>) -> Option<String> {
+    RegistryStore::new(store.clone())
+        .get("breast-cancer")
+        .await
+        .ok()
+        .and_then(|r| r.production)
+}
+
+/// Version directories under models/breast-cancer/.
+async fn model_dirs(store: &Arc<dyn ObjectStore>) -> std::collections::BTreeSet<String> {
+    store
+        .list_all("models/breast-cancer/")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.key.as_str().split('/').nth(2).map(str::to_string))
+        .collect()
+}
+
+fn stack_name(tag: &str) -> String {
+    format!("{tag}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// Rows of the CSV as MLflow `dataframe_split`, every feature scaled by `scale`.
+fn frame(rows: std::ops::Range<usize>, scale: f64) -> (String, Vec<String>) {
+    let mut lines = CSV.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let label = header.iter().position(|h| *h == "target").unwrap();
+    let columns: Vec<&str> = header
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != label)
+        .map(|(_, h)| *h)
+        .collect();
+    let mut data = Vec::new();
+    let mut labels = Vec::new();
+    for line in lines.skip(rows.start).take(rows.len()) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let row: Vec<f64> = cells
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != label)
+            .map(|(_, c)| c.parse::<f64>().unwrap() * scale)
+            .collect();
+        data.push(row);
+        labels.push(cells[label].to_string());
+    }
+    let body = serde_json::json!({"dataframe_split": {"columns": columns, "data": data}});
+    (body.to_string(), labels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_in_raw_flows_to_scoring_monitoring_and_a_retrain_on_the_emulator() {
+    if emulator("a_csv_in_raw_flows_to_scoring_monitoring_and_a_retrain_on_the_emulator").is_none()
+    {
+        return;
+    }
+    let stack = stack_name("flow");
+    let mut runner = Runner::start(
+        &stack,
+        &[
+            "--schedule-every",
+            "2s",
+            "--parameter-overrides",
+            "ScoreAuth=NONE",
+        ],
+    );
+    let store = bucket(&stack).await;
+    store
+        .put(&key("specs/breast-cancer.toml"), Bytes::from(SPEC))
+        .await
+        .unwrap();
+    // The upload is the trigger: S3 → ingest queue (the key URL-encoded) → … → deploy.
+    store
+        .put(
+            &key("raw/breast-cancer/first upload (1).csv"),
+            Bytes::from(CSV),
+        )
+        .await
+        .unwrap();
+    for function in [
+        "IngestFunction",
+        "PreprocessFunction",
+        "TrainFunction",
+        "EvaluateFunction",
+        "DeployFunction",
+    ] {
+        runner.wait_for(
+            function,
+            |v| {
+                v["kind"] == "result"
+                    && v["function"] == function
+                    && v["detail"]["failed"] == 0
+                    && v["detail"]["response"]["batchItemFailures"] == serde_json::json!([])
+            },
+            120,
+        );
+    }
+    eventually("a production version", 30, || {
+        let store = store.clone();
+        async move { production(&store).await.is_some() }
+    })
+    .await;
+    let version = production(&store).await.unwrap();
+    // The artifacts of the run.
+    for name in [
+        "model.safetensors",
+        "manifest.json",
+        "evaluation.json",
+        "baseline.json",
+        "baseline.samples",
+    ] {
+        store
+            .head(&key(&format!("models/breast-cancer/{version}/{name}")))
+            .await
+            .unwrap();
+    }
+    let datasets = store.list_all("datasets/breast-cancer/").await.unwrap();
+    assert!(
+        datasets
+            .iter()
+            .any(|o| o.key.as_str().ends_with("/data.parquet")),
+        "{datasets:?}"
+    );
+    let runs = store.list_all("runs/").await.unwrap();
+    let manifest = runs
+        .iter()
+        .find(|o| o.key.as_str().ends_with("/manifest.json"))
+        .unwrap();
+    let run: Value = store.get_json(&manifest.key).await.unwrap();
+    assert_eq!(run["model"], "breast-cancer", "{run}");
+
+    // Score over the HTTP API: drifted rows (every feature × 3), then wrong labels.
+    let mut http = HttpClient::connect(runner.http).await;
+    let (body, labels) = frame(0..250, 3.0);
+    let resp = http
+        .send(
+            "POST",
+            "/invocations?model=breast-cancer",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let scored = resp.json();
+    assert_eq!(scored["predictions"].as_array().unwrap().len(), 250);
+    assert_eq!(scored["model_version"], version.as_str());
+    let request_id = scored["request_id"].as_str().unwrap().to_string();
+    let wrong: Vec<&str> = labels
+        .iter()
+        .map(|l| if l == "1" { "0" } else { "1" })
+        .collect();
+    let feedback = serde_json::json!({"request_id": request_id, "labels": wrong}).to_string();
+    let resp = http
+        .send(
+            "POST",
+            "/v2/models/breast-cancer/feedback",
+            &[("content-type", "application/json")],
+            feedback.as_bytes(),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let resp = http.send("GET", "/not/a/route", &[], b"").await;
+    assert_eq!(
+        (resp.status, resp.json()),
+        (404, serde_json::json!({"message": "Not Found"}))
+    );
+    // Captured before the response left, as in Lambda.
+    let captures = store.list_all("captures/breast-cancer/").await.unwrap();
+    assert!(!captures.is_empty());
+    assert!(
+        !store
+            .list_all("feedback/breast-cancer/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The schedule fires the monitor: drift and the performance drop breach, a retrain
+    // goes to the ingest queue, and ingest builds the retraining dataset from it.
+    let monitored = runner.wait_for(
+        "a monitor run that sends a retrain",
+        |v| {
+            v["kind"] == "result"
+                && v["function"] == "MonitorFunction"
+                && v["detail"]["response"]["runs"][0]["breach"] == true
+        },
+        60,
+    );
+    let run = &monitored["detail"]["response"]["runs"][0];
+    let reasons = run["reasons"].to_string();
+    assert!(reasons.contains("drift"), "{run}");
+    assert_eq!(run["retrain"], "sent", "{run}");
+    store
+        .head(&key(run["report"].as_str().unwrap()))
+        .await
+        .unwrap();
+    store
+        .head(&key(run["html"].as_str().unwrap()))
+        .await
+        .unwrap();
+    eventually("ingest to build the retraining dataset", 60, || {
+        let store = store.clone();
+        async move {
+            !store
+                .list_all("retrain/breast-cancer/")
+                .await
+                .unwrap()
+                .is_empty()
+        }
+    })
+    .await;
+    let retrain = store.list_all("retrain/breast-cancer/").await.unwrap();
+    assert_eq!(retrain.len(), 1, "{retrain:?}");
+    runner.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runner_resumes_without_duplicates_and_poison_is_dead_lettered() {
+    if emulator("a_killed_runner_resumes_without_duplicates_and_poison_is_dead_lettered").is_none()
+    {
+        return;
+    }
+    let stack = stack_name("kill");
+    // Default parameters: the HTTP API is IAM-authorized.
+    let mut runner = Runner::start(&stack, &["--parameter-overrides", "MaxReceiveCount=2"]);
+    let mut http = HttpClient::connect(runner.http).await;
+    let resp = http
+        .send(
+            "POST",
+            "/invocations",
+            &[("content-type", "application/json")],
+            b"{}",
+        )
+        .await;
+    assert_eq!(
+        (resp.status, resp.json()),
+        (403, serde_json::json!({"message": "Forbidden"}))
+    );
+
+    let store = bucket(&stack).await;
+    store
+        .put(&key("specs/breast-cancer.toml"), Bytes::from(SPEC))
+        .await
+        .unwrap();
+    store
+        .put(&key("raw/breast-cancer/data.csv"), Bytes::from(CSV))
+        .await
+        .unwrap();
+    // Killed the moment training starts: its message is in flight, its output unfinished.
+    runner.wait_for(
+        "training to start",
+        |v| v["kind"] == "invoke" && v["function"] == "TrainFunction",
+        120,
+    );
+    runner.kill();
+    assert!(production(&store).await.is_none(), "killed before deploy");
+
+    // Started again, it finishes the run once the message's visibility runs out.
+    let mut runner = Runner::start(&stack, &["--parameter-overrides", "MaxReceiveCount=2"]);
+    eventually("a production version after the restart", 120, || {
+        let store = store.clone();
+        async move { production(&store).await.is_some() }
+    })
+    .await;
+    let registry = RegistryStore::new(store.clone())
+        .get("breast-cancer")
+        .await
+        .unwrap();
+    assert_eq!(registry.versions.len(), 1, "{registry:?}");
+    let dirs = model_dirs(&store).await;
+    assert_eq!(dirs.len(), 1, "no orphaned model version: {dirs:?}");
+    assert!(dirs.contains(registry.production.as_ref().unwrap()));
+    let runs_before = store.list_all("runs/").await.unwrap().len();
+    let datasets_before = store.list_all("datasets/").await.unwrap().len();
+
+    // The same notification delivered again (SQS is at-least-once): nothing new.
+    let ingest = queue(&stack, "ingest").await;
+    let notification = lambdaml_cli::local::s3_event(
+        &format!("{stack}-123456789012-us-east-1"),
+        "raw/breast-cancer/data.csv",
+        CSV.len() as u64,
+    );
+    ingest.send(&notification.to_string()).await.unwrap();
+    runner.wait_for(
+        "the duplicate's ingest",
+        |v| v["kind"] == "result" && v["function"] == "IngestFunction",
+        60,
+    );
+    // Let anything it triggered drain.
+    for q in ["preprocess", "train", "evaluate", "deploy"] {
+        let q = queue(&stack, q).await;
+        eventually("the queues to drain", 120, || {
+            let q = &q;
+            async move {
+                let s = q.stats().await.unwrap();
+                s.visible == 0 && s.in_flight == 0
+            }
+        })
+        .await;
+    }
+    let registry = RegistryStore::new(store.clone())
+        .get("breast-cancer")
+        .await
+        .unwrap();
+    assert_eq!(
+        registry.versions.len(),
+        1,
+        "a duplicate delivery made a version: {registry:?}"
+    );
+    assert_eq!(model_dirs(&store).await.len(), 1);
+    assert_eq!(
+        store.list_all("datasets/").await.unwrap().len(),
+        datasets_before
+    );
+    assert_eq!(store.list_all("runs/").await.unwrap().len(), runs_before);
+
+    // A poison message is parked in the stage's dead-letter queue with its reason.
+    let preprocess = queue(&stack, "preprocess").await;
+    preprocess.send("this is not a message").await.unwrap();
+    eventually("the poison message in the dead-letter queue", 60, || {
+        let q = &preprocess;
+        async move { !q.dead_letters(10).await.unwrap().is_empty() }
+    })
+    .await;
+    let dead = preprocess.dead_letters(10).await.unwrap();
+    assert_eq!(dead[0].body, "this is not a message");
+    assert!(dead[0].reason.contains("message is not JSON"), "{dead:?}");
+    let s = preprocess.stats().await.unwrap();
+    assert_eq!((s.visible, s.in_flight), (0, 0), "{s:?}");
+    runner.stop();
+}
+
+/// `lambdaml invoke` takes every sample event: each is answered or refused with a clear
+/// error — never a crash.
+#[test]
+fn invoke_takes_every_sample_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lambdaml"))
+            .current_dir(dir.path())
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("LAMBDAML_STORE")
+            .env_remove("LAMBDAML_QUEUES")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A deployed breast-cancer model to score and monitor.
+    std::fs::write(dir.path().join("spec.toml"), SPEC).unwrap();
+    std::fs::write(dir.path().join("breast_cancer.csv"), CSV).unwrap();
+    let out = run(&[
+        "train",
+        "--spec",
+        "spec.toml",
+        "--data",
+        "breast_cancer.csv",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut answered = 0;
+    for entry in std::fs::read_dir(&events).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let function = name.split('-').next().unwrap();
+        let function = if function == "bad" {
+            "ingest"
+        } else {
+            function
+        };
+        let out = run(&["invoke", function, "--event", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        if out.status.success() {
+            let response: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "{name}: not JSON ({e}): {}",
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            });
+            assert!(!response.is_null(), "{name}");
+            answered += 1;
+        } else {
+            assert!(
+                stderr.contains(&format!("error: {function} failed: ")),
+                "{name}: {stderr}"
+            );
+        }
+    }
+    assert!(
+        answered >= 8,
+        "most sample events are answered, {answered} were"
+    );
+    let score = run(&[
+        "invoke",
+        "score",
+        "--event",
+        events.join("score-http.json").to_str().unwrap(),
+    ]);
+    let response: Value = serde_json::from_slice(&score.stdout).unwrap();
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let out = run(&[
+        "invoke",
+        "scorer",
+        "--event",
+        events.join("score-http.json").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown function \"scorer\""));
+}
