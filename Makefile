@@ -4,14 +4,17 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 CARGO ?= cargo
 
-.PHONY: test check fmt lint unit emulator-up emulator-down bench-ingest bench-score bench-monitor demo
+.PHONY: test check fmt lint package emulator-up emulator-down bench-ingest bench-score bench-monitor demo
 
-## Everything: format check, clippy -D warnings, unit + integration + emulator tests, the
-## monitoring report rendered in headless Chromium. Starts moto on a free loopback port
-## (installing it into .venv when missing) and stops it afterwards, even when a step fails;
-## installs Debian's chromium when it is missing.
+## Everything: format check, clippy -D warnings, unit + integration + emulator tests (the
+## whole template.yaml system run by `lambdaml local` on moto), the monitoring report
+## rendered in headless Chromium, and the template lint (sam validate --lint, cfn-lint).
+## Starts moto on a free loopback port (installing it into .venv when missing) and stops it
+## afterwards, even when a step fails; installs Debian's chromium and the SAM tools
+## (.venv-sam) when missing.
 test:
 	@infra/chromium.sh
+	@infra/sam.sh lint
 	@infra/moto.sh up
 	@set -euo pipefail; trap 'infra/moto.sh down' EXIT; \
 	  eval "$$(infra/moto.sh env)"; export LAMBDAML_REQUIRE_EMULATOR=1 LAMBDAML_REQUIRE_CHROMIUM=1; \
@@ -30,12 +33,22 @@ check:
 fmt:
 	$(CARGO) fmt --all
 
+## template.yaml's static checks alone.
+lint:
+	@infra/sam.sh lint
+
+## sam build: every function for arm64 (cargo-lambda + zig) into .aws-sam/, ready for
+## `sam deploy --guided`.
+package:
+	@infra/sam.sh build
+
+## moto (or LocalStack with LAMBDAML_EMULATOR=localstack) with template.yaml's bucket,
+## queues, DLQs and notification on it; prints the exports: eval "$$(make -s emulator-up)".
 emulator-up:
-	@infra/moto.sh up
-	@infra/moto.sh env
+	@infra/emulator.sh up
 
 emulator-down:
-	@infra/moto.sh down
+	@infra/emulator.sh down
 
 demo:
 	$(CARGO) run --release -- demo
