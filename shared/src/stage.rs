@@ -401,3 +401,72 @@ pub async fn serve_lambda(
     ))
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::message::{IngestRequest, StageMessage};
+    use crate::queue::LocalQueue;
+    use crate::store::ObjectKey;
+
+    /// Fails every message as if the store were unreachable.
+    #[derive(Debug)]
+    struct Unreachable;
+
+    #[async_trait]
+    impl StageHandler for Unreachable {
+        fn stage(&self) -> Stage {
+            Stage::Ingest
+        }
+        async fn handle(&self, _: Message) -> Result<serde_json::Value, StageError> {
+            Err(StageError::Retryable("the store did not answer".to_string()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retryable_failure_is_redelivered_until_the_last_delivery_then_parked() {
+        let dir = tempfile::tempdir().unwrap();
+        // The local queue would give up after 10; the batch handler parks at 3.
+        let queue = LocalQueue::open(dir.path(), 10).unwrap();
+        let body = Message::new(
+            "r",
+            None,
+            StageMessage::Ingest(IngestRequest {
+                key: ObjectKey::new("raw/a/b.csv".to_string()).unwrap(),
+                dataset: None,
+            }),
+        )
+        .to_body();
+        queue.send(&body).await.unwrap();
+        let source = SqsSource {
+            queue: &queue,
+            max_receives: 3,
+        };
+        for delivery in 1..=3u32 {
+            let received = queue.receive(10, Duration::from_millis(1)).await.unwrap();
+            assert_eq!(received.len(), 1, "delivery {delivery}");
+            assert_eq!(received[0].receive_count, delivery);
+            let event = crate::lambda::sqs_event(&received, "arn:aws:sqs:us-east-1:1:q");
+            let out = handle_lambda_event(&Unreachable, event, Some(source))
+                .await
+                .unwrap();
+            let failures = out["batchItemFailures"].as_array().unwrap().len();
+            if delivery < 3 {
+                assert_eq!(failures, 1, "reported for redelivery on delivery {delivery}");
+                assert!(queue.dead_letters(10).await.unwrap().is_empty());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            } else {
+                assert_eq!(failures, 0, "parked on the last delivery");
+            }
+        }
+        let dead = queue.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body, body);
+        assert_eq!(
+            dead[0].reason,
+            "failed on delivery 3 of 3: the store did not answer"
+        );
+        assert!(queue.receive(10, Duration::from_secs(1)).await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,304 @@
+//! Least privilege, checked against what the functions really do: the whole loop (a bad
+//! file and a good one ingested, preprocess, train, evaluate, deploy, scoring and feedback,
+//! the monitor's breach and retrain, the retrain through the pipeline again) runs with each
+//! function's store recording every key it reads, writes and lists. Every access must be
+//! allowed by that function's statements in template.yaml — and every S3 grant in the
+//! template must be used by the loop, so the template grants nothing the code does not need.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lambdaml::queue::open_queues;
+use lambdaml::store::{
+    ByteStream, FileStore, ListPage, Object, ObjectKey, ObjectMeta, ObjectStore, StoreError,
+};
+use lambdaml_cli::functions::{Function, Handler, build_with};
+use lambdaml_cli::template::{Stack, StackContext, Template};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const SPEC: &str = include_str!("../../examples/specs/breast_cancer.toml");
+const CSV: &str = include_str!("../../data/sklearn_breast_cancer.csv");
+
+type Log = Arc<Mutex<BTreeSet<(String, &'static str, String)>>>;
+
+/// A store that records (function, action, key or prefix) for every call.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn ObjectStore>,
+    function: String,
+    log: Log,
+}
+
+impl Recording {
+    fn note(&self, action: &'static str, key: &str) {
+        self.log
+            .lock()
+            .unwrap()
+            .insert((self.function.clone(), action, key.to_string()));
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Recording {
+    async fn get(&self, key: &ObjectKey) -> Result<Object, StoreError> {
+        self.note("s3:GetObject", key.as_str());
+        self.inner.get(key).await
+    }
+    async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream, StoreError> {
+        self.note("s3:GetObject", key.as_str());
+        self.inner.get_stream(key).await
+    }
+    async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError> {
+        self.note("s3:PutObject", key.as_str());
+        self.inner.put(key, bytes).await
+    }
+    async fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<ObjectMeta, StoreError> {
+        self.note("s3:PutObject", key.as_str());
+        self.inner.put_file(key, path).await
+    }
+    async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError> {
+        self.note("s3:PutObject", key.as_str());
+        self.inner.put_if_absent(key, bytes).await
+    }
+    async fn put_if_match(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        etag: &str,
+    ) -> Result<ObjectMeta, StoreError> {
+        self.note("s3:PutObject", key.as_str());
+        self.inner.put_if_match(key, bytes, etag).await
+    }
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError> {
+        self.note("s3:GetObject", key.as_str());
+        self.inner.head(key).await
+    }
+    async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.note("s3:ListBucket", prefix);
+        self.inner.list_page(prefix, token, limit).await
+    }
+    async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        self.note("s3:ListBucket", prefix);
+        self.inner.list_all(prefix).await
+    }
+    fn url(&self) -> String {
+        self.inner.url()
+    }
+}
+
+/// `*` matches any run of characters, as in IAM resource patterns.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head)
+                && (0..=text.len() - head.len()).any(|i| {
+                    text.is_char_boundary(head.len() + i) && glob(tail, &text[head.len() + i..])
+                })
+        }
+    }
+}
+
+/// (action, resource pattern) pairs a function's statements allow.
+fn grants(stack: &Stack, function: &str) -> Vec<(String, String)> {
+    let props = stack.properties(function).unwrap();
+    let mut out = Vec::new();
+    for policy in props["Policies"].as_array().into_iter().flatten() {
+        for st in policy["Statement"].as_array().into_iter().flatten() {
+            if st["Effect"] != "Allow" {
+                continue;
+            }
+            let list = |v: &Value| match v {
+                Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+                Value::String(s) => vec![s.clone()],
+                _ => Vec::<String>::new(),
+            };
+            for a in list(&st["Action"]) {
+                for r in list(&st["Resource"]) {
+                    out.push((a.clone(), r));
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn drain(functions: &BTreeMap<&str, Function>) {
+    let order = ["ingest", "preprocess", "train", "evaluate", "deploy"];
+    loop {
+        let mut progressed = false;
+        for name in order {
+            let f = &functions[name];
+            let queue = f.own_queue.as_ref().unwrap();
+            let received = queue
+                .receive(1, std::time::Duration::from_secs(60))
+                .await
+                .unwrap();
+            if received.is_empty() {
+                continue;
+            }
+            progressed = true;
+            let event = lambdaml::lambda::sqs_event(&received, "arn:aws:sqs:us-east-1:123456789012:q");
+            let out = f.invoke(event).await.unwrap();
+            assert_eq!(
+                out.response["batchItemFailures"],
+                serde_json::json!([]),
+                "{name}"
+            );
+            for m in received {
+                queue.delete(&m.receipt).await.unwrap();
+            }
+        }
+        if !progressed {
+            return;
+        }
+    }
+}
+
+async fn http(function: &Function, method: &str, path: &str, body: String) -> Value {
+    let Handler::Score(state) = &function.handler else {
+        panic!("not score")
+    };
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let response = lambdaml_score::router(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_each_function_touches_is_granted_and_every_grant_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let base: Arc<dyn ObjectStore> = Arc::new(FileStore::open(dir.path().join("store")).unwrap());
+    let queues = open_queues(&format!("file://{}", dir.path().join("queues").display()), 3)
+        .await
+        .unwrap();
+    let mut ctx = StackContext::new("acc");
+    ctx.region = "us-east-1".to_string();
+    let stack = Stack::new(
+        Template::parse(include_str!("../../template.yaml")).unwrap(),
+        ctx,
+    )
+    .unwrap();
+    let log: Log = Arc::default();
+    let mut functions = BTreeMap::new();
+    let mut ids = BTreeMap::new();
+    for def in stack.functions().unwrap() {
+        let store: Arc<dyn ObjectStore> = Arc::new(Recording {
+            inner: base.clone(),
+            function: def.id.clone(),
+            log: log.clone(),
+        });
+        let f = build_with(&def.binary, store, &queues, &def.environment, 3)
+            .await
+            .unwrap();
+        ids.insert(def.binary.clone(), def.id.clone());
+        functions.insert(
+            ["ingest", "preprocess", "train", "evaluate", "deploy", "score", "monitor"]
+                .into_iter()
+                .find(|n| *n == def.binary)
+                .unwrap(),
+            f,
+        );
+    }
+    let put = |k: &str, v: String| {
+        let base = base.clone();
+        let k = ObjectKey::new(k.to_string()).unwrap();
+        async move { base.put(&k, Bytes::from(v)).await.unwrap() }
+    };
+    // What a user does: a spec, a file without the label column (quarantined), the data.
+    put("specs/breast-cancer.toml", SPEC.to_string()).await;
+    let no_label: String = CSV.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n").collect();
+    put("raw/breast-cancer/no-label.csv", no_label).await;
+    put("raw/breast-cancer/data.csv", CSV.to_string()).await;
+    let ingest = &functions["ingest"];
+    let event = lambdaml_cli::local::s3_event("b", "raw/breast-cancer/no-label.csv", 1);
+    assert!(ingest.invoke(event).await.is_err(), "refused whole");
+    let event = lambdaml_cli::local::s3_event("b", "raw/breast-cancer/data.csv", 1);
+    ingest.invoke(event).await.unwrap();
+    drain(&functions).await;
+
+    // Scoring (drifted rows) and wrong labels, then the monitor's breach and retrain.
+    let score = &functions["score"];
+    let mut lines = CSV.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<f64>> = lines
+        .take(250)
+        .map(|l| l.split(',').take(header.len() - 1).map(|c| c.parse::<f64>().unwrap() * 3.0).collect())
+        .collect();
+    let labels: Vec<&str> = CSV.lines().skip(1).take(250).map(|l| if l.ends_with(",1") { "0" } else { "1" }).collect();
+    let body = serde_json::json!({"dataframe_split": {"columns": &header[..header.len() - 1], "data": rows}});
+    let scored = http(score, "POST", "/invocations?model=breast-cancer", body.to_string()).await;
+    let feedback = serde_json::json!({"request_id": scored["request_id"], "labels": labels});
+    http(score, "POST", "/v2/models/breast-cancer/feedback", feedback.to_string()).await;
+    http(score, "GET", "/v2/models/breast-cancer", String::new()).await;
+    let monitor = &functions["monitor"];
+    let out = monitor
+        .invoke(serde_json::json!({"model": "breast-cancer", "window": "1h"}))
+        .await
+        .unwrap();
+    assert_eq!(out.response["runs"][0]["retrain"], "sent", "{}", out.response);
+    drain(&functions).await;
+    monitor
+        .invoke(serde_json::from_str(include_str!("../../events/monitor-schedule.json")).unwrap())
+        .await
+        .unwrap();
+
+    let bucket = "arn:aws:s3:::acc-123456789012-us-east-1";
+    let log = log.lock().unwrap().clone();
+    let mut denied = Vec::new();
+    let mut used: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for (function, action, key) in &log {
+        let resource = if *action == "s3:ListBucket" {
+            bucket.to_string()
+        } else {
+            format!("{bucket}/{key}")
+        };
+        let grants = grants(&stack, function);
+        match grants.iter().find(|(a, r)| a == action && glob(r, &resource)) {
+            Some((a, r)) => {
+                used.insert((function.clone(), a.clone(), r.clone()));
+            }
+            None => denied.push(format!("{function}: {action} {key}")),
+        }
+    }
+    assert!(denied.is_empty(), "the template does not allow:\n{}", denied.join("\n"));
+    let mut unused = Vec::new();
+    for id in ids.values() {
+        for (a, r) in grants(&stack, id) {
+            if a.starts_with("s3:") && !used.contains(&(id.clone(), a.clone(), r.clone())) {
+                unused.push(format!("{id}: {a} {r}"));
+            }
+        }
+    }
+    assert!(unused.is_empty(), "granted but never used by the loop:\n{}", unused.join("\n"));
+}
+
+#[test]
+fn globs_match_like_iam() {
+    assert!(glob("arn:b/raw/*", "arn:b/raw/x/y.csv"));
+    assert!(!glob("arn:b/raw/*", "arn:b/runs/x"));
+    assert!(glob("a*c*e", "abcde"));
+    assert!(!glob("a*c", "ab"));
+}
