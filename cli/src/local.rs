@@ -108,7 +108,14 @@ impl Local {
             }
             (None, Some((store_url, queues_url))) => {
                 let store = lambdaml::store::open_store(store_url).await?;
-                let queues = open_queues(queues_url, 5).await?;
+                // Local queues dead-letter after the template's maxReceiveCount.
+                let max_receives = stack
+                    .queues()?
+                    .iter()
+                    .filter_map(|q| q.redrive.as_ref().map(|(_, n)| *n))
+                    .max()
+                    .unwrap_or(5);
+                let queues = open_queues(queues_url, max_receives).await?;
                 for def in stack.functions()? {
                     let max_receives = def
                         .environment
@@ -155,7 +162,10 @@ impl Local {
                 )))
             }
             Some(queues) => {
-                let name = &physical.attributes["QueueName"];
+                let name = physical
+                    .attributes
+                    .get("QueueName")
+                    .ok_or_else(|| anyhow!("{id} is not a queue of the template"))?;
                 // The functions name queues `<prefix><stage>` (LAMBDAML_QUEUES=sqs://<prefix>).
                 let prefix = self
                     .stack
@@ -250,7 +260,7 @@ impl Local {
                     if received.is_empty() {
                         tokio::select! {
                             _ = tokio::time::sleep(poll) => {}
-                            _ = stop.changed() => {}
+                            _ = stopped(&mut stop) => return,
                         }
                         continue;
                     }
@@ -272,7 +282,9 @@ impl Local {
         // Schedules.
         for def in this.stack.functions()? {
             for schedule in def.schedules.iter().filter(|s| s.enabled) {
-                let function = this.functions[&def.id].clone();
+                let Some(function) = this.functions.get(&def.id).cloned() else {
+                    bail!("no function {}", def.id);
+                };
                 let period = options.schedule_every.unwrap_or_else(|| {
                     lambdaml_monitor::schedule_period(&schedule.expression)
                         .to_std()
@@ -287,10 +299,7 @@ impl Local {
                     loop {
                         tokio::select! {
                             _ = tokio::time::sleep(period) => {}
-                            _ = stop.changed() => {}
-                        }
-                        if *stop.borrow() {
-                            return;
+                            _ = stopped(&mut stop) => return,
                         }
                         let event = scheduled_event(&region, &account, &trigger);
                         activity("invoke", &id, &trigger, Value::Null);
@@ -360,10 +369,7 @@ impl Local {
                             first = false;
                             tokio::select! {
                                 _ = tokio::time::sleep(poll) => {}
-                                _ = stop.changed() => {}
-                            }
-                            if *stop.borrow() {
-                                return;
+                                _ = stopped(&mut stop) => return,
                             }
                         }
                     }));
@@ -376,7 +382,14 @@ impl Local {
         let routes = this.stack.routes()?;
         let mut targets = Vec::new();
         for route in &routes {
-            let Handler::Score(state) = &this.functions[&route.function].handler else {
+            let function = this.functions.get(&route.function).ok_or_else(|| {
+                anyhow!(
+                    "route {} targets {}, which is not a function of the template",
+                    route.id,
+                    route.function
+                )
+            })?;
+            let Handler::Score(state) = &function.handler else {
                 bail!(
                     "route {} {} targets {}, which is not an HTTP function",
                     route.method,
@@ -472,7 +485,10 @@ fn select_route<'a, T>(
     targets
         .iter()
         .filter(|(r, _)| r.method == "ANY" || r.method.eq_ignore_ascii_case(method))
-        .filter_map(|t| route_score(&t.0.path, path).map(|score| (score, t)))
+        .filter_map(|t| {
+            route_score(&t.0.path, path)
+                .map(|(greedy, params)| ((greedy, params, t.0.method == "ANY"), t))
+        })
         .min_by_key(|(score, _)| *score)
         .map(|(_, t)| t)
 }
@@ -500,6 +516,23 @@ fn route_score(template: &str, path: &str) -> Option<(usize, usize)> {
     (pattern.len() == actual.len()).then_some((0, params))
 }
 
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Resolves once the runner is told to stop (or whoever could tell it is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Hands one received batch to `function` and settles each record as Lambda's event source
 /// mapping would.
 #[allow(clippy::too_many_arguments)]
@@ -521,29 +554,28 @@ async fn poll_once(
         serde_json::json!({"records": received.len(), "ids": received.iter().map(|r| r.id.clone()).collect::<Vec<_>>()}),
     );
     let started = Instant::now();
-    // A heartbeat keeps the batch invisible while the function works on it.
-    let receipts: Vec<String> = received.iter().map(|r| r.receipt.clone()).collect();
-    let beat = {
-        let receipts = receipts.clone();
-        async move {
-            loop {
-                tokio::time::sleep(visibility / 2).await;
-                for r in &receipts {
-                    if queue.extend(r, visibility).await.is_err() {
-                        return;
-                    }
+    // A heartbeat keeps the batch invisible while the function works on it; a record the
+    // function parked (deleted) drops out of it.
+    let mut receipts: Vec<String> = received.iter().map(|r| r.receipt.clone()).collect();
+    let beat = async move {
+        loop {
+            tokio::time::sleep(visibility / 2).await;
+            let mut live = Vec::with_capacity(receipts.len());
+            for r in receipts.drain(..) {
+                match queue.extend(&r, visibility).await {
+                    Err(QueueError::StaleReceipt(_)) => {}
+                    _ => live.push(r),
                 }
             }
+            receipts = live;
         }
     };
+    let function = function.clone();
+    // Aborted when dropped: a timed-out or abandoned invocation stops, as Lambda ends its
+    // sandbox, instead of running on beside its redelivered messages.
+    let mut task = AbortOnDrop(tokio::spawn(async move { function.invoke(event).await }));
     let invocation = async {
-        let function = function.clone();
-        match tokio::time::timeout(
-            timeout,
-            tokio::spawn(async move { function.invoke(event).await }),
-        )
-        .await
-        {
+        match tokio::time::timeout(timeout, &mut task.0).await {
             Err(_) => Err(anyhow!(
                 "Task timed out after {} seconds",
                 timeout.as_secs()

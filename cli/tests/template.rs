@@ -110,10 +110,12 @@ fn findings(s: &Stack) -> Vec<String> {
                         }
                     }
                 }
-                if actions.iter().any(|a| a == "s3:ListBucket") && st.get("Condition").is_none() {
-                    out.push(format!(
-                        "{id}: s3:ListBucket without an s3:prefix condition"
-                    ));
+                // s3:ListBucket on the bucket alone (no prefix condition on purpose: S3
+                // answers a missing object with 404 only to callers that may list).
+                if actions.iter().any(|a| a == "s3:ListBucket")
+                    && resources.iter().any(|r| !bucket_arns.contains(r))
+                {
+                    out.push(format!("{id}: s3:ListBucket beyond the artifacts bucket"));
                 }
                 if actions.iter().any(|a| a == "sqs:SendMessage") {
                     for r in &resources {
@@ -258,7 +260,12 @@ fn findings_of(s: &Stack) -> Vec<String> {
 /// Each check catches what it is for: the template, broken one way at a time.
 #[test]
 fn each_check_fails_on_a_template_that_breaks_it() {
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 10] = [
+        (
+            "Action: s3:ListBucket\n              Resource: !Sub arn:${AWS::Partition}:s3:::${AWS::StackName}-${AWS::AccountId}-${AWS::Region}\n",
+            "Action: s3:ListBucket\n              Resource: !Sub arn:${AWS::Partition}:s3:::*\n",
+            "beyond the artifacts bucket",
+        ),
         (
             "Action: s3:GetObject\n              Resource:\n                - !Sub arn:${AWS::Partition}:s3:::${AWS::StackName}-${AWS::AccountId}-${AWS::Region}/raw/*",
             "Action: \"*\"\n              Resource:\n                - !Sub arn:${AWS::Partition}:s3:::${AWS::StackName}-${AWS::AccountId}-${AWS::Region}/raw/*",

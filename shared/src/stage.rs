@@ -420,7 +420,9 @@ mod tests {
             Stage::Ingest
         }
         async fn handle(&self, _: Message) -> Result<serde_json::Value, StageError> {
-            Err(StageError::Retryable("the store did not answer".to_string()))
+            Err(StageError::Retryable(
+                "the store did not answer".to_string(),
+            ))
         }
     }
 
@@ -453,7 +455,10 @@ mod tests {
                 .unwrap();
             let failures = out["batchItemFailures"].as_array().unwrap().len();
             if delivery < 3 {
-                assert_eq!(failures, 1, "reported for redelivery on delivery {delivery}");
+                assert_eq!(
+                    failures, 1,
+                    "reported for redelivery on delivery {delivery}"
+                );
                 assert!(queue.dead_letters(10).await.unwrap().is_empty());
                 tokio::time::sleep(Duration::from_millis(5)).await;
             } else {
@@ -467,6 +472,12 @@ mod tests {
             dead[0].reason,
             "failed on delivery 3 of 3: the store did not answer"
         );
-        assert!(queue.receive(10, Duration::from_secs(1)).await.unwrap().is_empty());
+        assert!(
+            queue
+                .receive(10, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
