@@ -1,8 +1,12 @@
-//! Creating the resources template.yaml declares — bucket (encrypted, public access
-//! blocked), its notification, queues, dead-letter queues and redrive — on an AWS emulator
-//! (moto, LocalStack) at `AWS_ENDPOINT_URL`: what `make emulator-up` and `lambdaml local`
-//! do, so that the emulated system has exactly the template's shape. Creating is
-//! idempotent: what exists is brought to the template's attributes.
+//! Creating the resources template.yaml declares on an AWS emulator (moto, LocalStack) at
+//! `AWS_ENDPOINT_URL` — what `make emulator-up` and `lambdaml local` do, so that the
+//! emulated system has the template's shape: every queue with its visibility timeout,
+//! retention and redrive policy (dead-letter queue and maxReceiveCount); every bucket with
+//! default encryption, public access blocked and its queue notifications (event, prefix,
+//! suffix). Creating is idempotent: an existing queue gets the template's attributes again.
+//! Not applied on the emulator: queue encryption, bucket versioning and lifecycle, the
+//! bucket and queue policies, IAM (emulators do not enforce it; the security and access
+//! tests check those parts of the template).
 
 use std::collections::HashMap;
 

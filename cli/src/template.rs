@@ -35,6 +35,8 @@ pub struct Parameter {
     pub allowed: Vec<String>,
     /// `Type`.
     pub kind: String,
+    /// `MinValue` / `MaxValue` of a Number.
+    pub range: (Option<f64>, Option<f64>),
 }
 
 /// One resource, unresolved.
@@ -79,6 +81,10 @@ impl Template {
                             .get("Type")
                             .and_then(scalar)
                             .unwrap_or_else(|| "String".to_string()),
+                        range: (
+                            def.get("MinValue").and_then(scalar).and_then(|v| v.parse().ok()),
+                            def.get("MaxValue").and_then(scalar).and_then(|v| v.parse().ok()),
+                        ),
                     },
                 );
             }
@@ -230,8 +236,17 @@ impl Stack {
                     def.allowed.join(", ")
                 );
             }
-            if def.kind == "Number" && value.parse::<f64>().is_err() {
-                bail!("parameter {name}={value:?} is not a number");
+            if def.kind == "Number" {
+                let n: f64 = value
+                    .parse()
+                    .map_err(|_| anyhow!("parameter {name}={value:?} is not a number"))?;
+                if def.range.0.is_some_and(|min| n < min) || def.range.1.is_some_and(|max| n > max) {
+                    bail!(
+                        "parameter {name}={value} is outside {}..={}",
+                        def.range.0.map(|v| v.to_string()).unwrap_or_default(),
+                        def.range.1.map(|v| v.to_string()).unwrap_or_default()
+                    );
+                }
             }
             parameters.insert(name.clone(), value);
         }
@@ -1062,6 +1077,10 @@ mod tests {
         ctx.overrides.insert("ScoreAuth".into(), "OPEN".into());
         let err = Stack::new(Template::parse(TEMPLATE).unwrap(), ctx).unwrap_err();
         assert!(err.to_string().contains("ScoreAuth"), "{err}");
+        let mut ctx = StackContext::new("lml");
+        ctx.overrides.insert("MaxReceiveCount".into(), "0".into());
+        let err = Stack::new(Template::parse(TEMPLATE).unwrap(), ctx).unwrap_err();
+        assert!(err.to_string().contains("MaxReceiveCount=0 is outside 1..=1000"), "{err}");
         let mut ctx = StackContext::new("lml");
         ctx.overrides.insert("ScoreAuht".into(), "NONE".into());
         let err = Stack::new(Template::parse(TEMPLATE).unwrap(), ctx).unwrap_err();
