@@ -283,8 +283,8 @@ fn render(a: &Activity) -> String {
                     .join("\n")
             };
             format!(
-                "lambdaml local — {} on {}\n  HTTP API {}\n{}\n  event sources\n{}\n  schedules\n{}\n  (Ctrl-C stops; messages in flight come back after their visibility timeout)",
-                "template.yaml",
+                "lambdaml local — {} on {}\n  HTTP API {}\n{}\n  event sources\n{}\n  schedules\n{}\n  (-v shows the functions' logs; Ctrl-C stops; messages in flight come back after their visibility timeout)",
+                d["template"].as_str().unwrap_or_default(),
                 d["endpoint"].as_str().unwrap_or_default(),
                 d["http"].as_str().unwrap_or_default(),
                 list("routes"),

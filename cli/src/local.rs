@@ -456,6 +456,7 @@ impl Local {
                 "event_sources": this.stack.event_sources()?.iter().map(|e| format!("{} → {} (batch {})", e.queue, e.function, e.batch_size)).collect::<Vec<_>>(),
                 "schedules": this.stack.functions()?.iter().flat_map(|f| f.schedules.iter().filter(|s| s.enabled).map(move |s| format!("{} → {}", s.expression, f.id))).collect::<Vec<_>>(),
                 "endpoint": this.endpoint.clone().unwrap_or_else(|| "embedded default".to_string()),
+                "template": options.template.display().to_string(),
             }),
         );
         let mut stop = shutdown.clone();

@@ -107,7 +107,9 @@ async fn main() -> ExitCode {
     // Errors reach the user as the command's own message; logs are for -v.
     let level = match cli.verbose {
         // An invocation prints its function's logs, as `sam local invoke` does.
-        0 if matches!(cli.command, Command::Invoke(_) | Command::Local(_)) => "info",
+        0 if matches!(cli.command, Command::Invoke(_)) => "info",
+        // `local` prints one line per invocation itself; its functions' logs need -v.
+        0 if matches!(cli.command, Command::Local(_)) => "warn",
         0 => "error",
         1 => "info",
         _ => "debug",

@@ -82,8 +82,12 @@ impl Template {
                             .and_then(scalar)
                             .unwrap_or_else(|| "String".to_string()),
                         range: (
-                            def.get("MinValue").and_then(scalar).and_then(|v| v.parse().ok()),
-                            def.get("MaxValue").and_then(scalar).and_then(|v| v.parse().ok()),
+                            def.get("MinValue")
+                                .and_then(scalar)
+                                .and_then(|v| v.parse().ok()),
+                            def.get("MaxValue")
+                                .and_then(scalar)
+                                .and_then(|v| v.parse().ok()),
                         ),
                     },
                 );
@@ -240,7 +244,8 @@ impl Stack {
                 let n: f64 = value
                     .parse()
                     .map_err(|_| anyhow!("parameter {name}={value:?} is not a number"))?;
-                if def.range.0.is_some_and(|min| n < min) || def.range.1.is_some_and(|max| n > max) {
+                if def.range.0.is_some_and(|min| n < min) || def.range.1.is_some_and(|max| n > max)
+                {
                     bail!(
                         "parameter {name}={value} is outside {}..={}",
                         def.range.0.map(|v| v.to_string()).unwrap_or_default(),
@@ -1080,7 +1085,11 @@ mod tests {
         let mut ctx = StackContext::new("lml");
         ctx.overrides.insert("MaxReceiveCount".into(), "0".into());
         let err = Stack::new(Template::parse(TEMPLATE).unwrap(), ctx).unwrap_err();
-        assert!(err.to_string().contains("MaxReceiveCount=0 is outside 1..=1000"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("MaxReceiveCount=0 is outside 1..=1000"),
+            "{err}"
+        );
         let mut ctx = StackContext::new("lml");
         ctx.overrides.insert("ScoreAuht".into(), "NONE".into());
         let err = Stack::new(Template::parse(TEMPLATE).unwrap(), ctx).unwrap_err();
