@@ -54,6 +54,24 @@ async fn visibility_timeout(queue: &dyn Queue) {
     queue.delete(&again[0].receipt).await.unwrap();
 }
 
+/// A heartbeat keeps a message in work invisible past the timeout it was received with, and
+/// its receipt stays valid.
+async fn extend_keeps_it_invisible(queue: &dyn Queue) {
+    queue.send("x").await.unwrap();
+    let got = queue.receive(1, SHORT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    queue
+        .extend(&got[0].receipt, Duration::from_secs(30))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(
+        queue.receive(1, SHORT).await.unwrap().is_empty(),
+        "extended past its first timeout"
+    );
+    queue.delete(&got[0].receipt).await.unwrap();
+}
+
 async fn release_and_dead_letter(queue: &dyn Queue) {
     queue.send("r").await.unwrap();
     let m = queue
@@ -108,6 +126,7 @@ async fn local_queue_meets_the_contract() {
     let queue = LocalQueue::open(dir.path().join("q"), 2).unwrap();
     send_receive_delete(&queue).await;
     visibility_timeout(&queue).await;
+    extend_keeps_it_invisible(&queue).await;
     release_and_dead_letter(&queue).await;
     let poison = LocalQueue::open(dir.path().join("p"), 2).unwrap();
     dead_letter_after_max_receives(&poison).await;
@@ -200,6 +219,7 @@ async fn sqs_queue_meets_the_contract_on_the_emulator() {
     let queue = sqs_queue(2).await;
     send_receive_delete(&queue).await;
     visibility_timeout(&queue).await;
+    extend_keeps_it_invisible(&queue).await;
     release_and_dead_letter(&queue).await;
     let poison = sqs_queue(2).await;
     dead_letter_after_max_receives(&poison).await;
