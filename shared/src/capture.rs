@@ -128,6 +128,11 @@ pub struct CaptureConfig {
     pub max_bytes: usize,
     /// Write a buffer once its oldest line is this old.
     pub max_age: Duration,
+    /// At most this many bytes wait in memory across every buffer. When the store cannot
+    /// keep up (or fails), records beyond it are dropped and counted
+    /// ([`CaptureStats::dropped`], a metric and an error log) rather than growing memory
+    /// until the process dies and loses every buffer.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for CaptureConfig {
@@ -136,6 +141,7 @@ impl Default for CaptureConfig {
             sample_rate: 1.0,
             max_bytes: 4 << 20,
             max_age: Duration::from_secs(60),
+            max_buffered_bytes: 32 << 20,
         }
     }
 }
@@ -159,6 +165,10 @@ pub struct CaptureStats {
     pub objects: u64,
     /// Writes that failed (their lines were kept for the next flush).
     pub failed_writes: u64,
+    /// Records dropped because the buffers were at `max_buffered_bytes`.
+    pub dropped: u64,
+    /// Bytes waiting in memory now.
+    pub pending_bytes: u64,
 }
 
 /// Buffers capture lines and writes them to the store. See the module docs.
@@ -173,6 +183,9 @@ pub struct CaptureWriter {
     written: AtomicU64,
     objects: AtomicU64,
     failed: AtomicU64,
+    dropped: AtomicU64,
+    /// Bytes in `buffers`; changed only while `buffers` is locked.
+    pending: AtomicU64,
     flushing: tokio::sync::Mutex<()>,
 }
 
@@ -265,6 +278,8 @@ impl CaptureWriter {
             written: AtomicU64::new(0),
             objects: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
             flushing: tokio::sync::Mutex::new(()),
         }
     }
@@ -282,6 +297,20 @@ impl CaptureWriter {
             written: self.written.load(Ordering::Relaxed),
             objects: self.objects.load(Ordering::Relaxed),
             failed_writes: self.failed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            pending_bytes: self.pending.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts `records` dropped; logs the first drop and every 1,000th after it.
+    fn drop_records(&self, records: u64, why: &str) {
+        let before = self.dropped.fetch_add(records, Ordering::Relaxed);
+        if before == 0 || before / 1000 != (before + records) / 1000 {
+            tracing::error!(
+                dropped_total = before + records,
+                limit_bytes = self.config.max_buffered_bytes,
+                "capture records dropped: {why}"
+            );
         }
     }
 
@@ -321,6 +350,15 @@ impl CaptureWriter {
             .buffers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pending = self.pending.load(Ordering::Relaxed);
+        if pending.saturating_add(line.len() as u64) > self.config.max_buffered_bytes as u64 {
+            drop(buffers);
+            self.drop_records(
+                1,
+                "the capture buffers are full (the store is failing or slow)",
+            );
+            return true;
+        }
         // Looked up by `&str`: a String is made only for a model's first record.
         if !buffers.contains_key(&record.model) {
             buffers.insert(record.model.clone(), HashMap::new());
@@ -335,6 +373,7 @@ impl CaptureWriter {
         });
         buffer.lines.extend_from_slice(&line);
         buffer.records += 1;
+        self.pending.fetch_add(line.len() as u64, Ordering::Relaxed);
         self.buffered.fetch_add(1, Ordering::Relaxed);
         buffer.lines.len() >= self.config.max_bytes
     }
@@ -368,6 +407,8 @@ impl CaptureWriter {
                     .collect();
                 for h in keys {
                     if let Some(b) = hours.remove(&h) {
+                        self.pending
+                            .fetch_sub(b.lines.len() as u64, Ordering::Relaxed);
                         due.push((model.clone(), h, b));
                     }
                 }
@@ -398,6 +439,21 @@ impl CaptureWriter {
                         .buffers
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // Kept for the next flush while they fit under the bound; beyond it
+                    // the failed batch is dropped (counted) rather than memory growing.
+                    let pending = self.pending.load(Ordering::Relaxed);
+                    if pending.saturating_add(bytes.len() as u64)
+                        > self.config.max_buffered_bytes as u64
+                    {
+                        drop(buffers);
+                        self.drop_records(
+                            records,
+                            "a failed capture write could not be kept under the buffer limit",
+                        );
+                        continue;
+                    }
+                    self.pending
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     let entry = buffers
                         .entry(model)
                         .or_default()
@@ -520,6 +576,45 @@ mod tests {
         assert_eq!(writer.stats().written, 250);
     }
 
+    /// The store fails (here: its root is replaced by a file) while requests keep coming:
+    /// what waits in memory stays under `max_buffered_bytes`, what does not fit is counted
+    /// as dropped, and once the store is back every kept record is written.
+    #[tokio::test]
+    async fn a_failing_store_cannot_grow_the_buffers_past_their_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store: Arc<dyn ObjectStore> = Arc::new(crate::store::FileStore::open(&root).unwrap());
+        let limit = 20_000;
+        let writer = CaptureWriter::new(
+            store.clone(),
+            CaptureConfig {
+                max_buffered_bytes: limit,
+                ..CaptureConfig::default()
+            },
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::write(&root, b"not a directory").unwrap();
+        for i in 0..500 {
+            writer.record(&record(i, 200));
+            if i % 100 == 99 {
+                writer.flush().await;
+            }
+            assert!(writer.stats().pending_bytes <= limit as u64);
+        }
+        let stats = writer.stats();
+        assert!(stats.failed_writes >= 1, "{stats:?}");
+        assert!(stats.dropped > 0, "{stats:?}");
+        assert!(stats.pending_bytes > 0 && stats.pending_bytes <= limit as u64);
+        // The store is back: everything still held is written, nothing is counted twice.
+        std::fs::remove_file(&root).unwrap();
+        crate::store::FileStore::open(&root).unwrap();
+        writer.flush().await;
+        let stats = writer.stats();
+        assert_eq!(stats.pending_bytes, 0);
+        assert_eq!(stats.written + stats.dropped, 500, "{stats:?}");
+        assert_eq!(lines(store.as_ref()).await.len() as u64, stats.written);
+    }
+
     #[tokio::test]
     async fn a_full_buffer_is_due_and_sampling_keeps_every_rejection() {
         let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
@@ -529,6 +624,7 @@ mod tests {
                 sample_rate: 0.25,
                 max_bytes: 2_000,
                 max_age: Duration::from_secs(3600),
+                ..CaptureConfig::default()
             },
         );
         let mut full = false;

@@ -239,7 +239,7 @@ impl Model {
         mut dropout: Option<&mut SplitMix64>,
     ) -> Result<Tensor, ModelError> {
         let mut h = x.clone();
-        let last = self.layers.len() - 1;
+        let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h)?;
             if i < last {
@@ -375,7 +375,7 @@ impl DenseModel {
         }
         let mut a = vec![0.0f32; self.widest];
         let mut b = vec![0.0f32; self.widest];
-        let last = self.layers.len() - 1;
+        let last = self.layers.len().saturating_sub(1);
         for row in x.chunks_exact(self.arch.inputs.max(1)).take(rows) {
             a[..row.len()].copy_from_slice(row);
             for (l, (w, bias, i, o)) in self.layers.iter().enumerate() {

@@ -70,6 +70,31 @@ impl From<QueueError> for StageError {
     }
 }
 
+/// Runs a stage's CPU-bound work (`what` names it) on the blocking pool. A panic there is a
+/// permanent failure with the panic's message: the same input panics again, so a retry only
+/// burns receives (up to maxReceiveCount × the function's timeout). A task cancelled by a
+/// runtime shutting down is retryable.
+pub async fn run_blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StageError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        if e.is_panic() {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            StageError::Permanent(format!(
+                "{what} panicked (a bug; please report it): {message}"
+            ))
+        } else {
+            StageError::Retryable(format!("{what} was cancelled: {e}"))
+        }
+    })
+}
+
 tokio::task_local! {
     static DEADLINE: std::time::Instant;
 }
@@ -377,7 +402,10 @@ pub async fn serve_lambda(
     lambda_runtime::run(lambda_runtime::service_fn(
         |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let (handler, own_queue) = (handler.clone(), own_queue.clone());
-            let span = crate::telemetry::invocation_span(&event.context.request_id);
+            let span = crate::telemetry::invocation_span(
+                &event.context.request_id,
+                event.context.xray_trace_id.as_deref(),
+            );
             let remaining = event
                 .context
                 .deadline()
@@ -409,6 +437,24 @@ mod tests {
     use crate::message::{IngestRequest, StageMessage};
     use crate::queue::LocalQueue;
     use crate::store::ObjectKey;
+
+    #[tokio::test]
+    async fn a_panic_in_blocking_work_is_permanent_with_its_message() {
+        let err = run_blocking("ingest", || -> u32 {
+            panic!("index out of bounds: poison")
+        })
+        .await
+        .unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.reason().contains("ingest panicked"), "{err}");
+        assert!(err.reason().contains("poison"), "{err}");
+        let n = format!("row {}", 7);
+        let err = run_blocking("train", move || -> u32 { panic!("{n}") })
+            .await
+            .unwrap_err();
+        assert!(err.reason().contains("row 7"), "{err}");
+        assert_eq!(run_blocking("x", || 3).await.unwrap(), 3);
+    }
 
     /// Fails every message as if the store were unreachable.
     #[derive(Debug)]

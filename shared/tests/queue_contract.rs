@@ -176,6 +176,46 @@ async fn local_queue_survives_a_restart_and_refuses_stale_receipts() {
     ));
 }
 
+/// One unparseable message file (a crash mid-write on a full disk, a hand edit) must not
+/// stop the queue: the good messages are still received, the bad file is kept in the
+/// dead-letter folder with its bytes and the reason, and temporary files a crash left are
+/// gone once the queue is opened again.
+#[tokio::test]
+async fn local_queue_buries_an_unreadable_message_and_clears_crash_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = LocalQueue::open(dir.path(), 5).unwrap();
+    queue.send("first").await.unwrap();
+    std::fs::write(
+        dir.path()
+            .join("messages/000000000000000000000001-broken.json"),
+        b"{\"id\": \"trunc",
+    )
+    .unwrap();
+    queue.send("second").await.unwrap();
+    std::fs::write(dir.path().join("tmp/leftover.json"), b"half a write").unwrap();
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.visible, stats.dead), (2, 1), "{stats:?}");
+    let got: Vec<String> = queue
+        .receive(10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(got, ["first", "second"]);
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, "{\"id\": \"trunc");
+    assert!(dead[0].reason.contains("unreadable"), "{dead:?}");
+    // A crash between writing a temporary file and renaming it leaves the file behind;
+    // the next open removes it.
+    let _reopened = LocalQueue::open(dir.path(), 5).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
+
 async fn sqs_queue(max_receives: u32) -> SqsQueue {
     let config = aws_config::load_from_env().await;
     let client = aws_sdk_sqs::Client::new(&config);

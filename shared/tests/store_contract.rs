@@ -310,3 +310,53 @@ async fn s3_store_meets_the_contract_on_the_emulator() {
     let listed = store.list_all("a/").await.unwrap();
     assert_eq!(listed[0].key.as_str(), "a/b/c.txt");
 }
+
+/// A console's folder marker (`specs/`) and a key with `//` written by another tool sit in
+/// the bucket beside real objects: listings skip and count them instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_listings_skip_keys_lambdaml_cannot_use() {
+    if common::emulator("s3_listings_skip_keys_lambdaml_cannot_use").is_none() {
+        return;
+    }
+    let bucket = common::unique("oddkeys");
+    let store = S3Store::from_env(&bucket, "").await;
+    let client = store.client().clone();
+    client.create_bucket().bucket(&bucket).send().await.unwrap();
+    for odd in ["specs/", "specs//double.toml"] {
+        client
+            .put_object()
+            .bucket(&bucket)
+            .key(odd)
+            .body(Vec::new().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    store
+        .put(&key("specs/real.toml"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let page = store.list_page("specs/", None, 100).await.unwrap();
+    let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["specs/real.toml"]);
+    assert_eq!(page.skipped, 2);
+    let all = store.list_all("specs/").await.unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+#[tokio::test]
+async fn file_store_listings_skip_files_lambdaml_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    store
+        .put(&key("specs/real.toml"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    // A file another program left with a name no key may have.
+    std::fs::write(dir.path().join("specs/back\\slash.toml"), b"y").unwrap();
+    let page = store.list_page("specs/", None, 100).await.unwrap();
+    let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["specs/real.toml"]);
+    assert_eq!(page.skipped, 1);
+    assert_eq!(store.list_all("specs/").await.unwrap().len(), 1);
+}

@@ -315,19 +315,19 @@ impl Ingest {
             .store
             .get_json(&ObjectKey::new(format!("{prefix}/schema.json")).map_err(permanent)?)
             .await?;
-        let (rows, sha) = tokio::task::spawn_blocking(move || {
-            build_retrain_csv(
-                &base_path,
-                &schema,
-                labelled.as_ref().map(|o| o.bytes.as_ref()),
-                data,
-                window,
-                delimiter,
-                &out,
-            )
-        })
-        .await
-        .map_err(|e| StageError::Retryable(format!("retrain task failed: {e}")))??;
+        let (rows, sha) =
+            lambdaml::stage::run_blocking("building the retraining data", move || {
+                build_retrain_csv(
+                    &base_path,
+                    &schema,
+                    labelled.as_ref().map(|o| o.bytes.as_ref()),
+                    data,
+                    window,
+                    delimiter,
+                    &out,
+                )
+            })
+            .await??;
         let key = ObjectKey::new(format!(
             "retrain/{}/{}-{}.csv",
             request.dataset,
@@ -362,7 +362,7 @@ impl Ingest {
         let format = Format::detect(raw_path, source.file_name()).map_err(permanent)?;
         let progress = self.progress.clone();
         let (path, cfg, out) = (raw_path.to_path_buf(), config.clone(), work.to_path_buf());
-        let result = tokio::task::spawn_blocking(move || {
+        let result = lambdaml::stage::run_blocking("ingest", move || {
             let report = |rows: u64| {
                 if let Some(p) = &progress {
                     p(rows);
@@ -370,8 +370,7 @@ impl Ingest {
             };
             ingest_file(&path, format, &cfg, &out, &report)
         })
-        .await
-        .map_err(|e| StageError::Retryable(format!("ingest task failed: {e}")))?;
+        .await?;
         let prefix = version_prefix(dataset, version);
         let key = |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
         let output = match result {

@@ -182,26 +182,27 @@ impl Preprocess {
         drop(data);
 
         let spec_owned = spec.clone();
-        let (pipeline, train, holdout, split, reference) = tokio::task::spawn_blocking(move || {
-            let table = read_parquet(&data_path).map_err(permanent)?;
-            let (train_rows, holdout_rows) = split_rows(&spec_owned, &table).map_err(permanent)?;
-            let pipeline = FeaturePipeline::fit(&spec_owned, &schema, &table, &train_rows)
-                .map_err(permanent)?;
-            let train = pipeline
-                .transform_table(&table, &train_rows)
-                .map_err(permanent)?;
-            let holdout = pipeline
-                .transform_table(&table, &holdout_rows)
-                .map_err(permanent)?;
-            let reference = FeatureReference::build(&pipeline, &table, &train_rows);
-            let split = Split {
-                train: train_rows,
-                holdout: holdout_rows,
-            };
-            Ok::<_, StageError>((pipeline, train, holdout, split, reference))
-        })
-        .await
-        .map_err(|e| StageError::Retryable(format!("preprocess task failed: {e}")))??;
+        let (pipeline, train, holdout, split, reference) =
+            lambdaml::stage::run_blocking("preprocess", move || {
+                let table = read_parquet(&data_path).map_err(permanent)?;
+                let (train_rows, holdout_rows) =
+                    split_rows(&spec_owned, &table).map_err(permanent)?;
+                let pipeline = FeaturePipeline::fit(&spec_owned, &schema, &table, &train_rows)
+                    .map_err(permanent)?;
+                let train = pipeline
+                    .transform_table(&table, &train_rows)
+                    .map_err(permanent)?;
+                let holdout = pipeline
+                    .transform_table(&table, &holdout_rows)
+                    .map_err(permanent)?;
+                let reference = FeatureReference::build(&pipeline, &table, &train_rows);
+                let split = Split {
+                    train: train_rows,
+                    holdout: holdout_rows,
+                };
+                Ok::<_, StageError>((pipeline, train, holdout, split, reference))
+            })
+            .await??;
 
         let run_key = |name: &str| ObjectKey::new(format!("runs/{run}/{name}")).map_err(permanent);
         let mut artifacts = BTreeMap::new();

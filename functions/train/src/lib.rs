@@ -201,7 +201,7 @@ impl Train {
         let progress = self.progress.clone();
         let arch_for_task = arch.clone();
         let started = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = lambdaml::stage::run_blocking("training", move || {
             let report = |p: Progress| {
                 tracing::debug!(
                     step = p.step,
@@ -228,8 +228,7 @@ impl Train {
             )
             .map(|o| (o, data.rows))
         })
-        .await
-        .map_err(|e| StageError::Retryable(format!("training task failed: {e}")))?;
+        .await?;
         let seconds = seconds_before + started.elapsed().as_secs_f64();
         let (outcome, rows) = match outcome {
             Ok(o) => o,

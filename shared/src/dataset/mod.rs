@@ -110,6 +110,26 @@ pub enum DatasetError {
     /// A column the caller asked for is not in the table.
     #[error("column {0:?} is not in the dataset")]
     UnknownColumn(String),
+    /// One record runs on past the record limit: a quote never closed, or not a CSV file.
+    #[error(
+        "the record starting at line {line} runs on past {limit} bytes (an unclosed quote, or not a CSV file); the file is refused"
+    )]
+    RecordTooLong {
+        /// The line the record started on.
+        line: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A compressed file expands past the decompression limit.
+    #[error(
+        "the file decompresses to more than {limit} bytes ({ratio}x its compressed size at most); refused as a likely decompression bomb"
+    )]
+    TooMuchDecompressed {
+        /// The limit in bytes.
+        limit: u64,
+        /// The largest expansion accepted.
+        ratio: u64,
+    },
 }
 
 /// A column's type as lambdaml stores it.

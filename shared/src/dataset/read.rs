@@ -8,6 +8,8 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -70,6 +72,71 @@ pub trait RowReader: Send {
     fn next_row(&mut self, record: &mut ByteRecord) -> Result<Option<u64>, DatasetError>;
 }
 
+/// The longest CSV record read (a row of 256 fields at the 64 KiB field limit). A record
+/// that runs on past it (an unclosed quote, a binary file) refuses the file instead of being
+/// buffered whole: the csv reader holds a record in memory until it ends.
+pub const MAX_RECORD_BYTES: u64 = 16 << 20;
+
+/// A gzip file may expand at most this many times its compressed size...
+pub const MAX_GZIP_RATIO: u64 = 1_000;
+/// ...and never past this many bytes, whatever its size.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 64 << 30;
+
+/// What the record guard shares with the row reader.
+#[derive(Debug, Default)]
+struct GuardState {
+    /// Bytes handed to the csv reader since the last complete record.
+    since_record: AtomicU64,
+    /// Bytes handed to the csv reader in all.
+    total: AtomicU64,
+}
+
+/// Counts the bytes the csv reader takes and stops it (an I/O error it passes up) once a
+/// record or the whole input runs past its limit. The csv reader reads ahead at most its
+/// buffer, so a record is cut within `MAX_RECORD_BYTES` plus one buffer.
+struct Guard {
+    inner: Box<dyn Read + Send>,
+    state: Arc<GuardState>,
+    total_limit: u64,
+}
+
+/// The error a tripped guard returns (recognised by the row reader).
+#[derive(Debug)]
+enum Tripped {
+    Record,
+    Total,
+}
+
+impl std::fmt::Display for Tripped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tripped::Record => "record limit",
+            Tripped::Total => "decompression limit",
+        })
+    }
+}
+
+impl std::error::Error for Tripped {}
+
+impl Read for Guard {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let since = self
+            .state
+            .since_record
+            .fetch_add(n as u64, Ordering::Relaxed)
+            + n as u64;
+        let total = self.state.total.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if total > self.total_limit {
+            return Err(std::io::Error::other(Tripped::Total));
+        }
+        if since > MAX_RECORD_BYTES + (1 << 16) {
+            return Err(std::io::Error::other(Tripped::Record));
+        }
+        Ok(n)
+    }
+}
+
 /// Opens `path` as `format`. `delimiter` applies to CSV.
 pub fn open_rows(
     path: &Path,
@@ -77,25 +144,28 @@ pub fn open_rows(
     delimiter: u8,
 ) -> Result<Box<dyn RowReader>, DatasetError> {
     match format {
-        Format::Csv => CsvRows::open(
-            BufReader::with_capacity(1 << 16, Box::new(File::open(path)?) as Box<dyn Read + Send>),
-            delimiter,
-        ),
-        Format::CsvGzip => CsvRows::open(
-            BufReader::with_capacity(
-                1 << 16,
+        Format::Csv => CsvRows::open(Box::new(File::open(path)?), u64::MAX, delimiter),
+        Format::CsvGzip => {
+            let compressed = std::fs::metadata(path)?.len();
+            let limit = compressed
+                .saturating_mul(MAX_GZIP_RATIO)
+                .clamp(1 << 20, MAX_DECOMPRESSED_BYTES);
+            CsvRows::open(
                 Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(
                     File::open(path)?,
-                ))) as Box<dyn Read + Send>,
-            ),
-            delimiter,
-        ),
+                ))),
+                limit,
+                delimiter,
+            )
+        }
         Format::Parquet => ParquetRows::open(path),
     }
 }
 
 struct CsvRows {
-    reader: csv::Reader<BufReader<Box<dyn Read + Send>>>,
+    reader: csv::Reader<BufReader<Guard>>,
+    guard: Arc<GuardState>,
+    total_limit: u64,
     headers: Vec<String>,
     /// The csv crate reports record lines one too low in CRLF files (it counts the `\n`
     /// of a record's terminator after taking the next record's position).
@@ -122,10 +192,22 @@ fn check_headers(headers: Vec<String>) -> Result<Vec<String>, DatasetError> {
 
 impl CsvRows {
     fn open(
-        mut input: BufReader<Box<dyn Read + Send>>,
+        input: Box<dyn Read + Send>,
+        total_limit: u64,
         delimiter: u8,
     ) -> Result<Box<dyn RowReader>, DatasetError> {
-        let head = input.fill_buf()?;
+        let guard = Arc::new(GuardState::default());
+        let mut input = BufReader::with_capacity(
+            1 << 16,
+            Guard {
+                inner: input,
+                state: guard.clone(),
+                total_limit,
+            },
+        );
+        let head = input
+            .fill_buf()
+            .map_err(|e| Self::tripped(&e, 1, total_limit).unwrap_or(DatasetError::Io(e)))?;
         let crlf = head
             .iter()
             .position(|&b| b == b'\n')
@@ -135,7 +217,10 @@ impl CsvRows {
             .flexible(true)
             .has_headers(true)
             .from_reader(input);
-        let raw = reader.byte_headers()?.clone();
+        let raw = match reader.byte_headers() {
+            Ok(raw) => raw.clone(),
+            Err(e) => return Err(Self::csv_error(e, 1, total_limit)),
+        };
         if raw.is_empty() || (raw.len() == 1 && raw[0].is_empty()) {
             return Err(DatasetError::EmptyFile);
         }
@@ -151,11 +236,37 @@ impl CsvRows {
             };
             headers.push(text.trim().to_string());
         }
+        guard.since_record.store(0, Ordering::Relaxed);
         Ok(Box::new(CsvRows {
             reader,
+            guard,
+            total_limit,
             headers: check_headers(headers)?,
             line_offset: u64::from(crlf),
         }))
+    }
+
+    /// The dataset error for an I/O error that is a tripped guard.
+    fn tripped(e: &std::io::Error, line: u64, total_limit: u64) -> Option<DatasetError> {
+        match e.get_ref()?.downcast_ref::<Tripped>()? {
+            Tripped::Record => Some(DatasetError::RecordTooLong {
+                line,
+                limit: MAX_RECORD_BYTES,
+            }),
+            Tripped::Total => Some(DatasetError::TooMuchDecompressed {
+                limit: total_limit,
+                ratio: MAX_GZIP_RATIO,
+            }),
+        }
+    }
+
+    fn csv_error(e: csv::Error, line: u64, total_limit: u64) -> DatasetError {
+        if let csv::ErrorKind::Io(io) = e.kind()
+            && let Some(tripped) = Self::tripped(io, line, total_limit)
+        {
+            return tripped;
+        }
+        DatasetError::Csv(e)
     }
 }
 
@@ -166,9 +277,16 @@ impl RowReader for CsvRows {
 
     fn next_row(&mut self, record: &mut ByteRecord) -> Result<Option<u64>, DatasetError> {
         loop {
-            if !self.reader.read_byte_record(record)? {
-                return Ok(None);
+            // The line the next record starts on, for the error if it never ends.
+            let start = self.reader.position().line() + self.line_offset;
+            match self.reader.read_byte_record(record) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return Err(Self::csv_error(e, start, self.total_limit)),
             }
+            // What the csv reader holds now is at most its read-ahead.
+            let ahead = self.reader.get_ref().buffer().len() as u64;
+            self.guard.since_record.store(ahead, Ordering::Relaxed);
             // A blank line is not a row (the csv crate yields it as one empty field).
             if record.len() == 1 && record[0].is_empty() {
                 continue;
@@ -286,5 +404,90 @@ impl RowReader for ParquetRows {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Write;
+
+    /// A 1 MB gzip file that expands to one endless line: refused at the record limit with
+    /// the line it started on, having held at most about the limit in memory.
+    #[test]
+    fn a_record_that_never_ends_refuses_the_file_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("endless.csv.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::best(),
+        );
+        gz.write_all(b"a,b\n1,2\n3,\"").unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..40 {
+            gz.write_all(&chunk).unwrap();
+        }
+        gz.finish().unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+        let mut rows = open_rows(&path, Format::CsvGzip, b',').unwrap();
+        let mut record = ByteRecord::new();
+        assert_eq!(rows.next_row(&mut record).unwrap(), Some(2));
+        match rows.next_row(&mut record) {
+            Err(DatasetError::RecordTooLong { line, limit }) => {
+                assert_eq!((line, limit), (3, MAX_RECORD_BYTES));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(record.as_slice().len() as u64 <= MAX_RECORD_BYTES + (1 << 17));
+    }
+
+    /// Long records below the limit still read; the count restarts at every record.
+    #[test]
+    fn many_records_add_up_past_the_record_limit_without_tripping_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.csv");
+        let mut f = std::io::BufWriter::new(File::create(&path).unwrap());
+        f.write_all(b"a,b\n").unwrap();
+        let field = "y".repeat(60_000);
+        for i in 0..400 {
+            writeln!(f, "{i},{field}").unwrap();
+        }
+        drop(f);
+        let mut rows = open_rows(&path, Format::Csv, b',').unwrap();
+        let mut record = ByteRecord::new();
+        let mut n = 0;
+        while rows.next_row(&mut record).unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 400);
+    }
+
+    /// A decompression past its limit (here 1 MiB) refuses the file as a likely bomb.
+    #[test]
+    fn a_decompression_past_the_limit_is_refused() {
+        let mut data = b"a,b\n".to_vec();
+        while data.len() < 3 << 20 {
+            data.extend_from_slice(b"1,2\n");
+        }
+        let mut rows = CsvRows::open(Box::new(std::io::Cursor::new(data)), 1 << 20, b',').unwrap();
+        let mut record = ByteRecord::new();
+        let err = loop {
+            match rows.next_row(&mut record) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("read past the limit"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(
+                err,
+                DatasetError::TooMuchDecompressed {
+                    limit: 1_048_576,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -7,6 +7,13 @@
 //! by rename, so the queue survives a crash or restart of any process using it, and two
 //! processes can share it. A message received `max_receives` times without being deleted
 //! moves to `dead/` with its last error.
+//!
+//! Crash safety: each rename is followed by an fsync of the directory, so a message sent is
+//! on disk when `send` returns; temporary files a crash left behind are removed when the
+//! queue is opened (every write holds the lock while its temporary file exists). A message
+//! file that cannot be parsed (truncated by a full disk, edited by hand) does not stop the
+//! queue: it is moved to `dead/` with its raw bytes as the body and the parse error as the
+//! reason.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -50,10 +57,23 @@ impl LocalQueue {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(|e| QueueError::io(&path, e))?;
         }
-        Ok(LocalQueue {
+        let queue = LocalQueue {
             dir,
             max_receives: max_receives.max(1),
-        })
+        };
+        queue.locked(|| queue.clear_tmp())?;
+        Ok(queue)
+    }
+
+    /// Removes temporary files a crash left behind. Only called under the lock, which every
+    /// writer holds from creating its temporary file to renaming it.
+    fn clear_tmp(&self) -> Result<(), QueueError> {
+        let tmp = self.dir.join("tmp");
+        let entries = fs::read_dir(&tmp).map_err(|e| QueueError::io(&tmp, e))?;
+        for entry in entries.flatten() {
+            let _ = fs::remove_file(entry.path());
+        }
+        Ok(())
     }
 
     /// Runs `f` while holding the queue's lock.
@@ -84,7 +104,38 @@ impl LocalQueue {
         file.write_all(&bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| QueueError::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| QueueError::io(path, e))
+        fs::rename(&tmp, path).map_err(|e| QueueError::io(path, e))?;
+        sync_dir(path)
+    }
+
+    /// Reads an entry; a file that exists but cannot be parsed is moved to `dead/` (raw
+    /// bytes as the body, the parse error as the reason) and reads as absent, so one bad
+    /// file never stops the queue.
+    fn read_or_bury(&self, path: &Path) -> Result<Option<Entry>, QueueError> {
+        match Self::read_entry(path) {
+            Err(QueueError::Corrupt { reason, .. }) => {
+                let raw = fs::read(path).unwrap_or_default();
+                let entry = Entry {
+                    id: path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    body: String::from_utf8_lossy(&raw).into_owned(),
+                    receive_count: 0,
+                    visible_at_ms: 0,
+                    receipt: None,
+                    last_error: None,
+                };
+                tracing::warn!(path = %path.display(), %reason, "unreadable message file moved to the dead-letter folder");
+                self.move_to_dead(
+                    path,
+                    entry,
+                    &format!("the message file was unreadable: {reason}"),
+                )?;
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     fn read_entry(path: &Path) -> Result<Option<Entry>, QueueError> {
@@ -121,7 +172,8 @@ impl LocalQueue {
             .join("dead")
             .join(path.file_name().unwrap_or_default());
         self.write_entry(&dead, &entry)?;
-        fs::remove_file(path).map_err(|e| QueueError::io(path, e))
+        fs::remove_file(path).map_err(|e| QueueError::io(path, e))?;
+        sync_dir(path)
     }
 
     /// Splits a receipt `FILE#TOKEN` into the message path and token.
@@ -166,7 +218,7 @@ impl LocalQueue {
                 if out.len() >= max {
                     break;
                 }
-                let Some(mut entry) = Self::read_entry(&path)? else {
+                let Some(mut entry) = self.read_or_bury(&path)? else {
                     continue;
                 };
                 if entry.visible_at_ms > now {
@@ -215,6 +267,16 @@ impl LocalQueue {
             Some(_) => Err(QueueError::StaleReceipt(receipt.to_string())),
         }
     }
+}
+
+/// Makes a rename or removal in `path`'s directory durable.
+fn sync_dir(path: &Path) -> Result<(), QueueError> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| QueueError::io(dir, e))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -298,13 +360,26 @@ impl Queue for LocalQueue {
             q.locked(|| {
                 let mut out = Vec::new();
                 for path in q.sorted_files("dead")?.into_iter().take(max) {
-                    if let Some(entry) = Self::read_entry(&path)? {
-                        out.push(DeadLetter {
+                    match Self::read_entry(&path) {
+                        Ok(Some(entry)) => out.push(DeadLetter {
                             id: entry.id,
                             body: entry.body,
                             receive_count: entry.receive_count,
                             reason: entry.last_error.unwrap_or_default(),
-                        });
+                        }),
+                        Ok(None) => {}
+                        // Shown as it is rather than hiding every other dead letter.
+                        Err(QueueError::Corrupt { reason, .. }) => out.push(DeadLetter {
+                            id: path
+                                .file_stem()
+                                .map(|s| s.to_string_lossy().into_owned())
+                                .unwrap_or_default(),
+                            body: String::from_utf8_lossy(&fs::read(&path).unwrap_or_default())
+                                .into_owned(),
+                            receive_count: 0,
+                            reason: format!("the dead-letter file is unreadable: {reason}"),
+                        }),
+                        Err(e) => return Err(e),
                     }
                 }
                 Ok(out)
@@ -320,7 +395,7 @@ impl Queue for LocalQueue {
                 let now = now_ms();
                 let mut stats = QueueStats::default();
                 for path in q.sorted_files("messages")? {
-                    if let Some(entry) = Self::read_entry(&path)? {
+                    if let Some(entry) = q.read_or_bury(&path)? {
                         if entry.visible_at_ms > now {
                             stats.in_flight += 1;
                         } else {

@@ -192,7 +192,7 @@ pub async fn open_queues(url: &str, max_receives: u32) -> Result<Queues, QueueEr
         }
         QueueBackend::Local(path.into())
     } else if let Some(prefix) = url.strip_prefix("sqs://") {
-        let config = aws_config::load_from_env().await;
+        let config = crate::store::sdk_config().await;
         QueueBackend::Sqs {
             prefix: prefix.to_string(),
             client: aws_sdk_sqs::Client::new(&config),
@@ -217,7 +217,7 @@ pub async fn open_queue(url: &str, max_receives: u32) -> Result<Arc<dyn Queue>, 
     if let Some(path) = url.strip_prefix("file://") {
         Ok(Arc::new(LocalQueue::open(path, max_receives)?))
     } else if url.starts_with("https://") || url.starts_with("http://") {
-        let config = aws_config::load_from_env().await;
+        let config = crate::store::sdk_config().await;
         Ok(Arc::new(SqsQueue::new(
             aws_sdk_sqs::Client::new(&config),
             url,

@@ -247,6 +247,7 @@ impl FileStore {
         let more = keys.len() > limit;
         keys.truncate(limit);
         let mut objects = Vec::with_capacity(keys.len());
+        let mut skipped = 0;
         for k in keys {
             let path = self.root.join(&k);
             let size = match fs::metadata(&path) {
@@ -256,8 +257,12 @@ impl FileStore {
             };
             // Listing does not hash every object's contents, so the etag stays empty here;
             // callers that need one for compare-and-swap use `head` or `get`.
+            let Some(key) = super::listed_key(&self.url(), &k) else {
+                skipped += 1;
+                continue;
+            };
             objects.push(ObjectMeta {
-                key: ObjectKey::new(k)?,
+                key,
                 size,
                 etag: String::new(),
             });
@@ -267,7 +272,11 @@ impl FileStore {
         } else {
             None
         };
-        Ok(ListPage { objects, next })
+        Ok(ListPage {
+            objects,
+            next,
+            skipped,
+        })
     }
 }
 

@@ -142,7 +142,11 @@ impl ObjectStore for MemoryStore {
                 }
                 if objects.len() == limit {
                     let next = objects.last().map(|m: &ObjectMeta| m.key.to_string());
-                    return Ok(ListPage { objects, next });
+                    return Ok(ListPage {
+                        objects,
+                        next,
+                        skipped: 0,
+                    });
                 }
                 objects.push(ObjectMeta {
                     key: ObjectKey::new(k.clone())?,
@@ -153,6 +157,7 @@ impl ObjectStore for MemoryStore {
             Ok(ListPage {
                 objects,
                 next: None,
+                skipped: 0,
             })
         })
     }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fs::FileStore;
 pub use memory::MemoryStore;
-pub use s3::S3Store;
+pub use s3::{S3Store, sdk_config};
 
 /// Errors of the object store port.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +205,21 @@ pub struct ListPage {
     pub objects: Vec<ObjectMeta>,
     /// Pass back to get the next page; `None` on the last page.
     pub next: Option<String>,
+    /// Objects left out because their keys break the key rules (a console's folder marker
+    /// `specs/`, a `//` in a key written by another tool): one odd object must not make a
+    /// whole listing fail. Each is logged as a warning.
+    pub skipped: usize,
+}
+
+/// The key of a listed object, or `None` (logged) when it breaks the key rules.
+pub(crate) fn listed_key(store: &str, raw: &str) -> Option<ObjectKey> {
+    match ObjectKey::new(raw) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            tracing::warn!(store, key = raw, error = %e, "listing skips an object whose key lambdaml cannot use");
+            None
+        }
+    }
 }
 
 /// A stream of chunks, for reading objects larger than memory.

@@ -25,11 +25,31 @@ pub struct S3Store {
     prefix: String,
 }
 
+/// The AWS SDK configuration every lambdaml client uses: credentials, region and endpoint
+/// from the standard environment (`AWS_ENDPOINT_URL` points it at an emulator), with
+/// timeouts, so a stalled connection fails an operation (and is retried by the SDK or by the
+/// queue) instead of holding a response or an invocation until Lambda's own timeout.
+///
+/// Connect: 5 s. Read (the longest wait for the next bytes on a socket; transfers of any
+/// size keep going while bytes flow): 30 s. The per-attempt and whole-operation limits stay
+/// the SDK's (none), since an upload of a large dataset legitimately takes minutes.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    use aws_config::timeout::TimeoutConfig;
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .read_timeout(std::time::Duration::from_secs(30))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
+}
+
 impl S3Store {
     /// A store for `bucket` and `prefix` with credentials, region and endpoint from the
     /// standard AWS environment (`AWS_ENDPOINT_URL` points it at an emulator).
     pub async fn from_env(bucket: &str, prefix: &str) -> Self {
-        let config = aws_config::load_from_env().await;
+        let config = sdk_config().await;
         let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
         let s3_config = aws_sdk_s3::config::Builder::from(&config)
@@ -278,10 +298,15 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|err| backend(prefix, err))?;
         let mut objects = Vec::new();
+        let mut skipped = 0;
         for o in out.contents() {
             let Some(full) = o.key() else { continue };
+            let Some(key) = super::listed_key(&self.url(), self.strip(full)) else {
+                skipped += 1;
+                continue;
+            };
             objects.push(ObjectMeta {
-                key: ObjectKey::new(self.strip(full))?,
+                key,
                 size: o.size().unwrap_or_default().max(0) as u64,
                 etag: o.e_tag().unwrap_or_default().to_string(),
             });
@@ -291,7 +316,11 @@ impl ObjectStore for S3Store {
         } else {
             None
         };
-        Ok(ListPage { objects, next })
+        Ok(ListPage {
+            objects,
+            next,
+            skipped,
+        })
     }
 
     fn url(&self) -> String {
