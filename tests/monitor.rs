@@ -429,6 +429,51 @@ async fn a_drifting_stream_cannot_cause_a_retrain_storm() {
     assert_eq!(reasons.iter().filter(|r| r.contains("rebuild")).count(), 1);
 }
 
+/// Two monitor runs on the same breached window at once (two schedules, or a schedule and
+/// an operator): the retrain rules are checked inside the compare-and-swap that reserves the
+/// retrain, so exactly one message is sent and the other run says why it did not send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_monitor_runs_send_one_retrain() {
+    let d = deploy(&storm_spec()).await;
+    let ingest = d.queues.get(Stage::Ingest).await.unwrap();
+    let monitor = Monitor::new(d.store.clone(), Some(ingest.clone()));
+    let start = t0();
+    let (csv, labels) = traffic(200, 77, true);
+    serve(&d.store, &csv, &labels, start, 20).await;
+    let end = start + Duration::hours(1);
+    let at = |s: i64| MonitorRequest {
+        at: Some((end + Duration::seconds(s)).to_rfc3339()),
+        ..request(start, end)
+    };
+    let (first, second) = (at(1), at(2));
+    let (one, two) = tokio::join!(monitor.run(&first), monitor.run(&second));
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let mut decisions = [
+        one.report.retrain.decision.as_str(),
+        two.report.retrain.decision.as_str(),
+    ];
+    decisions.sort_unstable();
+    assert_eq!(
+        decisions,
+        ["sent", "suppressed"],
+        "{:?} {:?}",
+        one.report.retrain,
+        two.report.retrain
+    );
+    let received = ingest
+        .receive(10, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(received.len(), 1, "one retrain message");
+    let state: lambdaml_monitor::RetrainState = d
+        .store
+        .get_json(&ObjectKey::new("monitoring/mixed/retrain-state.json").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(state.retrains.len(), 1);
+    assert!(!state.retrains[0].sending, "the send was confirmed");
+}
+
 /// Writes capture records (already in JSONL) as one capture file in the hour of `at`.
 async fn put_capture_file(
     store: &Arc<dyn ObjectStore>,

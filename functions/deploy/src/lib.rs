@@ -14,11 +14,13 @@ use async_trait::async_trait;
 use lambdaml::message::{DeployRequest, Message, Stage, StageMessage};
 use lambdaml::metrics::higher_is_better;
 use lambdaml::queue::Queue;
-use lambdaml::registry::{Action, Registry, RegistryError, RegistryStore, VersionStatus};
+use lambdaml::registry::{
+    Action, HistoryEntry, Registry, RegistryError, RegistryStore, VersionStatus,
+};
 use lambdaml::run::RunManifest;
 use lambdaml::spec::{ModelSpec, PromotionSection};
 use lambdaml::stage::{StageError, StageHandler};
-use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt};
+use lambdaml::store::{JsonError, ObjectKey, ObjectStore, ObjectStoreExt};
 use lambdaml_evaluate::Evaluation;
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
@@ -84,6 +86,10 @@ pub struct DeploymentEvent {
     pub reason: String,
     /// RFC 3339 time.
     pub at: String,
+    /// The same for every delivery of one decision (`model/version/action/at`): a decision is
+    /// announced again when its message is redelivered, and readers drop what they have seen.
+    #[serde(default)]
+    pub event_id: String,
 }
 
 fn permanent(e: impl std::fmt::Display) -> StageError {
@@ -168,21 +174,29 @@ impl Deploy {
         Deploy { store, deployments }
     }
 
+    /// Announces the registry's latest change.
     async fn announce(&self, registry: &Registry) -> Result<(), StageError> {
-        if let Some(last) = registry.history.last() {
-            let event = DeploymentEvent {
-                action: format!("{:?}", last.action).to_lowercase(),
-                model: registry.model.clone(),
-                version: last.version.clone(),
-                previous: last.previous.clone(),
-                actor: last.actor.clone(),
-                reason: last.reason.clone(),
-                at: last.at.clone(),
-            };
-            self.deployments
-                .send(&serde_json::to_string(&event).map_err(permanent)?)
-                .await?;
+        match registry.history.last() {
+            Some(last) => self.announce_entry(&registry.model, last).await,
+            None => Ok(()),
         }
+    }
+
+    async fn announce_entry(&self, model: &str, entry: &HistoryEntry) -> Result<(), StageError> {
+        let action = format!("{:?}", entry.action).to_lowercase();
+        let event = DeploymentEvent {
+            event_id: format!("{model}/{}/{action}/{}", entry.version, entry.at),
+            action,
+            model: model.to_string(),
+            version: entry.version.clone(),
+            previous: entry.previous.clone(),
+            actor: entry.actor.clone(),
+            reason: entry.reason.clone(),
+            at: entry.at.clone(),
+        };
+        self.deployments
+            .send(&serde_json::to_string(&event).map_err(permanent)?)
+            .await?;
         Ok(())
     }
 
@@ -197,7 +211,19 @@ impl Deploy {
                     .map_err(permanent)?,
             )
             .await
-            .map_err(|e| permanent(format!("{model} {version} has no evaluation: {e}")))?;
+            .map_err(|e| match e {
+                // Missing or corrupt is permanent; a throttled or failing store is retried.
+                JsonError::Store(s) if s.is_retryable() => StageError::from(s),
+                other => permanent(format!("{model} {version} has no evaluation: {other}")),
+            })?;
+        // The production version the rule's comparison was made against.
+        let against: Option<Option<String>> = match &evaluation.against {
+            Some(a) => Some(a.production.clone()),
+            None => evaluation
+                .champion
+                .as_ref()
+                .map(|c| Some(c.version.clone())),
+        };
         let run: RunManifest = self
             .store
             .get_json(
@@ -211,7 +237,7 @@ impl Deploy {
             &self.store.get(&spec_key).await?.bytes,
         ))
         .map_err(permanent)?;
-        let (verdict, reason) = apply_rule(&spec.promotion, &evaluation);
+        let (rule_verdict, rule_reason) = apply_rule(&spec.promotion, &evaluation);
         let registry = RegistryStore::new(self.store.clone());
         let (after, changed) = registry
             .update(&model, |r| {
@@ -224,6 +250,21 @@ impl Deploy {
                 if status != VersionStatus::Candidate {
                     return Ok(false);
                 }
+                // Re-checked inside the compare-and-swap: a passing verdict stands only
+                // while production is the version it was compared with. Two candidates
+                // evaluated against one champion cannot both be promoted; the later one
+                // waits for a person (or a fresh evaluation) instead.
+                let (verdict, reason) = match &against {
+                    Some(then) if *then != r.production && rule_verdict != Verdict::Reject => (
+                        Verdict::Pending,
+                        format!(
+                            "{rule_reason}; but production changed from {} to {} since the evaluation, so the comparison is stale: waiting for manual approval",
+                            then.as_deref().unwrap_or("none"),
+                            r.production.as_deref().unwrap_or("none")
+                        ),
+                    ),
+                    _ => (rule_verdict, rule_reason.clone()),
+                };
                 match verdict {
                     Verdict::Promote => r.promote(&version, "deploy", &reason)?,
                     Verdict::Pending => r.mark_pending(&version, "deploy", &reason)?,
@@ -233,24 +274,23 @@ impl Deploy {
             })
             .await
             .map_err(registry_error)?;
-        let (verdict, reason) = if changed {
-            self.announce(&after).await?;
-            (verdict, reason)
-        } else {
-            // Already decided: report the rule's recorded decision, not a fresh one (and
-            // not a later manual change).
-            let last = after
-                .history
-                .iter()
-                .rev()
-                .find(|h| h.version == version && h.actor == "deploy");
-            let verdict = match last.map(|h| h.action) {
-                Some(Action::Promote) => Verdict::Promote,
-                Some(Action::Pending) => Verdict::Pending,
-                _ => Verdict::Reject,
-            };
-            (verdict, last.map(|h| h.reason.clone()).unwrap_or_default())
+        // The rule's recorded decision (not a later manual change). Announced on every
+        // delivery, so an announcement lost after the swap is made on the redelivery;
+        // `event_id` lets readers drop the repeats.
+        let last = after
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.version == version && h.actor == "deploy");
+        if let Some(entry) = last {
+            self.announce_entry(&model, entry).await?;
+        }
+        let verdict = match last.map(|h| h.action) {
+            Some(Action::Promote) => Verdict::Promote,
+            Some(Action::Pending) => Verdict::Pending,
+            _ => Verdict::Reject,
         };
+        let reason = last.map(|h| h.reason.clone()).unwrap_or_default();
         info!(%model, %version, ?verdict, %reason, changed, "deploy decision");
         Ok(Decision {
             model,

@@ -75,8 +75,19 @@ pub struct Evaluation {
     /// Why the champion could not be scored, when it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub champion_note: Option<String>,
+    /// Production when the evaluation ran. Deploy applies the rule only while production is
+    /// still this version (absent in evaluations written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub against: Option<Against>,
     /// RFC 3339 time.
     pub created_at: String,
+}
+
+/// The production version an evaluation was made against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Against {
+    /// `None`: there was no production version.
+    pub production: Option<String>,
 }
 
 fn permanent(e: impl std::fmt::Display) -> StageError {
@@ -220,11 +231,16 @@ impl Evaluate {
         )
         .await?;
 
+        // A throttled or failing store is retried; only a corrupt registry is permanent.
         let registry = RegistryStore::new(self.store.clone())
             .load(model)
             .await
-            .map_err(permanent)?
+            .map_err(|e| match e {
+                lambdaml::registry::RegistryError::Store(s) => s.into(),
+                other => permanent(other),
+            })?
             .map(|(r, _)| r);
+        let production_then = registry.as_ref().and_then(|r| r.production.clone());
         let champion_version = registry
             .as_ref()
             .and_then(|r| r.production.clone())
@@ -259,6 +275,9 @@ impl Evaluate {
             metrics,
             champion,
             champion_note,
+            against: Some(Against {
+                production: production_then,
+            }),
             created_at: lambdaml::now_rfc3339(),
         };
         match self
@@ -360,14 +379,14 @@ impl Evaluate {
         let path = dir.path().join("data.parquet");
         std::fs::write(&path, &data.bytes).map_err(|e| StageError::Retryable(e.to_string()))?;
         let pipeline = manifest.pipeline.clone();
-        let matrix = tokio::task::spawn_blocking(move || {
-            let table = read_parquet(&path).map_err(permanent)?;
-            pipeline
-                .transform_table(&table, &split.holdout)
-                .map_err(permanent)
-        })
-        .await
-        .map_err(|e| StageError::Retryable(e.to_string()))??;
+        let matrix =
+            lambdaml::stage::run_blocking("transforming the champion's holdout", move || {
+                let table = read_parquet(&path).map_err(permanent)?;
+                pipeline
+                    .transform_table(&table, &split.holdout)
+                    .map_err(permanent)
+            })
+            .await??;
         score(&net, &manifest.pipeline.label, &matrix)
     }
 }

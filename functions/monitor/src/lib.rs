@@ -201,6 +201,47 @@ pub struct RetrainEntry {
     pub version: String,
     /// The report.
     pub report: String,
+    /// True while the run that reserved this entry has not yet confirmed sending the message
+    /// (see [`RetrainEntry::in_force`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sending: bool,
+    /// Wall-clock time of the reservation (the monitor's `at` may be a replayed clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_at: Option<String>,
+}
+
+/// How long a reservation whose run never confirmed the send holds: a monitor invocation's
+/// timeout (template.yaml: 900 s). After it the run is taken to have died before sending,
+/// and the rules ignore its entry so the retrain is not lost.
+const RESERVATION_SECS: i64 = 900;
+
+impl RetrainEntry {
+    /// Whether the entry counts for the rules at wall-clock `now`: sent, or reserved by a run
+    /// that may still be sending.
+    pub fn in_force(&self, now: DateTime<Utc>) -> bool {
+        if !self.sending {
+            return true;
+        }
+        self.reserved_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| (now - t.with_timezone(&Utc)).num_seconds() < RESERVATION_SECS)
+    }
+
+    fn same(&self, other: &RetrainEntry) -> bool {
+        self.at == other.at
+            && self.from == other.from
+            && self.to == other.to
+            && self.reserved_at == other.reserved_at
+    }
+}
+
+/// Why an edit of the retrain state was refused.
+enum StateEdit {
+    /// A rule says no.
+    Refused(String),
+    /// The state cannot be read.
+    Failed(StageError),
 }
 
 struct Found {
@@ -871,32 +912,20 @@ impl Monitor {
                 .map(|t| t.with_timezone(&Utc))
                 .ok()
         };
-        let load = || async {
-            match self.store.get(&state_key).await {
-                Ok(o) => serde_json::from_slice::<RetrainState>(&o.bytes)
-                    .map(|s| (s, Some(o.etag)))
-                    .map_err(|e| {
-                        permanent(format!(
-                            "{state_key} is corrupt ({e}); fix or delete it — until then no retrain is sent"
-                        ))
-                    }),
-                Err(StoreError::NotFound(_)) => Ok((RetrainState::default(), None)),
-                Err(e) => Err(e.into()),
-            }
-        };
-        // Each rule, against every retrain already sent.
+        let now = Utc::now();
+        // Each rule, against every retrain already sent or being sent.
         let check = |state: &RetrainState| -> Option<String> {
-            if let Some(e) = state.retrains.iter().find(|e| {
+            let retrains = || state.retrains.iter().filter(|e| e.in_force(now));
+            if let Some(e) = retrains().find(|e| {
                 matches!((time(&e.from), time(&e.to)), (Some(f), Some(t)) if f + slack < to && from + slack < t)
             }) {
                 return Some(format!(
-                    "a retrain was already sent for an overlapping window ({} to {}) at {}",
+                    "a retrain was already {} for an overlapping window ({} to {}) at {}",
+                    if e.sending { "being sent (by a concurrent monitor run)" } else { "sent" },
                     e.from, e.to, e.at
                 ));
             }
-            if let Some(last) = state
-                .retrains
-                .iter()
+            if let Some(last) = retrains()
                 .filter_map(|e| time(&e.at))
                 .find(|t| (at - *t).abs() + slack < cooldown)
             {
@@ -908,9 +937,7 @@ impl Monitor {
                 ));
             }
             let day = Duration::days(1) - slack;
-            let today = state
-                .retrains
-                .iter()
+            let today = retrains()
                 .filter_map(|e| time(&e.at))
                 .filter(|t| *t <= at && *t > at - day)
                 .count();
@@ -922,19 +949,109 @@ impl Monitor {
                 )
             })
         };
-        let (state, _) = match load().await {
-            Ok(loaded) => loaded,
-            Err(StageError::Permanent(why)) => return Ok(decision("suppressed", why)),
-            Err(e) => return Err(e),
+        let entry = RetrainEntry {
+            at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            from: from.to_rfc3339_opts(SecondsFormat::Millis, true),
+            to: to.to_rfc3339_opts(SecondsFormat::Millis, true),
+            reason: reason.clone(),
+            version: found.manifest.version.clone(),
+            report: report_key.to_string(),
+            sending: true,
+            reserved_at: Some(now.to_rfc3339_opts(SecondsFormat::Millis, true)),
         };
-        if let Some(why) = check(&state) {
-            return Ok(decision("suppressed", why));
+        // Reserve: the rules are checked inside the compare-and-swap that records the
+        // reservation, so of two concurrent runs only one can pass them.
+        let reserved = self
+            .edit_retrain_state(&state_key, |state| {
+                if let Some(why) = check(state) {
+                    return Err(why);
+                }
+                state.retrains.push(entry.clone());
+                Ok(())
+            })
+            .await;
+        match reserved {
+            Ok(()) => {}
+            Err(StateEdit::Refused(why)) => return Ok(decision("suppressed", why)),
+            Err(StateEdit::Failed(StageError::Permanent(why))) => {
+                return Ok(decision("suppressed", why));
+            }
+            Err(StateEdit::Failed(e)) => return Err(e),
         }
-        // Send first, then record: a failure in between re-sends on the next run rather
-        // than losing the retrain, and a retrain is idempotent (the same window makes the
-        // same dataset version and run).
+        // Send, then confirm. A run that dies in between leaves a reservation that lapses
+        // after RESERVATION_SECS, so the next run sends again rather than losing the
+        // retrain; a retrain is idempotent (the same window makes the same dataset version).
+        let sent = self
+            .send_retrain(
+                queue.as_ref(),
+                model,
+                found,
+                r,
+                &reason,
+                report_key,
+                at,
+                labelled_rows,
+                labelled_path,
+                &labelled_key,
+            )
+            .await;
+        let labelled = match sent {
+            Ok(labelled) => labelled,
+            Err(e) => {
+                // Give the reservation back so the next run may try; if even that fails it
+                // lapses by itself.
+                let _ = self
+                    .edit_retrain_state(&state_key, |state| {
+                        state.retrains.retain(|x| !x.same(&entry));
+                        Ok(())
+                    })
+                    .await;
+                return Err(e);
+            }
+        };
+        let confirmed = self
+            .edit_retrain_state(&state_key, |state| {
+                match state.retrains.iter_mut().find(|x| x.same(&entry)) {
+                    Some(x) => x.sending = false,
+                    None => state.retrains.push(RetrainEntry {
+                        sending: false,
+                        ..entry.clone()
+                    }),
+                }
+                Ok(())
+            })
+            .await;
+        match confirmed {
+            Ok(()) => {}
+            Err(StateEdit::Refused(why)) => return Err(StageError::Retryable(why)),
+            Err(StateEdit::Failed(e)) => return Err(e),
+        }
+        Ok(RetrainDecision {
+            decision: "sent".into(),
+            detail: reason,
+            mode: Some(mode.to_string()),
+            labelled: labelled.map(|k| k.to_string()),
+            labelled_rows,
+        })
+    }
+
+    /// Uploads the labelled rows and sends the retrain message; returns the labelled key.
+    #[allow(clippy::too_many_arguments)] // One call site; the pieces of one decision.
+    async fn send_retrain(
+        &self,
+        queue: &dyn Queue,
+        model: &str,
+        found: &Found,
+        r: &lambdaml::spec::RetrainSection,
+        reason: &str,
+        report_key: &str,
+        at: DateTime<Utc>,
+        labelled_rows: u64,
+        labelled_path: &std::path::Path,
+        labelled_key: &str,
+    ) -> Result<Option<ObjectKey>, StageError> {
         let labelled = if labelled_rows > 0 {
-            let k = key(&labelled_key)?;
+            let k = key(labelled_key)?;
             self.store.put_file(&k, labelled_path).await?;
             Some(k)
         } else {
@@ -946,7 +1063,7 @@ impl Monitor {
             StageMessage::Retrain(RetrainRequest {
                 model: model.to_string(),
                 dataset: found.manifest.dataset.clone(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
                 labelled: labelled.clone(),
                 base_dataset_version: found.manifest.dataset_version.clone(),
                 data: r.data,
@@ -955,52 +1072,49 @@ impl Monitor {
             }),
         );
         queue.send(&message.to_body()).await?;
-        let entry = RetrainEntry {
-            at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            from: from.to_rfc3339_opts(SecondsFormat::Millis, true),
-            to: to.to_rfc3339_opts(SecondsFormat::Millis, true),
-            reason: reason.clone(),
-            version: found.manifest.version.clone(),
-            report: report_key.to_string(),
-        };
+        Ok(labelled)
+    }
+
+    /// One compare-and-swap edit of `monitoring/<model>/retrain-state.json` (the last 200
+    /// entries kept), retried when another run wrote in between; `edit` sees the current
+    /// state on every try and may refuse.
+    async fn edit_retrain_state(
+        &self,
+        state_key: &ObjectKey,
+        mut edit: impl FnMut(&mut RetrainState) -> Result<(), String>,
+    ) -> Result<(), StateEdit> {
         for _attempt in 0..20 {
-            let (mut state, etag) = load().await?;
-            state.retrains.push(entry.clone());
+            let (mut state, etag) = match self.store.get(state_key).await {
+                Ok(o) => match serde_json::from_slice::<RetrainState>(&o.bytes) {
+                    Ok(s) => (s, Some(o.etag)),
+                    Err(e) => {
+                        return Err(StateEdit::Failed(permanent(format!(
+                            "{state_key} is corrupt ({e}); fix or delete it — until then no retrain is sent"
+                        ))));
+                    }
+                },
+                Err(StoreError::NotFound(_)) => (RetrainState::default(), None),
+                Err(e) => return Err(StateEdit::Failed(e.into())),
+            };
+            edit(&mut state).map_err(StateEdit::Refused)?;
             let excess = state.retrains.len().saturating_sub(200);
             state.retrains.drain(..excess);
+            let bytes = to_json_bytes(&state);
             let written = match &etag {
-                Some(etag) => {
-                    self.store
-                        .put_if_match(&state_key, to_json_bytes(&state), etag)
-                        .await
-                }
-                None => {
-                    self.store
-                        .put_if_absent(&state_key, to_json_bytes(&state))
-                        .await
-                }
+                Some(etag) => self.store.put_if_match(state_key, bytes, etag).await,
+                None => self.store.put_if_absent(state_key, bytes).await,
             };
             match written {
-                Ok(_) => {
-                    return Ok(RetrainDecision {
-                        decision: "sent".into(),
-                        detail: reason,
-                        mode: Some(mode.to_string()),
-                        labelled: labelled.map(|k| k.to_string()),
-                        labelled_rows,
-                    });
-                }
-                // Another monitor run wrote in between: read again and append.
-                Err(StoreError::PreconditionFailed { .. }) | Err(StoreError::AlreadyExists(_)) => {
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+                Ok(_) => return Ok(()),
+                // Another monitor run wrote in between: read again and edit again.
+                Err(StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(StateEdit::Failed(e.into())),
             }
         }
-        warn!(%model, "retrain state kept changing under concurrent monitor runs");
-        Err(StageError::Retryable(
+        warn!(%state_key, "retrain state kept changing under concurrent monitor runs");
+        Err(StateEdit::Failed(StageError::Retryable(
             "retrain state kept changing under concurrent monitor runs".into(),
-        ))
+        )))
     }
 
     /// The newest report of `model`: (key, report).
@@ -1108,13 +1222,14 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// CloudWatch EMF lines: one with the run's verdicts, one per feature with its drift score.
 pub fn emf_lines(report: &Report, timestamp_ms: i64) -> Vec<String> {
+    let service = lambdaml::telemetry::service();
     let mut lines = Vec::new();
     let run = serde_json::json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": "lambdaml",
-                "Dimensions": [["model"]],
+                "Dimensions": [["service", "model"]],
                 "Metrics": [
                     {"Name": "DriftShare", "Unit": "None"},
                     {"Name": "DriftedFeatures", "Unit": "Count"},
@@ -1127,6 +1242,7 @@ pub fn emf_lines(report: &Report, timestamp_ms: i64) -> Vec<String> {
                 ]
             }]
         },
+        "service": service,
         "model": report.model,
         "version": report.version,
         "DriftShare": report.data_drift.drift_share,
@@ -1147,10 +1263,11 @@ pub fn emf_lines(report: &Report, timestamp_ms: i64) -> Vec<String> {
                     "Timestamp": timestamp_ms,
                     "CloudWatchMetrics": [{
                         "Namespace": "lambdaml",
-                        "Dimensions": [["model", "feature"]],
+                        "Dimensions": [["service", "model", "feature"]],
                         "Metrics": [{"Name": "DriftScore", "Unit": "None"}, {"Name": "Drifted", "Unit": "Count"}]
                     }]
                 },
+                "service": service,
                 "model": report.model,
                 "feature": f.name,
                 "method": f.method,

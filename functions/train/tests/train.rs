@@ -739,3 +739,99 @@ async fn train_evaluate_and_deploy_answer_their_sample_events() {
         "{err}"
     );
 }
+
+/// Two candidates evaluated against the same champion: the rule passes both, but only the
+/// first to reach the registry is promoted — the second's comparison is stale once
+/// production has moved, so it waits for a person instead (the check runs inside the
+/// registry's compare-and-swap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_candidates_evaluated_against_one_champion_are_not_both_promoted() {
+    use lambdaml::store::ObjectStoreExt;
+    let env = Env::new().await;
+    let handled = env.run(BREAST_SPEC, "breast-cancer", BREAST_CANCER).await;
+    assert!(failures(&handled).is_empty(), "{:?}", failures(&handled));
+    let registry = RegistryStore::new(env.store.clone());
+    let champion = registry.get("breast-cancer").await.unwrap();
+    let a = champion.production.clone().unwrap();
+    let entry = champion.versions[&a].clone();
+    let evaluation: lambdaml_evaluate::Evaluation = env
+        .store
+        .get_json(&key(&format!("models/breast-cancer/{a}/evaluation.json")))
+        .await
+        .unwrap();
+    // Two challengers, each evaluated while A was production and each better than A on
+    // the same rows (A's own metrics, made slightly worse, stand in as the champion's).
+    let mut worse = evaluation.metrics.clone();
+    let lambdaml::metrics::Metrics::Classification(m) = &mut worse else {
+        panic!("breast cancer is a classification");
+    };
+    m.accuracy -= 0.05;
+    if let Some(auc) = m.roc_auc.as_mut() {
+        *auc -= 0.05;
+    }
+    for v in ["challenger-b", "challenger-c"] {
+        let mut e = evaluation.clone();
+        e.version = v.to_string();
+        e.champion = Some(lambdaml_evaluate::Scored {
+            version: a.clone(),
+            metrics: worse.clone(),
+        });
+        e.against = Some(lambdaml_evaluate::Against {
+            production: Some(a.clone()),
+        });
+        env.store
+            .put(
+                &key(&format!("models/breast-cancer/{v}/evaluation.json")),
+                Bytes::from(serde_json::to_vec(&e).unwrap()),
+            )
+            .await
+            .unwrap();
+        registry
+            .update("breast-cancer", |r| {
+                let mut x = entry.clone();
+                x.version = v.to_string();
+                r.register(x, "test");
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    let deploy = env.deploy().await;
+    let request = |v: &str| DeployRequest {
+        model: "breast-cancer".into(),
+        version: v.into(),
+    };
+    let (rb, rc) = (request("challenger-b"), request("challenger-c"));
+    let (b, c) = tokio::join!(deploy.deploy(&rb), deploy.deploy(&rc));
+    let (b, c) = (b.unwrap(), c.unwrap());
+    let after = registry.get("breast-cancer").await.unwrap();
+    let promoted: Vec<&str> = [&b, &c]
+        .iter()
+        .filter(|d| d.verdict == lambdaml_deploy::Verdict::Promote)
+        .map(|d| d.version.as_str())
+        .collect();
+    assert_eq!(promoted.len(), 1, "exactly one promoted: {b:?} {c:?}");
+    assert_eq!(after.production.as_deref(), Some(promoted[0]));
+    let other = [&b, &c]
+        .into_iter()
+        .find(|d| d.verdict != lambdaml_deploy::Verdict::Promote)
+        .unwrap();
+    assert_eq!(
+        other.verdict,
+        lambdaml_deploy::Verdict::Pending,
+        "{other:?}"
+    );
+    assert!(other.reason.contains("stale"), "{}", other.reason);
+    assert_eq!(
+        after.versions[&other.version].status,
+        VersionStatus::PendingApproval
+    );
+    // A redelivery of either message changes nothing and reports the recorded decision.
+    let again = deploy.deploy(&request(&other.version)).await.unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.verdict, lambdaml_deploy::Verdict::Pending);
+    assert_eq!(
+        registry.get("breast-cancer").await.unwrap().production,
+        after.production
+    );
+}
