@@ -13,16 +13,18 @@ cd "$(dirname "$0")/.."
 MOTO_VERSION="${MOTO_VERSION:-5.2.1}"
 # The stock Open Inference Protocol client the score tests talk to the server with.
 TRITON_VERSION="${TRITON_VERSION:-2.73.0}"
+# The kserve Python SDK, whose InferenceRESTClient the score tests also talk to the server with.
+KSERVE_VERSION="${KSERVE_VERSION:-0.15.2}"
 VENV="${LAMBDAML_VENV:-.venv}"
 STATE=.moto
 
 venv() {
-  if ! "$VENV/bin/python" -c "import moto, flask, tritonclient.http" 2>/dev/null \
+  if ! "$VENV/bin/python" -c "import moto, flask, tritonclient.http, kserve" 2>/dev/null \
      || [ "$("$VENV/bin/python" -c 'import moto; print(moto.__version__)')" != "$MOTO_VERSION" ]; then
-    echo "installing moto[server]==$MOTO_VERSION and tritonclient[http]==$TRITON_VERSION into $VENV" >&2
+    echo "installing moto[server]==$MOTO_VERSION, tritonclient[http]==$TRITON_VERSION and kserve==$KSERVE_VERSION into $VENV" >&2
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-      "moto[server]==$MOTO_VERSION" "tritonclient[http]==$TRITON_VERSION"
+      "moto[server]==$MOTO_VERSION" "tritonclient[http]==$TRITON_VERSION" "kserve==$KSERVE_VERSION"
   fi
 }
 

@@ -562,6 +562,7 @@ async fn every_request_served_over_tcp_is_captured_including_at_shutdown() {
                 sample_rate: 1.0,
                 max_bytes: 8 * 1024,
                 max_age: Duration::from_secs(3600),
+                ..CaptureConfig::default()
             },
             ..test_config()
         },
@@ -837,30 +838,7 @@ async fn api_gateway_events_reach_the_same_router_through_lambda_http() {
 
 /// The Python with the stock V2 client, or `None` (loudly) outside `make test`.
 fn python_with_tritonclient() -> Option<std::path::PathBuf> {
-    let python = std::env::var_os("LAMBDAML_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
-        });
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import tritonclient.http, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("LAMBDAML_REQUIRE_EMULATOR").is_none(),
-        "make test installs tritonclient[http] into .venv, but {} cannot import it",
-        python.display()
-    );
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIPPED the tritonclient test: {} has no tritonclient. `make test` installs it and runs it. ***\n",
-        python.display()
-    );
-    None
+    python_with("tritonclient.http", "tritonclient[http]")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -923,6 +901,462 @@ async fn the_stock_triton_v2_client_gets_predictions_from_the_server() {
         .map(|p| if *p >= 0.5 { "1" } else { "0" })
         .collect();
     assert_eq!(v["labels"], json!(labels));
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile input, stock clients, limits (the hardening findings, one test each)
+
+/// A V2 request's JSON header and binary part with `Inference-Header-Content-Length`.
+fn binary_body(header: &Value, binary: &[u8]) -> (Vec<u8>, String) {
+    let mut body = header.to_string().into_bytes();
+    let len = body.len().to_string();
+    body.extend_from_slice(binary);
+    (body, len)
+}
+
+/// The 150-byte request that aborted the server (a shape of 4,294,967,295 rows with no
+/// data), its variants, and a 5.6 MB body of 700,000 tiny objects: each is refused with a
+/// 4xx that names the problem, without allocating what it declares, and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_without_allocating_what_they_declare() {
+    let f = fixture();
+    let state = state_with(
+        f.store.clone(),
+        ScoreConfig {
+            max_rows: 10_000,
+            max_body_bytes: 6 * 1024 * 1024,
+            ..test_config()
+        },
+    );
+    let infer = "/v2/models/breast-cancer/infer";
+    for (shape, size, expected) in [
+        (json!([4_294_967_295u64, 30]), 0, 413),
+        (json!([4_294_967_296u64, 30]), 0, 413),
+        (json!([1, 4_294_967_295u64]), 0, 400),
+        (json!([3, 30]), 0, 400),
+        (json!([2, 30]), 16, 400),
+    ] {
+        let header = json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32",
+            "parameters": {"binary_data_size": size}}]});
+        let (body, len) = binary_body(&header, &vec![0u8; size]);
+        let a = call(
+            &state,
+            "POST",
+            infer,
+            Some("application/octet-stream"),
+            &[("inference-header-content-length", &len)],
+            body,
+        )
+        .await;
+        assert_eq!(
+            a.status,
+            expected,
+            "{shape}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert!(!a.json()["error"].as_str().unwrap().is_empty());
+    }
+    // 700,000 `{"a":1}`: refused before a tree of them is built.
+    let mut body = b"{\"dataframe_records\":[".to_vec();
+    for i in 0..700_000 {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"a\":1}");
+    }
+    body.extend_from_slice(b"]}");
+    let started = Instant::now();
+    let a = call(
+        &state,
+        "POST",
+        "/invocations?model=breast-cancer",
+        Some("application/json"),
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(a.status, 413, "{}", String::from_utf8_lossy(&a.body));
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("split the batch")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The server is still there and right.
+    let (_, rows) = breast_rows(2);
+    let ok = post_json(
+        &state,
+        "/invocations?model=breast-cancer",
+        &json!({"instances": rows.iter().map(|r| r[..30].to_vec()).collect::<Vec<_>>()}),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+}
+
+/// What stock clients send beyond the four V2 keys is accepted (the kserve SDK names the
+/// model in the body); anything else is still refused, inside a tensor too. MLflow's
+/// `/health` and `/version` answer as MLflow's scoring server does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_client_keys_are_accepted_and_mlflow_health_routes_exist() {
+    let f = fixture();
+    let state = state_with(f.store.clone(), test_config());
+    let (_, rows) = breast_rows(2);
+    let data: Vec<f64> = rows.iter().flat_map(|r| r[..30].to_vec()).collect();
+    let tensor = json!({"name": "input", "shape": [2, 30], "datatype": "FP64", "data": data});
+    let infer = "/v2/models/breast-cancer/infer";
+    let a = post_json(
+        &state,
+        infer,
+        &json!({"id": "k-1", "model_name": "breast-cancer", "inputs": [tensor]}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["id"], "k-1");
+    let a = post_json(&state, infer, &json!({"inputs": [tensor], "colour": 1})).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["details"][0]["field"], "colour");
+    let a = post_json(&state, infer, &json!({"inputs": [tensor], "model_name": 7})).await;
+    assert_eq!(a.status, 400);
+    let mut odd = tensor.clone();
+    odd["colour"] = json!(1);
+    let a = post_json(&state, infer, &json!({"inputs": [odd]})).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["details"][0]["field"], "input.colour");
+    let health = call(&state, "GET", "/health", None, &[], vec![]).await;
+    assert_eq!(health.status, 200);
+    let version = call(&state, "GET", "/version", None, &[], vec![]).await;
+    assert_eq!(version.status, 200);
+    assert_eq!(String::from_utf8(version.body).unwrap(), lambdaml::VERSION);
+}
+
+/// Labels flow into retraining data: feedback must be JSON (a browser's cross-site "simple"
+/// request carries no such content type), and request ids — what feedback is joined by —
+/// are 128 random bits, not a counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_must_be_json_and_request_ids_cannot_be_guessed() {
+    let f = fixture();
+    let state = state_with(f.store.clone(), test_config());
+    let body = json!({"request_id": "r", "label": "1"})
+        .to_string()
+        .into_bytes();
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let a = call(
+            &state,
+            "POST",
+            "/v2/models/mixed/feedback",
+            ct,
+            &[],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(a.status, 415, "{ct:?}");
+        assert_eq!(a.json()["details"][0]["field"], "content-type");
+    }
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let a = call(&state, "GET", "/v2/models/mixed", None, &[], vec![]).await;
+        let id = a.headers["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        ids.push(id);
+    }
+    // A counter behind a fixed prefix shares its first half; random ids do not.
+    assert_ne!(ids[0][..16], ids[1][..16]);
+    assert_ne!(ids[1][..16], ids[2][..16]);
+}
+
+/// `lambdaml serve` refuses what a browser marks as cross-origin; other clients send no
+/// Origin and are served. In Lambda (IAM decides) the check is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_server_refuses_cross_origin_browser_requests() {
+    let f = fixture();
+    let local = state_with(
+        f.store.clone(),
+        ScoreConfig {
+            same_origin_only: true,
+            ..test_config()
+        },
+    );
+    let body = json!({"request_id": "r", "label": "1"})
+        .to_string()
+        .into_bytes();
+    let evil = [
+        ("host", "127.0.0.1:8080"),
+        ("origin", "https://evil.example"),
+    ];
+    let a = call(
+        &local,
+        "POST",
+        "/v2/models/mixed/feedback",
+        Some("application/json"),
+        &evil,
+        body.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    assert_eq!(a.json()["details"][0]["field"], "origin");
+    let records =
+        json!({"dataframe_records": [{"amount": 1, "count": 1, "member": true, "color": "red"}]});
+    let a = call(
+        &local,
+        "POST",
+        "/invocations",
+        Some("application/json"),
+        &evil,
+        records.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    let same = [
+        ("host", "127.0.0.1:8080"),
+        ("origin", "http://127.0.0.1:8080"),
+    ];
+    let a = call(
+        &local,
+        "POST",
+        "/invocations",
+        Some("application/json"),
+        &same,
+        records.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let a = call(
+        &local,
+        "POST",
+        "/invocations",
+        Some("application/json"),
+        &[],
+        records.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let lambda = state_with(f.store.clone(), test_config());
+    let a = call(
+        &lambda,
+        "POST",
+        "/invocations",
+        Some("application/json"),
+        &evil,
+        records.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+}
+
+/// A corrupt artifact is the server's fault: the client gets a 500 with the request id to
+/// quote, not the store's keys; the capture record keeps the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_faults_tell_clients_the_request_id_not_the_store_details() {
+    let f = fixture();
+    let (_dir, store) = own_store_with_mixed(f).await;
+    let v = &f.mixed[1];
+    store
+        .put(
+            &ObjectKey::new(format!("models/mixed/{v}/manifest.json")).unwrap(),
+            bytes::Bytes::from_static(b"{\"model\": \"mixed\", truncated"),
+        )
+        .await
+        .unwrap();
+    let state = state_with(store.clone(), test_config());
+    let body =
+        json!({"dataframe_records": [{"amount": 1, "count": 1, "member": true, "color": "red"}]});
+    let a = post_json(&state, &format!("/invocations?version={v}"), &body).await;
+    assert_eq!(a.status, 500);
+    let text = String::from_utf8_lossy(&a.body).into_owned();
+    assert!(
+        !text.contains("manifest.json") && !text.contains("models/"),
+        "{text}"
+    );
+    let id = a.json()["request_id"].as_str().unwrap().to_string();
+    assert!(text.contains(&format!("request id {id}")), "{text}");
+    state.capture.flush().await;
+    // The version could not be loaded, so the request is kept with the unrouted ones.
+    let kept = captures(store.as_ref(), "captures/_unrouted/").await;
+    let record = kept.iter().find(|r| r.request_id == id).unwrap();
+    assert!(
+        record.errors[0].reason.contains("manifest.json"),
+        "{record:?}"
+    );
+}
+
+/// Over TCP: a client that trickles its headers is disconnected; with the one permit held by
+/// a request whose body never arrives, the next request gets 503 at once with Retry-After;
+/// the stalled request is answered 503 at the request timeout, and the server serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_server_bounds_slow_clients_and_requests_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture();
+    let state = state_with(
+        f.store.clone(),
+        ScoreConfig {
+            max_in_flight: 1,
+            request_timeout: Duration::from_millis(800),
+            header_timeout: Duration::from_millis(300),
+            ..test_config()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lambdaml_score::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    async fn answer(stream: &mut tokio::net::TcpStream) -> String {
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("an answer within 5 s")
+                .unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if n == 0 || text.contains("\r\n\r\n{") && text.ends_with('}') {
+                return text;
+            }
+        }
+    }
+    // Slow headers: the connection is closed.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /v2/health/live HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    let _ = n;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stalled request holds the only permit.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+    next.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let busy = answer(&mut next).await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert!(
+        busy.to_ascii_lowercase().contains("retry-after: 1"),
+        "{busy}"
+    );
+    let late = answer(&mut stalled).await;
+    assert!(late.starts_with("HTTP/1.1 503"), "{late}");
+    assert!(late.contains("took longer"), "{late}");
+    let mut again = tokio::net::TcpStream::connect(addr).await.unwrap();
+    again
+        .write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let ok = answer(&mut again).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// The Python with a stock client installed (`module`), or `None` (loudly) outside
+/// `make test`.
+fn python_with(module: &str, what: &str) -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("LAMBDAML_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
+        });
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}, numpy")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("LAMBDAML_REQUIRE_EMULATOR").is_none(),
+        "make test installs {what} into .venv, but {} cannot import {module}",
+        python.display()
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED the {what} test: {} has no {module}. `make test` installs it and runs it. ***\n",
+        python.display()
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kserve_sdk_rest_client_gets_predictions_from_the_server() {
+    let Some(python) = python_with("kserve", "the kserve SDK") else {
+        return;
+    };
+    let f = fixture();
+    let state = state_with(f.store.clone(), ScoreConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lambdaml_score::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let (_, rows) = breast_rows(4);
+    let rows: Vec<Vec<f64>> = rows.into_iter().map(|r| r[..30].to_vec()).collect();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/kserve_infer.py");
+    let out = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(addr.to_string())
+        .arg("breast-cancer")
+        .arg(json!(rows).to_string())
+        .output()
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "the kserve client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id"], "kserve-1");
+    assert_eq!(v["model_name"], "breast-cancer");
+    let ours = post_json(
+        &state,
+        "/invocations?model=breast-cancer",
+        &json!({"instances": rows}),
+    )
+    .await
+    .json();
+    let expected = probabilities(&ours);
+    for (key, tolerance) in [("json", 1e-9), ("binary", 1e-4)] {
+        let got: Vec<f64> = v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), 4, "{key}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() < tolerance, "{key}: {g} vs {e}");
+        }
+    }
 }
 
 mod parsers {

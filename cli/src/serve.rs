@@ -49,9 +49,20 @@ pub struct ServeArgs {
     /// Share of accepted requests captured (rejected ones always are).
     #[arg(long, default_value = "1.0", value_parser = rate)]
     pub capture_sample: f64,
-    /// Write captures at least this often.
+    /// Write captures at least this often. A `kill -9` loses at most the captures of this
+    /// long (or of 4 MB per model and hour, whichever comes first); see --capture-sync.
     #[arg(long, default_value = "60s", value_parser = interval)]
     pub capture_max_age: Duration,
+    /// Write each request's capture to the store before answering it (as in Lambda):
+    /// nothing is lost to a crash, at the cost of one store write per request.
+    #[arg(long)]
+    pub capture_sync: bool,
+    /// Requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// A request's whole time, body included; slower ones are answered 503.
+    #[arg(long, default_value = "30s", value_parser = interval)]
+    pub request_timeout: Duration,
     /// Also print a CloudWatch EMF line per request on stdout.
     #[arg(long)]
     pub emf: bool,
@@ -106,6 +117,10 @@ pub async fn serve(ctx: &Ctx, started: Instant, args: ServeArgs) -> Result<()> {
             ..CaptureConfig::default()
         },
         emf: args.emf,
+        flush_each_request: args.capture_sync,
+        max_in_flight: args.max_in_flight.max(1),
+        request_timeout: args.request_timeout.max(Duration::from_millis(1)),
+        same_origin_only: true,
         ..ScoreConfig::default()
     };
     let state = ScoreState::new(ctx.store.clone(), config, started);

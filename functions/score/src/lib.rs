@@ -17,12 +17,16 @@
 //! error is JSON: `{"error", "details": [{"row", "field", "reason"}], "request_id"}`; a
 //! client's mistake is a 4xx, never a 5xx.
 
+pub mod budget;
 pub mod error;
+pub mod guard;
 pub mod loader;
 pub mod metrics;
 pub mod parse;
+pub mod server;
 
-use std::future::Future;
+pub use server::serve;
+
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +78,14 @@ pub struct ScoreConfig {
     pub flush_each_request: bool,
     /// Print one CloudWatch EMF line per request on stdout (Lambda).
     pub emf: bool,
+    /// Refuse requests a browser marks as cross-origin (`lambdaml serve`; see [`guard`]).
+    pub same_origin_only: bool,
+    /// Requests handled at once; more get 503 (see [`server`]).
+    pub max_in_flight: usize,
+    /// A request's whole time, body reading included (see [`server`]).
+    pub request_timeout: Duration,
+    /// How long `lambdaml serve` waits for a request's headers.
+    pub header_timeout: Duration,
 }
 
 impl Default for ScoreConfig {
@@ -87,6 +99,10 @@ impl Default for ScoreConfig {
             capture: CaptureConfig::default(),
             flush_each_request: false,
             emf: false,
+            same_origin_only: false,
+            max_in_flight: 256,
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -105,7 +121,8 @@ impl ScoreConfig {
     /// (flush every request, EMF) when `AWS_LAMBDA_FUNCTION_NAME` is set.
     ///
     /// `LAMBDAML_MODEL`, `LAMBDAML_REFRESH` (e.g. `10s`), `LAMBDAML_MAX_ROWS`,
-    /// `LAMBDAML_MAX_BODY_BYTES`, `LAMBDAML_CAPTURE_SAMPLE` (0–1),
+    /// `LAMBDAML_MAX_BODY_BYTES`, `LAMBDAML_MAX_IN_FLIGHT`, `LAMBDAML_REQUEST_TIMEOUT`,
+    /// `LAMBDAML_CAPTURE_SAMPLE` (0–1),
     /// `LAMBDAML_CAPTURE_MAX_BYTES`, `LAMBDAML_CAPTURE_MAX_AGE` (e.g. `60s`).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let mut c = ScoreConfig::default();
@@ -139,6 +156,12 @@ impl ScoreConfig {
         }
         if let Some(n) = number("LAMBDAML_MAX_BODY_BYTES")? {
             c.max_body_bytes = n;
+        }
+        if let Some(n) = number("LAMBDAML_MAX_IN_FLIGHT")? {
+            c.max_in_flight = n.max(1);
+        }
+        if let Some(d) = interval("LAMBDAML_REQUEST_TIMEOUT")? {
+            c.request_timeout = d.max(Duration::from_millis(1));
         }
         if let Some(n) = number("LAMBDAML_CAPTURE_MAX_BYTES")? {
             c.capture.max_bytes = n;
@@ -178,6 +201,10 @@ pub struct ScoreState {
     started: Instant,
     cold_start: OnceLock<f64>,
     first_request: AtomicBool,
+    /// Permits for requests in flight (see [`server`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// The service name metrics carry (see [`lambdaml::telemetry::service`]).
+    service: String,
 }
 
 impl ScoreState {
@@ -200,10 +227,16 @@ impl ScoreState {
             capture: Arc::new(CaptureWriter::new(store.clone(), config.capture.clone())),
             metrics: Metrics::default(),
             store,
-            config,
             started,
             cold_start: OnceLock::new(),
             first_request: AtomicBool::new(true),
+            service: lambdaml::telemetry::service(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .max_in_flight
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            config,
         })
     }
 
@@ -211,6 +244,11 @@ impl ScoreState {
         Limits {
             max_rows: self.config.max_rows,
         }
+    }
+
+    /// What a JSON body for a model of `width` inputs may take once parsed.
+    fn json_budget(&self, width: usize) -> usize {
+        budget::for_rows(self.config.max_rows, width)
     }
 
     /// The production version of `model` (and notes the cold start).
@@ -275,45 +313,25 @@ pub fn router(state: Arc<ScoreState>) -> Router {
         )
         .route("/invocations", post(invocations))
         .route("/ping", get(ping))
+        .route("/health", get(ping))
+        .route("/version", get(version))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), same_origin))
+        .layer(middleware::from_fn_with_state(state.clone(), server::limit))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests in
-/// flight and writes every buffered capture.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<ScoreState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let every = state
-        .config
-        .capture
-        .max_age
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let flusher = state.capture.spawn_flusher(every);
-    let served = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    flusher.abort();
-    state.capture.flush().await;
-    served
 }
 
 // ---------------------------------------------------------------------------------------
 // Plumbing
 
-/// A request id: 32 hex digits, a random per-process prefix and a counter — unique across
-/// instances without a random draw (a syscall) per request.
-fn new_request_id() -> String {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+/// A request id: 128 random bits as 32 hex digits. Feedback is joined to captures by this
+/// id, so it must not be guessable: it comes from the thread-local CSPRNG (ChaCha, seeded
+/// from the OS once per thread; no syscall per request).
+pub(crate) fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>, request_id: Option<&str>) -> Response {
@@ -334,7 +352,21 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
-fn error_response(e: &ApiError, request_id: &str) -> Response {
+pub(crate) fn error_response(e: &ApiError, request_id: &str) -> Response {
+    // A server fault's text names store keys, buckets and causes: that is for the log, not
+    // for a client. The client gets the request id to quote.
+    if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
+        tracing::error!(request_id, status = e.status.as_u16(), error = %e.error, "request failed");
+        let public = ApiError::new(
+            e.status,
+            format!("internal error; the server's log has the cause under request id {request_id}"),
+        );
+        return error_body(&public, request_id);
+    }
+    error_body(e, request_id)
+}
+
+fn error_body(e: &ApiError, request_id: &str) -> Response {
     // Every error lists at least one detail, so clients read one shape.
     let fallback;
     let details = if e.details.is_empty() {
@@ -398,11 +430,44 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+/// Parses a JSON body whose tree may take at most `budget` bytes (checked before the tree
+/// is built; see [`budget`]).
+fn parse_json(body: &[u8], budget: usize) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
+    match budget::check(body, budget) {
+        Ok(()) => {}
+        Err(budget::Refusal::Malformed(e)) => {
+            return Err(ApiError::bad_request(format!("malformed JSON: {e}")));
+        }
+        Err(budget::Refusal::OverBudget { budget }) => {
+            return Err(ApiError::too_large(format!(
+                "the JSON body holds more values than this server parses in one request ({} MiB once parsed, set by its row limit); split the batch",
+                budget >> 20
+            )));
+        }
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// Refuses cross-origin browser requests when the server is configured to (see [`guard`]).
+async fn same_origin(
+    State(state): State<Arc<ScoreState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.config.same_origin_only
+        && let Some(why) = guard::cross_origin(request.headers())
+    {
+        let e = ApiError::field(
+            StatusCode::FORBIDDEN,
+            Some("origin"),
+            format!("cross-origin browser requests are refused by this local server: {why}"),
+        );
+        return error_response(&e, &new_request_id());
+    }
+    next.run(request).await
 }
 
 /// Counts, logs EMF, and (in Lambda) writes captures before the response leaves.
@@ -429,6 +494,7 @@ async fn observe(State(state): State<Arc<ScoreState>>, request: Request, next: N
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let line = metrics::emf_line(
+            &state.service,
             route,
             status,
             request_id,
@@ -529,6 +595,18 @@ async fn ping(State(state): State<Arc<ScoreState>>) -> Response {
         },
     };
     with_outcome(resp, outcome)
+}
+
+/// MLflow's `/version`: the server's version as bare text, as MLflow's scoring server
+/// answers it.
+async fn version() -> Response {
+    with_outcome(
+        (StatusCode::OK, lambdaml::VERSION).into_response(),
+        Outcome {
+            route: "health",
+            ..Outcome::default()
+        },
+    )
 }
 
 async fn prometheus(State(state): State<Arc<ScoreState>>) -> Response {
@@ -1013,7 +1091,7 @@ async fn infer_common(
         Ok(parts) => parts,
         Err(e) => return call.reject(e, &bytes),
     };
-    let json = match parse_json(json_part) {
+    let json = match parse_json(json_part, state.json_budget(model.width())) {
         Ok(v) => v,
         Err(e) => return call.reject(e, &bytes),
     };
@@ -1160,7 +1238,7 @@ async fn invocations(
     };
     match content_type(&headers).as_deref() {
         Some("application/json") => {
-            let json = match parse_json(&bytes) {
+            let json = match parse_json(&bytes, state.json_budget(model.width())) {
                 Ok(v) => v,
                 Err(e) => return call.reject(e, &bytes),
             };
@@ -1331,17 +1409,21 @@ async fn feedback(
     };
     let result = async {
         check_name("model", &model_name)?;
-        let bytes = read_body(body, &headers, state.config.max_body_bytes).await?;
+        // Labels flow into retraining data, so a body a browser may send cross-site without
+        // asking (no content type, text/plain, a form) is refused before it is read.
         match content_type(&headers).as_deref() {
-            None | Some("application/json") => {}
-            Some(other) => {
+            Some("application/json") => {}
+            other => {
                 return Err(ApiError::unsupported(format!(
-                    "content type {other:?}: feedback takes application/json"
+                    "content type {}: feedback takes application/json",
+                    other.map_or("missing".to_string(), |o| format!("{o:?}"))
                 )));
             }
         }
+        let bytes = read_body(body, &headers, state.config.max_body_bytes).await?;
         let model = state.production(&model_name).await?;
-        let json = parse_json(&bytes)?;
+        // A feedback item is a small object: budget it as a row of a few fields.
+        let json = parse_json(&bytes, state.json_budget(4))?;
         let records = feedback_records(
             model.classes.as_deref(),
             &json,

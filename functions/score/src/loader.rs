@@ -66,6 +66,17 @@ impl LoadedModel {
             LabelEncoding::Classes { classes, .. } => Some(classes.clone()),
             LabelEncoding::Regression { .. } => None,
         };
+        // Predicted labels index `classes` by the position of the largest output: a manifest
+        // whose classes do not match the model's outputs is refused here, not at a request.
+        if let Some(classes) = &classes
+            && classes.len() != dense.output_width()
+        {
+            return Err(format!(
+                "the label has {} classes but the model gives {} outputs",
+                classes.len(),
+                dense.output_width()
+            ));
+        }
         Ok(LoadedModel {
             name: manifest.model.clone(),
             version: manifest.version.clone(),

@@ -220,8 +220,14 @@ impl Metrics {
         let c = &gauges.captures;
         let _ = writeln!(
             out,
-            "# HELP lambdaml_model_loads_total Model versions read from the store.\n# TYPE lambdaml_model_loads_total counter\nlambdaml_model_loads_total {}\n# HELP lambdaml_registry_checks_total Registry etag checks.\n# TYPE lambdaml_registry_checks_total counter\nlambdaml_registry_checks_total {}\n# HELP lambdaml_captures_buffered_total Capture records buffered.\n# TYPE lambdaml_captures_buffered_total counter\nlambdaml_captures_buffered_total {}\n# HELP lambdaml_captures_written_total Capture records written to the store.\n# TYPE lambdaml_captures_written_total counter\nlambdaml_captures_written_total {}\n# HELP lambdaml_capture_write_failures_total Capture writes that failed (kept for retry).\n# TYPE lambdaml_capture_write_failures_total counter\nlambdaml_capture_write_failures_total {}",
-            gauges.model_loads, gauges.registry_checks, c.buffered, c.written, c.failed_writes
+            "# HELP lambdaml_model_loads_total Model versions read from the store.\n# TYPE lambdaml_model_loads_total counter\nlambdaml_model_loads_total {}\n# HELP lambdaml_registry_checks_total Registry etag checks.\n# TYPE lambdaml_registry_checks_total counter\nlambdaml_registry_checks_total {}\n# HELP lambdaml_captures_buffered_total Capture records buffered.\n# TYPE lambdaml_captures_buffered_total counter\nlambdaml_captures_buffered_total {}\n# HELP lambdaml_captures_written_total Capture records written to the store.\n# TYPE lambdaml_captures_written_total counter\nlambdaml_captures_written_total {}\n# HELP lambdaml_capture_write_failures_total Capture writes that failed (kept for retry).\n# TYPE lambdaml_capture_write_failures_total counter\nlambdaml_capture_write_failures_total {}\n# HELP lambdaml_captures_dropped_total Capture records dropped at the buffer limit.\n# TYPE lambdaml_captures_dropped_total counter\nlambdaml_captures_dropped_total {}\n# HELP lambdaml_capture_pending_bytes Capture bytes waiting in memory.\n# TYPE lambdaml_capture_pending_bytes gauge\nlambdaml_capture_pending_bytes {}",
+            gauges.model_loads,
+            gauges.registry_checks,
+            c.buffered,
+            c.written,
+            c.failed_writes,
+            c.dropped,
+            c.pending_bytes
         );
         out
     }
@@ -240,7 +246,7 @@ struct EmfDirective {
     #[serde(rename = "Namespace")]
     namespace: &'static str,
     #[serde(rename = "Dimensions")]
-    dimensions: [[&'static str; 2]; 1],
+    dimensions: [[&'static str; 3]; 1],
     #[serde(rename = "Metrics")]
     metrics: [EmfMetric; 4],
 }
@@ -257,6 +263,7 @@ struct EmfMeta {
 struct EmfLine<'a> {
     #[serde(rename = "_aws")]
     aws: EmfMeta,
+    service: &'a str,
     model: &'a str,
     version: &'a str,
     route: &'a str,
@@ -275,10 +282,11 @@ struct EmfLine<'a> {
 /// The namespace of lambdaml's scoring metrics.
 pub const EMF_NAMESPACE: &str = "lambdaml/score";
 
-/// One EMF line for one invocation: latency (ms), rows, validation errors and cold start,
-/// with model and version as dimensions.
+/// One EMF line for one invocation: latency (ms), rows, validation errors and cold start
+/// (1 once per execution environment), with service, model and version as dimensions.
 #[allow(clippy::too_many_arguments)]
 pub fn emf_line(
+    service: &str,
     route: &str,
     status: u16,
     request_id: &str,
@@ -292,7 +300,7 @@ pub fn emf_line(
             timestamp: timestamp_ms,
             cloudwatch_metrics: [EmfDirective {
                 namespace: EMF_NAMESPACE,
-                dimensions: [["model", "version"]],
+                dimensions: [["service", "model", "version"]],
                 metrics: [
                     EmfMetric {
                         name: "Latency",
@@ -313,6 +321,7 @@ pub fn emf_line(
                 ],
             }],
         },
+        service,
         model: outcome.model.as_deref().unwrap_or("none"),
         version: outcome.version.as_deref().unwrap_or("none"),
         route,
@@ -340,6 +349,7 @@ mod tests {
             validation_errors: 0,
         };
         let line = emf_line(
+            "scorer",
             "v2",
             200,
             "req",
@@ -353,7 +363,7 @@ mod tests {
         assert_eq!(directive["Namespace"], EMF_NAMESPACE);
         assert_eq!(
             directive["Dimensions"][0],
-            serde_json::json!(["model", "version"])
+            serde_json::json!(["service", "model", "version"])
         );
         let names: Vec<&str> = directive["Metrics"]
             .as_array()
@@ -367,6 +377,7 @@ mod tests {
         assert_eq!(v["Latency"], 1.5);
         assert_eq!(v["Rows"], 3);
         assert_eq!(v["ColdStart"], 1);
+        assert_eq!(v["service"], "scorer");
         assert_eq!(v["model"], "m");
         assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000i64);
     }

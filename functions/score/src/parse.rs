@@ -53,6 +53,9 @@ struct Builder<'m, 'a> {
     set: Vec<bool>,
     errors: Errors,
     ignored: BTreeSet<String>,
+    /// The reason given for each unknown name, computed once per name (a did-you-mean is
+    /// an edit distance to every input; a request repeats its unknown names on every row).
+    unknown: std::collections::HashMap<String, String>,
 }
 
 fn check_rows(rows: usize, limits: Limits) -> Result<(), ApiError> {
@@ -87,6 +90,7 @@ impl<'m, 'a> Builder<'m, 'a> {
             set: vec![false; n],
             errors: Errors::default(),
             ignored: BTreeSet::new(),
+            unknown: std::collections::HashMap::new(),
         })
     }
 
@@ -97,11 +101,16 @@ impl<'m, 'a> Builder<'m, 'a> {
         if !self.model.ignorable.contains(name) {
             match self.model.manifest.pipeline.unknown_features {
                 UnknownFeature::Reject => {
-                    let reason = match closest(name, self.model.index.keys()) {
-                        Some(near) => format!("unknown feature; did you mean {near:?}?"),
-                        None => format!("unknown feature ({HINT})"),
-                    };
-                    self.errors.push(row, Some(name), reason);
+                    if !self.unknown.contains_key(name) {
+                        let reason = match closest(name, self.model.index.keys()) {
+                            Some(near) => format!("unknown feature; did you mean {near:?}?"),
+                            None => format!("unknown feature ({HINT})"),
+                        };
+                        self.unknown.insert(name.to_string(), reason);
+                    }
+                    if let Some(reason) = self.unknown.get(name) {
+                        self.errors.push(row, Some(name), reason.clone());
+                    }
                 }
                 UnknownFeature::Ignore => {
                     self.ignored.insert(name.to_string());
@@ -557,6 +566,9 @@ pub struct CsvBody {
     records: Vec<csv::StringRecord>,
 }
 
+/// The most columns a CSV body may have.
+pub const MAX_CSV_COLUMNS: usize = 4096;
+
 /// Reads a CSV body (header first; every record as wide as the header).
 pub fn read_csv(body: &[u8], limits: Limits) -> Result<CsvBody, ApiError> {
     let mut reader = csv::ReaderBuilder::new()
@@ -571,6 +583,14 @@ pub fn read_csv(body: &[u8], limits: Limits) -> Result<CsvBody, ApiError> {
         return Err(ApiError::bad_request(
             "the CSV body has no header line (the first line must name the columns)",
         ));
+    }
+    // Every record has the header's field count (not flexible), so bounding the header
+    // bounds what each row may cost.
+    if header.len() > MAX_CSV_COLUMNS {
+        return Err(ApiError::bad_request(format!(
+            "the CSV header has {} columns; at most {MAX_CSV_COLUMNS} are read",
+            header.len()
+        )));
     }
     let mut records = Vec::new();
     for (row, record) in reader.records().enumerate() {
@@ -723,12 +743,22 @@ pub fn v2_request<'a>(
             kind(json)
         )));
     };
-    for key in obj.keys() {
-        if !matches!(key.as_str(), "id" | "parameters" | "inputs" | "outputs") {
-            return Err(bad(
-                key,
-                "unknown key; expected id, parameters, inputs, outputs",
-            ));
+    for (key, value) in obj {
+        match key.as_str() {
+            "id" | "parameters" | "inputs" | "outputs" => {}
+            // The kserve SDK's InferenceRESTClient names the model in the body as well as
+            // the path; the path decides, as it does on KServe's own server.
+            "model_name" | "model_version" => {
+                if !matches!(value, Value::String(_) | Value::Null) {
+                    return Err(bad(key, format!("expected a string, got {}", kind(value))));
+                }
+            }
+            _ => {
+                return Err(bad(
+                    key,
+                    "unknown key; expected id, parameters, inputs, outputs (model_name and model_version are accepted and ignored)",
+                ));
+            }
         }
     }
     let id = match obj.get("id") {
@@ -781,7 +811,7 @@ pub fn v2_request<'a>(
     let mut cursor = binary;
     let mut tensors = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
-        tensors.push(tensor(i, input, &mut cursor)?);
+        tensors.push(tensor(i, input, &mut cursor, limits)?);
     }
     if !cursor.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -793,7 +823,12 @@ pub fn v2_request<'a>(
     Ok(V2Request { id, frame, outputs })
 }
 
-fn tensor<'a>(i: usize, input: &'a Value, binary: &mut &'a [u8]) -> Result<Tensor<'a>, ApiError> {
+fn tensor<'a>(
+    i: usize,
+    input: &'a Value,
+    binary: &mut &'a [u8],
+    limits: Limits,
+) -> Result<Tensor<'a>, ApiError> {
     let Value::Object(t) = input else {
         return Err(bad(
             &format!("inputs[{i}]"),
@@ -851,6 +886,10 @@ fn tensor<'a>(i: usize, input: &'a Value, binary: &mut &'a [u8]) -> Result<Tenso
         }
         _ => return Err(bad(name, "shape is missing or not an array")),
     };
+    // The declared row count is held to the row limit before anything is read for it.
+    if shape[0] > limits.max_rows {
+        check_rows(shape[0], limits)?;
+    }
     let count = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d));
     let Some(count) = count else {
         return Err(bad(name, "shape is too large"));
@@ -975,8 +1014,10 @@ fn decode_binary<'a>(
     bytes: &'a [u8],
     count: usize,
 ) -> Result<Vec<RawValue<'a>>, ApiError> {
+    // `count` comes from the client's shape: it is checked against the bytes that actually
+    // arrived before anything is allocated for it.
     let fixed = |size: usize| -> Result<std::slice::ChunksExact<'a, u8>, ApiError> {
-        if bytes.len() != count * size {
+        if count.checked_mul(size) != Some(bytes.len()) {
             return Err(bad(
                 name,
                 format!(
@@ -988,7 +1029,15 @@ fn decode_binary<'a>(
         }
         Ok(bytes.chunks_exact(size))
     };
-    let mut out = Vec::with_capacity(count);
+    // A BYTES element takes at least its 4-byte length; a fixed-size element exactly its size.
+    let most = match dt {
+        DType::Bool => bytes.len(),
+        DType::Int(size, _) => bytes.len() / size.max(1),
+        DType::F32 => bytes.len() / 4,
+        DType::F64 => bytes.len() / 8,
+        DType::Bytes => bytes.len() / 4,
+    };
+    let mut out = Vec::with_capacity(count.min(most));
     match dt {
         DType::Bool => {
             for c in fixed(1)? {
