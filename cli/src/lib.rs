@@ -3,5 +3,6 @@
 
 pub mod functions;
 pub mod local;
+pub mod sigv4;
 pub mod stack;
 pub mod template;

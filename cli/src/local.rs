@@ -7,9 +7,9 @@
 //! hands the batch to the function as a Lambda SQS event, deletes the records that
 //! succeeded and leaves the reported failures for redelivery (and, after maxReceiveCount,
 //! the dead-letter queue); fires each schedule event; and serves the HTTP API's routes on
-//! 127.0.0.1 (an `AWS_IAM` route refuses requests without a SigV4 `Authorization` header,
-//! as API Gateway would; the signature itself is not checked). S3 notifications are the
-//! emulator's own.
+//! 127.0.0.1 (an `AWS_IAM` route checks the request's SigV4 signature against this
+//! environment's AWS credentials and refuses it, as API Gateway would, when it is missing or
+//! wrong; see [`crate::sigv4`]). S3 notifications are the emulator's own.
 //!
 //! Without an endpoint it runs on the embedded default: the store's files and local queues
 //! (a template queue `<prefix><stage>` is the local queue `<stage>`), and it plays the
@@ -155,7 +155,7 @@ impl Local {
             .ok_or_else(|| anyhow!("no queue {id}"))?;
         match &self.embedded_queues {
             None => {
-                let config = aws_config::load_from_env().await;
+                let config = lambdaml::store::sdk_config().await;
                 Ok(Arc::new(SqsQueue::new(
                     aws_sdk_sqs::Client::new(&config),
                     &physical.reference,
@@ -397,18 +397,31 @@ impl Local {
                     route.function
                 );
             };
-            targets.push((route.clone(), lambdaml_score::router(state.clone())));
+            targets.push((
+                route.clone(),
+                (
+                    lambdaml_score::router(state.clone()),
+                    state.config.max_body_bytes,
+                ),
+            ));
         }
         let targets = Arc::new(targets);
+        // The credentials IAM routes check signatures against, loaded at the first signed
+        // request (the default chain may probe for instance metadata).
+        let credentials: Arc<tokio::sync::OnceCell<Option<aws_credential_types::Credentials>>> =
+            Arc::new(tokio::sync::OnceCell::new());
         let app = {
             let activity = activity.clone();
             Router::new().fallback(move |request: Request<Body>| {
                 let targets = targets.clone();
                 let activity = activity.clone();
+                let credentials = credentials.clone();
                 async move {
                     let path = request.uri().path().to_string();
                     let method = request.method().as_str().to_string();
-                    let Some((route, router)) = select_route(&targets, &method, &path) else {
+                    let Some((route, (router, route_body_limit))) =
+                        select_route(&targets, &method, &path)
+                    else {
                         return (
                             StatusCode::NOT_FOUND,
                             [("content-type", "application/json")],
@@ -416,25 +429,57 @@ impl Local {
                         )
                             .into_response();
                     };
-                    let signed = request
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "));
-                    if route.authorization != "NONE" && !signed {
-                        activity(
-                            "http",
-                            &route.function,
-                            &format!("{} {}", route.method, route.path),
-                            serde_json::json!({"status": 403, "reason": format!("no SigV4 Authorization header (the route's authorization is {})", route.authorization)}),
-                        );
-                        return (
-                            StatusCode::FORBIDDEN,
-                            [("content-type", "application/json")],
-                            r#"{"message":"Forbidden"}"#,
-                        )
-                            .into_response();
-                    }
+                    let request = if route.authorization == "NONE" {
+                        request
+                    } else {
+                        // The body is part of what is signed: read it (within the
+                        // function's body limit) and hand the same bytes on.
+                        let (parts, body) = request.into_parts();
+                        let Ok(bytes) = axum::body::to_bytes(body, *route_body_limit).await else {
+                            return (
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                [("content-type", "application/json")],
+                                r#"{"message":"Request Entity Too Large"}"#,
+                            )
+                                .into_response();
+                        };
+                        let creds = credentials
+                            .get_or_init(|| async {
+                                use aws_credential_types::provider::ProvideCredentials;
+                                let config = lambdaml::store::sdk_config().await;
+                                match config.credentials_provider() {
+                                    Some(p) => p.provide_credentials().await.ok(),
+                                    None => None,
+                                }
+                            })
+                            .await;
+                        let path = parts
+                            .uri
+                            .path_and_query()
+                            .map_or(parts.uri.path(), |p| p.as_str());
+                        if let Err(reason) = crate::sigv4::verify(
+                            creds.as_ref(),
+                            parts.method.as_str(),
+                            path,
+                            &parts.headers,
+                            &bytes,
+                            std::time::SystemTime::now(),
+                        ) {
+                            activity(
+                                "http",
+                                &route.function,
+                                &format!("{} {}", route.method, route.path),
+                                serde_json::json!({"status": 403, "reason": format!("{reason} (the route's authorization is {})", route.authorization)}),
+                            );
+                            return (
+                                StatusCode::FORBIDDEN,
+                                [("content-type", "application/json")],
+                                r#"{"message":"Forbidden"}"#,
+                            )
+                                .into_response();
+                        }
+                        Request::from_parts(parts, Body::from(bytes))
+                    };
                     match router.clone().oneshot(request).await {
                         Ok(response) => response,
                         Err(never) => match never {},

@@ -28,7 +28,7 @@ pub struct Created {
 /// Creates the stack's queues and buckets on the endpoint and records their URLs and ARNs
 /// in `stack`.
 pub async fn up(stack: &mut Stack) -> Result<Created> {
-    let config = aws_config::load_from_env().await;
+    let config = lambdaml::store::sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let mut queues = stack.queues()?;
     // Dead-letter queues first: the others name them in their redrive policies.

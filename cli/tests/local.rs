@@ -439,22 +439,29 @@ async fn a_killed_runner_resumes_without_duplicates_and_poison_is_dead_lettered(
     let dirs = model_dirs(&store).await;
     assert_eq!(dirs.len(), 1, "no orphaned model version: {dirs:?}");
     assert!(dirs.contains(registry.production.as_ref().unwrap()));
-    // A signed request passes the IAM route (the signature is not verified locally).
+    // A request signed with this environment's credentials passes the IAM route; a forged
+    // signature, another secret or a body changed after signing is refused.
     let mut http = HttpClient::connect(runner.http).await;
     let (body, _) = frame(0..2, 1.0);
-    let signed = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261127/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=0";
-    let resp = http
-        .send(
-            "POST",
-            "/invocations?model=breast-cancer",
-            &[
-                ("content-type", "application/json"),
-                ("authorization", signed),
-            ],
-            body.as_bytes(),
-        )
-        .await;
-    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    let path = "/invocations?model=breast-cancer";
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap();
+    let forged = "AWS4-HMAC-SHA256 Credential=testing/20261127/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=0";
+    for (headers, expected) in [
+        (sigv4_headers(&secret, path, body.as_bytes()), 200),
+        (sigv4_headers("not-the-secret", path, body.as_bytes()), 403),
+        (sigv4_headers(&secret, path, b"{\"instances\": []}"), 403),
+        (vec![("authorization".to_string(), forged.to_string())], 403),
+    ] {
+        let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let resp = http.send("POST", path, &all, body.as_bytes()).await;
+        assert_eq!(
+            resp.status,
+            expected,
+            "{}",
+            String::from_utf8_lossy(&resp.body)
+        );
+    }
     let runs_before = store.list_all("runs/").await.unwrap().len();
     let datasets_before = store.list_all("datasets/").await.unwrap().len();
 
@@ -633,4 +640,157 @@ fn invoke_takes_every_sample_event() {
         events.join("score-http.json").to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown function \"scorer\""));
+}
+
+/// The SigV4 headers (`authorization`, `x-amz-date`) a client with this environment's
+/// access key and `secret` sends for `POST path` with `body` to the local HTTP API.
+fn sigv4_headers(secret: &str, path: &str, body: &[u8]) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap();
+    let identity = aws_credential_types::Credentials::new(key, secret, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("execute-api")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let headers = [("host", "127.0.0.1"), ("content-type", "application/json")];
+    let request = SignableRequest::new(
+        "POST",
+        format!("http://127.0.0.1{path}"),
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .unwrap();
+    let (instructions, _) = sign(request, &params).unwrap().into_parts();
+    instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `lambdaml serve` killed with SIGKILL while it serves: with `--capture-sync` every
+/// answered request is in the store; without it, what was answered more than
+/// `--capture-max-age` before the kill is in the store and only the requests after the last
+/// write can be lost — the bound the README states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_no_capture_in_sync_mode_and_only_the_unwritten_window_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("file://{}", dir.path().join("store").display());
+    std::fs::write(dir.path().join("spec.toml"), SPEC).unwrap();
+    std::fs::write(dir.path().join("breast_cancer.csv"), CSV).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lambdaml"))
+        .current_dir(dir.path())
+        .env_remove("AWS_ENDPOINT_URL")
+        .args([
+            "--store",
+            &store_url,
+            "train",
+            "--spec",
+            "spec.toml",
+            "--data",
+            "breast_cancer.csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = lambdaml::store::FileStore::open(dir.path().join("store")).unwrap();
+    let row: Vec<f64> = CSV
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .take(30)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let body = serde_json::json!({"instances": [row]}).to_string();
+    let captured = || async {
+        let mut n = 0;
+        for meta in store.list_all("captures/breast-cancer/").await.unwrap() {
+            let bytes = store.get(&meta.key).await.unwrap().bytes;
+            n += bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count();
+        }
+        n
+    };
+    // Starts `serve` with `extra` flags, answers `n` requests, waits `pause`, kills it.
+    let serve_then_kill = |extra: &'static [&'static str], n: usize, pause: Duration| {
+        let store_url = store_url.clone();
+        let body = body.clone();
+        async move {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_lambdaml"))
+                .env_remove("AWS_ENDPOINT_URL")
+                .args([
+                    "--store",
+                    &store_url,
+                    "serve",
+                    "--addr",
+                    "127.0.0.1:0",
+                    "--model",
+                    "breast-cancer",
+                ])
+                .args(extra)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut banner = String::new();
+            BufReader::new(child.stderr.take().unwrap())
+                .read_line(&mut banner)
+                .unwrap();
+            let addr: std::net::SocketAddr = banner
+                .split("http://")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no address in {banner:?}"))
+                .parse()
+                .unwrap();
+            let mut http = HttpClient::connect(addr).await;
+            for _ in 0..n {
+                let resp = http
+                    .send(
+                        "POST",
+                        "/invocations",
+                        &[("content-type", "application/json")],
+                        body.as_bytes(),
+                    )
+                    .await;
+                assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+            }
+            tokio::time::sleep(pause).await;
+            child.kill().unwrap(); // SIGKILL: no shutdown, no final flush.
+            child.wait().unwrap();
+        }
+    };
+    serve_then_kill(&["--capture-sync"], 40, Duration::ZERO).await;
+    assert_eq!(
+        captured().await,
+        40,
+        "--capture-sync: every answered request"
+    );
+    serve_then_kill(
+        &["--capture-max-age", "100ms"],
+        30,
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert_eq!(
+        captured().await,
+        70,
+        "older than --capture-max-age: written before the kill"
+    );
+    serve_then_kill(&["--capture-max-age", "60s"], 25, Duration::ZERO).await;
+    let after = captured().await;
+    assert!(
+        (70..=95).contains(&after),
+        "at most the unwritten window is lost: {after}"
+    );
 }
