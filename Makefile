@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 CARGO ?= cargo
 
-.PHONY: test check fmt lint package emulator-up emulator-down bench-ingest bench-score bench-monitor demo
+.PHONY: test check fmt lint package emulator-up emulator-down bench-ingest bench-score bench-monitor bench-soak fuzz demo
 
 ## Everything: format check, clippy -D warnings, unit + integration + emulator tests (the
 ## whole template.yaml system run by `lambdaml local` on moto), the monitoring report
@@ -53,6 +53,12 @@ emulator-down:
 demo:
 	$(CARGO) run --release -- demo
 
+## Coverage-guided fuzzing (cargo-fuzz + libFuzzer) of every parser that reads client, event
+## or file bytes, and of the template resolver: FUZZ_SECONDS (default 60) per target, seeded
+## from the test inputs; summary in fuzz/out/summary.txt, crashes in fuzz/artifacts/.
+fuzz:
+	@fuzz/run.sh
+
 ## Ingest benchmark against pandas (see BENCHMARKS.md).
 bench-ingest:
 	bench/ingest.sh
@@ -61,6 +67,10 @@ bench-ingest:
 ## memory on 10 million captured rows (BENCHMARKS.md).
 bench-monitor:
 	bench/monitor.sh
+
+## Soak (10 minutes at 80 % of the measured maximum) and kill -9 figures for lambdaml serve.
+bench-soak:
+	bench/soak.sh
 
 ## Scoring benchmark against FastAPI + scikit-learn and a bare axum endpoint (BENCHMARKS.md).
 bench-score:
