@@ -841,11 +841,10 @@ fn python_with_tritonclient() -> Option<std::path::PathBuf> {
     python_with("tritonclient.http", "tritonclient[http]")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stock_triton_v2_client_gets_predictions_from_the_server() {
-    let Some(python) = python_with_tritonclient() else {
-        return;
-    };
+/// Serves the fixture's models over TCP and runs a stock client (`tests/clients/<script>`)
+/// on four breast-cancer rows. Returns what it printed and the server's own probabilities
+/// of class 1 for those rows (from `/invocations`).
+async fn run_stock_client(python: &std::path::Path, script: &str) -> (Value, Vec<f64>) {
     let f = fixture();
     let state = state_with(f.store.clone(), ScoreConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -854,10 +853,12 @@ async fn the_stock_triton_v2_client_gets_predictions_from_the_server() {
     let server = tokio::spawn(lambdaml_score::serve(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
-    let (header, rows) = breast_rows(4);
+    let (_, rows) = breast_rows(4);
     let rows: Vec<Vec<f64>> = rows.into_iter().map(|r| r[..30].to_vec()).collect();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/triton_infer.py");
-    let out = tokio::process::Command::new(&python)
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(script);
+    let out = tokio::process::Command::new(python)
         .arg(&script)
         .arg(addr.to_string())
         .arg("breast-cancer")
@@ -869,13 +870,11 @@ async fn the_stock_triton_v2_client_gets_predictions_from_the_server() {
     server.await.unwrap().unwrap();
     assert!(
         out.status.success(),
-        "tritonclient failed:\n{}",
+        "{} failed:\n{}",
+        script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["inputs"], json!(header[..30]));
-    assert_eq!(v["version"], f.breast.as_str());
-    assert_eq!(v["id"], "triton-1");
     let ours = post_json(
         &state,
         "/invocations?model=breast-cancer",
@@ -883,7 +882,12 @@ async fn the_stock_triton_v2_client_gets_predictions_from_the_server() {
     )
     .await
     .json();
-    let expected = probabilities(&ours);
+    (v, probabilities(&ours))
+}
+
+/// The client's probabilities (`json`: FP64 in JSON, `binary`: FP32 in the binary
+/// extension) equal the server's own.
+fn assert_same_probabilities(v: &Value, expected: &[f64]) {
     for (key, tolerance) in [("json", 1e-9), ("binary", 1e-4)] {
         let got: Vec<f64> = v[key]
             .as_array()
@@ -891,11 +895,24 @@ async fn the_stock_triton_v2_client_gets_predictions_from_the_server() {
             .iter()
             .map(|p| p.as_f64().unwrap())
             .collect();
-        assert_eq!(got.len(), 4);
-        for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(got.len(), 4, "{key}");
+        for (g, e) in got.iter().zip(expected) {
             assert!((g - e).abs() < tolerance, "{key}: {g} vs {e}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_triton_v2_client_gets_predictions_from_the_server() {
+    let Some(python) = python_with_tritonclient() else {
+        return;
+    };
+    let (v, expected) = run_stock_client(&python, "triton_infer.py").await;
+    let (header, _) = breast_rows(0);
+    assert_eq!(v["inputs"], json!(header[..30]));
+    assert_eq!(v["version"], fixture().breast.as_str());
+    assert_eq!(v["id"], "triton-1");
+    assert_same_probabilities(&v, &expected);
     let labels: Vec<&str> = expected
         .iter()
         .map(|p| if *p >= 0.5 { "1" } else { "0" })
@@ -1308,55 +1325,16 @@ async fn the_kserve_sdk_rest_client_gets_predictions_from_the_server() {
     let Some(python) = python_with("kserve", "the kserve SDK") else {
         return;
     };
-    let f = fixture();
-    let state = state_with(f.store.clone(), ScoreConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lambdaml_score::serve(listener, state.clone(), async move {
-        let _ = stopped.await;
-    }));
-    let (_, rows) = breast_rows(4);
-    let rows: Vec<Vec<f64>> = rows.into_iter().map(|r| r[..30].to_vec()).collect();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/kserve_infer.py");
-    let out = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(addr.to_string())
-        .arg("breast-cancer")
-        .arg(json!(rows).to_string())
-        .output()
-        .await
-        .unwrap();
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "the kserve client failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (v, expected) = run_stock_client(&python, "kserve_infer.py").await;
     assert_eq!(v["id"], "kserve-1");
     assert_eq!(v["model_name"], "breast-cancer");
-    let ours = post_json(
-        &state,
-        "/invocations?model=breast-cancer",
-        &json!({"instances": rows}),
-    )
-    .await
-    .json();
-    let expected = probabilities(&ours);
-    for (key, tolerance) in [("json", 1e-9), ("binary", 1e-4)] {
-        let got: Vec<f64> = v[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_f64().unwrap())
-            .collect();
-        assert_eq!(got.len(), 4, "{key}");
-        for (g, e) in got.iter().zip(&expected) {
-            assert!((g - e).abs() < tolerance, "{key}: {g} vs {e}");
-        }
-    }
+    assert_same_probabilities(&v, &expected);
+    let labels: Vec<&str> = expected
+        .iter()
+        .map(|p| if *p >= 0.5 { "1" } else { "0" })
+        .collect();
+    assert_eq!(v["json_labels"], json!(labels));
+    assert_eq!(v["binary_labels"], json!(labels));
 }
 
 mod parsers {

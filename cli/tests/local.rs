@@ -742,10 +742,13 @@ async fn a_killed_server_loses_no_capture_in_sync_mode_and_only_the_unwritten_wi
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
+            let mut stderr = BufReader::new(child.stderr.take().unwrap());
             let mut banner = String::new();
-            BufReader::new(child.stderr.take().unwrap())
-                .read_line(&mut banner)
-                .unwrap();
+            stderr.read_line(&mut banner).unwrap();
+            // Keep reading, so the server's later writes to stderr never meet a closed pipe.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+            });
             let addr: std::net::SocketAddr = banner
                 .split("http://")
                 .nth(1)
