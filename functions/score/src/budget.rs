@@ -22,6 +22,10 @@ const ENTRY: usize = 58;
 /// Estimated allocator overhead of one heap string.
 const HEAP: usize = 16;
 
+/// The most a tree can cost per byte of text: `{}` (2 bytes) is a slot and a leaf. A body of
+/// `n` bytes never takes more than `n × MAX_BLOWUP` once parsed.
+pub const MAX_BLOWUP: usize = (SLOT + OBJECT).div_ceil(2);
+
 /// Why a body was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -221,6 +225,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(check(b" {\"a\": [null, true, \"x\\n\"]} ", 1 << 20), Ok(()));
+    }
+
+    #[test]
+    fn no_body_costs_more_than_max_blowup_per_byte() {
+        for body in [
+            &b"{}"[..],
+            b"[{}]",
+            b"[[],[],{}]",
+            b"{\"\":{}}",
+            b"[1,1,1]",
+            b"\"\"",
+        ] {
+            let n = body.len() * MAX_BLOWUP;
+            assert_eq!(check(body, n), Ok(()), "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
