@@ -246,7 +246,7 @@ impl HttpClient {
         }
     }
 
-    /// Sends one request and reads its response.
+    /// Sends one request and reads its response (panics on a connection error).
     pub async fn send(
         &mut self,
         method: &str,
@@ -254,7 +254,22 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> HttpResponse {
+        self.try_send(method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Sends one request and reads its response, or the connection's error (a server
+    /// killed mid-request).
+    pub async fn try_send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
             body.len()
@@ -263,39 +278,42 @@ impl HttpClient {
             head.push_str(&format!("{n}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        self.stream.write_all(head.as_bytes()).await.unwrap();
-        self.stream.write_all(body).await.unwrap();
-        self.stream.flush().await.unwrap();
+        self.stream.write_all(head.as_bytes()).await?;
+        self.stream.write_all(body).await?;
+        self.stream.flush().await?;
         let mut line = String::new();
-        self.stream.read_line(&mut line).await.unwrap();
+        self.stream.read_line(&mut line).await?;
         let status: u16 = line
             .split_whitespace()
             .nth(1)
-            .unwrap_or_else(|| panic!("bad status line {line:?}"))
-            .parse()
-            .unwrap();
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
         let mut headers = Vec::new();
         let mut length = 0usize;
         loop {
             let mut h = String::new();
-            self.stream.read_line(&mut h).await.unwrap();
+            if self.stream.read_line(&mut h).await? == 0 {
+                return Err(bad("the connection closed in the headers".into()));
+            }
             let h = h.trim_end();
             if h.is_empty() {
                 break;
             }
-            let (n, v) = h.split_once(':').unwrap();
+            let (n, v) = h
+                .split_once(':')
+                .ok_or_else(|| bad(format!("bad header {h:?}")))?;
             let (n, v) = (n.trim().to_ascii_lowercase(), v.trim().to_string());
             if n == "content-length" {
-                length = v.parse().unwrap();
+                length = v.parse().map_err(|_| bad(format!("bad length {v:?}")))?;
             }
             headers.push((n, v));
         }
         let mut body = vec![0; length];
-        self.stream.read_exact(&mut body).await.unwrap();
-        HttpResponse {
+        self.stream.read_exact(&mut body).await?;
+        Ok(HttpResponse {
             status,
             headers,
             body,
-        }
+        })
     }
 }

@@ -1343,6 +1343,7 @@ mod parsers {
 
     use super::*;
     use lambdaml_score::parse::{self, Limits};
+    use lambdaml_score::stream;
     use proptest::prelude::*;
 
     fn mixed() -> &'static lambdaml_score::loader::LoadedModel {
@@ -1444,6 +1445,71 @@ mod parsers {
                     }
                 }
                 Err(e) => prop_assert!(client_error(&e), "{:?}", e),
+            }
+        }
+
+        #[test]
+        fn streamed_records_equal_the_tree_parser(v in json_value()) {
+            // Whatever the streaming parser answers for, the tree parser answers the same:
+            // the same frame, or the same status, sentence and details. (A serialized
+            // `Map` has sorted, distinct keys: the tree's iteration order.)
+            let model = mixed();
+            let body = serde_json::to_vec(&v).unwrap();
+            let mut owned = Vec::new();
+            // The tree of the same text (serde_json's float parsing is not a round trip).
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            if let Some(streamed) = stream::records(model, &body, LIMITS, &mut owned) {
+                let tree = parse::mlflow_json(model, &v, LIMITS);
+                match (streamed, tree) {
+                    (Ok(s), Ok(t)) => {
+                        let s = s.resolve(&owned);
+                        prop_assert_eq!(s.rows, t.rows);
+                        prop_assert_eq!(&s.values, &t.values);
+                        prop_assert_eq!(&s.ignored, &t.ignored);
+                    }
+                    (Err(s), Err(t)) => {
+                        prop_assert_eq!(s.status, t.status);
+                        prop_assert_eq!(&s.error, &t.error);
+                        prop_assert_eq!(s.details_total, t.details_total);
+                        prop_assert_eq!(format!("{:?}", s.details), format!("{:?}", t.details));
+                    }
+                    (s, t) => prop_assert!(false, "streamed {:?}, tree {:?}", s.map(|_| ()), t.map(|_| ())),
+                }
+            }
+        }
+
+        #[test]
+        fn records_with_any_strings_stream_as_the_tree_reads_them(rows in prop::collection::vec(
+            (prop_oneof![any::<f64>().prop_map(|x| json!(x)), Just(Value::Null), any::<i64>().prop_map(|x| json!(x))],
+             any::<String>(),
+             prop_oneof![Just("red".to_string()), "[a-z\\\\\"\u{1}é\n]{0,6}"],
+             prop::option::of(any::<String>())),
+            1..60)) {
+            // Escaped strings (quotes, backslashes, control characters, any Unicode) in values
+            // and in unknown keys, and rows past the limit.
+            let model = mixed();
+            let records: Vec<Value> = rows.iter().map(|(a, m, c, extra)| {
+                let mut r = json!({"amount": a, "count": 3, "member": m, "color": c});
+                if let Some(k) = extra {
+                    r[k.as_str()] = json!(1);
+                }
+                r
+            }).collect();
+            let v = json!({"dataframe_records": records, "params": {"x": [1, "\\"]}});
+            let body = serde_json::to_vec(&v).unwrap();
+            let mut owned = Vec::new();
+            let streamed = stream::records(model, &body, LIMITS, &mut owned);
+            prop_assert!(streamed.is_some(), "a records body is streamed");
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            match (streamed.unwrap(), parse::mlflow_json(model, &v, LIMITS)) {
+                (Ok(s), Ok(t)) => prop_assert_eq!(&s.resolve(&owned).values, &t.values),
+                (Err(s), Err(t)) => {
+                    prop_assert_eq!(s.status, t.status);
+                    prop_assert_eq!(&s.error, &t.error);
+                    prop_assert_eq!(s.details_total, t.details_total);
+                    prop_assert_eq!(format!("{:?}", s.details), format!("{:?}", t.details));
+                }
+                (s, t) => prop_assert!(false, "streamed {:?}, tree {:?}", s.map(|_| ()), t.map(|_| ())),
             }
         }
 

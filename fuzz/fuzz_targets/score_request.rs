@@ -1,7 +1,7 @@
 //! Every scoring request parser over a real fitted model (the mixed model: two numeric
 //! features, a boolean and a categorical one): V2 JSON, V2 with the binary tensor extension,
-//! MLflow JSON, CSV, and feedback. The first byte picks the form (and, for binary, the next
-//! two the JSON part's length). Whatever parses is scored. Never a panic, never a 5xx for a
+//! MLflow JSON (streamed records, then the tree), CSV, and feedback. The first byte picks
+//! the form (and, for binary, the next two the JSON part's length). Whatever parses is scored. Never a panic, never a 5xx for a
 //! client's bytes, and never an allocation by a declared size (libFuzzer's -rss_limit_mb
 //! and -malloc_limit_mb catch one).
 #![no_main]
@@ -76,6 +76,13 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         2 => {
+            // The streaming records parser first, as the server does; then the tree.
+            let mut owned = Vec::new();
+            match lambdaml_score::stream::records(model, rest, LIMITS, &mut owned) {
+                Some(Ok(pending)) => scored(&pending.resolve(&owned)),
+                Some(Err(e)) => client_error(&e),
+                None => {}
+            }
             if let Some(v) = json(rest) {
                 match parse::mlflow_json(model, &v, LIMITS) {
                     Ok(frame) => scored(&frame),

@@ -24,6 +24,7 @@ pub mod loader;
 pub mod metrics;
 pub mod parse;
 pub mod server;
+pub mod stream;
 
 pub use server::serve;
 
@@ -1094,29 +1095,42 @@ async fn infer_common(
             );
         }
     }
-    let (json_part, binary) = match parse::split_binary(&bytes, header_len.as_deref()) {
+    off_worker(bytes.len(), || {
+        v2_body(&mut call, &model, &bytes, header_len.as_deref())
+    })
+}
+
+/// Parses, scores and answers a V2 infer body (synchronous: CPU only).
+fn v2_body(
+    call: &mut Call<'_>,
+    model: &LoadedModel,
+    bytes: &Bytes,
+    header_len: Option<&str>,
+) -> Response {
+    let state = call.state;
+    let (json_part, binary) = match parse::split_binary(bytes, header_len) {
         Ok(parts) => parts,
-        Err(e) => return call.reject(e, &bytes),
+        Err(e) => return call.reject(e, bytes),
     };
     let json = match parse_json(json_part, state.json_budget(model.width())) {
         Ok(v) => v,
-        Err(e) => return call.reject(e, &bytes),
+        Err(e) => return call.reject(e, bytes),
     };
-    let request = match parse::v2_request(&model, &json, binary, state.limits()) {
+    let request = match parse::v2_request(model, &json, binary, state.limits()) {
         Ok(r) => r,
         Err(e) => {
             call.client_id = json.get("id").and_then(Value::as_str).map(str::to_string);
-            return call.reject(e, &bytes);
+            return call.reject(e, bytes);
         }
     };
     call.client_id = request.id.map(str::to_string);
-    match score_frame(&model, &request.frame) {
+    match score_frame(model, &request.frame) {
         Ok(scored) => {
             let id = request.id.unwrap_or(&call.request_id);
-            let body = v2_response(&model, &scored, id, &call.request_id, &request.outputs);
-            call.accept(&model, &request.frame, scored, bytes.len(), body)
+            let body = v2_response(model, &scored, id, &call.request_id, &request.outputs);
+            call.accept(model, &request.frame, scored, bytes.len(), body)
         }
-        Err(e) => call.reject(e, &bytes),
+        Err(e) => call.reject(e, bytes),
     }
 }
 
@@ -1226,8 +1240,22 @@ async fn invocations(
     call.model = Some(model.name.clone());
     call.version = Some(model.version.clone());
     let limits = state.limits();
+    off_worker(bytes.len(), || {
+        mlflow_body(&call, &model, &headers, &bytes, limits)
+    })
+}
+
+/// Parses, scores and answers an MLflow body (synchronous: CPU only).
+fn mlflow_body(
+    call: &Call<'_>,
+    model: &LoadedModel,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    limits: Limits,
+) -> Response {
+    let state = call.state;
     let respond = |frame: &Frame<'_>| -> Response {
-        match score_frame(&model, frame) {
+        match score_frame(model, frame) {
             Ok(scored) => {
                 let body = to_json(&MlflowResponse {
                     predictions: MlflowPredictions {
@@ -1238,30 +1266,37 @@ async fn invocations(
                     model_version: &model.version,
                     request_id: &call.request_id,
                 });
-                call.accept(&model, frame, scored, bytes.len(), body)
+                call.accept(model, frame, scored, bytes.len(), body)
             }
-            Err(e) => call.reject(e, &bytes),
+            Err(e) => call.reject(e, bytes),
         }
     };
-    match content_type(&headers).as_deref() {
+    match content_type(headers).as_deref() {
         Some("application/json") => {
-            let json = match parse_json(&bytes, state.json_budget(model.width())) {
+            // Records stream straight into the frame; other forms are parsed as a tree.
+            let mut owned = Vec::new();
+            match stream::records(model, bytes, limits, &mut owned) {
+                Some(Ok(pending)) => return respond(&pending.resolve(&owned)),
+                Some(Err(e)) => return call.reject(e, bytes),
+                None => {}
+            }
+            let json = match parse_json(bytes, state.json_budget(model.width())) {
                 Ok(v) => v,
-                Err(e) => return call.reject(e, &bytes),
+                Err(e) => return call.reject(e, bytes),
             };
-            match parse::mlflow_json(&model, &json, limits) {
+            match parse::mlflow_json(model, &json, limits) {
                 Ok(frame) => respond(&frame),
-                Err(e) => call.reject(e, &bytes),
+                Err(e) => call.reject(e, bytes),
             }
         }
         Some("text/csv") => {
-            let csv = match parse::read_csv(&bytes, limits) {
+            let csv = match parse::read_csv(bytes, limits) {
                 Ok(c) => c,
-                Err(e) => return call.reject(e, &bytes),
+                Err(e) => return call.reject(e, bytes),
             };
-            match parse::csv_frame(&model, &csv, limits) {
+            match parse::csv_frame(model, &csv, limits) {
                 Ok(frame) => respond(&frame),
-                Err(e) => call.reject(e, &bytes),
+                Err(e) => call.reject(e, bytes),
             }
         }
         other => call.reject(
@@ -1269,8 +1304,26 @@ async fn invocations(
                 "content type {}: /invocations takes application/json or text/csv (curl: -H 'Content-Type: application/json')",
                 other.map_or("missing".to_string(), |o| format!("{o:?}"))
             )),
-            &bytes,
+            bytes,
         ),
+    }
+}
+
+/// Bodies from this size up are parsed and scored with [`tokio::task::block_in_place`], so
+/// a large batch does not hold an async worker that other connections' requests (health
+/// checks, one-row scoring) are waiting on. Smaller bodies take microseconds and stay put.
+const OFF_WORKER_BYTES: usize = 64 * 1024;
+
+/// Runs CPU-bound request work off the async worker when the body is large and the runtime
+/// has other workers to hand the worker's tasks to (a current-thread runtime — tests, some
+/// embedders — runs it in place).
+fn off_worker<R>(body_len: usize, work: impl FnOnce() -> R) -> R {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if body_len >= OFF_WORKER_BYTES && multi {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
     }
 }
 

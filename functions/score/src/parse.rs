@@ -41,24 +41,28 @@ pub struct Limits {
 
 const HINT: &str = "the model's inputs are listed by GET /v2/models/<model>";
 
-enum Col {
+pub(crate) enum Col {
     Input(usize),
     Skip,
 }
 
-struct Builder<'m, 'a> {
-    model: &'m LoadedModel,
-    rows: usize,
-    values: Vec<RawValue<'a>>,
+/// The most unknown names whose reason is remembered, and the most ignored names listed: a
+/// body of distinct unknown keys must not grow either set past what its rows could hold.
+const MAX_NAMES: usize = 1024;
+
+pub(crate) struct Builder<'m, 'a> {
+    pub(crate) model: &'m LoadedModel,
+    pub(crate) rows: usize,
+    pub(crate) values: Vec<RawValue<'a>>,
     set: Vec<bool>,
-    errors: Errors,
+    pub(crate) errors: Errors,
     ignored: BTreeSet<String>,
     /// The reason given for each unknown name, computed once per name (a did-you-mean is
     /// an edit distance to every input; a request repeats its unknown names on every row).
     unknown: std::collections::HashMap<String, String>,
 }
 
-fn check_rows(rows: usize, limits: Limits) -> Result<(), ApiError> {
+pub(crate) fn check_rows(rows: usize, limits: Limits) -> Result<(), ApiError> {
     if rows == 0 {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
@@ -94,33 +98,67 @@ impl<'m, 'a> Builder<'m, 'a> {
         })
     }
 
-    fn column(&mut self, name: &str, row: Option<usize>) -> Col {
+    /// A builder with no rows yet, for parsers that learn the row count as they read
+    /// ([`Builder::add_row`]).
+    pub(crate) fn growing(model: &'m LoadedModel) -> Self {
+        Builder {
+            model,
+            rows: 0,
+            values: Vec::new(),
+            set: Vec::new(),
+            errors: Errors::default(),
+            ignored: BTreeSet::new(),
+            unknown: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Appends one row of missing values and returns its index.
+    pub(crate) fn add_row(&mut self) -> usize {
+        let width = self.model.width();
+        self.values
+            .resize(self.values.len() + width, RawValue::Missing);
+        self.set.resize(self.set.len() + width, false);
+        self.rows += 1;
+        self.rows - 1
+    }
+
+    pub(crate) fn column(&mut self, name: &str, row: Option<usize>) -> Col {
         if let Some(&i) = self.model.index.get(name) {
             return Col::Input(i);
         }
         if !self.model.ignorable.contains(name) {
             match self.model.manifest.pipeline.unknown_features {
                 UnknownFeature::Reject => {
-                    if !self.unknown.contains_key(name) {
-                        let reason = match closest(name, self.model.index.keys()) {
-                            Some(near) => format!("unknown feature; did you mean {near:?}?"),
-                            None => format!("unknown feature ({HINT})"),
-                        };
-                        self.unknown.insert(name.to_string(), reason);
-                    }
                     if let Some(reason) = self.unknown.get(name) {
                         self.errors.push(row, Some(name), reason.clone());
+                    } else {
+                        // Past MAX_NAMES distinct names no did-you-mean is computed: an
+                        // edit distance per name would make a body of distinct keys cost
+                        // CPU in proportion to its size times the model's width.
+                        if self.unknown.len() < MAX_NAMES {
+                            let reason = match closest(name, self.model.index.keys()) {
+                                Some(near) => format!("unknown feature; did you mean {near:?}?"),
+                                None => format!("unknown feature ({HINT})"),
+                            };
+                            self.errors.push(row, Some(name), reason.clone());
+                            self.unknown.insert(name.to_string(), reason);
+                        } else {
+                            self.errors
+                                .push(row, Some(name), format!("unknown feature ({HINT})"));
+                        }
                     }
                 }
                 UnknownFeature::Ignore => {
-                    self.ignored.insert(name.to_string());
+                    if self.ignored.len() < MAX_NAMES {
+                        self.ignored.insert(name.to_string());
+                    }
                 }
             }
         }
         Col::Skip
     }
 
-    fn put(&mut self, row: usize, input: usize, value: RawValue<'a>) {
+    pub(crate) fn put(&mut self, row: usize, input: usize, value: RawValue<'a>) {
         let at = row * self.model.width() + input;
         if self.set[at] {
             let name = &self.model.manifest.pipeline.inputs[input].name;
@@ -133,7 +171,7 @@ impl<'m, 'a> Builder<'m, 'a> {
 
     /// Checks every input was given: per row (records), or per column (columnar forms,
     /// reported once).
-    fn finish(mut self, per_row: bool) -> Result<Frame<'a>, ApiError> {
+    pub(crate) fn finish(mut self, per_row: bool) -> Result<Frame<'a>, ApiError> {
         let width = self.model.width();
         let inputs = &self.model.manifest.pipeline.inputs;
         if per_row {
@@ -198,7 +236,7 @@ fn closest<'n>(name: &str, known: impl Iterator<Item = &'n String>) -> Option<&'
         .map(|(_, k)| k)
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
