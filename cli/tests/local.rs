@@ -519,6 +519,73 @@ async fn a_killed_runner_resumes_without_duplicates_and_poison_is_dead_lettered(
     assert!(dead[0].reason.contains("message is not JSON"), "{dead:?}");
     let s = preprocess.stats().await.unwrap();
     assert_eq!((s.visible, s.in_flight), (0, 0), "{s:?}");
+
+    // Killed again, under load: four clients scoring as fast as they can. As in Lambda, the
+    // score function writes a request's capture before it answers, so every answered
+    // request is in the bucket; the restarted runner serves the same single version.
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let answered = answered.clone();
+        let (addr, secret, body) = (runner.http, secret.clone(), body.clone());
+        clients.push(tokio::spawn(async move {
+            let mut http = HttpClient::connect(addr).await;
+            loop {
+                let signed = sigv4_headers(&secret, path, body.as_bytes());
+                let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+                all.extend(signed.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                match http.try_send("POST", path, &all, body.as_bytes()).await {
+                    Ok(resp) if resp.status == 200 => {
+                        let id = resp.json()["request_id"].as_str().unwrap().to_string();
+                        answered.lock().unwrap().push(id);
+                    }
+                    Ok(resp) => panic!("{}: {}", resp.status, String::from_utf8_lossy(&resp.body)),
+                    Err(_) => return, // the runner is gone
+                }
+            }
+        }));
+    }
+    eventually("load on the runner", 60, || {
+        let answered = answered.clone();
+        async move { answered.lock().unwrap().len() >= 50 }
+    })
+    .await;
+    runner.kill();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    let mut captured = std::collections::HashSet::new();
+    for meta in store.list_all("captures/breast-cancer/").await.unwrap() {
+        let bytes = store.get(&meta.key).await.unwrap().bytes;
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let record: Value = serde_json::from_slice(line).unwrap();
+            captured.insert(record["request_id"].as_str().unwrap().to_string());
+        }
+    }
+    let lost: Vec<&String> = answered
+        .iter()
+        .filter(|id| !captured.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} answered requests have no capture: {:?}",
+        lost.len(),
+        answered.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let mut runner = Runner::start(&stack, &["--parameter-overrides", "MaxReceiveCount=2"]);
+    let mut http = HttpClient::connect(runner.http).await;
+    let signed = sigv4_headers(&secret, path, body.as_bytes());
+    let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+    all.extend(signed.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let resp = http.send("POST", path, &all, body.as_bytes()).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(
+        resp.json()["model_version"],
+        registry.production.clone().unwrap().as_str()
+    );
+    assert_eq!(model_dirs(&store).await.len(), 1);
     runner.stop();
 }
 

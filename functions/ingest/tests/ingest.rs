@@ -360,6 +360,30 @@ async fn bad_rows_are_quarantined_with_line_and_reason() {
     assert!(schema.column("a").unwrap().nullable);
 }
 
+/// A record longer than the record limit that does end is one rejected row (its start
+/// kept, the rest skipped unread); the rows after it are read, on their own lines.
+#[tokio::test]
+async fn a_record_past_the_limit_is_a_rejected_row_and_the_rest_is_read() {
+    let env = env(TINY_SPEC).await;
+    let mut text = b"a,b,y\n1,x,1\n2,\"".to_vec();
+    let long = usize::try_from(lambdaml::dataset::MAX_RECORD_BYTES).unwrap() + (1 << 20);
+    for i in 0..long / 64 {
+        text.extend_from_slice(&[b'q'; 63]);
+        text.push(if i % 1024 == 0 { b'\n' } else { b'q' });
+    }
+    text.extend_from_slice(b"\",1\n3,z,0\n");
+    let out = env.ingest("raw/tiny/long.csv", text).await.unwrap();
+    assert_eq!((out.rows, out.rejected), (2, 1));
+    let rejected = env.rejected(&out).await;
+    assert_eq!(rejected[0]["line"], 3);
+    let reason = rejected[0]["reasons"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("longer than 16777216 bytes"), "{reason}");
+    assert!(
+        rejected[0]["fields"][1].as_str().unwrap().len() <= 256,
+        "a cut record keeps its start only"
+    );
+}
+
 #[tokio::test]
 async fn a_file_without_the_label_column_is_rejected_naming_it() {
     let env = env(TINY_SPEC).await;

@@ -172,7 +172,7 @@ fn infer(
         if rows.is_multiple_of(CHUNK_ROWS as u64) {
             progress(rows);
         }
-        if record.len() != headers.len() {
+        if record.len() != headers.len() || reader.cut() {
             continue;
         }
         for (field, s) in record.iter().zip(stats.iter_mut()) {
@@ -508,7 +508,15 @@ pub fn ingest_file(
         }
         parsed.clear();
         reasons.clear();
-        if record.len() != columns.len() {
+        if reader.cut() {
+            reasons.push(RejectReason {
+                column: None,
+                reason: format!(
+                    "the record is longer than {} bytes; it was skipped unread",
+                    super::read::MAX_RECORD_BYTES
+                ),
+            });
+        } else if record.len() != columns.len() {
             reasons.push(RejectReason {
                 column: None,
                 reason: format!("expected {} fields, found {}", columns.len(), record.len()),
@@ -545,7 +553,16 @@ pub fn ingest_file(
             let entry = Rejected {
                 line,
                 reasons: &reasons,
-                fields: record.iter().map(field_text).collect(),
+                // A cut record keeps its first bytes only (the raw file holds the rest).
+                fields: if reader.cut() {
+                    record
+                        .iter()
+                        .take(16)
+                        .map(|f| field_text(&f[..f.len().min(256)]))
+                        .collect()
+                } else {
+                    record.iter().map(field_text).collect()
+                },
             };
             serde_json::to_writer(&mut rejected_out, &entry).map_err(std::io::Error::other)?;
             rejected_out.write_all(b"\n")?;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ingest::{IngestConfig, IngestOutput, ingest_file};
 pub use profile::{ColumnProfile, Histogram, Mt19937, Profile, SplitMix64, quantile_sorted};
-pub use read::{Format, RowReader, open_rows};
+pub use read::{Format, MAX_RECORD_BYTES, RowReader, open_rows};
 pub use table::{Column, MISSING_CODE, Table, read_parquet};
 
 use crate::spec::DeclaredType;

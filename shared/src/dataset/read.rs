@@ -70,11 +70,18 @@ pub trait RowReader: Send {
     /// Reads the next row into `record`, returning the line it started on, or `None` at
     /// the end.
     fn next_row(&mut self, record: &mut ByteRecord) -> Result<Option<u64>, DatasetError>;
+
+    /// Whether the row just read was cut at [`MAX_RECORD_BYTES`] (a rejected row: `record`
+    /// holds only its start).
+    fn cut(&self) -> bool {
+        false
+    }
 }
 
-/// The longest CSV record read (a row of 256 fields at the 64 KiB field limit). A record
-/// that runs on past it (an unclosed quote, a binary file) refuses the file instead of being
-/// buffered whole: the csv reader holds a record in memory until it ends.
+/// The longest CSV record read (a row of 256 fields at the 64 KiB field limit). A longer
+/// record is cut there and handed on as a rejected row ([`RowReader::cut`]); the rest of it
+/// is skipped unread. A record that never ends (an unclosed quote, a binary file) refuses the
+/// file: the reader never holds more than this of one record.
 pub const MAX_RECORD_BYTES: u64 = 16 << 20;
 
 /// A gzip file may expand at most this many times its compressed size...
@@ -82,22 +89,112 @@ pub const MAX_GZIP_RATIO: u64 = 1_000;
 /// ...and never past this many bytes, whatever its size.
 pub const MAX_DECOMPRESSED_BYTES: u64 = 64 << 30;
 
-/// What the record guard shares with the row reader.
-#[derive(Debug, Default)]
-struct GuardState {
-    /// Bytes handed to the csv reader since the last complete record.
-    since_record: AtomicU64,
-    /// Bytes handed to the csv reader in all.
-    total: AtomicU64,
+/// Where the csv reader stands within a record, followed byte by byte the way `csv_core`
+/// reads (a quote opens a quoted field only at the start of a field; `""` inside one is a
+/// quote; `\r` and `\n` end a record outside quotes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// At the start of a field.
+    Start,
+    /// In an unquoted field.
+    Field,
+    /// In a quoted field.
+    Quoted,
+    /// A quote seen in a quoted field: its end, or the first of `""`.
+    QuoteInQuoted,
 }
 
-/// Counts the bytes the csv reader takes and stops it (an I/O error it passes up) once a
-/// record or the whole input runs past its limit. The csv reader reads ahead at most its
-/// buffer, so a record is cut within `MAX_RECORD_BYTES` plus one buffer.
+/// What the record guard shares with the row reader.
+#[derive(Debug)]
+struct GuardState {
+    /// Where records were cut (the offset in the bytes the csv reader reads), in order,
+    /// each with the line breaks skipped with the rest of its record.
+    cuts: std::sync::Mutex<std::collections::VecDeque<(u64, u64)>>,
+    /// The first offset in `cuts`, or `u64::MAX` (read on every row without the lock).
+    next_cut: AtomicU64,
+    /// The first record (the header) was cut.
+    header_cut: std::sync::atomic::AtomicBool,
+}
+
+impl GuardState {
+    fn new() -> Self {
+        GuardState {
+            cuts: Default::default(),
+            next_cut: AtomicU64::new(u64::MAX),
+            header_cut: Default::default(),
+        }
+    }
+
+    fn cuts(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, u64)>> {
+        self.cuts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, at: u64) {
+        let mut cuts = self.cuts();
+        cuts.push_back((at, 0));
+        self.next_cut
+            .store(cuts.front().map_or(u64::MAX, |c| c.0), Ordering::Relaxed);
+    }
+
+    /// Counts line breaks skipped with the latest cut record.
+    fn skipped_lines(&self, n: u64) {
+        if let Some(last) = self.cuts().back_mut() {
+            last.1 += n;
+        }
+    }
+
+    /// The line breaks skipped when a cut lies in `[start, end)` (the record there was
+    /// cut); forgets every cut before `end`.
+    fn take(&self, start: u64, end: u64) -> Option<u64> {
+        if self.next_cut.load(Ordering::Relaxed) >= end {
+            return None;
+        }
+        let mut cuts = self.cuts();
+        let mut hit = None;
+        while let Some(&(at, lines)) = cuts.front() {
+            if at >= end {
+                break;
+            }
+            if at >= start {
+                hit = Some(lines);
+            }
+            cuts.pop_front();
+        }
+        self.next_cut
+            .store(cuts.front().map_or(u64::MAX, |c| c.0), Ordering::Relaxed);
+        hit
+    }
+}
+
+/// Sits between the input and the csv reader. It follows the record structure of the bytes
+/// it passes (one table lookup per byte), and when a record runs past `record_limit` it
+/// hands on the record up to the limit, closes it (a quote when it was cut inside one),
+/// skips the rest of it and marks the cut for the row reader — so the csv reader never holds
+/// more than the limit of one record, and one long row is a rejected row rather than a lost
+/// file. A record that never ends, or an input past `total_limit` bytes (decompression),
+/// stops the reader with an I/O error it passes up.
 struct Guard {
     inner: Box<dyn Read + Send>,
     state: Arc<GuardState>,
+    delimiter: u8,
+    record_limit: u64,
     total_limit: u64,
+    /// Bytes read from `inner`.
+    total: u64,
+    /// Bytes handed to the csv reader.
+    out: u64,
+    scan: Scan,
+    /// Bytes of the current record so far.
+    in_record: u64,
+    /// A record has ended (the header is behind).
+    past_header: bool,
+    /// Read but not yet handed on (the rest of a read that crossed the limit).
+    pending: Vec<u8>,
+    pending_at: usize,
+    /// Skipping the rest of a cut record.
+    skipping: bool,
+    /// The record was cut inside quotes: a closing quote is owed.
+    close_quote: bool,
 }
 
 /// The error a tripped guard returns (recognised by the row reader).
@@ -118,22 +215,191 @@ impl std::fmt::Display for Tripped {
 
 impl std::error::Error for Tripped {}
 
-impl Read for Guard {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let since = self
-            .state
-            .since_record
-            .fetch_add(n as u64, Ordering::Relaxed)
-            + n as u64;
-        let total = self.state.total.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        if total > self.total_limit {
+impl Guard {
+    fn new(
+        inner: Box<dyn Read + Send>,
+        state: Arc<GuardState>,
+        delimiter: u8,
+        record_limit: u64,
+        total_limit: u64,
+    ) -> Self {
+        Guard {
+            inner,
+            state,
+            delimiter,
+            record_limit,
+            total_limit,
+            total: 0,
+            out: 0,
+            scan: Scan::Start,
+            in_record: 0,
+            past_header: false,
+            pending: Vec::new(),
+            pending_at: 0,
+            skipping: false,
+            close_quote: false,
+        }
+    }
+
+    /// One byte of the record structure: whether it ended a record.
+    #[inline]
+    fn step(&mut self, b: u8) -> bool {
+        let end = matches!(b, b'\n' | b'\r');
+        self.scan = match (self.scan, b) {
+            (Scan::Quoted, b'"') => Scan::QuoteInQuoted,
+            (Scan::Quoted, _) => Scan::Quoted,
+            (Scan::QuoteInQuoted, b'"') | (Scan::Start, b'"') => Scan::Quoted,
+            (_, _) if end => Scan::Start,
+            (_, d) if d == self.delimiter => Scan::Start,
+            _ => Scan::Field,
+        };
+        end && self.scan == Scan::Start
+    }
+
+    /// Follows `bytes` as they are handed on; answers how many may go before the current
+    /// record passes the limit (all of them when it does not).
+    fn pass(&mut self, bytes: &[u8]) -> usize {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.step(b) {
+                self.in_record = 0;
+                self.past_header = true;
+            } else {
+                self.in_record += 1;
+                if self.in_record > self.record_limit {
+                    // Cut before this byte; it is the first skipped one.
+                    self.cut_before(b, self.out + i as u64);
+                    return i;
+                }
+            }
+        }
+        bytes.len()
+    }
+
+    /// The record is cut before byte `b` (already stepped over), at offset `at` of what the
+    /// csv reader reads: skip from here.
+    fn cut_before(&mut self, b: u8, at: u64) {
+        // The csv reader has seen everything before `b`: what it owes to close the record
+        // is what the scan said before `b`, recovered from the state after it.
+        let before_quoted = match (self.scan, b) {
+            // `"` moved Quoted → QuoteInQuoted, or QuoteInQuoted → Quoted: either way the
+            // reader was inside quotes (in QuoteInQuoted it needs no closing quote).
+            (Scan::QuoteInQuoted, b'"') => true,
+            (Scan::Quoted, b'"') => false,
+            (Scan::Quoted, _) => true,
+            _ => false,
+        };
+        self.close_quote = before_quoted;
+        self.skipping = true;
+        if !self.past_header {
+            self.state.header_cut.store(true, Ordering::Relaxed);
+        }
+        self.state.push(at);
+        if b == b'\n' {
+            // A quoted line break is the first byte skipped.
+            self.state.skipped_lines(1);
+        }
+    }
+
+    /// Skips `bytes` up to the end of the cut record: the index of its terminator.
+    fn skip(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut lines = 0;
+        let mut end = None;
+        for (i, &b) in bytes.iter().enumerate() {
+            // The terminator itself is handed on (and stepped over) by `pass`.
+            if matches!(b, b'\n' | b'\r') && self.scan != Scan::Quoted {
+                self.skipping = false;
+                self.in_record = 0;
+                end = Some(i);
+                break;
+            }
+            lines += u64::from(b == b'\n');
+            self.step(b);
+        }
+        if lines > 0 {
+            self.state.skipped_lines(lines);
+        }
+        end
+    }
+
+    /// Reads more from `inner` into `pending`, counting it against the total limit.
+    fn refill(&mut self) -> std::io::Result<bool> {
+        self.pending.resize(1 << 16, 0);
+        self.pending_at = 0;
+        let n = self.inner.read(&mut self.pending)?;
+        self.pending.truncate(n);
+        self.count(n)?;
+        Ok(n > 0)
+    }
+
+    fn count(&mut self, n: usize) -> std::io::Result<()> {
+        self.total += n as u64;
+        if self.total > self.total_limit {
             return Err(std::io::Error::other(Tripped::Total));
         }
-        if since > MAX_RECORD_BYTES + (1 << 16) {
-            return Err(std::io::Error::other(Tripped::Record));
+        Ok(())
+    }
+}
+
+impl Read for Guard {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
         }
-        Ok(n)
+        loop {
+            if self.close_quote && !self.skipping {
+                self.close_quote = false;
+                buf[0] = b'"';
+                self.out += 1;
+                return Ok(1);
+            }
+            if self.pending_at < self.pending.len() {
+                let mut pending = std::mem::take(&mut self.pending);
+                let at = self.pending_at;
+                if self.skipping {
+                    match self.skip(&pending[at..]) {
+                        Some(i) => self.pending_at = at + i,
+                        None => self.pending_at = pending.len(),
+                    }
+                    self.pending = pending;
+                    continue;
+                }
+                let take = (pending.len() - at).min(buf.len());
+                let n = self.pass(&pending[at..at + take]);
+                buf[..n].copy_from_slice(&pending[at..at + n]);
+                // A cut consumed the byte it was cut before (`pass` stepped over it).
+                self.pending_at = at + n + usize::from(self.skipping);
+                std::mem::swap(&mut self.pending, &mut pending);
+                if n > 0 {
+                    self.out += n as u64;
+                    return Ok(n);
+                }
+                continue;
+            }
+            if self.skipping {
+                if !self.refill()? {
+                    // The cut record never ends.
+                    return Err(std::io::Error::other(Tripped::Record));
+                }
+                continue;
+            }
+            // The common path: read straight into the caller's buffer.
+            let n = self.inner.read(buf)?;
+            self.count(n)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let ok = self.pass(&buf[..n]);
+            if ok < n {
+                // Cut before `buf[ok]` (stepped over): the rest is skipped from `ok + 1`.
+                self.pending.clear();
+                self.pending.extend_from_slice(&buf[ok + 1..n]);
+                self.pending_at = 0;
+            }
+            if ok > 0 {
+                self.out += ok as u64;
+                return Ok(ok);
+            }
+        }
     }
 }
 
@@ -165,6 +431,8 @@ pub fn open_rows(
 struct CsvRows {
     reader: csv::Reader<BufReader<Guard>>,
     guard: Arc<GuardState>,
+    /// The row just read was cut at the record limit.
+    cut: bool,
     total_limit: u64,
     headers: Vec<String>,
     /// The csv crate reports record lines one too low in CRLF files (it counts the `\n`
@@ -196,14 +464,19 @@ impl CsvRows {
         total_limit: u64,
         delimiter: u8,
     ) -> Result<Box<dyn RowReader>, DatasetError> {
-        let guard = Arc::new(GuardState::default());
+        Self::open_with(input, total_limit, delimiter, MAX_RECORD_BYTES)
+    }
+
+    fn open_with(
+        input: Box<dyn Read + Send>,
+        total_limit: u64,
+        delimiter: u8,
+        record_limit: u64,
+    ) -> Result<Box<dyn RowReader>, DatasetError> {
+        let guard = Arc::new(GuardState::new());
         let mut input = BufReader::with_capacity(
             1 << 16,
-            Guard {
-                inner: input,
-                state: guard.clone(),
-                total_limit,
-            },
+            Guard::new(input, guard.clone(), delimiter, record_limit, total_limit),
         );
         let head = input
             .fill_buf()
@@ -236,10 +509,16 @@ impl CsvRows {
             };
             headers.push(text.trim().to_string());
         }
-        guard.since_record.store(0, Ordering::Relaxed);
+        if guard.header_cut.load(Ordering::Relaxed) {
+            return Err(DatasetError::RecordTooLong {
+                line: 1,
+                limit: record_limit,
+            });
+        }
         Ok(Box::new(CsvRows {
             reader,
             guard,
+            cut: false,
             total_limit,
             headers: check_headers(headers)?,
             line_offset: u64::from(crlf),
@@ -275,6 +554,10 @@ impl RowReader for CsvRows {
         &self.headers
     }
 
+    fn cut(&self) -> bool {
+        self.cut
+    }
+
     fn next_row(&mut self, record: &mut ByteRecord) -> Result<Option<u64>, DatasetError> {
         loop {
             // The line the next record starts on, for the error if it never ends.
@@ -284,9 +567,15 @@ impl RowReader for CsvRows {
                 Ok(false) => return Ok(None),
                 Err(e) => return Err(Self::csv_error(e, start, self.total_limit)),
             }
-            // What the csv reader holds now is at most its read-ahead.
-            let ahead = self.reader.get_ref().buffer().len() as u64;
-            self.guard.since_record.store(ahead, Ordering::Relaxed);
+            let begin = record.position().map_or(0, |p| p.byte());
+            let cut = self.guard.take(begin, self.reader.position().byte());
+            self.cut = cut.is_some();
+            if let Some(skipped) = cut {
+                let line = record.position().map(|p| p.line()).unwrap_or(0) + self.line_offset;
+                // The csv reader never saw the line breaks skipped with the record.
+                self.line_offset += skipped;
+                return Ok(Some(line));
+            }
             // A blank line is not a row (the csv crate yields it as one empty field).
             if record.len() == 1 && record[0].is_empty() {
                 continue;
@@ -411,26 +700,33 @@ impl RowReader for ParquetRows {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::Strategy;
     use std::io::Write;
 
-    /// A 1 MB gzip file that expands to one endless line: refused at the record limit with
-    /// the line it started on, having held at most about the limit in memory.
+    /// A record that never ends refuses the file with the line it started on, the reader
+    /// having held at most the limit of it; gzip-compressed (a 40 KB file that expands to
+    /// one endless 40 MiB line), the decompression limit refuses it as a bomb.
     #[test]
     fn a_record_that_never_ends_refuses_the_file_at_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("endless.csv.gz");
+        let plain = dir.path().join("endless.csv");
+        let gzip = dir.path().join("endless.csv.gz");
+        let mut f = std::io::BufWriter::new(File::create(&plain).unwrap());
         let mut gz = flate2::write::GzEncoder::new(
-            File::create(&path).unwrap(),
+            File::create(&gzip).unwrap(),
             flate2::Compression::best(),
         );
-        gz.write_all(b"a,b\n1,2\n3,\"").unwrap();
-        let chunk = vec![b'x'; 1 << 20];
-        for _ in 0..40 {
-            gz.write_all(&chunk).unwrap();
+        for out in [&mut f as &mut dyn Write, &mut gz] {
+            out.write_all(b"a,b\n1,2\n3,\"").unwrap();
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..40 {
+                out.write_all(&chunk).unwrap();
+            }
         }
+        drop(f);
         gz.finish().unwrap();
-        assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
-        let mut rows = open_rows(&path, Format::CsvGzip, b',').unwrap();
+        assert!(std::fs::metadata(&gzip).unwrap().len() < 1 << 20);
+        let mut rows = open_rows(&plain, Format::Csv, b',').unwrap();
         let mut record = ByteRecord::new();
         assert_eq!(rows.next_row(&mut record).unwrap(), Some(2));
         match rows.next_row(&mut record) {
@@ -439,7 +735,104 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(record.as_slice().len() as u64 <= MAX_RECORD_BYTES + (1 << 17));
+        assert!(record.as_slice().len() as u64 <= MAX_RECORD_BYTES);
+        let mut rows = open_rows(&gzip, Format::CsvGzip, b',').unwrap();
+        assert_eq!(rows.next_row(&mut record).unwrap(), Some(2));
+        let err = rows.next_row(&mut record).unwrap_err();
+        assert!(
+            matches!(err, DatasetError::TooMuchDecompressed { .. }),
+            "{err}"
+        );
+        assert!(record.as_slice().len() as u64 <= MAX_RECORD_BYTES);
+    }
+
+    /// Reads every row of `data` with a record limit of `limit` bytes: (line, fields, cut).
+    fn read_all(data: &[u8], limit: u64) -> Vec<(u64, Vec<Vec<u8>>, bool)> {
+        let mut rows = CsvRows::open_with(
+            Box::new(std::io::Cursor::new(data.to_vec())),
+            u64::MAX,
+            b',',
+            limit,
+        )
+        .unwrap();
+        let mut record = ByteRecord::new();
+        let mut out = Vec::new();
+        while let Some(line) = rows.next_row(&mut record).unwrap() {
+            out.push((
+                line,
+                record.iter().map(<[u8]>::to_vec).collect(),
+                rows.cut(),
+            ));
+        }
+        out
+    }
+
+    /// A record past the limit is cut, marked, and skipped to its end; the rows after it
+    /// read as before, with their own line numbers — whether it was cut inside quotes
+    /// (a closing quote is owed), on the quote of a `""`, or outside quotes.
+    #[test]
+    fn a_long_record_that_ends_is_one_cut_row_and_the_rest_read() {
+        let data = b"a,b\n1,2\nxxxxxxxxxxxxxxxxxxxx,3\n4,\"quoted\nand long enough to cut\"\n5,\"ab\"\"\"\"cdefghijkl\"\n6,7\n";
+        let rows = read_all(data, 10);
+        let summary: Vec<(u64, bool)> = rows.iter().map(|r| (r.0, r.2)).collect();
+        assert_eq!(
+            summary,
+            [(2, false), (3, true), (4, true), (6, true), (7, false)],
+            "{rows:?}"
+        );
+        assert_eq!(rows[0].1, [b"1".to_vec(), b"2".to_vec()]);
+        assert_eq!(rows[1].1, [b"xxxxxxxxxx".to_vec()]);
+        assert_eq!(rows[2].1, [b"4".to_vec(), b"quoted\n".to_vec()]);
+        assert_eq!(rows[4].1, [b"6".to_vec(), b"7".to_vec()]);
+    }
+
+    /// One field of a CSV row: its raw text and what the csv reader reads from it.
+    fn field() -> impl Strategy<Value = (String, String)> {
+        proptest::prop_oneof![
+            // Unquoted; a quote inside is a literal (12" screens).
+            "[a-z0-9][a-z0-9\" ]{0,5}".prop_map(|s| (s.clone(), s)),
+            // Quoted, with delimiters, line breaks and doubled quotes inside.
+            "[a-z,\"\n ]{0,6}".prop_map(|s| (format!("\"{}\"", s.replace('"', "\"\"")), s)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+
+        /// Whatever the quoting and the limit, a row is cut exactly when its raw record is
+        /// longer than the limit; every other row reads as the csv reader reads it without
+        /// a guard, on its own line.
+        #[test]
+        fn rows_are_cut_exactly_when_longer_than_the_limit(
+            rows in proptest::collection::vec(proptest::collection::vec(field(), 1..5), 1..30),
+            crlf in proptest::bool::ANY,
+            limit in 5u64..40,
+        ) {
+            let end = if crlf { "\r\n" } else { "\n" };
+            let mut data = format!("a,b,c{end}");
+            let mut expected = Vec::new();
+            let mut line = 2u64;
+            for row in &rows {
+                let raw = row.iter().map(|f| f.0.as_str()).collect::<Vec<_>>().join(",");
+                let fields: Vec<Vec<u8>> = row.iter().map(|f| f.1.as_bytes().to_vec()).collect();
+                let blank = fields.len() == 1 && fields[0].is_empty();
+                if !blank || raw.len() as u64 > limit {
+                    expected.push((line, fields, raw.len() as u64 > limit));
+                }
+                line += 1 + raw.matches('\n').count() as u64;
+                data.push_str(&raw);
+                data.push_str(end);
+            }
+            let got = read_all(data.as_bytes(), limit);
+            proptest::prop_assert_eq!(got.len(), expected.len(), "{:?}", data);
+            for (g, e) in got.iter().zip(&expected) {
+                proptest::prop_assert_eq!(g.0, e.0, "line, in {:?}", data);
+                proptest::prop_assert_eq!(g.2, e.2, "cut, in {:?}", data);
+                if !e.2 {
+                    proptest::prop_assert_eq!(&g.1, &e.1, "fields, in {:?}", data);
+                }
+            }
+        }
     }
 
     /// Long records below the limit still read; the count restarts at every record.
