@@ -32,11 +32,11 @@ def rows():
 
 def fill(make, limit=LIMIT, max_rows=10_000):
     """The largest body `make(n)` under the limit with n <= max_rows, by bisection on n."""
-    if len(make(max_rows)) <= limit:
-        return make(max_rows), max_rows
     lo, hi = 1, 1
     while len(make(hi)) <= limit:
-        lo, hi = hi, hi * 2
+        if hi >= max_rows:
+            return make(max_rows), max_rows
+        lo, hi = hi, min(hi * 2, max_rows + 1)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if len(make(mid)) <= limit:
@@ -65,6 +65,10 @@ def bodies():
     ]:
         body, n = fill(make)
         out.append((f"{form}, {n} rows", path, ctype, body))
+        if n == 10_000:
+            # The whole body limit, past the row limit: refused, at what cost.
+            body, n = fill(make, max_rows=10**9)
+            out.append((f"{form}, {n} rows (over --max-rows)", path, ctype, body))
     tiny = b'{"dataframe_records": [' + b",".join([b'{"a":1}'] * 700_000) + b"]}"
     out.append(("hostile: 700,000 {\"a\":1} records", "/invocations", "application/json", tiny))
     keys = b'{"dataframe_records": [{' + b",".join(b'"k%d":1' % i for i in range(400_000)) + b"}]}"
