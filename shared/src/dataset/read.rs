@@ -626,6 +626,24 @@ impl ParquetRows {
             }
         }
         let headers = check_headers(schema.fields().iter().map(|f| f.name().clone()).collect())?;
+        // The parquet crate asserts (panics) on a column chunk whose offsets or size are
+        // negative; a corrupt file must be an error instead (found by `make fuzz`).
+        for (g, group) in builder.metadata().row_groups().iter().enumerate() {
+            for column in group.columns() {
+                let bad = column.data_page_offset() < 0
+                    || column.compressed_size() < 0
+                    || column.dictionary_page_offset().is_some_and(|o| o < 0)
+                    || column.index_page_offset().is_some_and(|o| o < 0);
+                if bad {
+                    return Err(DatasetError::Parquet(
+                        parquet::errors::ParquetError::General(format!(
+                            "corrupt file: row group {g}, column {:?} has a negative offset or size",
+                            column.column_path().string()
+                        )),
+                    ));
+                }
+            }
+        }
         Ok(Box::new(ParquetRows {
             reader: builder.build()?,
             headers,
@@ -685,7 +703,15 @@ impl RowReader for ParquetRows {
                 // line 1 in the CSV convention).
                 return Ok(Some(self.row_number + 1));
             }
-            match self.reader.next() {
+            // A safety net for other assertions in the parquet crate on corrupt bytes.
+            let next =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reader.next()))
+                    .map_err(|_| {
+                        DatasetError::Parquet(parquet::errors::ParquetError::General(
+                            "corrupt file: the Parquet reader failed on it".into(),
+                        ))
+                    })?;
+            match next {
                 None => return Ok(None),
                 Some(batch) => {
                     self.batch = Some(batch?);
@@ -744,6 +770,34 @@ mod tests {
             "{err}"
         );
         assert!(record.as_slice().len() as u64 <= MAX_RECORD_BYTES);
+    }
+
+    /// A Parquet file whose column chunk starts at a negative offset (found by `make fuzz`:
+    /// the parquet crate asserts on it) is an error, not a panic.
+    #[test]
+    fn a_corrupt_parquet_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corrupt.parquet");
+        std::fs::write(
+            &path,
+            include_bytes!("testdata/negative-column-start.parquet"),
+        )
+        .unwrap();
+        let result = std::panic::catch_unwind(|| {
+            let mut record = ByteRecord::new();
+            match open_rows(&path, Format::Parquet, b',') {
+                Err(e) => Err(e),
+                Ok(mut rows) => loop {
+                    match rows.next_row(&mut record) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                },
+            }
+        });
+        let err = result.expect("no panic").unwrap_err();
+        assert!(err.to_string().contains("corrupt file"), "{err}");
     }
 
     /// Reads every row of `data` with a record limit of `limit` bytes: (line, fields, cut).
