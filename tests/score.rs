@@ -1431,6 +1431,34 @@ mod parsers {
         })
     }
 
+    /// The streaming and the tree parser answered alike: the same frame, or the same
+    /// status, sentence and details.
+    fn same_answer(
+        streamed: Result<parse::Frame<'_>, lambdaml_score::error::ApiError>,
+        tree: Result<parse::Frame<'_>, lambdaml_score::error::ApiError>,
+    ) -> Result<(), TestCaseError> {
+        match (streamed, tree) {
+            (Ok(s), Ok(t)) => {
+                prop_assert_eq!(s.rows, t.rows);
+                prop_assert_eq!(&s.values, &t.values);
+                prop_assert_eq!(&s.ignored, &t.ignored);
+            }
+            (Err(s), Err(t)) => {
+                prop_assert_eq!(s.status, t.status);
+                prop_assert_eq!(&s.error, &t.error);
+                prop_assert_eq!(s.details_total, t.details_total);
+                prop_assert_eq!(format!("{:?}", s.details), format!("{:?}", t.details));
+            }
+            (s, t) => prop_assert!(
+                false,
+                "streamed {:?}, tree {:?}",
+                s.map(|_| ()),
+                t.map(|_| ())
+            ),
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -1460,21 +1488,7 @@ mod parsers {
             let v: Value = serde_json::from_slice(&body).unwrap();
             if let Some(streamed) = stream::records(model, &body, LIMITS, &mut owned) {
                 let tree = parse::mlflow_json(model, &v, LIMITS);
-                match (streamed, tree) {
-                    (Ok(s), Ok(t)) => {
-                        let s = s.resolve(&owned);
-                        prop_assert_eq!(s.rows, t.rows);
-                        prop_assert_eq!(&s.values, &t.values);
-                        prop_assert_eq!(&s.ignored, &t.ignored);
-                    }
-                    (Err(s), Err(t)) => {
-                        prop_assert_eq!(s.status, t.status);
-                        prop_assert_eq!(&s.error, &t.error);
-                        prop_assert_eq!(s.details_total, t.details_total);
-                        prop_assert_eq!(format!("{:?}", s.details), format!("{:?}", t.details));
-                    }
-                    (s, t) => prop_assert!(false, "streamed {:?}, tree {:?}", s.map(|_| ()), t.map(|_| ())),
-                }
+                same_answer(streamed.map(|p| p.resolve(&owned)), tree)?;
             }
         }
 
@@ -1501,16 +1515,10 @@ mod parsers {
             let streamed = stream::records(model, &body, LIMITS, &mut owned);
             prop_assert!(streamed.is_some(), "a records body is streamed");
             let v: Value = serde_json::from_slice(&body).unwrap();
-            match (streamed.unwrap(), parse::mlflow_json(model, &v, LIMITS)) {
-                (Ok(s), Ok(t)) => prop_assert_eq!(&s.resolve(&owned).values, &t.values),
-                (Err(s), Err(t)) => {
-                    prop_assert_eq!(s.status, t.status);
-                    prop_assert_eq!(&s.error, &t.error);
-                    prop_assert_eq!(s.details_total, t.details_total);
-                    prop_assert_eq!(format!("{:?}", s.details), format!("{:?}", t.details));
-                }
-                (s, t) => prop_assert!(false, "streamed {:?}, tree {:?}", s.map(|_| ()), t.map(|_| ())),
-            }
+            same_answer(
+                streamed.unwrap().map(|p| p.resolve(&owned)),
+                parse::mlflow_json(model, &v, LIMITS),
+            )?;
         }
 
         #[test]

@@ -63,11 +63,11 @@ pub fn records<'a>(
         patches: Vec::new(),
         found: None,
         over: None,
-        other: false,
     };
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = (&mut de).deserialize_map(Top(&mut state));
-    if parsed.is_err() || de.end().is_err() || state.other {
+    // Any error — another shape (`not_records`), malformed JSON — leaves it to the tree.
+    if parsed.is_err() || de.end().is_err() {
         return None;
     }
     state.found?;
@@ -98,15 +98,11 @@ struct State<'m, 'a, 'o> {
     found: Option<&'static str>,
     /// Set when there were more rows than the limit (the total counted).
     over: Option<usize>,
-    /// Set when the body turned out to have another shape: the tree parser decides.
-    other: bool,
 }
 
-impl State<'_, '_, '_> {
-    fn stop<E: de::Error>(&mut self) -> E {
-        self.other = true;
-        E::custom("not a records body")
-    }
+/// Stops the pass: the body has another shape, and the tree parser decides.
+fn not_records<E: de::Error>() -> E {
+    E::custom("not a records body")
 }
 
 /// The top-level object: one records key, optionally `params`.
@@ -128,10 +124,10 @@ impl<'de, 'm, 'o> Visitor<'de> for Top<'_, 'm, 'de, 'o> {
                 continue;
             }
             let Some(&known) = MLFLOW_KEYS.iter().find(|k| **k == key) else {
-                return Err(state.stop());
+                return Err(not_records());
             };
             if known == "dataframe_split" || state.found.is_some() {
-                return Err(state.stop());
+                return Err(not_records());
             }
             state.found = Some(known);
             map.next_value_seed(Rows {
@@ -211,35 +207,8 @@ impl<'de, 'm, 'o> Visitor<'de> for Rows<'_, 'm, 'de, 'o> {
             };
         }
     }
-
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        // Columns: the tree parser's form.
-        Err(self.state.stop())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(self.state.stop())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Err(self.state.stop())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Err(self.state.stop())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Err(self.state.stop())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Err(self.state.stop())
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(self.state.stop())
-    }
+    // Anything but an array (columns, a scalar) is refused by serde's default visitor
+    // methods: the tree parser's forms.
 }
 
 /// One element of the records array.
@@ -263,7 +232,7 @@ impl<'de, 'm, 'o> Record<'_, 'm, 'de, 'o> {
     /// `instances` / `inputs` (the tree parser's forms), otherwise a row error.
     fn not_a_record<E: de::Error>(self, what: &str) -> Result<(), E> {
         if self.first && self.key != "dataframe_records" {
-            return Err(self.state.stop());
+            return Err(not_records());
         }
         let row = self.state.builder.add_row();
         self.state.builder.errors.push(
@@ -312,7 +281,7 @@ impl<'de, 'm, 'o> Visitor<'de> for Record<'_, 'm, 'de, 'o> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if self.first && self.key != "dataframe_records" {
-            return Err(self.state.stop());
+            return Err(not_records());
         }
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         self.not_a_record("an array")
