@@ -613,8 +613,8 @@ async fn bad_input_gets_a_stated_outcome_and_never_a_panic() {
         .await
         .unwrap();
     // The baseline loses its reference values of `count` (a feature absent from the baseline).
-    let bkey = ObjectKey::new(lambdaml::baseline::baseline_key("mixed", &d.version)).unwrap();
-    let skey = ObjectKey::new(lambdaml::baseline::samples_key("mixed", &d.version)).unwrap();
+    let bkey = lambdaml::layout::baseline("mixed", &d.version).unwrap();
+    let skey = lambdaml::layout::baseline_samples("mixed", &d.version).unwrap();
     let mut baseline = Baseline::decode(
         &d.store.get(&bkey).await.unwrap().bytes,
         &d.store.get(&skey).await.unwrap().bytes,

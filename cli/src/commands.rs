@@ -7,10 +7,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
 use lambdaml::dataset::{DatasetManifest, Profile, Schema};
+use lambdaml::layout;
 use lambdaml::message::{IngestRequest, PreprocessRequest, Stage};
 use lambdaml::queue::DEPLOYMENTS;
 use lambdaml::queue::{QueueStats, Queues, open_queues};
-use lambdaml::run::spec_snapshot_key;
 use lambdaml::spec::ModelSpec;
 use lambdaml::stage::{DrainOptions, Handled, StageHandler, drain};
 use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, open_store};
@@ -130,7 +130,7 @@ impl Ctx {
     /// Uploads a spec to `specs/<model>.toml`, checking it first.
     pub async fn put_spec(&self, text: &str, origin: &str) -> Result<ModelSpec> {
         let spec = ModelSpec::parse(text).with_context(|| format!("reading {origin}"))?;
-        let key = ObjectKey::new(format!("specs/{}.toml", spec.model.name))?;
+        let key = layout::spec(&spec.model.name)?;
         self.store
             .put(&key, bytes::Bytes::from(text.to_string()))
             .await?;
@@ -327,7 +327,7 @@ async fn ingest(ctx: &Ctx, args: IngestArgs) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| anyhow!("{} has no file name", args.file.display()))?;
-    let key = ObjectKey::new(format!("raw/{dataset}/{name}"))?;
+    let key = layout::raw(&dataset, &name)?;
     ctx.store.put_file(&key, &args.file).await?;
     let outcome = ctx.ingest_key(key, Some(dataset)).await?;
     let handled = if args.no_run {
@@ -394,7 +394,7 @@ async fn preprocess(ctx: &Ctx, args: PreprocessArgs) -> Result<()> {
         }
     };
     let sha = lambdaml::sha256_hex(text.as_bytes());
-    let snapshot = ObjectKey::new(spec_snapshot_key(&spec.model.name, &sha))?;
+    let snapshot = layout::spec_snapshot(&spec.model.name, &sha)?;
     ctx.store
         .put_immutable(&snapshot, bytes::Bytes::from(text))
         .await?;
@@ -463,7 +463,7 @@ async fn manifests(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<DatasetM
 }
 
 pub async fn latest_version(store: &dyn ObjectStore, dataset: &str) -> Result<DatasetManifest> {
-    manifests(store, &format!("datasets/{dataset}/"))
+    manifests(store, &layout::dataset_versions(dataset))
         .await?
         .pop()
         .ok_or_else(|| anyhow!("dataset {dataset:?} has no versions; ingest a file first"))
@@ -480,7 +480,7 @@ struct DatasetView {
 async fn datasets(ctx: &Ctx, command: DatasetsCommand) -> Result<()> {
     match command {
         DatasetsCommand::List => {
-            let all = manifests(ctx.store.as_ref(), "datasets/").await?;
+            let all = manifests(ctx.store.as_ref(), layout::DATASETS).await?;
             emit(ctx.json, &serde_json::json!({ "versions": all }), |_| {
                 if all.is_empty() {
                     return "no datasets yet: try `lambdaml demo` or `lambdaml ingest FILE --spec SPEC`\n".to_string();
@@ -506,19 +506,16 @@ async fn datasets(ctx: &Ctx, command: DatasetsCommand) -> Result<()> {
             let manifest = match version {
                 Some(v) => ctx
                     .store
-                    .get_json::<DatasetManifest>(&ObjectKey::new(format!(
-                        "datasets/{dataset}/{v}/manifest.json"
-                    ))?)
+                    .get_json::<DatasetManifest>(&layout::dataset_file(
+                        &dataset,
+                        &v,
+                        "manifest.json",
+                    )?)
                     .await
                     .with_context(|| format!("dataset {dataset:?} version {v:?}"))?,
                 None => latest_version(ctx.store.as_ref(), &dataset).await?,
             };
-            let key = |name: &str| {
-                ObjectKey::new(format!(
-                    "datasets/{}/{}/{name}",
-                    manifest.dataset, manifest.version
-                ))
-            };
+            let key = |name: &str| layout::dataset_file(&manifest.dataset, &manifest.version, name);
             let schema: Schema = ctx.store.get_json(&key("schema.json")?).await?;
             let profile: Profile = ctx.store.get_json(&key("profile.json")?).await?;
             let rejected_text = ctx.store.get(&key("rejected.jsonl")?).await?.bytes;

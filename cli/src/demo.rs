@@ -12,6 +12,7 @@ use anyhow::{Result, anyhow};
 use bytes::Bytes;
 use clap::Args;
 use lambdaml::dataset::{Profile, Schema};
+use lambdaml::layout;
 use lambdaml::message::{IngestRequest, Message, Stage, StageMessage};
 use lambdaml::run::RunManifest;
 use lambdaml::stage::Handled;
@@ -395,10 +396,7 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         }
         out.into_bytes()
     };
-    let raw = ObjectKey::new(format!(
-        "raw/{}/weather_noaa_first_5_years.csv",
-        spec.dataset.name
-    ))?;
+    let raw = layout::raw(&spec.dataset.name, "weather_noaa_first_5_years.csv")?;
     ctx.store.put(&raw, Bytes::from(initial)).await?;
 
     let started = Instant::now();
@@ -432,8 +430,7 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("the redelivered ingest message was not handled: {second:?}"))?;
     handled.extend(second);
 
-    let prefix = format!("datasets/{}/{}", dataset.dataset, dataset.version);
-    let key = |n: &str| ObjectKey::new(format!("{prefix}/{n}"));
+    let key = |n: &str| layout::dataset_file(&dataset.dataset, &dataset.version, n);
     let schema: Schema = ctx.store.get_json(&key("schema.json")?).await?;
     let profile: Profile = ctx.store.get_json(&key("profile.json")?).await?;
     let rejected = ctx.store.get(&key("rejected.jsonl")?).await?.bytes;
@@ -559,7 +556,7 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
 
 fn render(r: &DemoHead<'_>) -> String {
     let d = &r.dataset;
-    let prefix = format!("datasets/{}/{}", d.dataset, d.version);
+    let prefix = layout::dataset_version(&d.dataset, &d.version);
     let mut s = format!(
         "1. ingest    dataset {} version {}{} in {:.2}s\n             {} valid rows → {prefix}/data.parquet, {} quarantined → rejected.jsonl\n",
         d.dataset,

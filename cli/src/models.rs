@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand};
+use lambdaml::layout;
 use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage};
 use lambdaml::queue::DEPLOYMENTS;
 use lambdaml::registry::{Action, Registry, RegistryStore};
-use lambdaml::run::spec_snapshot_key;
 use lambdaml::stage::Handled;
-use lambdaml::store::{ObjectKey, ObjectStoreExt};
+use lambdaml::store::ObjectStoreExt;
 use serde::Serialize;
 
 use crate::commands::{Ctx, latest_version, render_handled};
@@ -42,7 +42,7 @@ pub async fn train_spec(
     let spec = ctx.put_spec(spec_text, origin).await?;
     let dataset = latest_version(ctx.store.as_ref(), &spec.dataset.name).await?;
     let sha = lambdaml::sha256_hex(spec_text.as_bytes());
-    let snapshot = ObjectKey::new(spec_snapshot_key(&spec.model.name, &sha))?;
+    let snapshot = layout::spec_snapshot(&spec.model.name, &sha)?;
     ctx.store
         .put_immutable(&snapshot, bytes::Bytes::from(spec_text.to_string()))
         .await?;
@@ -86,17 +86,14 @@ pub async fn train(ctx: &Ctx, args: TrainArgs) -> Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| anyhow!("{} has no file name", data.display()))?;
-        let key = ObjectKey::new(format!("raw/{}/{name}", spec.dataset.name))?;
+        let key = layout::raw(&spec.dataset.name, &name)?;
         ctx.store.put_file(&key, data).await?;
     }
     let (dataset_version, handled) = match &args.data {
         // Ingest asks every spec of the dataset (this one included) to preprocess.
         Some(_) => {
             let outcome = ctx
-                .ingest_key(
-                    ObjectKey::new(format!("raw/{}/{}", spec.dataset.name, data_name(&args)?))?,
-                    None,
-                )
+                .ingest_key(layout::raw(&spec.dataset.name, &data_name(&args)?)?, None)
                 .await?;
             (outcome.version, ctx.drain().await?)
         }
@@ -283,16 +280,12 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
         } => {
             let manifest: serde_json::Value = ctx
                 .store
-                .get_json(&ObjectKey::new(format!(
-                    "models/{model}/{v}/manifest.json"
-                ))?)
+                .get_json(&layout::model_manifest(&model, &v)?)
                 .await
                 .with_context(|| format!("model {model} version {v}"))?;
             let evaluation: Option<serde_json::Value> = ctx
                 .store
-                .get_json(&ObjectKey::new(format!(
-                    "models/{model}/{v}/evaluation.json"
-                ))?)
+                .get_json(&layout::evaluation(&model, &v)?)
                 .await
                 .ok();
             let view = serde_json::json!({"manifest": manifest, "evaluation": evaluation});

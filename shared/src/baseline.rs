@@ -272,16 +272,6 @@ impl Baseline {
     }
 }
 
-/// The key of a version's baseline.
-pub fn baseline_key(model: &str, version: &str) -> String {
-    format!("models/{model}/{version}/baseline.json")
-}
-
-/// The key of a version's reference samples (`baseline.samples`, next to `baseline.json`).
-pub fn samples_key(model: &str, version: &str) -> String {
-    format!("models/{model}/{version}/baseline.samples")
-}
-
 /// A baseline could not be read back.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

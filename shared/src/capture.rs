@@ -198,26 +198,17 @@ impl std::fmt::Debug for CaptureWriter {
     }
 }
 
-/// `<prefix>/<model>/<YYYY-MM-DD>/<HH>/`.
-fn hour_prefix(prefix: &str, model: &str, at: DateTime<Utc>) -> String {
-    format!("{prefix}/{model}/{}/", at.format("%Y-%m-%d/%H"))
-}
-
 /// The capture folder of Unix hour `hour`.
 fn capture_dir(model: &str, hour: i64) -> String {
     let at = DateTime::<Utc>::from_timestamp(hour * 3600, 0).unwrap_or_default();
-    hour_prefix("captures", model, at)
+    crate::layout::records_of_hour(crate::layout::CAPTURES, model, at)
 }
 
 /// A fresh object name under `dir` (time first, so listings sort by time).
 fn object_key(dir: &str) -> Result<ObjectKey, StoreError> {
     let now = Utc::now();
     let id = uuid::Uuid::new_v4().simple().to_string();
-    ObjectKey::new(format!(
-        "{dir}{}-{}.jsonl",
-        now.format("%Y%m%dT%H%M%S%.3fZ"),
-        &id[..12]
-    ))
+    crate::layout::record_file(dir, now, &id[..12])
 }
 
 /// The current time, RFC 3339 with milliseconds.
@@ -509,7 +500,11 @@ pub async fn write_feedback(
         .first()
         .map(|r| time_of(&r.received_at))
         .unwrap_or_else(Utc::now);
-    let key = object_key(&hour_prefix("feedback", model, at))?;
+    let key = object_key(&crate::layout::records_of_hour(
+        crate::layout::FEEDBACK,
+        model,
+        at,
+    ))?;
     store.put(&key, Bytes::from(lines)).await?;
     Ok(key)
 }

@@ -8,13 +8,16 @@
 //! - The glue every function uses: [`stage`] (handler errors, draining queues locally),
 //!   [`lambda`] (Lambda event shapes: direct, S3, SQS, batch failures) and [`telemetry`].
 
+mod aws;
 pub mod baseline;
 pub mod capture;
 pub mod config;
 pub mod dataset;
 pub mod drift;
+pub mod error;
 pub mod features;
 pub mod lambda;
+pub mod layout;
 pub mod matrix;
 pub mod message;
 pub mod metrics;

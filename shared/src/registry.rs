@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ObjectKey, ObjectStore, StoreError, to_json_bytes};
+use crate::store::{ObjectStore, StoreError, to_json_bytes};
 
 /// Registry failures.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,18 @@ pub enum RegistryError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl crate::error::Classify for RegistryError {
+    /// The store's failures as the store classifies them, and contention (another writer
+    /// kept winning) is worth a retry; everything else is about the request itself.
+    fn retry(&self) -> crate::error::Retry {
+        match self {
+            RegistryError::Store(e) => crate::error::Classify::retry(e),
+            RegistryError::Contention(_) => crate::error::Retry::Retryable,
+            _ => crate::error::Retry::Permanent,
+        }
+    }
 }
 
 /// A version's status.
@@ -329,11 +341,6 @@ pub struct RegistryStore {
     store: Arc<dyn ObjectStore>,
 }
 
-/// The key of a model's registry document.
-pub fn registry_key(model: &str) -> Result<ObjectKey, StoreError> {
-    ObjectKey::new(format!("registry/{model}.json"))
-}
-
 impl RegistryStore {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
@@ -342,7 +349,7 @@ impl RegistryStore {
 
     /// The document and its etag, or `None` when the model has none.
     pub async fn load(&self, model: &str) -> Result<Option<(Registry, String)>, RegistryError> {
-        let key = registry_key(model)?;
+        let key = crate::layout::registry(model)?;
         match self.store.get(&key).await {
             Ok(object) => {
                 let registry: Registry =
@@ -361,15 +368,11 @@ impl RegistryStore {
     pub async fn models(&self) -> Result<Vec<String>, RegistryError> {
         let mut names: Vec<String> = self
             .store
-            .list_all("registry/")
+            .list_all(crate::layout::REGISTRY)
             .await?
             .into_iter()
             .filter_map(|meta| {
-                let name = meta
-                    .key
-                    .as_str()
-                    .strip_prefix("registry/")?
-                    .strip_suffix(".json")?;
+                let name = crate::layout::registry_model(meta.key.as_str())?;
                 (!name.contains('/')).then(|| name.to_string())
             })
             .collect();
@@ -393,7 +396,7 @@ impl RegistryStore {
         model: &str,
         mut edit: impl FnMut(&mut Registry) -> Result<T, RegistryError>,
     ) -> Result<(Registry, T), RegistryError> {
-        let key = registry_key(model)?;
+        let key = crate::layout::registry(model)?;
         for attempt in 0..200u32 {
             let current = self.load(model).await?;
             let (mut registry, etag) = match current {

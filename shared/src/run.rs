@@ -54,11 +54,6 @@ pub fn run_id(model: &str, dataset_version: &str, spec_sha256: &str) -> String {
     format!("{model}-{}", &digest[..12])
 }
 
-/// Where a spec snapshot is kept: content-addressed, immutable.
-pub fn spec_snapshot_key(model: &str, spec_sha256: &str) -> String {
-    format!("specs/history/{model}/{}.toml", &spec_sha256[..16])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

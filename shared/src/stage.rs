@@ -13,60 +13,118 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::error::{Cause, Classify, Retry};
 use crate::lambda::{
     BatchItemFailure, BatchResponse, Incoming, S3Object, SqsRecord, classify, s3_objects,
 };
 use crate::message::{Message, Stage};
 use crate::queue::{Queue, QueueError, Queues};
 
-/// A handler failure, classified.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A handler failure, classified, with its cause kept.
+///
+/// The reason is the whole sentence a person reads (a dead letter's reason, a log line);
+/// the source keeps the typed cause for code that inspects it. Whether a failure is
+/// retryable is decided by the cause's kind ([`Classify`]) when it has one: use `?` on the
+/// ports' errors, [`StageError::context`] to say what was being done, and
+/// [`StageError::invalid`] for input no retry will fix.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StageError {
     /// Retrying cannot help: dead-letter with this reason.
-    #[error("{0}")]
-    Permanent(String),
+    #[error("{reason}")]
+    Permanent {
+        /// Why.
+        reason: String,
+        /// The cause.
+        #[source]
+        source: Option<Cause>,
+    },
     /// May succeed later: redeliver.
-    #[error("{0} (will retry)")]
-    Retryable(String),
+    #[error("{reason} (will retry)")]
+    Retryable {
+        /// Why.
+        reason: String,
+        /// The cause.
+        #[source]
+        source: Option<Cause>,
+    },
 }
 
 impl StageError {
+    /// A permanent failure with no other cause than `reason`.
+    pub fn permanent(reason: impl std::fmt::Display) -> Self {
+        StageError::Permanent {
+            reason: reason.to_string(),
+            source: None,
+        }
+    }
+
+    /// A retryable failure with no other cause than `reason`.
+    pub fn retryable(reason: impl std::fmt::Display) -> Self {
+        StageError::Retryable {
+            reason: reason.to_string(),
+            source: None,
+        }
+    }
+
+    /// Input no retry will fix (a spec that does not parse, a file without its label
+    /// column): permanent, with `error` kept as the cause.
+    pub fn invalid<E: std::error::Error + Send + Sync + 'static>(error: E) -> Self {
+        StageError::Permanent {
+            reason: error.to_string(),
+            source: Some(std::sync::Arc::new(error)),
+        }
+    }
+
+    /// A failure of this invocation's own machinery (writing a temporary file, say) that
+    /// the input is not to blame for: retryable, with `error` kept as the cause.
+    pub fn transient<E: std::error::Error + Send + Sync + 'static>(error: E) -> Self {
+        StageError::Retryable {
+            reason: error.to_string(),
+            source: Some(std::sync::Arc::new(error)),
+        }
+    }
+
+    /// `error` while doing `what` (`"reading the spec"`), classified by its kind.
+    pub fn context<E>(what: impl std::fmt::Display, error: E) -> Self
+    where
+        E: Classify + std::error::Error + Send + Sync + 'static,
+    {
+        let reason = format!("{what}: {error}");
+        let retry = error.retry();
+        let source = Some(std::sync::Arc::new(error) as Cause);
+        match retry {
+            Retry::Retryable => StageError::Retryable { reason, source },
+            Retry::Permanent => StageError::Permanent { reason, source },
+        }
+    }
+
     /// Whether a retry may help.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StageError::Retryable(_))
+        matches!(self, StageError::Retryable { .. })
     }
 
     /// The reason, without the retry note.
     pub fn reason(&self) -> &str {
         match self {
-            StageError::Permanent(r) | StageError::Retryable(r) => r,
+            StageError::Permanent { reason, .. } | StageError::Retryable { reason, .. } => reason,
         }
     }
 }
 
-impl From<crate::store::StoreError> for StageError {
-    fn from(e: crate::store::StoreError) -> Self {
-        if e.is_retryable() {
-            StageError::Retryable(e.to_string())
-        } else {
-            StageError::Permanent(e.to_string())
+/// Every classified error becomes a stage error its kind decides; the reason is its text.
+impl<E> From<E> for StageError
+where
+    E: Classify + std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        let reason = error.to_string();
+        let retry = error.retry();
+        let source = Some(std::sync::Arc::new(error) as Cause);
+        match retry {
+            Retry::Retryable => StageError::Retryable { reason, source },
+            Retry::Permanent => StageError::Permanent { reason, source },
         }
-    }
-}
-
-impl From<crate::store::JsonError> for StageError {
-    fn from(e: crate::store::JsonError) -> Self {
-        match e {
-            crate::store::JsonError::Store(s) => s.into(),
-            other => StageError::Permanent(other.to_string()),
-        }
-    }
-}
-
-impl From<QueueError> for StageError {
-    fn from(e: QueueError) -> Self {
-        StageError::Retryable(e.to_string())
     }
 }
 
@@ -86,11 +144,11 @@ pub async fn run_blocking<T: Send + 'static>(
                 .map(|s| (*s).to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "no message".to_string());
-            StageError::Permanent(format!(
+            StageError::permanent(format!(
                 "{what} panicked (a bug; please report it): {message}"
             ))
         } else {
-            StageError::Retryable(format!("{what} was cancelled: {e}"))
+            StageError::retryable(format!("{what} was cancelled: {e}"))
         }
     })
 }
@@ -125,7 +183,7 @@ pub trait StageHandler: Send + Sync {
     /// Turns a direct invocation's payload into a message. By default the payload must be
     /// a full [`Message`]; stages with a simpler direct form override this.
     fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
-        Message::parse(&payload.to_string()).map_err(|e| StageError::Permanent(e.to_string()))
+        Message::parse(&payload.to_string()).map_err(StageError::invalid)
     }
 
     /// Handles a direct payload that is not a stage message (deploy's rollback request, for
@@ -140,7 +198,7 @@ pub trait StageHandler: Send + Sync {
     /// Turns an object named by an S3 notification into a message. By default a stage
     /// takes no S3 events.
     fn message_from_s3(&self, object: &S3Object) -> Result<Message, StageError> {
-        Err(StageError::Permanent(format!(
+        Err(StageError::permanent(format!(
             "the {} stage takes no S3 events (got s3://{}/{})",
             self.stage(),
             object.bucket,
@@ -155,7 +213,7 @@ async fn handle_checked(
     message: Message,
 ) -> Result<serde_json::Value, StageError> {
     if message.body.stage() != handler.stage() {
-        return Err(StageError::Permanent(format!(
+        return Err(StageError::permanent(format!(
             "a {} message reached the {} stage",
             message.body.stage(),
             handler.stage()
@@ -172,7 +230,7 @@ async fn handle_body(
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(body)
         && let Some(objects) = s3_objects(&value)
     {
-        let objects = objects.map_err(|e| StageError::Permanent(e.to_string()))?;
+        let objects = objects.map_err(StageError::invalid)?;
         let mut results = Vec::with_capacity(objects.len());
         for object in &objects {
             let message = handler.message_from_s3(object)?;
@@ -203,7 +261,7 @@ pub async fn handle_lambda_event(
     event: serde_json::Value,
     source: Option<SqsSource<'_>>,
 ) -> Result<serde_json::Value, StageError> {
-    match classify(event).map_err(|e| StageError::Permanent(e.to_string()))? {
+    match classify(event).map_err(StageError::invalid)? {
         Incoming::Direct(payload) => {
             if let Some(result) = handler.handle_direct_action(&payload).await {
                 return result;
@@ -231,7 +289,7 @@ pub async fn dispatch(
     handler: &dyn StageHandler,
     body: &str,
 ) -> Result<serde_json::Value, StageError> {
-    let message = Message::parse(body).map_err(|e| StageError::Permanent(e.to_string()))?;
+    let message = Message::parse(body).map_err(StageError::invalid)?;
     handle_checked(handler, message).await
 }
 
@@ -351,13 +409,13 @@ pub async fn drain(
                         queue.delete(&message.receipt).await?;
                         ("ok", summary)
                     }
-                    Err(StageError::Retryable(reason)) => {
+                    Err(StageError::Retryable { reason, .. }) => {
                         queue
                             .release(&message.receipt, &reason, options.retry_delay)
                             .await?;
                         ("retry", serde_json::Value::String(reason))
                     }
-                    Err(StageError::Permanent(reason)) => {
+                    Err(StageError::Permanent { reason, .. }) => {
                         queue.dead_letter(&message, &reason).await?;
                         ("dead_letter", serde_json::Value::String(reason))
                     }
@@ -466,9 +524,7 @@ mod tests {
             Stage::Ingest
         }
         async fn handle(&self, _: Message) -> Result<serde_json::Value, StageError> {
-            Err(StageError::Retryable(
-                "the store did not answer".to_string(),
-            ))
+            Err(StageError::retryable("the store did not answer"))
         }
     }
 

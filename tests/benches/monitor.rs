@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use lambdaml::capture::{CaptureConfig, CaptureRecord, CaptureWriter, CapturedValue};
 use lambdaml::dataset::SplitMix64;
 use lambdaml::drift::{ks_2samp, psi, sort_values};
-use lambdaml::store::{FileStore, ObjectKey, ObjectStore};
+use lambdaml::store::{FileStore, ObjectStore};
 use lambdaml_monitor::{Monitor, MonitorRequest};
 
 const FEATURES: usize = 20;
@@ -220,15 +220,14 @@ async fn run_part() {
     assert_eq!(report.captures.rows_scored, 100_000);
     let o = out_dir();
     // The same data for Evidently: the baseline's reference values and the captured rows.
-    let key = |k: String| ObjectKey::new(k).unwrap();
     let baseline = lambdaml::baseline::Baseline::decode(
         &store
-            .get(&key(lambdaml::baseline::baseline_key("bench", &version)))
+            .get(&lambdaml::layout::baseline("bench", &version).unwrap())
             .await
             .unwrap()
             .bytes,
         &store
-            .get(&key(lambdaml::baseline::samples_key("bench", &version)))
+            .get(&lambdaml::layout::baseline_samples("bench", &version).unwrap())
             .await
             .unwrap()
             .bytes,

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use lambdaml::layout;
 use lambdaml::message::{DeployRequest, Message, Stage, StageMessage};
 use lambdaml::metrics::higher_is_better;
 use lambdaml::queue::Queue;
@@ -90,17 +91,6 @@ pub struct DeploymentEvent {
     /// announced again when its message is redelivered, and readers drop what they have seen.
     #[serde(default)]
     pub event_id: String,
-}
-
-fn permanent(e: impl std::fmt::Display) -> StageError {
-    StageError::Permanent(e.to_string())
-}
-
-fn registry_error(e: RegistryError) -> StageError {
-    match e {
-        RegistryError::Store(s) => s.into(),
-        other => permanent(other),
-    }
 }
 
 /// Applies a promotion rule to an evaluation. Pure: the registry is not touched.
@@ -195,7 +185,7 @@ impl Deploy {
             at: entry.at.clone(),
         };
         self.deployments
-            .send(&serde_json::to_string(&event).map_err(permanent)?)
+            .send(&serde_json::to_string(&event).map_err(StageError::invalid)?)
             .await?;
         Ok(())
     }
@@ -206,15 +196,14 @@ impl Deploy {
         let (model, version) = (request.model.clone(), request.version.clone());
         let evaluation: Evaluation = self
             .store
-            .get_json(
-                &ObjectKey::new(format!("models/{model}/{version}/evaluation.json"))
-                    .map_err(permanent)?,
-            )
+            .get_json(&layout::evaluation(&model, &version)?)
             .await
             .map_err(|e| match e {
                 // Missing or corrupt is permanent; a throttled or failing store is retried.
                 JsonError::Store(s) if s.is_retryable() => StageError::from(s),
-                other => permanent(format!("{model} {version} has no evaluation: {other}")),
+                other => {
+                    StageError::permanent(format!("{model} {version} has no evaluation: {other}"))
+                }
             })?;
         // The production version the rule's comparison was made against.
         let against: Option<Option<String>> = match &evaluation.against {
@@ -226,17 +215,14 @@ impl Deploy {
         };
         let run: RunManifest = self
             .store
-            .get_json(
-                &ObjectKey::new(format!("runs/{}/manifest.json", evaluation.run_id))
-                    .map_err(permanent)?,
-            )
+            .get_json(&layout::run_manifest(&evaluation.run_id)?)
             .await?;
         let spec_key = ObjectKey::new(run.artifacts.get("spec").cloned().unwrap_or_default())
-            .map_err(permanent)?;
+            .map_err(StageError::invalid)?;
         let spec = ModelSpec::parse(&String::from_utf8_lossy(
             &self.store.get(&spec_key).await?.bytes,
         ))
-        .map_err(permanent)?;
+        .map_err(StageError::invalid)?;
         let (rule_verdict, rule_reason) = apply_rule(&spec.promotion, &evaluation);
         let registry = RegistryStore::new(self.store.clone());
         let (after, changed) = registry
@@ -273,7 +259,7 @@ impl Deploy {
                 Ok(true)
             })
             .await
-            .map_err(registry_error)?;
+            .map_err(StageError::from)?;
         // The rule's recorded decision (not a later manual change). Announced on every
         // delivery, so an announcement lost after the swap is made on the redelivery;
         // `event_id` lets readers drop the repeats.
@@ -315,9 +301,9 @@ impl Deploy {
         let registry = RegistryStore::new(self.store.clone());
         let need = |v: Option<&str>| {
             v.map(str::to_string)
-                .ok_or_else(|| permanent("a version is required"))
+                .ok_or_else(|| StageError::permanent("a version is required"))
         };
-        registry.get(model).await.map_err(registry_error)?;
+        registry.get(model).await.map_err(StageError::from)?;
         let (after, ()) = registry
             .update(model, |r| {
                 match action {
@@ -347,7 +333,7 @@ impl Deploy {
                 Ok(())
             })
             .await
-            .map_err(registry_error)?;
+            .map_err(StageError::from)?;
         self.announce(&after).await?;
         Ok(after)
     }
@@ -375,9 +361,12 @@ impl StageHandler for Deploy {
         match message.body {
             StageMessage::Deploy(request) => {
                 let decision = self.deploy(&request).await?;
-                serde_json::to_value(decision).map_err(permanent)
+                serde_json::to_value(decision).map_err(StageError::invalid)
             }
-            other => Err(permanent(format!("deploy got a {} message", other.stage()))),
+            other => Err(StageError::permanent(format!(
+                "deploy got a {} message",
+                other.stage()
+            ))),
         }
     }
 
@@ -392,10 +381,10 @@ impl StageHandler for Deploy {
     /// Direct form: `{"model_name", "model_version"}` to decide, or a full message.
     fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
         if payload.get("stage").is_some() {
-            return Message::parse(&payload.to_string()).map_err(permanent);
+            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
         }
         let request: DeployRequest = serde_json::from_value(payload)
-            .map_err(|e| permanent(format!("invalid deploy request: {e}")))?;
+            .map_err(|e| StageError::permanent(format!("invalid deploy request: {e}")))?;
         Ok(Message::new(
             format!("deploy-{}-{}", request.model, request.version),
             Some(request.model.clone()),
@@ -415,7 +404,11 @@ pub async fn direct_rollback(
     }
     let request: Rollback = match serde_json::from_value(payload.clone()) {
         Ok(r) => r,
-        Err(e) => return Some(Err(permanent(format!("invalid rollback request: {e}")))),
+        Err(e) => {
+            return Some(Err(StageError::permanent(format!(
+                "invalid rollback request: {e}"
+            ))));
+        }
     };
     let _ = &request.action;
     let reason = request

@@ -13,11 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lambdaml::baseline::{
-    Baseline, FeatureReference, PredictionBaseline, baseline_key, samples_key,
-};
+use lambdaml::baseline::{Baseline, FeatureReference, PredictionBaseline};
 use lambdaml::dataset::read_parquet;
 use lambdaml::features::LabelEncoding;
+use lambdaml::layout;
 use lambdaml::matrix::Matrix;
 use lambdaml::message::{DeployRequest, EvaluateRequest, Message, Stage, StageMessage};
 use lambdaml::metrics::{self, Metrics};
@@ -90,12 +89,8 @@ pub struct Against {
     pub production: Option<String>,
 }
 
-fn permanent(e: impl std::fmt::Display) -> StageError {
-    StageError::Permanent(e.to_string())
-}
-
 fn key(k: impl Into<String>) -> Result<ObjectKey, StageError> {
-    ObjectKey::new(k).map_err(permanent)
+    ObjectKey::new(k).map_err(StageError::invalid)
 }
 
 /// The scalar metrics the registry keeps.
@@ -121,7 +116,7 @@ pub fn score_with_outputs(
 ) -> Result<(Metrics, Vec<f64>), StageError> {
     let predictions = model
         .predict_rows(&matrix.x, matrix.rows)
-        .map_err(permanent)?;
+        .map_err(StageError::invalid)?;
     let metrics = match (model.arch.task, label) {
         (TaskKind::Regression, _) | (_, LabelEncoding::Regression { .. }) => {
             let truth: Vec<f64> = matrix.y.iter().map(|v| f64::from(*v)).collect();
@@ -148,12 +143,14 @@ impl Evaluate {
         version: &str,
     ) -> Result<(ModelManifest, Model), StageError> {
         let manifest: ModelManifest = match store
-            .get_json(&key(format!("models/{model}/{version}/manifest.json"))?)
+            .get_json(&layout::model_manifest(model, version)?)
             .await
         {
             Ok(m) => m,
             Err(JsonError::Store(StoreError::NotFound(_))) => {
-                return Err(permanent(format!("model {model} has no version {version}")));
+                return Err(StageError::permanent(format!(
+                    "model {model} has no version {version}"
+                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -164,7 +161,7 @@ impl Evaluate {
             .unwrap_or_default();
         let weights = store.get(&key(weights_key)?).await?;
         let net = Model::from_safetensors(manifest.architecture.clone(), &weights.bytes)
-            .map_err(|e| permanent(format!("{model} {version}: {e}")))?;
+            .map_err(|e| StageError::permanent(format!("{model} {version}: {e}")))?;
         Ok((manifest, net))
     }
 
@@ -172,7 +169,7 @@ impl Evaluate {
     #[instrument(skip(self))]
     pub async fn evaluate(&self, request: &EvaluateRequest) -> Result<Evaluation, StageError> {
         let (model, version) = (&request.model, &request.version);
-        let eval_key = key(format!("models/{model}/{version}/evaluation.json"))?;
+        let eval_key = layout::evaluation(model, version)?;
         let evaluation = match self.store.get_json::<Evaluation>(&eval_key).await {
             Ok(existing) => existing,
             Err(JsonError::Store(StoreError::NotFound(_))) => {
@@ -188,17 +185,13 @@ impl Evaluate {
             status: VersionStatus::Candidate,
             run_id: manifest.run_id.clone(),
             dataset_version: manifest.dataset_version.clone(),
-            manifest: format!("models/{model}/{version}/manifest.json"),
+            manifest: layout::model_manifest(model, version)?.to_string(),
             metrics: scalar_metrics(&evaluation.metrics),
             registered_at: lambdaml::now_rfc3339(),
         };
         RegistryStore::new(self.store.clone())
             .update(model, |r| Ok(r.register(entry.clone(), "evaluate")))
-            .await
-            .map_err(|e| match e {
-                lambdaml::registry::RegistryError::Store(s) => s.into(),
-                other => permanent(other),
-            })?;
+            .await?;
         let message = Message::new(
             manifest.run_id.clone(),
             Some(model.clone()),
@@ -220,11 +213,11 @@ impl Evaluate {
         let (manifest, net) = Self::load(self.store.as_ref(), model, version).await?;
         let run: RunManifest = self
             .store
-            .get_json(&key(format!("runs/{}/manifest.json", manifest.run_id))?)
+            .get_json(&layout::run_manifest(&manifest.run_id)?)
             .await?;
         let holdout_key = run.artifacts.get("holdout").cloned().unwrap_or_default();
         let holdout = Matrix::from_safetensors(&self.store.get(&key(holdout_key)?).await?.bytes)
-            .map_err(permanent)?;
+            .map_err(StageError::invalid)?;
         let (metrics, outputs) = score_with_outputs(&net, &manifest.pipeline.label, &holdout)?;
         self.write_baseline(
             model, version, &manifest, &run, &holdout, &metrics, &outputs,
@@ -234,11 +227,7 @@ impl Evaluate {
         // A throttled or failing store is retried; only a corrupt registry is permanent.
         let registry = RegistryStore::new(self.store.clone())
             .load(model)
-            .await
-            .map_err(|e| match e {
-                lambdaml::registry::RegistryError::Store(s) => s.into(),
-                other => permanent(other),
-            })?
+            .await?
             .map(|(r, _)| r);
         let production_then = registry.as_ref().and_then(|r| r.production.clone());
         let champion_version = registry
@@ -312,7 +301,7 @@ impl Evaluate {
                     .await?
             }
             None => {
-                return Err(permanent(format!(
+                return Err(StageError::permanent(format!(
                     "run {} has no training profile (reference.json); preprocess it again",
                     run.run_id
                 )));
@@ -336,12 +325,12 @@ impl Evaluate {
         // The samples first, the JSON that describes them last.
         let (json, samples) = baseline.encode();
         for (k, bytes) in [
-            (samples_key(model, version), samples),
-            (baseline_key(model, version), json),
+            (layout::baseline_samples(model, version)?, samples),
+            (layout::baseline(model, version)?, json),
         ] {
             match self
                 .store
-                .put_if_absent(&key(k)?, bytes::Bytes::from(bytes))
+                .put_if_absent(&k, bytes::Bytes::from(bytes))
                 .await
             {
                 Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
@@ -370,21 +359,22 @@ impl Evaluate {
             .await?;
         let data = self
             .store
-            .get(&key(format!(
-                "datasets/{}/{}/data.parquet",
-                run.dataset, run.dataset_version
-            ))?)
+            .get(&layout::dataset_file(
+                &run.dataset,
+                &run.dataset_version,
+                "data.parquet",
+            )?)
             .await?;
-        let dir = tempfile::tempdir().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(StageError::from)?;
         let path = dir.path().join("data.parquet");
-        std::fs::write(&path, &data.bytes).map_err(|e| StageError::Retryable(e.to_string()))?;
+        std::fs::write(&path, &data.bytes).map_err(StageError::from)?;
         let pipeline = manifest.pipeline.clone();
         let matrix =
             lambdaml::stage::run_blocking("transforming the champion's holdout", move || {
-                let table = read_parquet(&path).map_err(permanent)?;
+                let table = read_parquet(&path).map_err(StageError::invalid)?;
                 pipeline
                     .transform_table(&table, &split.holdout)
-                    .map_err(permanent)
+                    .map_err(StageError::invalid)
             })
             .await??;
         score(&net, &manifest.pipeline.label, &matrix)
@@ -409,7 +399,7 @@ impl StageHandler for Evaluate {
                     "champion": e.champion.as_ref().map(|c| serde_json::json!({"version": c.version, "metrics": scalar_metrics(&c.metrics)})),
                 }))
             }
-            other => Err(permanent(format!(
+            other => Err(StageError::permanent(format!(
                 "evaluate got a {} message",
                 other.stage()
             ))),
@@ -419,10 +409,10 @@ impl StageHandler for Evaluate {
     /// Direct form: `{"model", "version"}`, or a full message.
     fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
         if payload.get("stage").is_some() {
-            return Message::parse(&payload.to_string()).map_err(permanent);
+            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
         }
         let request: EvaluateRequest = serde_json::from_value(payload)
-            .map_err(|e| permanent(format!("invalid evaluate request: {e}")))?;
+            .map_err(|e| StageError::permanent(format!("invalid evaluate request: {e}")))?;
         Ok(Message::new(
             format!("evaluate-{}-{}", request.model, request.version),
             Some(request.model.clone()),

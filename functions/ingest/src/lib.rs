@@ -20,14 +20,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use lambdaml::dataset::{
-    DatasetManifest, Format, IngestConfig, SourceInfo, ingest_file, read_parquet, version_prefix,
+    DatasetManifest, Format, IngestConfig, SourceInfo, ingest_file, read_parquet,
 };
 use lambdaml::lambda::S3Object;
+use lambdaml::layout;
 use lambdaml::message::{
     IngestRequest, Message, PreprocessRequest, RetrainRequest, Stage, StageMessage,
 };
 use lambdaml::queue::Queue;
-use lambdaml::run::spec_snapshot_key;
 use lambdaml::spec::RetrainData;
 use lambdaml::spec::{ModelSpec, is_valid_name};
 use lambdaml::stage::{StageError, StageHandler};
@@ -83,10 +83,6 @@ struct FoundSpec {
     bytes: Bytes,
 }
 
-fn permanent(e: impl std::fmt::Display) -> StageError {
-    StageError::Permanent(e.to_string())
-}
-
 impl Ingest {
     /// A handler over `store`, sending to the `preprocess` queue.
     pub fn new(store: Arc<dyn ObjectStore>, preprocess: Arc<dyn Queue>) -> Self {
@@ -110,10 +106,10 @@ impl Ingest {
             (Some("raw"), Some(dataset), Some(_)) if is_valid_name(dataset) => {
                 Ok(dataset.to_string())
             }
-            (Some("raw"), Some(dataset), Some(_)) => Err(permanent(format!(
+            (Some("raw"), Some(dataset), Some(_)) => Err(StageError::permanent(format!(
                 "dataset name {dataset:?} in {key:?} must be 1-64 characters of a-z, 0-9, '-' or '_'"
             ))),
-            _ => Err(permanent(format!(
+            _ => Err(StageError::permanent(format!(
                 "{key:?} is outside raw/: raw files go under raw/<dataset>/<file>"
             ))),
         }
@@ -124,7 +120,7 @@ impl Ingest {
     /// beyond their dataset name.
     async fn specs_for(&self, dataset: &str) -> Result<Vec<FoundSpec>, StageError> {
         let mut found = Vec::new();
-        for meta in self.store.list_all("specs/").await? {
+        for meta in self.store.list_all(layout::SPECS).await? {
             let key = meta.key.as_str();
             // Only the top level: specs/history/ holds snapshots.
             if key.matches('/').count() != 1 || !key.ends_with(".toml") {
@@ -144,7 +140,8 @@ impl Ingest {
             if !names_dataset {
                 continue;
             }
-            let spec = ModelSpec::parse(&text).map_err(|e| permanent(format!("{key}: {e}")))?;
+            let spec = ModelSpec::parse(&text)
+                .map_err(|e| StageError::permanent(format!("{key}: {e}")))?;
             found.push(FoundSpec {
                 key: key.to_string(),
                 spec,
@@ -152,7 +149,7 @@ impl Ingest {
             });
         }
         if found.is_empty() {
-            return Err(permanent(format!(
+            return Err(StageError::permanent(format!(
                 "no model spec names dataset {dataset:?}: put one at specs/<model>.toml \
                  with [dataset] name = {dataset:?}"
             )));
@@ -162,7 +159,7 @@ impl Ingest {
             .iter()
             .find(|f| IngestConfig::from_spec(&f.spec) != first)
         {
-            return Err(permanent(format!(
+            return Err(StageError::permanent(format!(
                 "{} and {} disagree on how to read dataset {dataset:?} \
                  (label, delimiter, missing values or declared columns)",
                 found[0].key, other.key
@@ -174,12 +171,13 @@ impl Ingest {
     /// Streams `key` into `path`, returning (size, sha256 hex).
     async fn download(&self, key: &ObjectKey, path: &Path) -> Result<(u64, String), StageError> {
         let mut stream = self.store.get_stream(key).await.map_err(|e| match e {
-            StoreError::NotFound(_) => permanent(format!("raw object {key} does not exist")),
+            StoreError::NotFound(_) => {
+                StageError::permanent(format!("raw object {key} does not exist"))
+            }
             other => other.into(),
         })?;
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|e| StageError::Retryable(e.to_string()))?,
-        );
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(path).map_err(StageError::from)?);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
@@ -187,10 +185,9 @@ impl Ingest {
             hasher.update(&chunk);
             size += chunk.len() as u64;
             file.write_all(&chunk)
-                .map_err(|e| StageError::Retryable(format!("writing {}: {e}", path.display())))?;
+                .map_err(|e| StageError::retryable(format!("writing {}: {e}", path.display())))?;
         }
-        file.flush()
-            .map_err(|e| StageError::Retryable(e.to_string()))?;
+        file.flush().map_err(StageError::from)?;
         Ok((size, hex::encode(hasher.finalize())))
     }
 
@@ -209,20 +206,19 @@ impl Ingest {
     ) -> Result<IngestOutcome, StageError> {
         let dataset = match &request.dataset {
             Some(d) if is_valid_name(d) => d.clone(),
-            Some(d) => return Err(permanent(format!("invalid dataset name {d:?}"))),
+            Some(d) => return Err(StageError::permanent(format!("invalid dataset name {d:?}"))),
             None => Self::dataset_of(request.key.as_str())?,
         };
         let specs = self.specs_for(&dataset).await?;
         let config = IngestConfig::from_spec(&specs[0].spec);
 
-        let dir = tempfile::tempdir().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(StageError::from)?;
         let raw_path = dir.path().join("raw");
         let (size, sha) = self.download(&request.key, &raw_path).await?;
-        let config_json = serde_json::to_string(&config).map_err(permanent)?;
+        let config_json = serde_json::to_string(&config).map_err(StageError::invalid)?;
         let version =
             lambdaml::sha256_hex(format!("{sha}\n{config_json}").as_bytes())[..16].to_string();
-        let prefix = version_prefix(&dataset, &version);
-        let key = |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
+        let key = |name: &str| layout::dataset_file(&dataset, &version, name);
         let manifest_key = key("manifest.json")?;
 
         let (manifest, created) = match self.store.get_json::<DatasetManifest>(&manifest_key).await
@@ -256,8 +252,7 @@ impl Ingest {
         {
             let spec_sha = lambdaml::sha256_hex(&found.bytes);
             let model = found.spec.model.name.clone();
-            let snapshot =
-                ObjectKey::new(spec_snapshot_key(&model, &spec_sha)).map_err(permanent)?;
+            let snapshot = layout::spec_snapshot(&model, &spec_sha)?;
             self.store
                 .put_immutable(&snapshot, found.bytes.clone())
                 .await?;
@@ -292,14 +287,18 @@ impl Ingest {
     /// is a content hash: a redelivered message makes the same file and the same version.
     #[instrument(skip(self), fields(model = %request.model, reason = %request.reason))]
     pub async fn retrain(&self, request: &RetrainRequest) -> Result<IngestOutcome, StageError> {
-        let prefix = version_prefix(&request.dataset, &request.base_dataset_version);
-        let data_key = ObjectKey::new(format!("{prefix}/data.parquet")).map_err(permanent)?;
-        let dir = tempfile::tempdir().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let base = |name: &str| {
+            layout::dataset_file(&request.dataset, &request.base_dataset_version, name)
+        };
+        let data_key = base("data.parquet")?;
+        let dir = tempfile::tempdir().map_err(StageError::from)?;
         let base_path = dir.path().join("base.parquet");
         self.download(&data_key, &base_path).await?;
         let labelled = match &request.labelled {
             Some(k) => Some(self.store.get(k).await.map_err(|e| match e {
-                StoreError::NotFound(_) => permanent(format!("labelled rows {k} do not exist")),
+                StoreError::NotFound(_) => {
+                    StageError::permanent(format!("labelled rows {k} do not exist"))
+                }
                 other => other.into(),
             })?),
             None => None,
@@ -311,10 +310,7 @@ impl Ingest {
         // form its column's type infers to (booleans as words, floats with a point).
         let specs = self.specs_for(&request.dataset).await?;
         let delimiter = IngestConfig::from_spec(&specs[0].spec).delimiter;
-        let schema: lambdaml::dataset::Schema = self
-            .store
-            .get_json(&ObjectKey::new(format!("{prefix}/schema.json")).map_err(permanent)?)
-            .await?;
+        let schema: lambdaml::dataset::Schema = self.store.get_json(&base("schema.json")?).await?;
         let (rows, sha) =
             lambdaml::stage::run_blocking("building the retraining data", move || {
                 build_retrain_csv(
@@ -328,13 +324,7 @@ impl Ingest {
                 )
             })
             .await??;
-        let key = ObjectKey::new(format!(
-            "retrain/{}/{}-{}.csv",
-            request.dataset,
-            request.model,
-            &sha[..16]
-        ))
-        .map_err(permanent)?;
+        let key = layout::retrain_data(&request.dataset, &request.model, &sha)?;
         self.store.put_file(&key, &out_path).await?;
         info!(%key, rows, "retraining data built");
         self.ingest_for(
@@ -359,7 +349,7 @@ impl Ingest {
         sha: &str,
         work: &Path,
     ) -> Result<DatasetManifest, StageError> {
-        let format = Format::detect(raw_path, source.file_name()).map_err(permanent)?;
+        let format = Format::detect(raw_path, source.file_name()).map_err(StageError::invalid)?;
         let progress = self.progress.clone();
         let (path, cfg, out) = (raw_path.to_path_buf(), config.clone(), work.to_path_buf());
         let result = lambdaml::stage::run_blocking("ingest", move || {
@@ -371,14 +361,12 @@ impl Ingest {
             ingest_file(&path, format, &cfg, &out, &report)
         })
         .await?;
-        let prefix = version_prefix(dataset, version);
-        let key = |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
+        let key = |name: &str| layout::dataset_file(dataset, version, name);
         let output = match result {
             Ok(output) => output,
             Err(err) => {
                 // Keep what we learned: the error and any rejected rows, for a person to see.
-                let q = format!("quarantine/{dataset}/{version}");
-                let qkey = |name: &str| ObjectKey::new(format!("{q}/{name}")).map_err(permanent);
+                let qkey = |name: &str| layout::quarantine_file(dataset, version, name);
                 let record = serde_json::json!({
                     "source": source.as_str(),
                     "dataset": dataset,
@@ -396,7 +384,7 @@ impl Ingest {
                         .await?;
                 }
                 warn!(%dataset, error = %err, "file rejected as a whole");
-                return Err(permanent(format!("{source}: {err}")));
+                return Err(StageError::permanent(format!("{source}: {err}")));
             }
         };
         // Artifacts first (deterministic bytes, so a retried write is a same-bytes write),
@@ -420,8 +408,8 @@ impl Ingest {
             ("rejected", "rejected.jsonl"),
         ]
         .into_iter()
-        .map(|(name, file)| (name.to_string(), format!("{prefix}/{file}")))
-        .collect();
+        .map(|(name, file)| Ok((name.to_string(), key(file)?.to_string())))
+        .collect::<Result<_, StageError>>()?;
         let manifest = DatasetManifest {
             dataset: dataset.to_string(),
             version: version.to_string(),
@@ -467,7 +455,7 @@ fn build_retrain_csv(
     out: &Path,
 ) -> Result<(usize, String), StageError> {
     use lambdaml::dataset::ColumnType;
-    let table = read_parquet(base).map_err(permanent)?;
+    let table = read_parquet(base).map_err(StageError::invalid)?;
     let kinds: Vec<Option<ColumnType>> = table
         .names
         .iter()
@@ -505,7 +493,7 @@ fn build_retrain_csv(
         let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
         let header: Vec<String> = reader
             .headers()
-            .map_err(|e| permanent(format!("labelled rows: {e}")))?
+            .map_err(|e| StageError::permanent(format!("labelled rows: {e}")))?
             .iter()
             .map(str::to_string)
             .collect();
@@ -515,7 +503,8 @@ fn build_retrain_csv(
             .map(|n| header.iter().position(|h| h == n))
             .collect();
         for record in reader.records() {
-            let record = record.map_err(|e| permanent(format!("labelled rows: {e}")))?;
+            let record =
+                record.map_err(|e| StageError::permanent(format!("labelled rows: {e}")))?;
             extra.push(
                 index
                     .iter()
@@ -529,11 +518,11 @@ fn build_retrain_csv(
         RetrainData::Sliding => total.saturating_sub(window_rows),
         RetrainData::All => 0,
     };
-    let file = std::fs::File::create(out).map_err(|e| StageError::Retryable(e.to_string()))?;
+    let file = std::fs::File::create(out).map_err(StageError::from)?;
     let mut writer = csv::WriterBuilder::new()
         .delimiter(delimiter)
         .from_writer(std::io::BufWriter::new(file));
-    let io = |e: csv::Error| StageError::Retryable(e.to_string());
+    let io = StageError::transient::<csv::Error>;
     writer.write_record(&table.names).map_err(io)?;
     for row in skip.min(base_rows)..base_rows {
         writer
@@ -551,11 +540,9 @@ fn build_retrain_csv(
             .write_record(row.iter().zip(&kinds).map(|(v, k)| normalize(*k, v)))
             .map_err(io)?;
     }
-    writer
-        .flush()
-        .map_err(|e| StageError::Retryable(e.to_string()))?;
+    writer.flush().map_err(StageError::from)?;
     drop(writer);
-    let bytes = std::fs::read(out).map_err(|e| StageError::Retryable(e.to_string()))?;
+    let bytes = std::fs::read(out).map_err(StageError::from)?;
     Ok((total - skip, lambdaml::sha256_hex(&bytes)))
 }
 
@@ -576,23 +563,26 @@ impl StageHandler for Ingest {
         match message.body {
             StageMessage::Ingest(request) => {
                 let outcome = self.ingest(&request).await?;
-                serde_json::to_value(outcome).map_err(permanent)
+                serde_json::to_value(outcome).map_err(StageError::invalid)
             }
             StageMessage::Retrain(request) => {
                 let outcome = self.retrain(&request).await?;
-                serde_json::to_value(outcome).map_err(permanent)
+                serde_json::to_value(outcome).map_err(StageError::invalid)
             }
-            other => Err(permanent(format!("ingest got a {} message", other.stage()))),
+            other => Err(StageError::permanent(format!(
+                "ingest got a {} message",
+                other.stage()
+            ))),
         }
     }
 
     /// Direct form: `{"key": "raw/<dataset>/<file>", "dataset": optional}`, or a full message.
     fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
         if payload.get("version").is_some() {
-            return Message::parse(&payload.to_string()).map_err(permanent);
+            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
         }
         let request: IngestRequest = serde_json::from_value(payload)
-            .map_err(|e| permanent(format!("invalid ingest request: {e}")))?;
+            .map_err(|e| StageError::permanent(format!("invalid ingest request: {e}")))?;
         Ok(Message::new(
             format!("ingest-{}", request.key),
             None,
@@ -601,7 +591,7 @@ impl StageHandler for Ingest {
     }
 
     fn message_from_s3(&self, object: &S3Object) -> Result<Message, StageError> {
-        let key = ObjectKey::new(object.key.clone()).map_err(permanent)?;
+        let key = ObjectKey::new(object.key.clone()).map_err(StageError::invalid)?;
         Self::dataset_of(key.as_str())?;
         Ok(Message::new(
             format!("ingest-{}", object.key),

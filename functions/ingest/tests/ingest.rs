@@ -263,7 +263,7 @@ async fn gzip_and_parquet_inputs_give_the_same_rows() {
 
 fn permanent(result: Result<lambdaml_ingest::IngestOutcome, StageError>) -> String {
     match result {
-        Err(StageError::Permanent(reason)) => reason,
+        Err(StageError::Permanent { reason, .. }) => reason,
         other => panic!("expected a permanent error, got {other:?}"),
     }
 }

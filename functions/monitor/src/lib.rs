@@ -24,9 +24,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use lambdaml::baseline::{Baseline, baseline_key, samples_key};
+use lambdaml::baseline::Baseline;
 use lambdaml::capture::FeedbackRecord;
 use lambdaml::dataset::ColumnType;
+use lambdaml::layout;
 use lambdaml::message::{Message, RetrainRequest, StageMessage};
 use lambdaml::model::ModelManifest;
 use lambdaml::queue::Queue;
@@ -142,18 +143,16 @@ impl std::fmt::Debug for Monitor {
     }
 }
 
-fn permanent(e: impl std::fmt::Display) -> StageError {
-    StageError::Permanent(e.to_string())
-}
-
 fn key(k: impl Into<String>) -> Result<ObjectKey, StageError> {
-    ObjectKey::new(k).map_err(permanent)
+    ObjectKey::new(k).map_err(StageError::invalid)
 }
 
 fn parse_time(name: &str, text: &str) -> Result<DateTime<Utc>, StageError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| permanent(format!("{name}: {text:?} is not an RFC 3339 time ({e})")))
+        .map_err(|e| {
+            StageError::permanent(format!("{name}: {text:?} is not an RFC 3339 time ({e})"))
+        })
 }
 
 /// The length of a schedule expression's period: `rate(1 day)`, `rate(6 hours)`; a cron
@@ -285,25 +284,30 @@ impl Monitor {
         let registry = RegistryStore::new(self.store.clone())
             .load(model)
             .await
-            .map_err(permanent)?
+            .map_err(StageError::invalid)?
             .map(|(r, _)| r)
-            .ok_or_else(|| permanent(format!("model {model:?} is not in the registry")))?;
+            .ok_or_else(|| {
+                StageError::permanent(format!("model {model:?} is not in the registry"))
+            })?;
         let version = registry.production.clone().ok_or_else(|| {
-            permanent(format!(
+            StageError::permanent(format!(
                 "model {model:?} has no production version to monitor"
             ))
         })?;
         let manifest: ModelManifest = self
             .store
-            .get_json(&key(format!("models/{model}/{version}/manifest.json"))?)
+            .get_json(&layout::model_manifest(model, &version)?)
             .await?;
-        let baseline = match self.store.get(&key(baseline_key(model, &version))?).await {
+        let baseline = match self.store.get(&layout::baseline(model, &version)?).await {
             Ok(json) => {
-                let samples = self.store.get(&key(samples_key(model, &version))?).await?;
-                Baseline::decode(&json.bytes, &samples.bytes).map_err(permanent)?
+                let samples = self
+                    .store
+                    .get(&layout::baseline_samples(model, &version)?)
+                    .await?;
+                Baseline::decode(&json.bytes, &samples.bytes).map_err(StageError::invalid)?
             }
             Err(StoreError::NotFound(_)) => {
-                return Err(permanent(format!(
+                return Err(StageError::permanent(format!(
                     "{model} version {version} has no baseline.json (evaluated before monitoring existed?); \
                      evaluate it again to make one"
                 )));
@@ -312,16 +316,16 @@ impl Monitor {
         };
         let run: RunManifest = self
             .store
-            .get_json(&key(format!("runs/{}/manifest.json", manifest.run_id))?)
+            .get_json(&layout::run_manifest(&manifest.run_id)?)
             .await?;
         let spec_key = run.artifacts.get("spec").cloned().unwrap_or_default();
         let spec_bytes = self.store.get(&key(spec_key)?).await?.bytes;
-        let trained = ModelSpec::parse(&String::from_utf8_lossy(&spec_bytes)).map_err(permanent)?;
+        let trained =
+            ModelSpec::parse(&String::from_utf8_lossy(&spec_bytes)).map_err(StageError::invalid)?;
         // The live spec's monitoring and retraining settings apply at once (an operator may
         // switch retraining off); a change anywhere that shapes the model — data, features,
         // split, preprocessing, training — means "rebuild with new features".
-        let (spec, spec_changed) = match self.store.get(&key(format!("specs/{model}.toml"))?).await
-        {
+        let (spec, spec_changed) = match self.store.get(&layout::spec(model)?).await {
             Ok(o) => match ModelSpec::parse(&String::from_utf8_lossy(&o.bytes)) {
                 Ok(live) => {
                     let changed = live.dataset != trained.dataset
@@ -366,14 +370,17 @@ impl Monitor {
         let days = (to - from).num_days();
         let mut metas = Vec::new();
         if days > 31 {
-            metas = self.store.list_all(&format!("{root}/{model}/")).await?;
+            metas = self
+                .store
+                .list_all(&layout::records_of(root, model))
+                .await?;
         } else {
             let mut day = from.date_naive();
             let last = to.date_naive();
             while day <= last {
                 metas.extend(
                     self.store
-                        .list_all(&format!("{root}/{model}/{}/", day.format("%Y-%m-%d")))
+                        .list_all(&layout::records_of_day(root, model, day))
                         .await?,
                 );
                 match day.succ_opt() {
@@ -410,7 +417,9 @@ impl Monitor {
     pub async fn run(&self, request: &MonitorRequest) -> Result<MonitorOutcome, StageError> {
         let model = request.model.as_str();
         if !lambdaml::spec::is_valid_name(model) {
-            return Err(permanent(format!("invalid model name {model:?}")));
+            return Err(StageError::permanent(format!(
+                "invalid model name {model:?}"
+            )));
         }
         let clock = std::time::Instant::now();
         let mut timings = std::collections::BTreeMap::new();
@@ -431,21 +440,25 @@ impl Monitor {
                         .filter(|s| *s <= MAX_WINDOW_SECS)
                         .map(|s| Duration::seconds(s as i64))
                         .ok_or_else(|| {
-                            permanent(format!(
+                            StageError::permanent(format!(
                                 "window: {w:?} is not a duration like \"30m\", \"24h\" or \"7d\" (at most 10 years)"
                             ))
                         })?,
                     None => schedule_period(&found.spec.monitor.schedule),
                 };
-                let from = at
-                    .checked_sub_signed(length)
-                    .ok_or_else(|| permanent("the window starts before any representable time"))?;
+                let from = at.checked_sub_signed(length).ok_or_else(|| {
+                    StageError::permanent("the window starts before any representable time")
+                })?;
                 (from, at)
             }
-            _ => return Err(permanent("give both `from` and `to`, or neither")),
+            _ => {
+                return Err(StageError::permanent(
+                    "give both `from` and `to`, or neither",
+                ));
+            }
         };
         if from >= to {
-            return Err(permanent(format!(
+            return Err(StageError::permanent(format!(
                 "the window is empty: from {from} is not before to {to}"
             )));
         }
@@ -524,11 +537,9 @@ impl Monitor {
         );
 
         // The labelled rows, streamed to a temporary CSV for a possible retrain.
-        let tmp =
-            tempfile::NamedTempFile::new().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let tmp = tempfile::NamedTempFile::new().map_err(StageError::from)?;
         let mut labelled_csv = csv::Writer::from_writer(std::io::BufWriter::new(
-            tmp.reopen()
-                .map_err(|e| StageError::Retryable(e.to_string()))?,
+            tmp.reopen().map_err(StageError::from)?,
         ));
         let header: Vec<&str> = baseline
             .features
@@ -536,7 +547,7 @@ impl Monitor {
             .map(|f| f.name.as_str())
             .chain(std::iter::once(label_name.as_str()))
             .collect();
-        let csv_err = |e: csv::Error| StageError::Retryable(e.to_string());
+        let csv_err = StageError::transient::<csv::Error>;
         labelled_csv.write_record(&header).map_err(csv_err)?;
         let mut labelled_rows = 0u64;
         let mut joined: HashSet<(String, usize)> = HashSet::new();
@@ -609,9 +620,7 @@ impl Monitor {
                     let map = if found.versions.contains(&v) {
                         match self
                             .store
-                            .get_json::<ModelManifest>(&key(format!(
-                                "models/{model}/{v}/manifest.json"
-                            ))?)
+                            .get_json::<ModelManifest>(&layout::model_manifest(model, &v)?)
                             .await
                         {
                             // Its outputs count only when they mean what production's do.
@@ -686,9 +695,7 @@ impl Monitor {
                 }
             }
         }
-        labelled_csv
-            .flush()
-            .map_err(|e| StageError::Retryable(e.to_string()))?;
+        labelled_csv.flush().map_err(StageError::from)?;
         drop(labelled_csv);
         feedback.unmatched =
             (labels.len() as u64).saturating_sub(feedback.joined + feedback.invalid);
@@ -795,9 +802,9 @@ impl Monitor {
         let salt = lambdaml::sha256_hex(
             format!("{from}{to}{}", generated.timestamp_nanos_opt().unwrap_or(0)).as_bytes(),
         );
-        let run_prefix = format!("monitoring/{model}/{stamp}-{}", &salt[..6]);
-        let report_key = format!("{run_prefix}/report.json");
-        let html_key = format!("{run_prefix}/report.html");
+        let run_prefix = layout::monitor_run(model, &stamp, &salt[..6]);
+        let report_key = layout::in_folder(&run_prefix, "report.json")?;
+        let html_key = layout::in_folder(&run_prefix, "report.html")?;
 
         let retrain = self
             .decide(
@@ -835,17 +842,17 @@ impl Monitor {
             timings_ms: timings,
         };
         self.store
-            .put_if_absent(&key(&report_key)?, to_json_bytes(&report))
+            .put_if_absent(&report_key, to_json_bytes(&report))
             .await?;
         self.store
-            .put_if_absent(&key(&html_key)?, Bytes::from(html::render(&report)))
+            .put_if_absent(&html_key, Bytes::from(html::render(&report)))
             .await?;
         let emf = emf_lines(&report, at.timestamp_millis());
         info!(%model, %version, breach = report.verdict.breach, retrain = %report.retrain.decision, report = %report_key, "monitored");
         Ok(MonitorOutcome {
             report,
-            report_key,
-            html_key,
+            report_key: report_key.to_string(),
+            html_key: html_key.to_string(),
             emf,
         })
     }
@@ -857,7 +864,7 @@ impl Monitor {
         found: &Found,
         verdict: &Verdict,
         (from, to, at): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>),
-        report_key: &str,
+        report_key: &ObjectKey,
         run_prefix: &str,
         labelled_path: &std::path::Path,
         labelled_rows: u64,
@@ -898,7 +905,7 @@ impl Monitor {
         let Some(queue) = &self.ingest else {
             return Ok(decision("dry_run", "no ingest queue configured".into()));
         };
-        let state_key = key(format!("monitoring/{model}/retrain-state.json"))?;
+        let state_key = layout::retrain_state(model)?;
         let cooldown = Duration::seconds(
             parse_duration_secs(&r.cooldown)
                 .unwrap_or(86_400)
@@ -906,7 +913,7 @@ impl Monitor {
         );
         let slack = Duration::seconds(SCHEDULE_SLACK_SECS);
         let reason = verdict.reasons.join("; ");
-        let labelled_key = format!("{run_prefix}/labelled.csv");
+        let labelled_key = layout::in_folder(run_prefix, "labelled.csv")?;
         let time = |t: &str| {
             DateTime::parse_from_rfc3339(t)
                 .map(|t| t.with_timezone(&Utc))
@@ -973,8 +980,8 @@ impl Monitor {
         match reserved {
             Ok(()) => {}
             Err(StateEdit::Refused(why)) => return Ok(decision("suppressed", why)),
-            Err(StateEdit::Failed(StageError::Permanent(why))) => {
-                return Ok(decision("suppressed", why));
+            Err(StateEdit::Failed(StageError::Permanent { reason, .. })) => {
+                return Ok(decision("suppressed", reason));
             }
             Err(StateEdit::Failed(e)) => return Err(e),
         }
@@ -1023,7 +1030,7 @@ impl Monitor {
             .await;
         match confirmed {
             Ok(()) => {}
-            Err(StateEdit::Refused(why)) => return Err(StageError::Retryable(why)),
+            Err(StateEdit::Refused(why)) => return Err(StageError::retryable(why)),
             Err(StateEdit::Failed(e)) => return Err(e),
         }
         Ok(RetrainDecision {
@@ -1044,16 +1051,15 @@ impl Monitor {
         found: &Found,
         r: &lambdaml::spec::RetrainSection,
         reason: &str,
-        report_key: &str,
+        report_key: &ObjectKey,
         at: DateTime<Utc>,
         labelled_rows: u64,
         labelled_path: &std::path::Path,
-        labelled_key: &str,
+        labelled_key: &ObjectKey,
     ) -> Result<Option<ObjectKey>, StageError> {
         let labelled = if labelled_rows > 0 {
-            let k = key(labelled_key)?;
-            self.store.put_file(&k, labelled_path).await?;
-            Some(k)
+            self.store.put_file(labelled_key, labelled_path).await?;
+            Some(labelled_key.clone())
         } else {
             None
         };
@@ -1068,7 +1074,7 @@ impl Monitor {
                 base_dataset_version: found.manifest.dataset_version.clone(),
                 data: r.data,
                 window_rows: r.window_rows,
-                report: Some(key(report_key)?),
+                report: Some(report_key.clone()),
             }),
         );
         queue.send(&message.to_body()).await?;
@@ -1088,7 +1094,7 @@ impl Monitor {
                 Ok(o) => match serde_json::from_slice::<RetrainState>(&o.bytes) {
                     Ok(s) => (s, Some(o.etag)),
                     Err(e) => {
-                        return Err(StateEdit::Failed(permanent(format!(
+                        return Err(StateEdit::Failed(StageError::permanent(format!(
                             "{state_key} is corrupt ({e}); fix or delete it — until then no retrain is sent"
                         ))));
                     }
@@ -1112,8 +1118,8 @@ impl Monitor {
             }
         }
         warn!(%state_key, "retrain state kept changing under concurrent monitor runs");
-        Err(StateEdit::Failed(StageError::Retryable(
-            "retrain state kept changing under concurrent monitor runs".into(),
+        Err(StateEdit::Failed(StageError::retryable(
+            "retrain state kept changing under concurrent monitor runs",
         )))
     }
 
@@ -1121,7 +1127,7 @@ impl Monitor {
     pub async fn latest_report(&self, model: &str) -> Result<Option<(String, Report)>, StageError> {
         let mut keys: Vec<String> = self
             .store
-            .list_all(&format!("monitoring/{model}/"))
+            .list_all(&layout::monitoring(model))
             .await?
             .into_iter()
             .map(|m| m.key.to_string())
@@ -1160,22 +1166,22 @@ impl Monitor {
         let requests: Vec<MonitorRequest> = if event.get("model").is_some() {
             vec![
                 serde_json::from_value(event)
-                    .map_err(|e| StageError::Permanent(format!("invalid monitor request: {e}")))?,
+                    .map_err(|e| StageError::permanent(format!("invalid monitor request: {e}")))?,
             ]
         } else if scheduled {
             RegistryStore::new(self.store.clone())
                 .models()
                 .await
-                .map_err(|e| StageError::Retryable(format!("listing the registry: {e}")))?
+                .map_err(|e| StageError::context("listing the registry", e))?
                 .into_iter()
                 .map(MonitorRequest::new)
                 .collect()
         } else if event.get("Records").is_some() {
-            return Err(StageError::Permanent(
-                "the monitor takes no S3 or SQS events: invoke it with {\"model\": NAME} or on an EventBridge schedule".to_string(),
+            return Err(StageError::permanent(
+                "the monitor takes no S3 or SQS events: invoke it with {\"model\": NAME} or on an EventBridge schedule",
             ));
         } else {
-            return Err(StageError::Permanent(format!(
+            return Err(StageError::permanent(format!(
                 "expected {{\"model\": NAME, ...}} or an EventBridge scheduled event, got {}",
                 truncate(&event.to_string(), 200)
             )));
@@ -1183,6 +1189,7 @@ impl Monitor {
         let mut runs = Vec::new();
         let mut failed = Vec::new();
         let mut emf = Vec::new();
+        let mut only_error = None;
         for request in &requests {
             match self.run(request).await {
                 Ok(outcome) => {
@@ -1199,12 +1206,14 @@ impl Monitor {
                 Err(e) => {
                     warn!(model = %request.model, error = %e, "monitor run failed");
                     failed.push(serde_json::json!({"model": request.model, "error": e.reason()}));
+                    only_error = Some(e);
                 }
             }
         }
-        if requests.len() == 1 && !failed.is_empty() {
-            let reason = failed[0]["error"].as_str().unwrap_or_default().to_string();
-            return Err(StageError::Permanent(reason));
+        if requests.len() == 1
+            && let Some(e) = only_error
+        {
+            return Err(e);
         }
         Ok(Invocation {
             response: serde_json::json!({"runs": runs, "failed": failed}),

@@ -16,16 +16,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use lambdaml::baseline::FeatureReference;
-use lambdaml::dataset::{DatasetManifest, Schema, read_parquet, version_prefix};
+use lambdaml::dataset::{DatasetManifest, Schema, read_parquet};
 use lambdaml::features::{FeaturePipeline, split_rows};
+use lambdaml::layout;
 use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage, TrainRequest};
 use lambdaml::queue::Queue;
 use lambdaml::run::{RunManifest, Split, run_id};
 use lambdaml::spec::ModelSpec;
 use lambdaml::stage::{StageError, StageHandler};
-use lambdaml::store::{
-    JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
-};
+use lambdaml::store::{JsonError, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
 
@@ -66,10 +65,6 @@ pub struct PreprocessOutcome {
     pub manifest: String,
 }
 
-fn permanent(e: impl std::fmt::Display) -> StageError {
-    StageError::Permanent(e.to_string())
-}
-
 impl Preprocess {
     /// A handler over `store`, sending to the `train` queue.
     pub fn new(store: Arc<dyn ObjectStore>, train: Arc<dyn Queue>) -> Self {
@@ -85,7 +80,7 @@ impl Preprocess {
         let spec_bytes = match self.store.get(&request.spec).await {
             Ok(o) => o.bytes,
             Err(StoreError::NotFound(_)) => {
-                return Err(permanent(format!(
+                return Err(StageError::permanent(format!(
                     "model spec {} does not exist",
                     request.spec
                 )));
@@ -94,9 +89,9 @@ impl Preprocess {
         };
         let spec_text = String::from_utf8_lossy(&spec_bytes);
         let spec = ModelSpec::parse(&spec_text)
-            .map_err(|e| permanent(format!("{}: {e}", request.spec)))?;
+            .map_err(|e| StageError::permanent(format!("{}: {e}", request.spec)))?;
         if spec.dataset.name != request.dataset {
-            return Err(permanent(format!(
+            return Err(StageError::permanent(format!(
                 "spec {} is for dataset {:?}, not {:?}",
                 request.spec, spec.dataset.name, request.dataset
             )));
@@ -104,7 +99,7 @@ impl Preprocess {
         let model = spec.model.name.clone();
         let spec_sha = lambdaml::sha256_hex(&spec_bytes);
         let run = run_id(&model, &request.dataset_version, &spec_sha);
-        let run_key = |name: &str| ObjectKey::new(format!("runs/{run}/{name}")).map_err(permanent);
+        let run_key = |name: &str| layout::run_file(&run, name);
         let manifest_key = run_key("manifest.json")?;
 
         let (manifest, created) = match self.store.get_json::<RunManifest>(&manifest_key).await {
@@ -150,14 +145,13 @@ impl Preprocess {
         spec_sha: &str,
         run: &str,
     ) -> Result<RunManifest, StageError> {
-        let prefix = version_prefix(&request.dataset, &request.dataset_version);
         let dataset_key =
-            |name: &str| ObjectKey::new(format!("{prefix}/{name}")).map_err(permanent);
+            |name: &str| layout::dataset_file(&request.dataset, &request.dataset_version, name);
         let dataset_manifest: DatasetManifest =
             match self.store.get_json(&dataset_key("manifest.json")?).await {
                 Ok(m) => m,
                 Err(JsonError::Store(StoreError::NotFound(_))) => {
-                    return Err(permanent(format!(
+                    return Err(StageError::permanent(format!(
                         "dataset {} version {} does not exist",
                         request.dataset, request.dataset_version
                     )));
@@ -165,7 +159,7 @@ impl Preprocess {
                 Err(e) => return Err(e.into()),
             };
         if dataset_manifest.label != spec.dataset.label {
-            return Err(permanent(format!(
+            return Err(StageError::permanent(format!(
                 "dataset {} version {} was ingested with label {:?}, the spec names {:?}",
                 request.dataset,
                 request.dataset_version,
@@ -174,27 +168,26 @@ impl Preprocess {
             )));
         }
         let schema: Schema = self.store.get_json(&dataset_key("schema.json")?).await?;
-        let dir = tempfile::tempdir().map_err(|e| StageError::Retryable(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(StageError::from)?;
         let data_path = dir.path().join("data.parquet");
         let data = self.store.get(&dataset_key("data.parquet")?).await?;
-        std::fs::write(&data_path, &data.bytes)
-            .map_err(|e| StageError::Retryable(e.to_string()))?;
+        std::fs::write(&data_path, &data.bytes).map_err(StageError::from)?;
         drop(data);
 
         let spec_owned = spec.clone();
         let (pipeline, train, holdout, split, reference) =
             lambdaml::stage::run_blocking("preprocess", move || {
-                let table = read_parquet(&data_path).map_err(permanent)?;
+                let table = read_parquet(&data_path).map_err(StageError::invalid)?;
                 let (train_rows, holdout_rows) =
-                    split_rows(&spec_owned, &table).map_err(permanent)?;
+                    split_rows(&spec_owned, &table).map_err(StageError::invalid)?;
                 let pipeline = FeaturePipeline::fit(&spec_owned, &schema, &table, &train_rows)
-                    .map_err(permanent)?;
+                    .map_err(StageError::invalid)?;
                 let train = pipeline
                     .transform_table(&table, &train_rows)
-                    .map_err(permanent)?;
+                    .map_err(StageError::invalid)?;
                 let holdout = pipeline
                     .transform_table(&table, &holdout_rows)
-                    .map_err(permanent)?;
+                    .map_err(StageError::invalid)?;
                 let reference = FeatureReference::build(&pipeline, &table, &train_rows);
                 let split = Split {
                     train: train_rows,
@@ -204,13 +197,13 @@ impl Preprocess {
             })
             .await??;
 
-        let run_key = |name: &str| ObjectKey::new(format!("runs/{run}/{name}")).map_err(permanent);
+        let run_key = |name: &str| layout::run_file(run, name);
         let mut artifacts = BTreeMap::new();
         let writes: [(&str, &str, Bytes); 6] = [
             (
                 "split",
                 "split.json",
-                Bytes::from(serde_json::to_vec(&split).map_err(permanent)?),
+                Bytes::from(serde_json::to_vec(&split).map_err(StageError::invalid)?),
             ),
             ("spec", "spec.toml", spec_bytes),
             ("pipeline", "pipeline.json", to_json_bytes(&pipeline)),
@@ -218,12 +211,12 @@ impl Preprocess {
             (
                 "train",
                 "train.safetensors",
-                Bytes::from(train.to_safetensors().map_err(permanent)?),
+                Bytes::from(train.to_safetensors().map_err(StageError::invalid)?),
             ),
             (
                 "holdout",
                 "holdout.safetensors",
-                Bytes::from(holdout.to_safetensors().map_err(permanent)?),
+                Bytes::from(holdout.to_safetensors().map_err(StageError::invalid)?),
             ),
         ];
         for (name, file, bytes) in writes {
@@ -270,9 +263,9 @@ impl StageHandler for Preprocess {
         match message.body {
             StageMessage::Preprocess(request) => {
                 let outcome = self.preprocess(&request).await?;
-                serde_json::to_value(outcome).map_err(permanent)
+                serde_json::to_value(outcome).map_err(StageError::invalid)
             }
-            other => Err(permanent(format!(
+            other => Err(StageError::permanent(format!(
                 "preprocess got a {} message",
                 other.stage()
             ))),
@@ -282,10 +275,10 @@ impl StageHandler for Preprocess {
     /// Direct form: `{"dataset", "dataset_version", "spec"}`, or a full message.
     fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
         if payload.get("version").is_some() {
-            return Message::parse(&payload.to_string()).map_err(permanent);
+            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
         }
         let request: PreprocessRequest = serde_json::from_value(payload)
-            .map_err(|e| permanent(format!("invalid preprocess request: {e}")))?;
+            .map_err(|e| StageError::permanent(format!("invalid preprocess request: {e}")))?;
         Ok(Message::new(
             format!("preprocess-{}", request.dataset_version),
             None,

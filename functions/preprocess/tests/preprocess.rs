@@ -187,7 +187,7 @@ async fn a_redelivered_message_creates_no_second_run() {
 
 fn permanent(result: Result<impl std::fmt::Debug, StageError>) -> String {
     match result {
-        Err(StageError::Permanent(reason)) => reason,
+        Err(StageError::Permanent { reason, .. }) => reason,
         other => panic!("expected a permanent error, got {other:?}"),
     }
 }

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use lambdaml::features::LabelEncoding;
+use lambdaml::layout;
 use lambdaml::model::{DenseModel, ModelManifest};
-use lambdaml::registry::{RegistryStore, registry_key};
+use lambdaml::registry::RegistryStore;
 use lambdaml::store::{ObjectKey, ObjectStore, StoreError};
 
 use crate::error::ApiError;
@@ -252,7 +253,7 @@ impl ModelCache {
         model: &str,
         etag: Option<&str>,
     ) -> Result<Option<Option<Arc<LoadedModel>>>, ApiError> {
-        let key = registry_key(model).map_err(|e| ApiError::not_found(e.to_string()))?;
+        let key = layout::registry(model).map_err(|e| ApiError::not_found(e.to_string()))?;
         self.checks.fetch_add(1, Ordering::Relaxed);
         let head = match self.store.head(&key).await {
             Ok(Some(meta)) => meta,
@@ -331,7 +332,7 @@ impl ModelCache {
     }
 
     async fn load(&self, model: &str, version: &str) -> Result<LoadedModel, ApiError> {
-        let manifest_key = ObjectKey::new(format!("models/{model}/{version}/manifest.json"))
+        let manifest_key = layout::model_manifest(model, version)
             .map_err(|e| ApiError::not_found(e.to_string()))?;
         let manifest: ModelManifest = match self.store.get(&manifest_key).await {
             Ok(object) => serde_json::from_slice(&object.bytes).map_err(|e| {
@@ -354,9 +355,9 @@ impl ModelCache {
             .artifacts
             .get("weights")
             .cloned()
-            .unwrap_or_else(|| format!("models/{model}/{version}/model.safetensors"));
-        let weights_key =
-            ObjectKey::new(weights_key).map_err(|e| ApiError::internal(e.to_string()))?;
+            .map(ObjectKey::new)
+            .unwrap_or_else(|| layout::weights(model, version))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let weights = self
             .store
             .get(&weights_key)

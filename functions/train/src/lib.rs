@@ -16,6 +16,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use lambdaml::features::{FeaturePipeline, LabelEncoding};
+use lambdaml::layout;
 use lambdaml::matrix::Matrix;
 use lambdaml::message::{EvaluateRequest, Message, Stage, StageMessage, TrainRequest};
 use lambdaml::model::{Architecture, ModelManifest, TrainingSummary};
@@ -74,12 +75,8 @@ pub fn model_version(run_id: &str) -> String {
     lambdaml::sha256_hex(run_id.as_bytes())[..12].to_string()
 }
 
-fn permanent(e: impl std::fmt::Display) -> StageError {
-    StageError::Permanent(e.to_string())
-}
-
 fn key(k: String) -> Result<ObjectKey, StageError> {
-    ObjectKey::new(k).map_err(permanent)
+    ObjectKey::new(k).map_err(StageError::invalid)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,7 +125,7 @@ impl Train {
         let run: RunManifest = match self.store.get_json(&request.run_manifest).await {
             Ok(r) => r,
             Err(JsonError::Store(StoreError::NotFound(_))) => {
-                return Err(permanent(format!(
+                return Err(StageError::permanent(format!(
                     "run manifest {} does not exist",
                     request.run_manifest
                 )));
@@ -138,15 +135,17 @@ impl Train {
         let artifact = |name: &str| -> Result<ObjectKey, StageError> {
             run.artifacts
                 .get(name)
-                .ok_or_else(|| permanent(format!("run {} has no {name} artifact", run.run_id)))
+                .ok_or_else(|| {
+                    StageError::permanent(format!("run {} has no {name} artifact", run.run_id))
+                })
                 .and_then(|k| key(k.clone()))
         };
         let spec_text = self.store.get(&artifact("spec")?).await?.bytes;
-        let spec = ModelSpec::parse(&String::from_utf8_lossy(&spec_text)).map_err(permanent)?;
+        let spec =
+            ModelSpec::parse(&String::from_utf8_lossy(&spec_text)).map_err(StageError::invalid)?;
         let model = spec.model.name.clone();
         let version = model_version(&run.run_id);
-        let prefix = format!("models/{model}/{version}");
-        let manifest_key = key(format!("{prefix}/manifest.json"))?;
+        let manifest_key = layout::model_manifest(&model, &version)?;
         if let Some(existing) = self.store.head(&manifest_key).await? {
             let manifest: ModelManifest = self.store.get_json(&existing.key).await?;
             self.send_evaluate(&run.run_id, &model, &version).await?;
@@ -161,34 +160,34 @@ impl Train {
         }
         let pipeline: FeaturePipeline = self.store.get_json(&artifact("pipeline")?).await?;
         let data = Matrix::from_safetensors(&self.store.get(&artifact("train")?).await?.bytes)
-            .map_err(permanent)?;
+            .map_err(StageError::invalid)?;
         let classes = match &pipeline.label {
             LabelEncoding::Classes { classes, .. } => classes.len(),
             LabelEncoding::Regression { .. } => 1,
         };
         let arch = Architecture::from_spec(&spec, pipeline.output_dim, classes);
-        let (resume, seconds_before, invocations): (Option<Checkpoint>, f64, u32) = match &request
-            .checkpoint
-        {
-            Some(k) => {
-                let meta: CheckpointMeta = self.store.get_json(&key(format!("{k}.json"))?).await?;
-                let tensors = self
-                    .store
-                    .get(&key(format!("{k}.safetensors"))?)
-                    .await?
-                    .bytes
-                    .to_vec();
-                (
-                    Some(Checkpoint {
-                        state: meta.state,
-                        tensors,
-                    }),
-                    meta.seconds,
-                    meta.invocations,
-                )
-            }
-            None => (None, 0.0, 0),
-        };
+        let (resume, seconds_before, invocations): (Option<Checkpoint>, f64, u32) =
+            match &request.checkpoint {
+                Some(k) => {
+                    let meta: CheckpointMeta =
+                        self.store.get_json(&layout::checkpoint_state(k)?).await?;
+                    let tensors = self
+                        .store
+                        .get(&layout::checkpoint_tensors(k)?)
+                        .await?
+                        .bytes
+                        .to_vec();
+                    (
+                        Some(Checkpoint {
+                            state: meta.state,
+                            tensors,
+                        }),
+                        meta.seconds,
+                        meta.invocations,
+                    )
+                }
+                None => (None, 0.0, 0),
+            };
         let resumed_step = resume.as_ref().map_or(0, |c| c.state.step);
         let deadline = lambdaml::stage::deadline()
             // Leave time to write the checkpoint and the message.
@@ -236,26 +235,26 @@ impl Train {
                 let record = serde_json::json!({"run_id": run.run_id, "error": err.to_string(), "at": lambdaml::now_rfc3339()});
                 self.store
                     .put(
-                        &key(format!("{prefix}/error.json"))?,
+                        &layout::train_error(&model, &version)?,
                         to_json_bytes(&record),
                     )
                     .await?;
-                return Err(permanent(format!("{model} {version}: {err}")));
+                return Err(StageError::permanent(format!("{model} {version}: {err}")));
             }
-            Err(err) => return Err(permanent(err)),
+            Err(err) => return Err(StageError::permanent(err)),
         };
         match outcome {
             Outcome::Paused(checkpoint) if checkpoint.state.step == resumed_step && attempt > 0 => {
-                Err(permanent(format!(
+                Err(StageError::permanent(format!(
                     "{model} {version}: two invocations in a row ended before one training step; \
                  the function's timeout leaves no time to train (raise it above a minute)"
                 )))
             }
             Outcome::Paused(checkpoint) => {
-                let base = format!("{prefix}/checkpoints/{:06}", checkpoint.state.step);
+                let base = layout::checkpoint(&model, &version, u64::from(checkpoint.state.step))?;
                 self.store
                     .put(
-                        &key(format!("{base}.safetensors"))?,
+                        &layout::checkpoint_tensors(&base)?,
                         Bytes::from(checkpoint.tensors),
                     )
                     .await?;
@@ -265,14 +264,14 @@ impl Train {
                     invocations: invocations + 1,
                 };
                 self.store
-                    .put(&key(format!("{base}.json"))?, to_json_bytes(&meta))
+                    .put(&layout::checkpoint_state(&base)?, to_json_bytes(&meta))
                     .await?;
                 let mut message = Message::new(
                     run.run_id.clone(),
                     Some(model.clone()),
                     StageMessage::Train(TrainRequest {
                         run_manifest: request.run_manifest.clone(),
-                        checkpoint: Some(key(base)?),
+                        checkpoint: Some(base),
                     }),
                 );
                 message.attempt = attempt + 1;
@@ -288,7 +287,7 @@ impl Train {
                 })
             }
             Outcome::Done(trained) => {
-                let weights_key = key(format!("{prefix}/model.safetensors"))?;
+                let weights_key = layout::weights(&model, &version)?;
                 self.store
                     .put_immutable(&weights_key, Bytes::from(trained.weights))
                     .await?;
@@ -299,10 +298,12 @@ impl Train {
                     hyper_parameters: spec.train.clone(),
                     optimizer: spec.optimizer(),
                     pipeline,
-                    schema: format!(
-                        "datasets/{}/{}/schema.json",
-                        run.dataset, run.dataset_version
-                    ),
+                    schema: layout::dataset_file(
+                        &run.dataset,
+                        &run.dataset_version,
+                        "schema.json",
+                    )?
+                    .to_string(),
                     run_id: run.run_id.clone(),
                     dataset: run.dataset.clone(),
                     dataset_version: run.dataset_version.clone(),
@@ -374,19 +375,22 @@ impl StageHandler for Train {
         match message.body {
             StageMessage::Train(request) => {
                 let outcome = self.train(&request, message.attempt).await?;
-                serde_json::to_value(outcome).map_err(permanent)
+                serde_json::to_value(outcome).map_err(StageError::invalid)
             }
-            other => Err(permanent(format!("train got a {} message", other.stage()))),
+            other => Err(StageError::permanent(format!(
+                "train got a {} message",
+                other.stage()
+            ))),
         }
     }
 
     /// Direct form: `{"run_manifest": "runs/<run>/manifest.json"}`, or a full message.
     fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
         if payload.get("version").is_some() {
-            return Message::parse(&payload.to_string()).map_err(permanent);
+            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
         }
         let request: TrainRequest = serde_json::from_value(payload)
-            .map_err(|e| permanent(format!("invalid train request: {e}")))?;
+            .map_err(|e| StageError::permanent(format!("invalid train request: {e}")))?;
         Ok(Message::new(
             format!("train-{}", request.run_manifest),
             None,

@@ -471,7 +471,7 @@ async fn corrupted_weights_unknown_versions_and_a_corrupt_registry_are_clear_err
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, StageError::Permanent(_)), "{err}");
+    assert!(matches!(err, StageError::Permanent { .. }), "{err}");
 
     // Truncated weights.
     let weights = key(&format!("models/breast-cancer/{version}/model.safetensors"));

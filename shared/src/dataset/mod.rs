@@ -244,8 +244,3 @@ pub struct DatasetManifest {
     /// The lambdaml version that wrote it.
     pub lambdaml_version: String,
 }
-
-/// The key prefix of a dataset version.
-pub fn version_prefix(dataset: &str, version: &str) -> String {
-    format!("datasets/{dataset}/{version}")
-}

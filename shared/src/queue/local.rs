@@ -284,10 +284,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, QueueError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| QueueError::Backend {
-            queue: String::new(),
-            message: format!("local queue task failed: {e}"),
-        })?
+        .map_err(|e| QueueError::unavailable("", format!("local queue task failed: {e}")))?
 }
 
 #[async_trait]

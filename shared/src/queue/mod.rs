@@ -15,6 +15,7 @@
 mod local;
 mod sqs;
 
+use crate::error::{BackendKind, Cause, Classify, Retry};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -64,17 +65,46 @@ pub enum QueueError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The remote backend failed; retry later.
-    #[error("queue backend error on {queue}: {message}")]
+    /// The remote backend failed: throttled, timed out or unavailable (retry later), or
+    /// refused the request.
+    #[error("queue backend error on {queue} ({kind}): {message}")]
     Backend {
         /// The queue involved.
         queue: String,
-        /// What the backend said.
+        /// What kind of failure, for retrying.
+        kind: BackendKind,
+        /// What the backend said, in one line.
         message: String,
+        /// The backend's own error.
+        #[source]
+        source: Cause,
     },
 }
 
+impl Classify for QueueError {
+    /// A queue that cannot be reached or written may work later; a malformed URL or
+    /// receipt, and a request the backend refused, will not.
+    fn retry(&self) -> Retry {
+        match self {
+            QueueError::Backend { kind, .. } => kind.retry(),
+            QueueError::InvalidUrl { .. } | QueueError::InvalidReceipt(_) => Retry::Permanent,
+            _ => Retry::Retryable,
+        }
+    }
+}
+
 impl QueueError {
+    /// A backend failure with only a message as its cause.
+    pub(crate) fn unavailable(queue: impl Into<String>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        QueueError::Backend {
+            queue: queue.into(),
+            kind: BackendKind::Unavailable,
+            source: std::sync::Arc::new(crate::error::Message(message.clone())),
+            message,
+        }
+    }
+
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         QueueError::Io {
             path: path.as_ref().display().to_string(),

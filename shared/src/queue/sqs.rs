@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use tokio::sync::OnceCell;
@@ -25,17 +26,16 @@ pub struct SqsQueue {
     dlq_url: OnceCell<String>,
 }
 
-fn backend<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    queue: &str,
-    err: SdkError<E, R>,
-) -> QueueError {
-    let message = match err.code() {
-        Some(code) => format!("{code}: {}", err.message().unwrap_or_default()),
-        None => format!("{err:?}"),
-    };
+fn backend<E>(queue: &str, err: SdkError<E, HttpResponse>) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let failure = crate::aws::failure(err);
     QueueError::Backend {
         queue: queue.to_string(),
-        message,
+        kind: failure.kind,
+        message: failure.summary,
+        source: failure.cause,
     }
 }
 
@@ -61,10 +61,9 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| backend(name, e))?;
-        let url = out.queue_url().ok_or_else(|| QueueError::Backend {
-            queue: name.to_string(),
-            message: "GetQueueUrl returned no URL".to_string(),
-        })?;
+        let url = out
+            .queue_url()
+            .ok_or_else(|| QueueError::unavailable(name, "GetQueueUrl returned no URL"))?;
         Ok(Self::new(client, url))
     }
 
@@ -107,11 +106,10 @@ impl SqsQueue {
             .map(String::as_str)
     }
 
-    fn map_receipt_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-        &self,
-        receipt: &str,
-        err: SdkError<E, R>,
-    ) -> QueueError {
+    fn map_receipt_error<E>(&self, receipt: &str, err: SdkError<E, HttpResponse>) -> QueueError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         match err.code() {
             Some("ReceiptHandleIsInvalid" | "InvalidParameterValue") => {
                 QueueError::StaleReceipt(receipt.to_string())
@@ -207,7 +205,9 @@ impl Queue for SqsQueue {
             .build()
             .map_err(|e| QueueError::Backend {
                 queue: dlq.clone(),
+                kind: crate::error::BackendKind::Refused,
                 message: e.to_string(),
+                source: std::sync::Arc::new(e),
             })?;
         self.client
             .send_message()

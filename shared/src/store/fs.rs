@@ -162,7 +162,10 @@ impl FileStore {
         // Capture records already wait up to a minute in memory before they are written, so
         // a crash can lose the newest ones whatever happens here; an fsync per hour folder
         // (milliseconds each on many disks) would buy them nothing. Everything else is synced.
-        let sync = !key.as_str().starts_with("captures/");
+        let sync = !key
+            .as_str()
+            .strip_prefix(crate::layout::CAPTURES)
+            .is_some_and(|rest| rest.starts_with('/'));
         let tmp = self.write_temp(bytes, sync)?;
         self.commit(
             key,
@@ -285,10 +288,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Backend {
-            key: String::new(),
-            message: format!("file store task failed: {e}"),
-        })?
+        .map_err(|e| StoreError::unavailable("", format!("file store task failed: {e}")))?
 }
 
 #[async_trait]

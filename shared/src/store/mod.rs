@@ -28,6 +28,8 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{BackendKind, Cause, Classify, Retry};
+
 pub use fs::FileStore;
 pub use memory::MemoryStore;
 pub use s3::{S3Store, sdk_config};
@@ -77,20 +79,50 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// A failure talking to a remote backend (network, throttling, 5xx). Worth a retry.
-    #[error("backend error on {key}: {message}")]
+    /// A failure talking to a remote backend: throttled, timed out, unavailable (network,
+    /// 5xx) — worth a retry — or refused (4xx), which is not.
+    #[error("backend error on {key} ({kind}): {message}")]
     Backend {
         /// The key involved.
         key: String,
-        /// What the backend said.
+        /// What kind of failure, for retrying.
+        kind: BackendKind,
+        /// What the backend said, in one line.
         message: String,
+        /// The backend's own error.
+        #[source]
+        source: Cause,
     },
 }
 
+impl Classify for StoreError {
+    /// Throttling, timeouts, network faults, 5xx and local I/O are retryable; a bad key, a
+    /// missing object, a lost conditional write and a refused request are not.
+    fn retry(&self) -> Retry {
+        match self {
+            StoreError::Backend { kind, .. } => kind.retry(),
+            StoreError::Io { .. } => Retry::Retryable,
+            _ => Retry::Permanent,
+        }
+    }
+}
+
 impl StoreError {
-    /// Whether trying again later may succeed (network faults, throttling, 5xx).
+    /// Whether trying again later may succeed ([`Classify`]).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Backend { .. } | StoreError::Io { .. })
+        self.retry() == Retry::Retryable
+    }
+
+    /// A backend failure with only a message as its cause (a task that died, a body that
+    /// stopped): treated as the backend being unavailable.
+    pub(crate) fn unavailable(key: impl Into<String>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        StoreError::Backend {
+            key: key.into(),
+            kind: BackendKind::Unavailable,
+            source: std::sync::Arc::new(crate::error::Message(message.clone())),
+            message,
+        }
     }
 
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
@@ -342,6 +374,16 @@ pub enum JsonError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl Classify for JsonError {
+    /// As the store's error; a document that does not parse is permanent.
+    fn retry(&self) -> Retry {
+        match self {
+            JsonError::Store(e) => e.retry(),
+            JsonError::Parse { .. } => Retry::Permanent,
+        }
+    }
 }
 
 /// Serializes `value` as pretty JSON bytes (the form every JSON artifact is written in).

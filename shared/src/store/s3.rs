@@ -10,10 +10,13 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use bytes::Bytes;
 use tracing::instrument;
+
+use crate::error::BackendKind;
 
 use super::{ByteStream, ListPage, Object, ObjectKey, ObjectMeta, ObjectStore, StoreError};
 
@@ -139,17 +142,16 @@ impl S3Store {
     }
 }
 
-fn backend<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    key: &str,
-    err: SdkError<E, R>,
-) -> StoreError {
-    let message = match err.code() {
-        Some(code) => format!("{code}: {}", err.message().unwrap_or_default()),
-        None => format!("{err:?}"),
-    };
+fn backend<E>(key: &str, err: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let failure = crate::aws::failure(err);
     StoreError::Backend {
         key: key.to_string(),
-        message,
+        kind: failure.kind,
+        message: failure.summary,
+        source: failure.cause,
     }
 }
 
@@ -178,7 +180,9 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| StoreError::Backend {
                 key: key.to_string(),
+                kind: BackendKind::Unavailable,
                 message: e.to_string(),
+                source: std::sync::Arc::new(e),
             })?
             .into_bytes();
         Ok(Object { bytes, etag })
@@ -207,7 +211,9 @@ impl ObjectStore for S3Store {
                 Err(e) => Some((
                     Err(StoreError::Backend {
                         key: shown.clone(),
+                        kind: BackendKind::Unavailable,
                         message: e.to_string(),
+                        source: std::sync::Arc::new(e),
                     }),
                     (body, shown),
                 )),
@@ -230,7 +236,9 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| StoreError::Backend {
                 key: key.to_string(),
+                kind: BackendKind::Unavailable,
                 message: format!("cannot read {}: {e}", path.display()),
+                source: std::sync::Arc::new(e),
             })?;
         let out = self
             .client

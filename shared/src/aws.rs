@@ -1,0 +1,45 @@
+//! What the two AWS adapters (S3 and SQS) share: how an SDK failure is summarised and
+//! classified ([`BackendKind`]), the one place that reads an SDK error's status and code.
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::error::{BackendKind, Cause};
+
+/// A failed SDK call: what kind of failure, a one-line summary (`Code: message`) and the
+/// SDK's error itself, kept as the cause.
+#[derive(Debug)]
+pub(crate) struct SdkFailure {
+    pub kind: BackendKind,
+    pub summary: String,
+    pub cause: Cause,
+}
+
+/// The HTTP status of a service's answer, when it answered.
+pub(crate) fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// Classifies and summarises an SDK error.
+pub(crate) fn failure<E>(err: SdkError<E, HttpResponse>) -> SdkFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let kind = match &err {
+        SdkError::TimeoutError(_) => BackendKind::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => BackendKind::Timeout,
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => BackendKind::Unavailable,
+        SdkError::ConstructionFailure(_) => BackendKind::Refused,
+        _ => BackendKind::from_response(status(&err), err.code()),
+    };
+    let summary = match err.code() {
+        Some(code) => format!("{code}: {}", err.message().unwrap_or_default()),
+        None => format!("{err:?}"),
+    };
+    SdkFailure {
+        kind,
+        summary,
+        cause: std::sync::Arc::new(err),
+    }
+}

@@ -1,0 +1,264 @@
+//! The bucket layout: every key lambdaml reads or writes is spelled here and nowhere else.
+//!
+//! ```text
+//! specs/<model>.toml                                 the model spec a user uploads
+//! specs/history/<model>/<sha256[..16]>.toml          the snapshot a run trained from
+//! raw/<dataset>/<file>                               raw files (S3 ObjectCreated → ingest)
+//! retrain/<dataset>/<model>-<sha[..16]>.csv          retraining data the monitor asked for
+//! datasets/<dataset>/<version>/{data.parquet, schema.json, profile.json, rejected.jsonl,
+//!                               manifest.json}      a dataset version
+//! quarantine/<dataset>/<version>/<file>              rows and files ingest refused
+//! runs/<run>/{manifest.json, pipeline.json, train.*, holdout.*, …}   a pipeline run
+//! models/<model>/<version>/{model.safetensors, manifest.json, evaluation.json,
+//!                           baseline.json, baseline.samples, error.json,
+//!                           checkpoints/<step>.*}    a model version
+//! registry/<model>.json                              the only mutable document
+//! captures/<model>/<YYYY-MM-DD>/<HH>/<id>.jsonl      what the score function saw
+//! feedback/<model>/<YYYY-MM-DD>/<HH>/<id>.jsonl      ground truth sent back
+//! monitoring/<model>/<time>-<salt>/report.{json,html}, labelled.csv   a monitor run
+//! monitoring/<model>/retrain-state.json              the retrain cooldown's state
+//! ```
+//!
+//! Functions returning an [`ObjectKey`] check the key rules (a model or dataset name with a
+//! `/` or `..` is refused there); functions returning a `String` give a listing prefix,
+//! which always ends with `/`.
+
+use chrono::{DateTime, Utc};
+
+use crate::store::{ObjectKey, StoreError};
+
+/// Where users put specs.
+pub const SPECS: &str = "specs/";
+/// Where registry documents live.
+pub const REGISTRY: &str = "registry/";
+/// Where dataset versions live.
+pub const DATASETS: &str = "datasets/";
+/// The folder of scored requests.
+pub const CAPTURES: &str = "captures";
+/// The folder of ground-truth feedback.
+pub const FEEDBACK: &str = "feedback";
+
+fn key(text: String) -> Result<ObjectKey, StoreError> {
+    ObjectKey::new(text)
+}
+
+/// `specs/<model>.toml`.
+pub fn spec(model: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{SPECS}{model}.toml"))
+}
+
+/// `specs/history/<model>/<sha[..16]>.toml`: a spec snapshot, content-addressed.
+pub fn spec_snapshot(model: &str, spec_sha256: &str) -> Result<ObjectKey, StoreError> {
+    let short = spec_sha256.get(..16).unwrap_or(spec_sha256);
+    key(format!("{SPECS}history/{model}/{short}.toml"))
+}
+
+/// `raw/<dataset>/<file>`.
+pub fn raw(dataset: &str, file: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("raw/{dataset}/{file}"))
+}
+
+/// `retrain/<dataset>/<model>-<sha[..16]>.csv`: a retraining dataset the monitor asked
+/// for, built by ingest outside `raw/` so no bucket notification ingests it twice.
+pub fn retrain_data(dataset: &str, model: &str, sha256: &str) -> Result<ObjectKey, StoreError> {
+    let short = sha256.get(..16).unwrap_or(sha256);
+    key(format!("retrain/{dataset}/{model}-{short}.csv"))
+}
+
+/// `datasets/<dataset>/`: every version of a dataset.
+pub fn dataset_versions(dataset: &str) -> String {
+    format!("{DATASETS}{dataset}/")
+}
+
+/// `datasets/<dataset>/<version>` (no trailing slash): a version's folder, as manifests
+/// record it.
+pub fn dataset_version(dataset: &str, version: &str) -> String {
+    format!("{DATASETS}{dataset}/{version}")
+}
+
+/// `datasets/<dataset>/<version>/<file>`.
+pub fn dataset_file(dataset: &str, version: &str, file: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}/{file}", dataset_version(dataset, version)))
+}
+
+/// `quarantine/<dataset>/<version>/<file>`.
+pub fn quarantine_file(dataset: &str, version: &str, file: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("quarantine/{dataset}/{version}/{file}"))
+}
+
+/// `runs/<run>/<file>`.
+pub fn run_file(run: &str, file: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("runs/{run}/{file}"))
+}
+
+/// `runs/<run>/manifest.json`.
+pub fn run_manifest(run: &str) -> Result<ObjectKey, StoreError> {
+    run_file(run, "manifest.json")
+}
+
+/// `models/<model>/<version>` (no trailing slash).
+pub fn model_version(model: &str, version: &str) -> String {
+    format!("models/{model}/{version}")
+}
+
+/// `models/<model>/<version>/<file>`.
+pub fn model_file(model: &str, version: &str, file: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}/{file}", model_version(model, version)))
+}
+
+/// `models/<model>/<version>/manifest.json`.
+pub fn model_manifest(model: &str, version: &str) -> Result<ObjectKey, StoreError> {
+    model_file(model, version, "manifest.json")
+}
+
+/// `models/<model>/<version>/evaluation.json`.
+pub fn evaluation(model: &str, version: &str) -> Result<ObjectKey, StoreError> {
+    model_file(model, version, "evaluation.json")
+}
+
+/// `models/<model>/<version>/model.safetensors`.
+pub fn weights(model: &str, version: &str) -> Result<ObjectKey, StoreError> {
+    model_file(model, version, "model.safetensors")
+}
+
+/// `models/<model>/<version>/error.json`: why training failed.
+pub fn train_error(model: &str, version: &str) -> Result<ObjectKey, StoreError> {
+    model_file(model, version, "error.json")
+}
+
+/// `models/<model>/<version>/baseline.json`.
+pub fn baseline(model: &str, version: &str) -> Result<ObjectKey, StoreError> {
+    model_file(model, version, "baseline.json")
+}
+
+/// `models/<model>/<version>/baseline.samples`, next to `baseline.json`.
+pub fn baseline_samples(model: &str, version: &str) -> Result<ObjectKey, StoreError> {
+    model_file(model, version, "baseline.samples")
+}
+
+/// `models/<model>/<version>/checkpoints/<step, six digits>`: a checkpoint's stem, which
+/// train messages carry.
+pub fn checkpoint(model: &str, version: &str, step: u64) -> Result<ObjectKey, StoreError> {
+    key(format!(
+        "{}/checkpoints/{step:06}",
+        model_version(model, version)
+    ))
+}
+
+/// `<stem>.json`: a checkpoint's state.
+pub fn checkpoint_state(stem: &ObjectKey) -> Result<ObjectKey, StoreError> {
+    key(format!("{stem}.json"))
+}
+
+/// `<stem>.safetensors`: a checkpoint's tensors.
+pub fn checkpoint_tensors(stem: &ObjectKey) -> Result<ObjectKey, StoreError> {
+    key(format!("{stem}.safetensors"))
+}
+
+/// `registry/<model>.json`.
+pub fn registry(model: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{REGISTRY}{model}.json"))
+}
+
+/// The model named by a registry document's key, if `key` is one.
+pub fn registry_model(key: &str) -> Option<&str> {
+    key.strip_prefix(REGISTRY)?.strip_suffix(".json")
+}
+
+/// `<root>/<model>/` (`root` is [`CAPTURES`] or [`FEEDBACK`]).
+pub fn records_of(root: &str, model: &str) -> String {
+    format!("{root}/{model}/")
+}
+
+/// `<root>/<model>/<YYYY-MM-DD>/`.
+pub fn records_of_day(root: &str, model: &str, day: chrono::NaiveDate) -> String {
+    format!("{root}/{model}/{}/", day.format("%Y-%m-%d"))
+}
+
+/// `<root>/<model>/<YYYY-MM-DD>/<HH>/`: the folder an hour's records are written to.
+pub fn records_of_hour(root: &str, model: &str, at: DateTime<Utc>) -> String {
+    format!("{root}/{model}/{}/", at.format("%Y-%m-%d/%H"))
+}
+
+/// `<hour folder><YYYYMMDDTHHMMSS.mmmZ>-<id>.jsonl`: one batch of records, time first so
+/// listings sort by time.
+pub fn record_file(
+    hour_folder: &str,
+    now: DateTime<Utc>,
+    id: &str,
+) -> Result<ObjectKey, StoreError> {
+    key(format!(
+        "{hour_folder}{}-{id}.jsonl",
+        now.format("%Y%m%dT%H%M%S%.3fZ")
+    ))
+}
+
+/// `monitoring/<model>/`: every monitor run of a model.
+pub fn monitoring(model: &str) -> String {
+    format!("monitoring/{model}/")
+}
+
+/// `monitoring/<model>/<stamp>-<salt>` (no trailing slash): one monitor run's folder.
+pub fn monitor_run(model: &str, stamp: &str, salt: &str) -> String {
+    format!("monitoring/{model}/{stamp}-{salt}")
+}
+
+/// `monitoring/<model>/retrain-state.json`.
+pub fn retrain_state(model: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("monitoring/{model}/retrain-state.json"))
+}
+
+/// `<folder>/<file>`: a file in a folder this module named.
+pub fn in_folder(folder: &str, file: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}/{file}", folder.trim_end_matches('/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        assert_eq!(spec("m").unwrap().as_str(), "specs/m.toml");
+        assert_eq!(
+            spec_snapshot("m", &"ab".repeat(32)).unwrap().as_str(),
+            "specs/history/m/abababababababab.toml"
+        );
+        assert_eq!(raw("w", "a b.csv").unwrap().as_str(), "raw/w/a b.csv");
+        assert_eq!(
+            dataset_file("w", "v1", "data.parquet").unwrap().as_str(),
+            "datasets/w/v1/data.parquet"
+        );
+        assert_eq!(
+            model_manifest("m", "3").unwrap().as_str(),
+            "models/m/3/manifest.json"
+        );
+        let stem = checkpoint("m", "3", 42).unwrap();
+        assert_eq!(stem.as_str(), "models/m/3/checkpoints/000042");
+        assert_eq!(
+            checkpoint_state(&stem).unwrap().as_str(),
+            "models/m/3/checkpoints/000042.json"
+        );
+        assert_eq!(registry("m").unwrap().as_str(), "registry/m.json");
+        assert_eq!(registry_model("registry/m.json"), Some("m"));
+        assert_eq!(registry_model("registry/m.txt"), None);
+        let at = DateTime::from_timestamp(3600 * 30, 0).unwrap();
+        assert_eq!(
+            records_of_hour(CAPTURES, "m", at),
+            "captures/m/1970-01-02/06/"
+        );
+        assert_eq!(
+            in_folder(&monitor_run("m", "t", "s"), "report.json")
+                .unwrap()
+                .as_str(),
+            "monitoring/m/t-s/report.json"
+        );
+    }
+
+    #[test]
+    fn names_that_escape_their_folder_are_refused() {
+        assert!(spec("../x").is_err());
+        assert!(model_manifest("m", "..").is_err());
+        assert!(raw("w", "/etc/passwd").is_err());
+    }
+}
