@@ -23,7 +23,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 
 use crate::error::ApiError;
-use crate::{ScoreState, error_response, new_request_id, router};
+use crate::respond::{error_response, new_request_id};
+use crate::{ScoreState, router};
 
 /// Serves the router on `listener` until `shutdown` resolves, then finishes the requests in
 /// flight (at most `request_timeout` more) and writes every buffered capture.

@@ -1,0 +1,222 @@
+//! Scoring a validated frame with a loaded model, and what every scoring route shares: the
+//! per-request [`Call`] (validation, capture, outcome) and running large bodies off the
+//! async workers.
+
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use lambdaml::capture::{CaptureRecord, CapturedValue, millis};
+use lambdaml::features::RawValue;
+
+use crate::error::{ApiError, Errors};
+use crate::loader::LoadedModel;
+use crate::metrics::Outcome;
+use crate::parse::Frame;
+use crate::respond::{error_response, json_response, new_request_id, with_outcome};
+use crate::state::ScoreState;
+
+/// The predictions for a frame.
+#[derive(Debug)]
+pub struct Scored {
+    /// Rows.
+    pub rows: usize,
+    /// Probabilities (rows × classes) or values (rows).
+    pub outputs: Vec<f64>,
+    /// Predicted class index per row (classification).
+    pub labels: Vec<usize>,
+}
+
+/// Validates and encodes the frame with the version's fitted pipeline, then predicts.
+pub fn score_frame(model: &LoadedModel, frame: &Frame<'_>) -> Result<Scored, ApiError> {
+    let width = model.width();
+    let dim = model.manifest.pipeline.output_dim;
+    let mut x = vec![0.0f32; frame.rows * dim];
+    let mut errors = Errors::default();
+    for (row, (values, out)) in frame
+        .values
+        .chunks_exact(width.max(1))
+        .zip(x.chunks_exact_mut(dim.max(1)))
+        .enumerate()
+    {
+        model.manifest.pipeline.transform_checked(values, out, |e| {
+            errors.push(Some(row), Some(&e.field), e.reason);
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let mut outputs = Vec::with_capacity(frame.rows * model.dense.output_width());
+    model
+        .dense
+        .predict_into(&x, frame.rows, &mut outputs)
+        .map_err(|e| ApiError::internal(format!("prediction failed: {e}")))?;
+    let labels = match &model.classes {
+        Some(classes) => outputs
+            .chunks_exact(classes.len().max(1))
+            .map(|p| {
+                let mut best = 0;
+                for (i, v) in p.iter().enumerate() {
+                    if *v > p[best] {
+                        best = i;
+                    }
+                }
+                best
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(Scored {
+        rows: frame.rows,
+        outputs,
+        labels,
+    })
+}
+
+pub(crate) fn captured_inputs(frame: &Frame<'_>, width: usize) -> Vec<Vec<CapturedValue>> {
+    frame
+        .values
+        .chunks_exact(width.max(1))
+        .map(|row| {
+            row.iter()
+                .map(|v| match v {
+                    RawValue::Missing => CapturedValue::Null,
+                    RawValue::Number(x) => CapturedValue::Number(*x),
+                    RawValue::Text(t) => CapturedValue::Text((*t).to_string()),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What a scoring call carries to its capture record and answer.
+pub(crate) struct Call<'a> {
+    pub(crate) state: &'a ScoreState,
+    pub(crate) request_id: String,
+    pub(crate) timestamp: String,
+    pub(crate) started: Instant,
+    pub(crate) protocol: &'static str,
+    pub(crate) model: Option<String>,
+    pub(crate) version: Option<String>,
+    pub(crate) client_id: Option<String>,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn new(state: &'a ScoreState, protocol: &'static str) -> Self {
+        Call {
+            state,
+            request_id: new_request_id(),
+            timestamp: millis(state.clock.now()),
+            started: Instant::now(),
+            protocol,
+            model: None,
+            version: None,
+            client_id: None,
+        }
+    }
+
+    pub(crate) fn capture(&self, record: CaptureRecord) {
+        if self.state.capture.record(&record) && !self.state.config.flush_each_request {
+            let writer = self.state.capture.clone();
+            tokio::spawn(async move { writer.flush_due().await });
+        }
+    }
+
+    pub(crate) fn base_record(&self, status: u16, body_bytes: usize) -> CaptureRecord {
+        CaptureRecord {
+            request_id: self.request_id.clone(),
+            client_id: self.client_id.clone(),
+            timestamp: self.timestamp.clone(),
+            model: self
+                .model
+                .clone()
+                .unwrap_or_else(|| "_unrouted".to_string()),
+            version: self.version.clone(),
+            protocol: self.protocol.to_string(),
+            status,
+            latency_us: self.started.elapsed().as_micros() as u64,
+            rows: 0,
+            inputs: Vec::new(),
+            labels: Vec::new(),
+            outputs: Vec::new(),
+            errors: Vec::new(),
+            body: None,
+            body_bytes,
+        }
+    }
+
+    /// Answers and captures a rejected request.
+    pub(crate) fn reject(&self, e: ApiError, body: &[u8]) -> Response {
+        let mut record = self.base_record(e.status.as_u16(), body.len());
+        record.errors = if e.details.is_empty() {
+            vec![lambdaml::capture::FieldError::new(
+                None,
+                None,
+                e.error.clone(),
+            )]
+        } else {
+            e.details.clone()
+        };
+        const KEEP: usize = 64 << 10;
+        record.body = Some(String::from_utf8_lossy(&body[..body.len().min(KEEP)]).into_owned());
+        self.capture(record);
+        let resp = error_response(&e, &self.request_id);
+        with_outcome(
+            resp,
+            Outcome {
+                route: self.protocol,
+                model: self.model.clone(),
+                version: self.version.clone(),
+                rows: 0,
+                validation_errors: e.details_total.max(1),
+            },
+        )
+    }
+
+    /// Answers and captures an accepted request.
+    pub(crate) fn accept(
+        &self,
+        model: &LoadedModel,
+        frame: &Frame<'_>,
+        scored: Scored,
+        body_bytes: usize,
+        response: Vec<u8>,
+    ) -> Response {
+        let mut record = self.base_record(200, body_bytes);
+        record.rows = scored.rows;
+        record.inputs = captured_inputs(frame, model.width());
+        if let Some(classes) = &model.classes {
+            record.labels = scored.labels.iter().map(|i| classes[*i].clone()).collect();
+        }
+        record.outputs = scored.outputs;
+        self.capture(record);
+        with_outcome(
+            json_response(StatusCode::OK, response, Some(&self.request_id)),
+            Outcome {
+                route: self.protocol,
+                model: Some(model.name.clone()),
+                version: Some(model.version.clone()),
+                rows: scored.rows,
+                validation_errors: 0,
+            },
+        )
+    }
+}
+
+/// Bodies from this size up are parsed and scored with [`tokio::task::block_in_place`], so
+/// a large batch does not hold an async worker that other connections' requests (health
+/// checks, one-row scoring) are waiting on. Smaller bodies take microseconds and stay put.
+pub(crate) const OFF_WORKER_BYTES: usize = 64 * 1024;
+
+/// Runs CPU-bound request work off the async worker when the body is large and the runtime
+/// has other workers to hand the worker's tasks to (a current-thread runtime — tests, some
+/// embedders — runs it in place).
+pub(crate) fn off_worker<R>(body_len: usize, work: impl FnOnce() -> R) -> R {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if body_len >= OFF_WORKER_BYTES && multi {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}

@@ -1,0 +1,122 @@
+//! What every route shares: [`ScoreState`] (configuration, store, model cache, capture
+//! writer, counters).
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use lambdaml::capture::{CaptureWriter, Clock, system_clock};
+use lambdaml::store::ObjectStore;
+
+use crate::budget;
+use crate::config::ScoreConfig;
+use crate::error::ApiError;
+use crate::loader::{LoadedModel, ModelCache};
+use crate::metrics::{Gauges, Metrics};
+use crate::parse::Limits;
+
+/// Everything the routes share.
+#[derive(Debug)]
+pub struct ScoreState {
+    /// The configuration.
+    pub config: ScoreConfig,
+    /// The store models are read from and captures written to.
+    pub store: Arc<dyn ObjectStore>,
+    /// Loaded models.
+    pub cache: ModelCache,
+    /// The capture writer.
+    pub capture: Arc<CaptureWriter>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Where request times come from.
+    pub clock: Clock,
+    pub(crate) started: Instant,
+    pub(crate) cold_start: OnceLock<f64>,
+    pub(crate) first_request: AtomicBool,
+    /// Permits for requests in flight (see [`server`]).
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// The service name metrics carry (see [`lambdaml::telemetry::service`]).
+    pub(crate) service: String,
+}
+
+impl ScoreState {
+    /// The state over `store`; `started` is when the process started.
+    pub fn new(store: Arc<dyn ObjectStore>, config: ScoreConfig, started: Instant) -> Arc<Self> {
+        Self::with_clock(store, config, started, system_clock())
+    }
+
+    /// The state with request times from `clock` (capture timestamps and partitions, feedback
+    /// times).
+    pub fn with_clock(
+        store: Arc<dyn ObjectStore>,
+        config: ScoreConfig,
+        started: Instant,
+        clock: Clock,
+    ) -> Arc<Self> {
+        Arc::new(ScoreState {
+            clock,
+            cache: ModelCache::new(store.clone(), config.refresh, config.lru),
+            capture: Arc::new(CaptureWriter::new(store.clone(), config.capture.clone())),
+            metrics: Metrics::default(),
+            store,
+            started,
+            cold_start: OnceLock::new(),
+            first_request: AtomicBool::new(true),
+            service: lambdaml::telemetry::service(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .max_in_flight
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            config,
+        })
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_rows: self.config.max_rows,
+        }
+    }
+
+    /// What a JSON body for a model of `width` inputs may take once parsed.
+    pub(crate) fn json_budget(&self, width: usize) -> usize {
+        budget::for_rows(self.config.max_rows, width)
+    }
+
+    /// The production version of `model` (and notes the cold start).
+    pub async fn production(&self, model: &str) -> Result<Arc<LoadedModel>, ApiError> {
+        let m = self.cache.production(model).await?;
+        self.cold_start
+            .get_or_init(|| self.started.elapsed().as_secs_f64());
+        Ok(m)
+    }
+
+    pub(crate) async fn resolve(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<LoadedModel>, ApiError> {
+        match version {
+            Some(v) => self.cache.version(model, v).await,
+            None => self.production(model).await,
+        }
+    }
+
+    /// Loads the default model's production version now (cold start work done before the
+    /// first request). Returns what failed, if anything.
+    pub async fn warm_up(&self) -> Option<String> {
+        let model = self.config.default_model.as_deref()?;
+        self.production(model).await.err().map(|e| e.error)
+    }
+
+    pub(crate) fn gauges(&self) -> Gauges {
+        Gauges {
+            cold_start_seconds: self.cold_start.get().copied(),
+            model_loads: self.cache.loads(),
+            registry_checks: self.cache.checks(),
+            production: self.cache.resolved(),
+            captures: self.capture.stats(),
+        }
+    }
+}
