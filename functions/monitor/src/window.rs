@@ -220,6 +220,11 @@ pub struct WindowAcc {
 }
 
 impl WindowAcc {
+    /// The most rows the sample keeps.
+    pub fn sample_cap(&self) -> usize {
+        self.cap
+    }
+
     /// Accumulators for `baseline`, sampling at most `cap` rows.
     pub fn new(baseline: &Baseline, column_types: Vec<ColumnType>, cap: usize) -> Self {
         let n = baseline.features.len();
