@@ -19,7 +19,7 @@ use lambdaml::message::{Message, Stage, StageMessage};
 use lambdaml::queue::{Queues, open_queues};
 use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt};
 use lambdaml_e2e::{MIXED_SPEC, deploy_model, handlers, mixed_csv};
-use lambdaml_monitor::report::Report;
+use lambdaml::monitoring::Report;
 use lambdaml_monitor::{Monitor, MonitorRequest};
 use lambdaml_score::{ScoreConfig, ScoreState, router};
 use tower::ServiceExt;

@@ -3,7 +3,7 @@
 use anyhow::{Result, anyhow};
 use clap::Args;
 use lambdaml::message::Stage;
-use lambdaml_monitor::report::Report;
+use lambdaml::monitoring::Report;
 use lambdaml_monitor::{Monitor, MonitorRequest};
 
 use crate::commands::{Ctx, render_handled};

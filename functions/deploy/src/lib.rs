@@ -22,7 +22,7 @@ use lambdaml::run::RunManifest;
 use lambdaml::spec::{ModelSpec, PromotionSection};
 use lambdaml::stage::{StageError, StageHandler};
 use lambdaml::store::{JsonError, ObjectKey, ObjectStore, ObjectStoreExt};
-use lambdaml_evaluate::Evaluation;
+use lambdaml::evaluation::Evaluation;
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
 

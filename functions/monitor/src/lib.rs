@@ -18,12 +18,14 @@ pub mod analysis;
 mod found;
 pub mod html;
 mod interval;
-pub mod report;
 mod retrain;
 mod scan;
 mod verdict;
 pub mod window;
 
+/// The report's types live in `shared` ([`lambdaml::monitoring`]) so readers of reports
+/// (the CLI, dashboards) need not link the monitor.
+pub use lambdaml::monitoring as report;
 pub use interval::{Interval, schedule_period};
 pub use retrain::{RetrainEntry, RetrainState};
 
