@@ -1,37 +1,35 @@
-//! lambdaml's library: everything the seven functions, the CLI and the tests share.
+//! lambdaml's library: everything the seven functions, the CLI and the tests share, in three
+//! folders that show the architecture:
 //!
-//! - The domain, which knows nothing of AWS: [`spec`] (the model spec), [`message`] (what
+//! - [`domain`], which knows nothing of AWS: [`spec`] (the model spec), [`message`] (what
 //!   stages send each other), [`dataset`] (reading, validating, profiling raw data),
-//!   [`features`] (the fitted feature pipeline), [`matrix`] (design matrices on disk).
-//! - The ports and their adapters: [`store`] (object storage: files, memory, S3) and
-//!   [`queue`] (stage queues: a durable local queue, SQS).
-//! - The glue every function uses: [`stage`] (handler errors, draining queues locally),
-//!   [`lambda`] (Lambda event shapes: direct, S3, SQS, batch failures) and [`telemetry`].
+//!   [`features`] (the fitted feature pipeline), [`model`], `train` (candle training, the
+//!   `train` feature), [`metrics`], [`drift`], [`baseline`], [`registry`], [`capture`],
+//!   [`evaluation`], [`monitoring`] and [`layout`] (every key of the bucket).
+//! - [`ports`] and their adapters: [`store`] (object storage: files, memory, S3 with the
+//!   `s3` feature) and [`queue`] (stage queues: a durable local queue, SQS with the `sqs`
+//!   feature).
+//! - [`lambda`], the glue every function uses: [`stage`] (handler errors, draining queues
+//!   locally; the Lambda runtime loop with the `lambda` feature), Lambda event shapes,
+//!   [`config`] and [`telemetry`].
+//!
+//! [`error`] decides, once, which failures are worth a retry.
+//!
+//! Every module is also reachable at the root (`lambdaml::store`, `lambdaml::spec`, …).
 
-mod aws;
-pub mod baseline;
-pub mod capture;
-pub mod config;
-pub mod dataset;
-pub mod drift;
+pub mod domain;
 pub mod error;
-pub mod evaluation;
-pub mod features;
 pub mod lambda;
-pub mod layout;
-pub mod matrix;
-pub mod message;
-pub mod metrics;
-pub mod model;
-pub mod monitoring;
-pub mod queue;
-pub mod registry;
-pub mod run;
-pub mod spec;
-pub mod stage;
-pub mod store;
-pub mod telemetry;
-pub mod train;
+pub mod ports;
+
+#[cfg(feature = "train")]
+pub use domain::train;
+pub use domain::{
+    baseline, capture, dataset, drift, evaluation, features, layout, matrix, message, metrics,
+    model, monitoring, registry, run, spec,
+};
+pub use lambda::{config, stage, telemetry};
+pub use ports::{queue, store};
 
 /// This crate's version, recorded in every manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use lambdaml::evaluation::Evaluation;
 use lambdaml::layout;
 use lambdaml::message::{DeployRequest, Message, Stage, StageMessage};
 use lambdaml::metrics::higher_is_better;
@@ -22,7 +23,6 @@ use lambdaml::run::RunManifest;
 use lambdaml::spec::{ModelSpec, PromotionSection};
 use lambdaml::stage::{StageError, StageHandler};
 use lambdaml::store::{JsonError, ObjectKey, ObjectStore, ObjectStoreExt};
-use lambdaml::evaluation::Evaluation;
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
 

@@ -23,10 +23,10 @@ mod scan;
 mod verdict;
 pub mod window;
 
+pub use interval::{Interval, schedule_period};
 /// The report's types live in `shared` ([`lambdaml::monitoring`]) so readers of reports
 /// (the CLI, dashboards) need not link the monitor.
 pub use lambdaml::monitoring as report;
-pub use interval::{Interval, schedule_period};
 pub use retrain::{RetrainEntry, RetrainState};
 
 use std::collections::BTreeMap;

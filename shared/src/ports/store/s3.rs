@@ -28,31 +28,11 @@ pub struct S3Store {
     prefix: String,
 }
 
-/// The AWS SDK configuration every lambdaml client uses: credentials, region and endpoint
-/// from the standard environment (`AWS_ENDPOINT_URL` points it at an emulator), with
-/// timeouts, so a stalled connection fails an operation (and is retried by the SDK or by the
-/// queue) instead of holding a response or an invocation until Lambda's own timeout.
-///
-/// Connect: 5 s. Read (the longest wait for the next bytes on a socket; transfers of any
-/// size keep going while bytes flow): 30 s. The per-attempt and whole-operation limits stay
-/// the SDK's (none), since an upload of a large dataset legitimately takes minutes.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    use aws_config::timeout::TimeoutConfig;
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .read_timeout(std::time::Duration::from_secs(30))
-        .build();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await
-}
-
 impl S3Store {
     /// A store for `bucket` and `prefix` with credentials, region and endpoint from the
     /// standard AWS environment (`AWS_ENDPOINT_URL` points it at an emulator).
     pub async fn from_env(bucket: &str, prefix: &str) -> Self {
-        let config = sdk_config().await;
+        let config = crate::ports::aws::sdk_config().await;
         let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
         let s3_config = aws_sdk_s3::config::Builder::from(&config)
@@ -146,7 +126,7 @@ fn backend<E>(key: &str, err: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let failure = crate::aws::failure(err);
+    let failure = crate::ports::aws::failure(err);
     StoreError::Backend {
         key: key.to_string(),
         kind: failure.kind,

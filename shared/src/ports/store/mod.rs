@@ -16,6 +16,7 @@
 
 mod fs;
 mod memory;
+#[cfg(feature = "s3")]
 mod s3;
 
 use std::fmt::Debug;
@@ -30,9 +31,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BackendKind, Cause, Classify, Retry};
 
+#[cfg(any(feature = "s3", feature = "sqs"))]
+pub use crate::ports::aws::sdk_config;
 pub use fs::FileStore;
 pub use memory::MemoryStore;
-pub use s3::{S3Store, sdk_config};
+#[cfg(feature = "s3")]
+pub use s3::S3Store;
 
 /// Errors of the object store port.
 #[derive(Debug, thiserror::Error)]
@@ -413,7 +417,13 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         if bucket.is_empty() {
             return Err(bad("s3:// needs a bucket, e.g. s3://my-bucket/prefix"));
         }
-        Ok(Arc::new(S3Store::from_env(bucket, prefix).await))
+        #[cfg(feature = "s3")]
+        return Ok(Arc::new(S3Store::from_env(bucket, prefix).await));
+        #[cfg(not(feature = "s3"))]
+        return Err(bad(&format!(
+            "this build has no S3 adapter (bucket {bucket:?}, prefix {prefix:?}): \
+             build lambdaml-shared with the `s3` feature"
+        )));
     } else {
         Err(bad(
             "unknown scheme; use file://PATH, memory:// or s3://BUCKET[/PREFIX]",

@@ -915,8 +915,8 @@ kind = "binary"
     #[test]
     fn the_bundled_example_specs_parse() {
         for text in [
-            include_str!("../../examples/specs/weather.toml"),
-            include_str!("../../examples/specs/breast_cancer.toml"),
+            include_str!("../../../examples/specs/weather.toml"),
+            include_str!("../../../examples/specs/breast_cancer.toml"),
         ] {
             ModelSpec::parse(text).unwrap();
         }

@@ -13,6 +13,7 @@
 //! with dead-letter queue `PREFIX<stage>-dlq`).
 
 mod local;
+#[cfg(feature = "sqs")]
 mod sqs;
 
 use crate::error::{BackendKind, Cause, Classify, Retry};
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use local::LocalQueue;
+#[cfg(feature = "sqs")]
 pub use sqs::SqsQueue;
 
 use crate::message::Stage;
@@ -204,6 +206,7 @@ pub struct Queues {
 #[derive(Debug, Clone)]
 enum QueueBackend {
     Local(std::path::PathBuf),
+    #[cfg(feature = "sqs")]
     Sqs {
         prefix: String,
         client: aws_sdk_sqs::Client,
@@ -222,11 +225,7 @@ pub async fn open_queues(url: &str, max_receives: u32) -> Result<Queues, QueueEr
         }
         QueueBackend::Local(path.into())
     } else if let Some(prefix) = url.strip_prefix("sqs://") {
-        let config = crate::store::sdk_config().await;
-        QueueBackend::Sqs {
-            prefix: prefix.to_string(),
-            client: aws_sdk_sqs::Client::new(&config),
-        }
+        sqs_backend(url, prefix).await?
     } else {
         return Err(QueueError::InvalidUrl {
             url: url.to_string(),
@@ -241,17 +240,42 @@ pub async fn open_queues(url: &str, max_receives: u32) -> Result<Queues, QueueEr
     })
 }
 
+#[cfg(feature = "sqs")]
+async fn sqs_backend(_url: &str, prefix: &str) -> Result<QueueBackend, QueueError> {
+    let config = crate::store::sdk_config().await;
+    Ok(QueueBackend::Sqs {
+        prefix: prefix.to_string(),
+        client: aws_sdk_sqs::Client::new(&config),
+    })
+}
+
+#[cfg(not(feature = "sqs"))]
+async fn sqs_backend(url: &str, _prefix: &str) -> Result<QueueBackend, QueueError> {
+    Err(no_sqs(url))
+}
+
+#[cfg(not(feature = "sqs"))]
+fn no_sqs(url: &str) -> QueueError {
+    QueueError::InvalidUrl {
+        url: url.to_string(),
+        reason: "this build has no SQS adapter: build lambdaml-shared with the `sqs` feature"
+            .to_string(),
+    }
+}
+
 /// Opens one queue by URL: an SQS queue URL (`https://…`, or `http://…` on an emulator) or
 /// a local queue directory (`file://DIR`). Functions use it for their dead-letter queue.
 pub async fn open_queue(url: &str, max_receives: u32) -> Result<Arc<dyn Queue>, QueueError> {
     if let Some(path) = url.strip_prefix("file://") {
         Ok(Arc::new(LocalQueue::open(path, max_receives)?))
     } else if url.starts_with("https://") || url.starts_with("http://") {
-        let config = crate::store::sdk_config().await;
-        Ok(Arc::new(SqsQueue::new(
-            aws_sdk_sqs::Client::new(&config),
+        #[cfg(feature = "sqs")]
+        return Ok(Arc::new(SqsQueue::new(
+            aws_sdk_sqs::Client::new(&crate::store::sdk_config().await),
             url,
-        )))
+        )));
+        #[cfg(not(feature = "sqs"))]
+        return Err(no_sqs(url));
     } else {
         Err(QueueError::InvalidUrl {
             url: url.to_string(),
@@ -280,6 +304,7 @@ impl Queues {
             QueueBackend::Local(dir) => {
                 Arc::new(LocalQueue::open(dir.join(name), self.max_receives)?)
             }
+            #[cfg(feature = "sqs")]
             QueueBackend::Sqs { prefix, client } => {
                 Arc::new(SqsQueue::by_name(client.clone(), &format!("{prefix}{name}")).await?)
             }

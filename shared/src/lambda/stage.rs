@@ -447,6 +447,7 @@ pub async fn drain(
     }
 }
 
+#[cfg(feature = "lambda")]
 /// The Lambda runtime loop every function's `main` runs: each invocation gets a span with
 /// its request id, the invocation's deadline (for stages that checkpoint), and
 /// [`handle_lambda_event`]; SQS records that can never succeed are parked in `own_queue`'s

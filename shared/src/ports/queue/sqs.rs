@@ -30,7 +30,7 @@ fn backend<E>(queue: &str, err: SdkError<E, HttpResponse>) -> QueueError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let failure = crate::aws::failure(err);
+    let failure = crate::ports::aws::failure(err);
     QueueError::Backend {
         queue: queue.to_string(),
         kind: failure.kind,
