@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use lambdaml::message::Stage;
-use lambdaml::queue::DEPLOYMENTS;
+use lambdaml::pipeline::{Wire, wire};
 use lambdaml::queue::Queues;
 use lambdaml::stage::StageHandler;
 use lambdaml::store::ObjectStore;
@@ -15,31 +15,21 @@ use lambdaml_ingest::Ingest;
 use lambdaml_preprocess::Preprocess;
 use lambdaml_train::Train;
 
-/// The stage handlers over one store and one set of queues, as every deployment wires them.
+/// The stage handlers over one store and one set of queues, as every deployment wires them
+/// ([`lambdaml::pipeline`]).
 pub async fn handlers(store: &Arc<dyn ObjectStore>, queues: &Queues) -> Vec<Arc<dyn StageHandler>> {
-    let q = |s: Stage| queues.get(s);
+    async fn one<H: Wire + StageHandler + 'static>(
+        store: &Arc<dyn ObjectStore>,
+        queues: &Queues,
+    ) -> Arc<dyn StageHandler> {
+        Arc::new(wire::<H>(store.clone(), queues).await.unwrap().0)
+    }
     vec![
-        Arc::new(Ingest::new(
-            store.clone(),
-            q(Stage::Preprocess).await.unwrap(),
-        )),
-        Arc::new(Preprocess::new(
-            store.clone(),
-            q(Stage::Train).await.unwrap(),
-        )),
-        Arc::new(Train::new(
-            store.clone(),
-            q(Stage::Evaluate).await.unwrap(),
-            q(Stage::Train).await.unwrap(),
-        )),
-        Arc::new(Evaluate::new(
-            store.clone(),
-            q(Stage::Deploy).await.unwrap(),
-        )),
-        Arc::new(Deploy::new(
-            store.clone(),
-            queues.named(DEPLOYMENTS).await.unwrap(),
-        )),
+        one::<Ingest>(store, queues).await,
+        one::<Preprocess>(store, queues).await,
+        one::<Train>(store, queues).await,
+        one::<Evaluate>(store, queues).await,
+        one::<Deploy>(store, queues).await,
     ]
 }
 

@@ -1,162 +1,22 @@
 //! The commands other than `demo`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use indicatif::ProgressBar;
 use lambdaml::dataset::{DatasetManifest, Profile, Schema};
 use lambdaml::layout;
-use lambdaml::message::{IngestRequest, PreprocessRequest, Stage};
-use lambdaml::queue::DEPLOYMENTS;
-use lambdaml::queue::{QueueStats, Queues, open_queues};
-use lambdaml::spec::ModelSpec;
-use lambdaml::stage::{DrainOptions, Handled, StageHandler, drain};
-use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, open_store};
-use lambdaml_deploy::Deploy;
-use lambdaml_evaluate::Evaluate;
-use lambdaml_ingest::{Ingest, IngestOutcome};
+use lambdaml::message::{PreprocessRequest, Stage};
+use lambdaml::stage::Handled;
+use lambdaml::store::{ObjectStore, ObjectStoreExt};
+use lambdaml_ingest::IngestOutcome;
 use lambdaml_preprocess::{Preprocess, PreprocessOutcome};
-use lambdaml_train::Train;
 use serde::Serialize;
 
-use crate::output::{emit, spinner};
+use crate::ctx::Ctx;
+use crate::output::emit;
+use crate::render::{render_handled, render_stats, stats_map};
 use crate::{Cli, Command};
-
-/// Local queues give up on a message after this many receives.
-const MAX_RECEIVES: u32 = 5;
-
-/// What every command works with.
-pub struct Ctx {
-    pub store: Arc<dyn ObjectStore>,
-    pub queues: Queues,
-    pub json: bool,
-}
-
-impl Ctx {
-    pub async fn open(store_url: &str, queues_url: Option<&str>, json: bool) -> Result<Self> {
-        let store = open_store(store_url)
-            .await
-            .with_context(|| format!("opening the store {store_url}"))?;
-        let queues_url = match queues_url {
-            Some(url) => url.to_string(),
-            None => match store_url.strip_prefix("file://") {
-                Some(path) => format!("file://{}/.queues", path.trim_end_matches('/')),
-                None => bail!(
-                    "--queues (or LAMBDAML_QUEUES) is required with a non-file store, \
-                     e.g. --queues sqs://lambdaml-"
-                ),
-            },
-        };
-        let queues = open_queues(&queues_url, MAX_RECEIVES)
-            .await
-            .with_context(|| format!("opening the queues {queues_url}"))?;
-        Ok(Ctx {
-            store,
-            queues,
-            json,
-        })
-    }
-
-    pub async fn ingest_handler(&self) -> Result<Ingest> {
-        Ok(Ingest::new(
-            self.store.clone(),
-            self.queues.get(Stage::Preprocess).await?,
-        ))
-    }
-
-    pub fn deploy_handler(&self, deployments: Arc<dyn lambdaml::queue::Queue>) -> Deploy {
-        Deploy::new(self.store.clone(), deployments)
-    }
-
-    /// Every stage's handler; training reports its steps on `bar`.
-    pub async fn handlers(&self, bar: ProgressBar) -> Result<Vec<Arc<dyn StageHandler>>> {
-        let train = Train::new(
-            self.store.clone(),
-            self.queues.get(Stage::Evaluate).await?,
-            self.queues.get(Stage::Train).await?,
-        )
-        .with_progress(Arc::new(move |p| {
-            bar.set_message(format!(
-                "training: step {}/{} loss {:.5}{}; messages handled:",
-                p.step,
-                p.max_steps,
-                p.loss,
-                p.validation_loss
-                    .map(|v| format!(" validation {v:.5}"))
-                    .unwrap_or_default()
-            ));
-        }));
-        Ok(vec![
-            Arc::new(self.ingest_handler().await?),
-            Arc::new(Preprocess::new(
-                self.store.clone(),
-                self.queues.get(Stage::Train).await?,
-            )),
-            Arc::new(train),
-            Arc::new(Evaluate::new(
-                self.store.clone(),
-                self.queues.get(Stage::Deploy).await?,
-            )),
-            Arc::new(self.deploy_handler(self.queues.named(DEPLOYMENTS).await?)),
-        ])
-    }
-
-    /// Drains the queues with a progress spinner.
-    pub async fn drain(&self) -> Result<Vec<Handled>> {
-        let bar = spinner(self.json, "running stages; messages handled:");
-        let handlers = self.handlers(bar.clone()).await?;
-        let report = drain(&self.queues, &handlers, &DrainOptions::default(), &|h| {
-            bar.inc(1);
-            bar.set_message(format!(
-                "running stages ({} {}); messages handled:",
-                h.stage, h.outcome
-            ));
-        })
-        .await?;
-        bar.finish_and_clear();
-        Ok(report)
-    }
-
-    pub async fn queue_stats(&self) -> Result<Vec<(Stage, QueueStats)>> {
-        let mut out = Vec::new();
-        for stage in Stage::ALL {
-            out.push((stage, self.queues.get(stage).await?.stats().await?));
-        }
-        Ok(out)
-    }
-
-    /// Uploads a spec to `specs/<model>.toml`, checking it first.
-    pub async fn put_spec(&self, text: &str, origin: &str) -> Result<ModelSpec> {
-        let spec = ModelSpec::parse(text).with_context(|| format!("reading {origin}"))?;
-        let key = layout::spec(&spec.model.name)?;
-        self.store
-            .put(&key, bytes::Bytes::from(text.to_string()))
-            .await?;
-        Ok(spec)
-    }
-
-    /// Ingests a raw object directly (not through the queue), with a progress spinner.
-    pub async fn ingest_key(
-        &self,
-        key: ObjectKey,
-        dataset: Option<String>,
-    ) -> Result<IngestOutcome> {
-        let bar = spinner(self.json, "ingesting; rows read:");
-        let progress_bar = bar.clone();
-        let handler = self
-            .ingest_handler()
-            .await?
-            .with_progress(Arc::new(move |rows| progress_bar.set_position(rows)));
-        let outcome = handler
-            .ingest(&IngestRequest { key, dataset })
-            .await
-            .map_err(|e| anyhow!("{}", e.reason()));
-        bar.finish_and_clear();
-        outcome
-    }
-}
 
 pub async fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     let ctx = Ctx::open(&cli.store, cli.queues.as_deref(), cli.json).await?;
@@ -200,94 +60,6 @@ pub async fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
 struct RunReport {
     handled: Vec<Handled>,
     queues: serde_json::Value,
-}
-
-pub fn stats_map(stats: &[(Stage, QueueStats)]) -> serde_json::Value {
-    serde_json::Value::Object(
-        stats
-            .iter()
-            .map(|(s, q)| (s.to_string(), serde_json::to_value(q).unwrap_or_default()))
-            .collect(),
-    )
-}
-
-pub fn render_handled(handled: &[Handled]) -> String {
-    let mut s = String::new();
-    if handled.is_empty() {
-        s.push_str("no messages were waiting\n");
-    }
-    for h in handled {
-        let detail = match &h.detail {
-            serde_json::Value::String(text) => text.clone(),
-            other => summarize(other),
-        };
-        s.push_str(&format!("{:<10} {:<11} {}\n", h.stage, h.outcome, detail));
-    }
-    s
-}
-
-fn summarize(v: &serde_json::Value) -> String {
-    let field = |k: &str| {
-        v.get(k)
-            .map(|x| x.to_string().trim_matches('"').to_string())
-    };
-    if let Some(verdict) = field("verdict") {
-        format!(
-            "{} {}: {verdict} — {}",
-            field("model").unwrap_or_default(),
-            field("version").unwrap_or_default(),
-            field("reason").unwrap_or_default()
-        )
-    } else if let Some(status) = field("status") {
-        format!(
-            "{} {}: {status} ({} steps, loss {})",
-            field("model").unwrap_or_default(),
-            field("version").unwrap_or_default(),
-            field("steps").unwrap_or_default(),
-            field("loss").unwrap_or_default()
-        )
-    } else if let (Some(rows), Some(_)) = (field("holdout_rows"), v.get("metrics")) {
-        format!(
-            "{} {}: {rows} holdout rows, metrics {}{}",
-            field("model").unwrap_or_default(),
-            field("version").unwrap_or_default(),
-            v.get("metrics").map(|m| m.to_string()).unwrap_or_default(),
-            v.get("champion")
-                .filter(|c| !c.is_null())
-                .map(|c| format!(", champion {c}"))
-                .unwrap_or_default()
-        )
-    } else if let Some(run) = field("run_id") {
-        format!(
-            "run {run}: {} train / {} holdout rows, {} features",
-            field("train_rows").unwrap_or_default(),
-            field("holdout_rows").unwrap_or_default(),
-            field("features").unwrap_or_default()
-        )
-    } else if let Some(version) = field("version") {
-        format!(
-            "dataset {} version {version}: {} rows, {} rejected",
-            field("dataset").unwrap_or_default(),
-            field("rows").unwrap_or_default(),
-            field("rejected").unwrap_or_default()
-        )
-    } else {
-        v.to_string()
-    }
-}
-
-pub fn render_stats(stats: &[(Stage, QueueStats)]) -> String {
-    let mut s = String::from("queue       waiting  in-flight  dead-lettered\n");
-    for (stage, q) in stats {
-        s.push_str(&format!(
-            "{:<11} {:>7}  {:>9}  {:>13}\n",
-            stage.as_str(),
-            q.visible,
-            q.in_flight,
-            q.dead
-        ));
-    }
-    s
 }
 
 /// `lambdaml ingest`.
@@ -398,7 +170,7 @@ async fn preprocess(ctx: &Ctx, args: PreprocessArgs) -> Result<()> {
     ctx.store
         .put_immutable(&snapshot, bytes::Bytes::from(text))
         .await?;
-    let handler = Preprocess::new(ctx.store.clone(), ctx.queues.get(Stage::Train).await?);
+    let handler = ctx.wire::<Preprocess>().await?;
     let outcome: PreprocessOutcome = handler
         .preprocess(&PreprocessRequest {
             dataset: args.dataset,

@@ -17,15 +17,16 @@ use lambdaml::message::{IngestRequest, Message, Stage, StageMessage};
 use lambdaml::run::RunManifest;
 use lambdaml::stage::Handled;
 use lambdaml::store::{ObjectKey, ObjectStoreExt};
+use lambdaml_deploy::Deploy;
 use lambdaml_ingest::IngestOutcome;
 use serde::Serialize;
 
-use lambdaml::queue::DEPLOYMENTS;
 use lambdaml::registry::{Action, Registry, RegistryStore};
 
-use crate::commands::{Ctx, render_stats, stats_map};
+use crate::ctx::Ctx;
 use crate::models::train_spec;
 use crate::output::emit;
+use crate::render::{render_stats, stats_map};
 
 const WEATHER_CSV: &[u8] = include_bytes!("../../data/weather_noaa.csv");
 const WEATHER_SPEC: &str = include_str!("../../examples/specs/weather.toml");
@@ -173,6 +174,7 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
     use axum::body::Body;
     use axum::http::Request;
     use lambdaml::capture::Clock;
+    use lambdaml::pipeline::{Function, Wired};
     use lambdaml_monitor::{Monitor, MonitorRequest};
     use lambdaml_score::{ScoreConfig, ScoreState, router};
     use std::sync::Arc;
@@ -207,10 +209,8 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
         let value: serde_json::Value = serde_json::from_slice(&bytes)?;
         anyhow::Ok((status, value))
     };
-    let monitor = Monitor::new(
-        ctx.store.clone(),
-        Some(ctx.queues.get(Stage::Ingest).await?),
-    );
+    let wired = Wired::open(Function::Monitor, ctx.store.clone(), &ctx.queues).await?;
+    let monitor = Monitor::from_wiring(&wired);
     let text = std::str::from_utf8(WEATHER_CSV)?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
@@ -475,7 +475,7 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
     ctx.put_spec(WEATHER_SPEC, "the bundled weather spec")
         .await?;
     // An operator overrides the rule by hand, then thinks better of it.
-    let deploy = ctx.deploy_handler(ctx.queues.named(DEPLOYMENTS).await?);
+    let deploy = ctx.wire::<Deploy>().await?;
     let challenger_version = challenger["version"]
         .as_str()
         .unwrap_or_default()

@@ -14,7 +14,7 @@ use lambdaml_cli::functions::{self, NAMES};
 use lambdaml_cli::local::{Activity, Local, LocalOptions};
 use lambdaml_cli::template::{Stack, StackContext, Template};
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 
 fn duration(text: &str) -> Result<Duration, String> {
     lambdaml_score::parse_interval(text)

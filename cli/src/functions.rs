@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use lambdaml::config::FunctionConfig;
-use lambdaml::message::Stage;
-use lambdaml::queue::{DEPLOYMENTS, Queue, Queues, open_queues};
+use lambdaml::pipeline::{Function as PipelineFunction, Wire, Wired};
+use lambdaml::queue::{Queue, Queues, open_queues};
 use lambdaml::stage::{SqsSource, StageHandler, handle_lambda_event};
 use lambdaml::store::{ObjectStore, open_store};
 use lambdaml_score::{ScoreConfig, ScoreState};
@@ -21,13 +21,13 @@ use tower::ServiceExt;
 
 /// The function names, as binaries and as `lambdaml invoke` takes them.
 pub const NAMES: [&str; 7] = [
-    "ingest",
-    "preprocess",
-    "train",
-    "evaluate",
-    "deploy",
-    "score",
-    "monitor",
+    PipelineFunction::Ingest.name(),
+    PipelineFunction::Preprocess.name(),
+    PipelineFunction::Train.name(),
+    PipelineFunction::Evaluate.name(),
+    PipelineFunction::Deploy.name(),
+    PipelineFunction::Score.name(),
+    PipelineFunction::Monitor.name(),
 ];
 
 /// What a function is made of.
@@ -79,7 +79,7 @@ pub async fn build(name: &str, env: &BTreeMap<String, String>) -> Result<Functio
     build_with(name, store, &queues, env, config.max_receives).await
 }
 
-/// Builds function `name` over an open store and queues.
+/// Builds function `name` over an open store and queues, wired by [`lambdaml::pipeline`].
 pub async fn build_with(
     name: &str,
     store: Arc<dyn ObjectStore>,
@@ -87,76 +87,39 @@ pub async fn build_with(
     env: &BTreeMap<String, String>,
     max_receives: u32,
 ) -> Result<Function> {
-    let q = |stage: Stage| queues.get(stage);
-    let stage_handler: Option<(Arc<dyn StageHandler>, Stage)> = match name {
-        "ingest" => Some((
-            Arc::new(lambdaml_ingest::Ingest::new(
-                store.clone(),
-                q(Stage::Preprocess).await?,
-            )),
-            Stage::Ingest,
-        )),
-        "preprocess" => Some((
-            Arc::new(lambdaml_preprocess::Preprocess::new(
-                store.clone(),
-                q(Stage::Train).await?,
-            )),
-            Stage::Preprocess,
-        )),
-        "train" => Some((
-            Arc::new(lambdaml_train::Train::new(
-                store.clone(),
-                q(Stage::Evaluate).await?,
-                q(Stage::Train).await?,
-            )),
-            Stage::Train,
-        )),
-        "evaluate" => Some((
-            Arc::new(lambdaml_evaluate::Evaluate::new(
-                store.clone(),
-                q(Stage::Deploy).await?,
-            )),
-            Stage::Evaluate,
-        )),
-        "deploy" => Some((
-            Arc::new(lambdaml_deploy::Deploy::new(
-                store.clone(),
-                queues.named(DEPLOYMENTS).await?,
-            )),
-            Stage::Deploy,
-        )),
-        _ => None,
+    let Some(function) = lambdaml::pipeline::Function::named(name) else {
+        bail!(
+            "unknown function {name:?}; the functions are {}",
+            NAMES.join(", ")
+        );
     };
-    let (handler, own_queue) = match (stage_handler, name) {
-        (Some((handler, stage)), _) => (Handler::Stage(handler), Some(q(stage).await?)),
-        (None, "score") => {
+    let wired = Wired::open(function, store.clone(), queues).await?;
+    async fn stage<H: Wire + StageHandler + 'static>(wired: &Wired) -> Result<Handler> {
+        Ok(Handler::Stage(Arc::new(H::wire(wired)?)))
+    }
+    let handler = match function {
+        PipelineFunction::Ingest => stage::<lambdaml_ingest::Ingest>(&wired).await?,
+        PipelineFunction::Preprocess => stage::<lambdaml_preprocess::Preprocess>(&wired).await?,
+        PipelineFunction::Train => stage::<lambdaml_train::Train>(&wired).await?,
+        PipelineFunction::Evaluate => stage::<lambdaml_evaluate::Evaluate>(&wired).await?,
+        PipelineFunction::Deploy => stage::<lambdaml_deploy::Deploy>(&wired).await?,
+        PipelineFunction::Score => {
             let mut config = ScoreConfig::from_lookup(|k| env.get(k).cloned())
                 .map_err(|e| anyhow!("the score function's environment: {e}"))?;
             // As in Lambda: every request's captures are written before it is answered.
             config.flush_each_request = true;
             config.emf = false;
-            (
-                Handler::Score(ScoreState::new(store.clone(), config, Instant::now())),
-                None,
-            )
+            Handler::Score(ScoreState::new(store.clone(), config, Instant::now()))
         }
-        (None, "monitor") => (
-            Handler::Monitor(Arc::new(lambdaml_monitor::Monitor::new(
-                store.clone(),
-                Some(q(Stage::Ingest).await?),
-            ))),
-            None,
-        ),
-        (None, other) => bail!(
-            "unknown function {other:?}; the functions are {}",
-            NAMES.join(", ")
-        ),
+        PipelineFunction::Monitor => {
+            Handler::Monitor(Arc::new(lambdaml_monitor::Monitor::from_wiring(&wired)))
+        }
     };
     Ok(Function {
         name: name.to_string(),
         handler,
         store,
-        own_queue,
+        own_queue: wired.own_queue(),
         max_receives,
     })
 }

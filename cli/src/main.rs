@@ -7,11 +7,13 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod commands;
+mod ctx;
 mod demo;
 mod emulate;
 mod models;
 mod monitor;
 mod output;
+mod render;
 mod serve;
 
 use std::process::ExitCode;

@@ -6,14 +6,16 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand};
 use lambdaml::layout;
 use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage};
-use lambdaml::queue::DEPLOYMENTS;
 use lambdaml::registry::{Action, Registry, RegistryStore};
 use lambdaml::stage::Handled;
 use lambdaml::store::ObjectStoreExt;
+use lambdaml_deploy::Deploy;
 use serde::Serialize;
 
-use crate::commands::{Ctx, latest_version, render_handled};
+use crate::commands::latest_version;
+use crate::ctx::Ctx;
 use crate::output::emit;
+use crate::render::render_handled;
 
 /// `lambdaml train`.
 #[derive(Debug, Args)]
@@ -234,7 +236,7 @@ fn render_history(r: &Registry) -> String {
 
 pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
     let registry = RegistryStore::new(ctx.store.clone());
-    let deploy = ctx.deploy_handler(ctx.queues.named(DEPLOYMENTS).await?);
+    let deploy = ctx.wire::<Deploy>().await?;
     let manual = |action: Action, model: String, version: Option<String>, reason: String| {
         let deploy = deploy.clone();
         async move {

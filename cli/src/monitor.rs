@@ -2,12 +2,13 @@
 
 use anyhow::{Result, anyhow};
 use clap::Args;
-use lambdaml::message::Stage;
 use lambdaml::monitoring::Report;
+use lambdaml::pipeline::{Function, Wired};
 use lambdaml_monitor::{Monitor, MonitorRequest};
 
-use crate::commands::{Ctx, render_handled};
+use crate::ctx::Ctx;
 use crate::output::emit;
+use crate::render::render_handled;
 
 /// `lambdaml monitor`.
 #[derive(Debug, Args)]
@@ -124,10 +125,8 @@ fn local_path(store_url: &str, key: &str) -> Option<std::path::PathBuf> {
 }
 
 pub async fn monitor(ctx: &Ctx, store_url: &str, args: MonitorArgs) -> Result<()> {
-    let monitor = Monitor::new(
-        ctx.store.clone(),
-        Some(ctx.queues.get(Stage::Ingest).await?),
-    );
+    let wired = Wired::open(Function::Monitor, ctx.store.clone(), &ctx.queues).await?;
+    let monitor = Monitor::from_wiring(&wired);
     let request = MonitorRequest {
         model: args.model.clone(),
         window: args.window,

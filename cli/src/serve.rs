@@ -14,7 +14,7 @@ use lambdaml_score::{ScoreConfig, ScoreState, parse_interval, router};
 use serde::Serialize;
 use tower::ServiceExt;
 
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
 use crate::output::emit;
 
 fn interval(text: &str) -> Result<Duration, String> {

@@ -257,6 +257,16 @@ async fn every_key_each_function_touches_is_granted_and_every_grant_is_used() {
     let event = lambdaml_cli::local::s3_event("b", "raw/breast-cancer/data.csv", 1);
     ingest.invoke(event).await.unwrap();
     drain(&functions).await;
+    // An operator asks deploy to decide a version by hand (events/deploy-direct.json): a
+    // direct request carries no evaluation, so deploy reads it and the run's spec.
+    let (registry, _) = lambdaml::registry::RegistryStore::new(base.clone())
+        .load("breast-cancer")
+        .await
+        .unwrap()
+        .unwrap();
+    let production = registry.production.clone().unwrap();
+    let direct = serde_json::json!({"model_name": "breast-cancer", "model_version": production});
+    functions["deploy"].invoke(direct).await.unwrap();
 
     // Scoring (drifted rows) and wrong labels, then the monitor's breach and retrain.
     let score = &functions["score"];

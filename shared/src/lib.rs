@@ -28,7 +28,7 @@ pub use domain::{
     baseline, capture, dataset, drift, evaluation, features, layout, matrix, message, metrics,
     model, monitoring, registry, run, spec,
 };
-pub use lambda::{config, stage, telemetry};
+pub use lambda::{config, pipeline, stage, telemetry};
 pub use ports::{queue, store};
 
 /// This crate's version, recorded in every manifest.

@@ -13,16 +13,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lambdaml::evaluation::Evaluation;
 use lambdaml::layout;
-use lambdaml::message::{DeployRequest, Message, Stage, StageMessage};
+use lambdaml::message::{DeployRequest, Envelope};
 use lambdaml::metrics::higher_is_better;
+use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::registry::{
     Action, HistoryEntry, Registry, RegistryError, RegistryStore, VersionStatus,
 };
 use lambdaml::run::RunManifest;
-use lambdaml::spec::{ModelSpec, PromotionSection};
-use lambdaml::stage::{StageError, StageHandler};
-use lambdaml::store::{JsonError, ObjectKey, ObjectStore, ObjectStoreExt};
+use lambdaml::spec::PromotionSection;
+use lambdaml::stage::{Handler, StageError};
+use lambdaml::store::{JsonError, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
 
@@ -190,13 +191,10 @@ impl Deploy {
         Ok(())
     }
 
-    /// Decides on one evaluated version. See the crate docs.
-    #[instrument(skip(self))]
-    pub async fn deploy(&self, request: &DeployRequest) -> Result<Decision, StageError> {
-        let (model, version) = (request.model.clone(), request.version.clone());
-        let evaluation: Evaluation = self
-            .store
-            .get_json(&layout::evaluation(&model, &version)?)
+    /// `evaluation.json` of a version (a direct request carries none).
+    async fn evaluation(&self, model: &str, version: &str) -> Result<Evaluation, StageError> {
+        self.store
+            .get_json(&layout::evaluation(model, version)?)
             .await
             .map_err(|e| match e {
                 // Missing or corrupt is permanent; a throttled or failing store is retried.
@@ -204,7 +202,24 @@ impl Deploy {
                 other => {
                     StageError::permanent(format!("{model} {version} has no evaluation: {other}"))
                 }
-            })?;
+            })
+    }
+
+    /// The promotion rule of the spec run `run_id` trained with (a direct request carries
+    /// none).
+    async fn promotion(&self, run_id: &str) -> Result<PromotionSection, StageError> {
+        let run = RunManifest::read(self.store.as_ref(), run_id).await?;
+        Ok(run.spec(self.store.as_ref()).await?.promotion)
+    }
+
+    /// Decides on one evaluated version. See the crate docs.
+    #[instrument(skip(self))]
+    pub async fn deploy(&self, request: &DeployRequest) -> Result<Decision, StageError> {
+        let (model, version) = (request.model.clone(), request.version.clone());
+        let evaluation = match &request.evaluation {
+            Some(e) => (**e).clone(),
+            None => self.evaluation(&model, &version).await?,
+        };
         // The production version the rule's comparison was made against.
         let against: Option<Option<String>> = match &evaluation.against {
             Some(a) => Some(a.production.clone()),
@@ -213,17 +228,11 @@ impl Deploy {
                 .as_ref()
                 .map(|c| Some(c.version.clone())),
         };
-        let run: RunManifest = self
-            .store
-            .get_json(&layout::run_manifest(&evaluation.run_id)?)
-            .await?;
-        let spec_key = ObjectKey::new(run.artifacts.get("spec").cloned().unwrap_or_default())
-            .map_err(StageError::invalid)?;
-        let spec = ModelSpec::parse(&String::from_utf8_lossy(
-            &self.store.get(&spec_key).await?.bytes,
-        ))
-        .map_err(StageError::invalid)?;
-        let (rule_verdict, rule_reason) = apply_rule(&spec.promotion, &evaluation);
+        let promotion = match &request.promotion {
+            Some(p) => p.clone(),
+            None => self.promotion(&evaluation.run_id).await?,
+        };
+        let (rule_verdict, rule_reason) = apply_rule(&promotion, &evaluation);
         let registry = RegistryStore::new(self.store.clone());
         let (after, changed) = registry
             .update(&model, |r| {
@@ -352,44 +361,34 @@ struct Rollback {
 }
 
 #[async_trait]
-impl StageHandler for Deploy {
-    fn stage(&self) -> Stage {
-        Stage::Deploy
-    }
+impl Handler for Deploy {
+    type Request = DeployRequest;
+    /// `{"model_name", "model_version"}` to decide.
+    type Direct = DeployRequest;
 
-    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
-        match message.body {
-            StageMessage::Deploy(request) => {
-                let decision = self.deploy(&request).await?;
-                serde_json::to_value(decision).map_err(StageError::invalid)
-            }
-            other => Err(StageError::permanent(format!(
-                "deploy got a {} message",
-                other.stage()
-            ))),
-        }
+    async fn handle_request(
+        &self,
+        _envelope: &Envelope,
+        request: DeployRequest,
+    ) -> Result<serde_json::Value, StageError> {
+        let decision = self.deploy(&request).await?;
+        serde_json::to_value(decision).map_err(StageError::invalid)
     }
 
     /// `{"action": "rollback", "model", "to"?, "reason"?}` rolls back.
-    async fn handle_direct_action(
+    async fn direct_action(
         &self,
         payload: &serde_json::Value,
     ) -> Option<Result<serde_json::Value, StageError>> {
         direct_rollback(self, payload).await
     }
+}
 
-    /// Direct form: `{"model_name", "model_version"}` to decide, or a full message.
-    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
-        if payload.get("stage").is_some() {
-            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
-        }
-        let request: DeployRequest = serde_json::from_value(payload)
-            .map_err(|e| StageError::permanent(format!("invalid deploy request: {e}")))?;
-        Ok(Message::new(
-            format!("deploy-{}-{}", request.model, request.version),
-            Some(request.model.clone()),
-            StageMessage::Deploy(request),
-        ))
+impl Wire for Deploy {
+    const FUNCTION: Function = Function::Deploy;
+    /// Announces every registry change on the deployments queue.
+    fn wire(wired: &Wired) -> Result<Self, NoQueue> {
+        Ok(Deploy::new(wired.store.clone(), wired.next()?))
     }
 }
 

@@ -18,14 +18,15 @@ use lambdaml::dataset::read_parquet;
 use lambdaml::features::LabelEncoding;
 use lambdaml::layout;
 use lambdaml::matrix::Matrix;
-use lambdaml::message::{DeployRequest, EvaluateRequest, Message, Stage, StageMessage};
+use lambdaml::message::{DeployRequest, Envelope, EvaluateRequest, Message, StageMessage};
 use lambdaml::metrics::{self, Metrics};
 use lambdaml::model::{Model, ModelManifest};
+use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::registry::{RegistryStore, VersionEntry, VersionStatus};
 use lambdaml::run::{RunManifest, Split};
-use lambdaml::spec::TaskKind;
-use lambdaml::stage::{StageError, StageHandler};
+use lambdaml::spec::{PromotionSection, TaskKind};
+use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{
     JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
 };
@@ -151,16 +152,27 @@ impl Evaluate {
         RegistryStore::new(self.store.clone())
             .update(model, |r| Ok(r.register(entry.clone(), "evaluate")))
             .await?;
+        // Deploy gets what it decides with: the evaluation (when small) and the rule.
+        let mut request = DeployRequest::new(model.clone(), version.clone());
+        request.promotion = Some(self.promotion(&manifest.run_id).await?);
+        if serde_json::to_vec(&evaluation).map_or(0, |j| j.len())
+            <= DeployRequest::MAX_EVALUATION_BYTES
+        {
+            request.evaluation = Some(Box::new(evaluation.clone()));
+        }
         let message = Message::new(
             manifest.run_id.clone(),
             Some(model.clone()),
-            StageMessage::Deploy(DeployRequest {
-                model: model.clone(),
-                version: version.clone(),
-            }),
+            StageMessage::Deploy(request),
         );
         self.deploy.send(&message.to_body()).await?;
         Ok(evaluation)
+    }
+
+    /// The promotion rule of the spec run `run_id` trained with.
+    async fn promotion(&self, run_id: &str) -> Result<PromotionSection, StageError> {
+        let run = RunManifest::read(self.store.as_ref(), run_id).await?;
+        Ok(run.spec(self.store.as_ref()).await?.promotion)
     }
 
     async fn build(
@@ -341,41 +353,30 @@ impl Evaluate {
 }
 
 #[async_trait]
-impl StageHandler for Evaluate {
-    fn stage(&self) -> Stage {
-        Stage::Evaluate
-    }
+impl Handler for Evaluate {
+    type Request = EvaluateRequest;
+    /// `{"model_name", "model_version"}`.
+    type Direct = EvaluateRequest;
 
-    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
-        match message.body {
-            StageMessage::Evaluate(request) => {
-                let e = self.evaluate(&request).await?;
-                Ok(serde_json::json!({
-                    "model": e.model,
-                    "version": e.version,
-                    "holdout_rows": e.holdout_rows,
-                    "metrics": scalar_metrics(&e.metrics),
-                    "champion": e.champion.as_ref().map(|c| serde_json::json!({"version": c.version, "metrics": scalar_metrics(&c.metrics)})),
-                }))
-            }
-            other => Err(StageError::permanent(format!(
-                "evaluate got a {} message",
-                other.stage()
-            ))),
-        }
+    async fn handle_request(
+        &self,
+        _envelope: &Envelope,
+        request: EvaluateRequest,
+    ) -> Result<serde_json::Value, StageError> {
+        let e = self.evaluate(&request).await?;
+        Ok(serde_json::json!({
+            "model": e.model,
+            "version": e.version,
+            "holdout_rows": e.holdout_rows,
+            "metrics": scalar_metrics(&e.metrics),
+            "champion": e.champion.as_ref().map(|c| serde_json::json!({"version": c.version, "metrics": scalar_metrics(&c.metrics)})),
+        }))
     }
+}
 
-    /// Direct form: `{"model", "version"}`, or a full message.
-    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
-        if payload.get("stage").is_some() {
-            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
-        }
-        let request: EvaluateRequest = serde_json::from_value(payload)
-            .map_err(|e| StageError::permanent(format!("invalid evaluate request: {e}")))?;
-        Ok(Message::new(
-            format!("evaluate-{}-{}", request.model, request.version),
-            Some(request.model.clone()),
-            StageMessage::Evaluate(request),
-        ))
+impl Wire for Evaluate {
+    const FUNCTION: Function = Function::Evaluate;
+    fn wire(wired: &Wired) -> Result<Self, NoQueue> {
+        Ok(Evaluate::new(wired.store.clone(), wired.next()?))
     }
 }

@@ -25,12 +25,14 @@ use lambdaml::dataset::{
 use lambdaml::lambda::S3Object;
 use lambdaml::layout;
 use lambdaml::message::{
-    IngestRequest, Message, PreprocessRequest, RetrainRequest, Stage, StageMessage,
+    DirectRequest, Envelope, IngestInput, IngestRequest, Message, PreprocessRequest,
+    RetrainRequest, StageMessage,
 };
+use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::spec::RetrainData;
 use lambdaml::spec::{ModelSpec, is_valid_name};
-use lambdaml::stage::{StageError, StageHandler};
+use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -554,49 +556,33 @@ fn column_len(c: &lambdaml::dataset::Column) -> usize {
 }
 
 #[async_trait]
-impl StageHandler for Ingest {
-    fn stage(&self) -> Stage {
-        Stage::Ingest
+impl Handler for Ingest {
+    type Request = IngestInput;
+    /// `{"key": "raw/<dataset>/<file>", "dataset": optional}`.
+    type Direct = IngestRequest;
+
+    async fn handle_request(
+        &self,
+        _envelope: &Envelope,
+        request: IngestInput,
+    ) -> Result<serde_json::Value, StageError> {
+        let outcome = match request {
+            IngestInput::File(r) => self.ingest(&r).await?,
+            IngestInput::Retrain(r) => self.retrain(&r).await?,
+        };
+        serde_json::to_value(outcome).map_err(StageError::invalid)
     }
 
-    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
-        match message.body {
-            StageMessage::Ingest(request) => {
-                let outcome = self.ingest(&request).await?;
-                serde_json::to_value(outcome).map_err(StageError::invalid)
-            }
-            StageMessage::Retrain(request) => {
-                let outcome = self.retrain(&request).await?;
-                serde_json::to_value(outcome).map_err(StageError::invalid)
-            }
-            other => Err(StageError::permanent(format!(
-                "ingest got a {} message",
-                other.stage()
-            ))),
-        }
-    }
-
-    /// Direct form: `{"key": "raw/<dataset>/<file>", "dataset": optional}`, or a full message.
-    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
-        if payload.get("version").is_some() {
-            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
-        }
-        let request: IngestRequest = serde_json::from_value(payload)
-            .map_err(|e| StageError::permanent(format!("invalid ingest request: {e}")))?;
-        Ok(Message::new(
-            format!("ingest-{}", request.key),
-            None,
-            StageMessage::Ingest(request),
-        ))
-    }
-
-    fn message_from_s3(&self, object: &S3Object) -> Result<Message, StageError> {
+    fn s3_message(&self, object: &S3Object) -> Result<Message, StageError> {
         let key = ObjectKey::new(object.key.clone()).map_err(StageError::invalid)?;
         Self::dataset_of(key.as_str())?;
-        Ok(Message::new(
-            format!("ingest-{}", object.key),
-            None,
-            StageMessage::Ingest(IngestRequest { key, dataset: None }),
-        ))
+        Ok(IngestRequest { key, dataset: None }.into_message())
+    }
+}
+
+impl Wire for Ingest {
+    const FUNCTION: Function = Function::Ingest;
+    fn wire(wired: &Wired) -> Result<Self, NoQueue> {
+        Ok(Ingest::new(wired.store.clone(), wired.next()?))
     }
 }

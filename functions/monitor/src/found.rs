@@ -76,14 +76,8 @@ impl Monitor {
             }
             Err(e) => return Err(e.into()),
         };
-        let run: RunManifest = self
-            .store
-            .get_json(&layout::run_manifest(&manifest.run_id)?)
-            .await?;
-        let spec_key = run.artifacts.get("spec").cloned().unwrap_or_default();
-        let spec_bytes = self.store.get(&ObjectKey::new(spec_key)?).await?.bytes;
-        let trained =
-            ModelSpec::parse(&String::from_utf8_lossy(&spec_bytes)).map_err(StageError::invalid)?;
+        let run = RunManifest::read(self.store.as_ref(), &manifest.run_id).await?;
+        let trained = run.spec(self.store.as_ref()).await?;
         // The live spec's monitoring and retraining settings apply at once (an operator may
         // switch retraining off); a change anywhere that shapes the model — data, features,
         // split, preprocessing, training — means "rebuild with new features".

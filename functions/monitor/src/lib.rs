@@ -35,6 +35,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
 use lambdaml::layout;
+use lambdaml::pipeline::Wired;
 use lambdaml::queue::Queue;
 use lambdaml::registry::RegistryStore;
 use lambdaml::stage::StageError;
@@ -155,6 +156,12 @@ impl Monitor {
             ingest,
             config: MonitorConfig::default(),
         }
+    }
+
+    /// The handler over its function's wiring: retrains go to the queue the pipeline table
+    /// names ([`lambdaml::pipeline`]).
+    pub fn from_wiring(wired: &Wired) -> Self {
+        Self::new(wired.store.clone(), wired.next_queue())
     }
 
     /// The same handler with other limits.

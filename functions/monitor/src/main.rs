@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use lambdaml::config::FunctionConfig;
-use lambdaml::message::Stage;
+use lambdaml::pipeline::{Function, Wired};
 use lambdaml::queue::open_queues;
 use lambdaml::store::open_store;
 use lambdaml::telemetry::{self, LogFormat};
@@ -22,7 +22,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = FunctionConfig::from_env()?;
     let store = open_store(&config.store).await?;
     let queues = open_queues(&config.queues, config.max_receives).await?;
-    let monitor = Arc::new(Monitor::new(store, Some(queues.get(Stage::Ingest).await?)));
+    let wired = Wired::open(Function::Monitor, store, &queues).await?;
+    let monitor = Arc::new(Monitor::from_wiring(&wired));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let monitor = monitor.clone();
         async move {

@@ -19,11 +19,12 @@ use lambdaml::baseline::FeatureReference;
 use lambdaml::dataset::{DatasetManifest, Schema, read_parquet};
 use lambdaml::features::{FeaturePipeline, split_rows};
 use lambdaml::layout;
-use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage, TrainRequest};
+use lambdaml::message::{Envelope, Message, PreprocessRequest, StageMessage, TrainRequest};
+use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::run::{RunManifest, Split, run_id};
 use lambdaml::spec::ModelSpec;
-use lambdaml::stage::{StageError, StageHandler};
+use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{JsonError, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
@@ -254,35 +255,24 @@ impl Preprocess {
 }
 
 #[async_trait]
-impl StageHandler for Preprocess {
-    fn stage(&self) -> Stage {
-        Stage::Preprocess
-    }
+impl Handler for Preprocess {
+    type Request = PreprocessRequest;
+    /// `{"dataset", "dataset_version", "spec"}`.
+    type Direct = PreprocessRequest;
 
-    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
-        match message.body {
-            StageMessage::Preprocess(request) => {
-                let outcome = self.preprocess(&request).await?;
-                serde_json::to_value(outcome).map_err(StageError::invalid)
-            }
-            other => Err(StageError::permanent(format!(
-                "preprocess got a {} message",
-                other.stage()
-            ))),
-        }
+    async fn handle_request(
+        &self,
+        _envelope: &Envelope,
+        request: PreprocessRequest,
+    ) -> Result<serde_json::Value, StageError> {
+        let outcome = self.preprocess(&request).await?;
+        serde_json::to_value(outcome).map_err(StageError::invalid)
     }
+}
 
-    /// Direct form: `{"dataset", "dataset_version", "spec"}`, or a full message.
-    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
-        if payload.get("version").is_some() {
-            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
-        }
-        let request: PreprocessRequest = serde_json::from_value(payload)
-            .map_err(|e| StageError::permanent(format!("invalid preprocess request: {e}")))?;
-        Ok(Message::new(
-            format!("preprocess-{}", request.dataset_version),
-            None,
-            StageMessage::Preprocess(request),
-        ))
+impl Wire for Preprocess {
+    const FUNCTION: Function = Function::Preprocess;
+    fn wire(wired: &Wired) -> Result<Self, NoQueue> {
+        Ok(Preprocess::new(wired.store.clone(), wired.next()?))
     }
 }

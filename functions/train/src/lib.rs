@@ -18,12 +18,12 @@ use bytes::Bytes;
 use lambdaml::features::{FeaturePipeline, LabelEncoding};
 use lambdaml::layout;
 use lambdaml::matrix::Matrix;
-use lambdaml::message::{EvaluateRequest, Message, Stage, StageMessage, TrainRequest};
+use lambdaml::message::{Envelope, EvaluateRequest, Message, StageMessage, TrainRequest};
 use lambdaml::model::{Architecture, ModelManifest, TrainingSummary};
+use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::run::RunManifest;
-use lambdaml::spec::ModelSpec;
-use lambdaml::stage::{StageError, StageHandler};
+use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{
     JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
 };
@@ -140,9 +140,7 @@ impl Train {
                 })
                 .and_then(|k| key(k.clone()))
         };
-        let spec_text = self.store.get(&artifact("spec")?).await?.bytes;
-        let spec =
-            ModelSpec::parse(&String::from_utf8_lossy(&spec_text)).map_err(StageError::invalid)?;
+        let spec = run.spec(self.store.as_ref()).await?;
         let model = spec.model.name.clone();
         let version = model_version(&run.run_id);
         let manifest_key = layout::model_manifest(&model, &version)?;
@@ -366,35 +364,25 @@ impl Train {
 }
 
 #[async_trait]
-impl StageHandler for Train {
-    fn stage(&self) -> Stage {
-        Stage::Train
-    }
+impl Handler for Train {
+    type Request = TrainRequest;
+    /// `{"run_manifest": "runs/<run>/manifest.json"}`.
+    type Direct = TrainRequest;
 
-    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
-        match message.body {
-            StageMessage::Train(request) => {
-                let outcome = self.train(&request, message.attempt).await?;
-                serde_json::to_value(outcome).map_err(StageError::invalid)
-            }
-            other => Err(StageError::permanent(format!(
-                "train got a {} message",
-                other.stage()
-            ))),
-        }
+    async fn handle_request(
+        &self,
+        envelope: &Envelope,
+        request: TrainRequest,
+    ) -> Result<serde_json::Value, StageError> {
+        let outcome = self.train(&request, envelope.attempt).await?;
+        serde_json::to_value(outcome).map_err(StageError::invalid)
     }
+}
 
-    /// Direct form: `{"run_manifest": "runs/<run>/manifest.json"}`, or a full message.
-    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
-        if payload.get("version").is_some() {
-            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
-        }
-        let request: TrainRequest = serde_json::from_value(payload)
-            .map_err(|e| StageError::permanent(format!("invalid train request: {e}")))?;
-        Ok(Message::new(
-            format!("train-{}", request.run_manifest),
-            None,
-            StageMessage::Train(request),
-        ))
+impl Wire for Train {
+    const FUNCTION: Function = Function::Train;
+    /// Sends to evaluate; re-queues its own checkpoints on the train queue.
+    fn wire(wired: &Wired) -> Result<Self, NoQueue> {
+        Ok(Train::new(wired.store.clone(), wired.next()?, wired.own()?))
     }
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use lambdaml::message::{
     DeployRequest, EvaluateRequest, IngestRequest, Message, Stage, StageMessage,
 };
+use lambdaml::pipeline::{Wire, wire};
 use lambdaml::queue::{DEPLOYMENTS, Queues, open_queues};
 use lambdaml::registry::{Action, RegistryStore, VersionStatus};
 use lambdaml::stage::{DrainOptions, Handled, StageError, StageHandler, drain, with_deadline};
@@ -53,38 +54,31 @@ impl Env {
     }
 
     async fn handlers_with_budget(&self, budget: Option<u32>) -> Vec<Arc<dyn StageHandler>> {
-        let q = |s| self.queues.get(s);
-        let mut train = Train::new(
-            self.store.clone(),
-            q(Stage::Evaluate).await.unwrap(),
-            q(Stage::Train).await.unwrap(),
-        );
+        let (mut train, _) = wire::<Train>(self.store.clone(), &self.queues)
+            .await
+            .unwrap();
         if let Some(b) = budget {
             train = train.with_step_budget(b);
         }
         vec![
-            Arc::new(Ingest::new(
-                self.store.clone(),
-                q(Stage::Preprocess).await.unwrap(),
-            )),
-            Arc::new(Preprocess::new(
-                self.store.clone(),
-                q(Stage::Train).await.unwrap(),
-            )),
+            self.one::<Ingest>().await,
+            self.one::<Preprocess>().await,
             Arc::new(train),
-            Arc::new(Evaluate::new(
-                self.store.clone(),
-                q(Stage::Deploy).await.unwrap(),
-            )),
-            Arc::new(self.deploy().await),
+            self.one::<Evaluate>().await,
+            self.one::<Deploy>().await,
         ]
     }
 
+    /// Handler `H` as every deployment wires it.
+    async fn one<H: Wire + StageHandler + 'static>(&self) -> Arc<dyn StageHandler> {
+        Arc::new(wire::<H>(self.store.clone(), &self.queues).await.unwrap().0)
+    }
+
     async fn deploy(&self) -> Deploy {
-        Deploy::new(
-            self.store.clone(),
-            self.queues.named(DEPLOYMENTS).await.unwrap(),
-        )
+        wire::<Deploy>(self.store.clone(), &self.queues)
+            .await
+            .unwrap()
+            .0
     }
 
     /// Puts the spec and the data in the store and runs every stage to the end.
@@ -465,10 +459,7 @@ async fn corrupted_weights_unknown_versions_and_a_corrupt_registry_are_clear_err
     let err = env
         .deploy()
         .await
-        .deploy(&DeployRequest {
-            model: "breast-cancer".into(),
-            version: "nope".into(),
-        })
+        .deploy(&DeployRequest::new("breast-cancer", "nope"))
         .await
         .unwrap_err();
     assert!(matches!(err, StageError::Permanent { .. }), "{err}");
@@ -797,10 +788,7 @@ async fn two_candidates_evaluated_against_one_champion_are_not_both_promoted() {
             .unwrap();
     }
     let deploy = env.deploy().await;
-    let request = |v: &str| DeployRequest {
-        model: "breast-cancer".into(),
-        version: v.into(),
-    };
+    let request = |v: &str| DeployRequest::new("breast-cancer", v);
     let (rb, rc) = (request("challenger-b"), request("challenger-c"));
     let (b, c) = tokio::join!(deploy.deploy(&rb), deploy.deploy(&rc));
     let (b, c) = (b.unwrap(), c.unwrap());

@@ -104,6 +104,10 @@ pub struct EvaluateRequest {
 }
 
 /// Asks deploy to apply the promotion rule to an evaluated version.
+///
+/// Evaluate sends the evaluation and the spec's promotion rule with the request, so deploy
+/// reads neither `evaluation.json` nor the run manifest and the spec behind it; a direct
+/// request (`{"model_name", "model_version"}`) has neither, and deploy reads them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
@@ -113,6 +117,28 @@ pub struct DeployRequest {
     /// The model version (`model_version` on the wire: `version` is the message format's).
     #[serde(rename = "model_version")]
     pub version: String,
+    /// The version's evaluation, as written to `evaluation.json`. Left out when it is
+    /// large (many classes), to keep the message far below SQS's 256 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Box<crate::evaluation::Evaluation>>,
+    /// The promotion rule of the spec the version was trained with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<crate::spec::PromotionSection>,
+}
+
+impl DeployRequest {
+    /// The largest evaluation a deploy message carries, as JSON.
+    pub const MAX_EVALUATION_BYTES: usize = 64 * 1024;
+
+    /// A request that carries nothing but the version.
+    pub fn new(model: impl Into<String>, version: impl Into<String>) -> Self {
+        DeployRequest {
+            model: model.into(),
+            version: version.into(),
+            evaluation: None,
+            promotion: None,
+        }
+    }
 }
 
 /// The stage-specific part of a message.
@@ -170,6 +196,115 @@ impl StageMessage {
             StageMessage::Deploy(_) => Stage::Deploy,
         }
     }
+}
+
+/// What ingest's queue carries: a raw file to version, or a retraining dataset to build.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestInput {
+    /// A raw file.
+    File(IngestRequest),
+    /// A retrain the monitor asked for.
+    Retrain(RetrainRequest),
+}
+
+/// A stage's typed request: a message body addressed to the stage becomes one, once, where
+/// the message is read (see `lambdaml::stage::Handler`); a handler never matches
+/// [`StageMessage`] itself.
+pub trait StageRequest: Sized + Send + 'static {
+    /// The stage whose queue carries it.
+    const STAGE: Stage;
+
+    /// The request, or the stage the body is addressed to when it is another.
+    fn from_body(body: StageMessage) -> Result<Self, Stage>;
+}
+
+impl StageRequest for IngestInput {
+    const STAGE: Stage = Stage::Ingest;
+    fn from_body(body: StageMessage) -> Result<Self, Stage> {
+        match body {
+            StageMessage::Ingest(r) => Ok(IngestInput::File(r)),
+            StageMessage::Retrain(r) => Ok(IngestInput::Retrain(r)),
+            other => Err(other.stage()),
+        }
+    }
+}
+
+macro_rules! stage_request {
+    ($request:ty, $variant:ident) => {
+        impl StageRequest for $request {
+            const STAGE: Stage = Stage::$variant;
+            fn from_body(body: StageMessage) -> Result<Self, Stage> {
+                match body {
+                    StageMessage::$variant(r) => Ok(r),
+                    other => Err(other.stage()),
+                }
+            }
+        }
+    };
+}
+
+stage_request!(PreprocessRequest, Preprocess);
+stage_request!(TrainRequest, Train);
+stage_request!(EvaluateRequest, Evaluate);
+stage_request!(DeployRequest, Deploy);
+
+/// A stage's direct form (`{"key": …}`, `{"run_manifest": …}`, `{"model_name", …}`): what
+/// `aws lambda invoke` and `lambdaml invoke` send instead of a whole message, and the
+/// first-attempt message it stands for.
+pub trait DirectRequest: serde::de::DeserializeOwned {
+    /// The message, with a run id that names the request.
+    fn into_message(self) -> Message;
+}
+
+impl DirectRequest for IngestRequest {
+    fn into_message(self) -> Message {
+        Message::new(
+            format!("ingest-{}", self.key),
+            None,
+            StageMessage::Ingest(self),
+        )
+    }
+}
+
+impl DirectRequest for PreprocessRequest {
+    fn into_message(self) -> Message {
+        let run = format!("preprocess-{}", self.dataset_version);
+        Message::new(run, None, StageMessage::Preprocess(self))
+    }
+}
+
+impl DirectRequest for TrainRequest {
+    fn into_message(self) -> Message {
+        let run = format!("train-{}", self.run_manifest);
+        Message::new(run, None, StageMessage::Train(self))
+    }
+}
+
+impl DirectRequest for EvaluateRequest {
+    fn into_message(self) -> Message {
+        let run = format!("evaluate-{}-{}", self.model, self.version);
+        let model = Some(self.model.clone());
+        Message::new(run, model, StageMessage::Evaluate(self))
+    }
+}
+
+impl DirectRequest for DeployRequest {
+    fn into_message(self) -> Message {
+        let run = format!("deploy-{}-{}", self.model, self.version);
+        let model = Some(self.model.clone());
+        Message::new(run, model, StageMessage::Deploy(self))
+    }
+}
+
+/// Everything of a message but the stage's own fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The pipeline run.
+    pub run_id: String,
+    /// The model, when known.
+    pub model: Option<String>,
+    /// Earlier attempts of this step.
+    pub attempt: u32,
 }
 
 /// A message between stages. See the module docs.
@@ -236,6 +371,16 @@ impl Message {
             }
         }
         serde_json::from_value(value).map_err(MessageError::Malformed)
+    }
+
+    /// The envelope and the body.
+    pub fn into_parts(self) -> (Envelope, StageMessage) {
+        let envelope = Envelope {
+            run_id: self.run_id,
+            model: self.model,
+            attempt: self.attempt,
+        };
+        (envelope, self.body)
     }
 
     /// The JSON body to send.

@@ -38,6 +38,71 @@ pub struct RunManifest {
     pub lambdaml_version: String,
 }
 
+/// The spec a run could not be read back with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunSpecError {
+    /// The manifest or the snapshot could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::store::JsonError),
+    /// The manifest names no spec snapshot.
+    #[error("run {0} has no spec artifact")]
+    NoSpec(String),
+    /// The snapshot is not a valid spec.
+    #[error("{key}: {source}")]
+    Spec {
+        /// The snapshot's key.
+        key: String,
+        /// Why.
+        #[source]
+        source: crate::spec::SpecError,
+    },
+}
+
+impl crate::error::Classify for RunSpecError {
+    fn retry(&self) -> crate::error::Retry {
+        match self {
+            RunSpecError::Store(e) => e.retry(),
+            RunSpecError::Spec { .. } | RunSpecError::NoSpec(_) => crate::error::Retry::Permanent,
+        }
+    }
+}
+
+impl RunManifest {
+    /// `runs/<run_id>/manifest.json`.
+    pub async fn read(
+        store: &dyn crate::store::ObjectStore,
+        run_id: &str,
+    ) -> Result<Self, crate::store::JsonError> {
+        use crate::store::ObjectStoreExt;
+        store.get_json(&crate::layout::run_manifest(run_id)?).await
+    }
+
+    /// The spec this run was made with: its content-addressed snapshot, parsed.
+    pub async fn spec(
+        &self,
+        store: &dyn crate::store::ObjectStore,
+    ) -> Result<crate::spec::ModelSpec, RunSpecError> {
+        let text = self
+            .artifacts
+            .get("spec")
+            .ok_or_else(|| RunSpecError::NoSpec(self.run_id.clone()))?;
+        let key =
+            crate::store::ObjectKey::new(text.as_str()).map_err(crate::store::JsonError::from)?;
+        let bytes = store
+            .get(&key)
+            .await
+            .map_err(crate::store::JsonError::from)?
+            .bytes;
+        crate::spec::ModelSpec::parse(&String::from_utf8_lossy(&bytes)).map_err(|source| {
+            RunSpecError::Spec {
+                key: key.to_string(),
+                source,
+            }
+        })
+    }
+}
+
 /// `runs/<run>/split.json`: which dataset rows went where, so a later stage can apply
 /// another pipeline (the champion's) to the very same holdout rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod events;
+pub mod pipeline;
 pub mod stage;
 pub mod telemetry;
 

@@ -17,7 +17,7 @@ use crate::error::{Cause, Classify, Retry};
 use crate::lambda::{
     BatchItemFailure, BatchResponse, Incoming, S3Object, SqsRecord, classify, s3_objects,
 };
-use crate::message::{Message, Stage};
+use crate::message::{DirectRequest, Envelope, Message, Stage, StageRequest};
 use crate::queue::{Queue, QueueError, Queues};
 
 /// A handler failure, classified, with its cause kept.
@@ -171,7 +171,8 @@ pub fn deadline() -> Option<std::time::Instant> {
     DEADLINE.try_with(|d| *d).ok()
 }
 
-/// A stage's message handler.
+/// A stage's message handler, as the runners hold it (`dyn`): implemented for every
+/// [`Handler`]; its `handle` refuses a message addressed to another stage.
 #[async_trait]
 pub trait StageHandler: Send + Sync {
     /// The stage whose queue it reads.
@@ -207,19 +208,82 @@ pub trait StageHandler: Send + Sync {
     }
 }
 
-/// Handles a message after checking it is addressed to this stage.
-async fn handle_checked(
-    handler: &dyn StageHandler,
-    message: Message,
-) -> Result<serde_json::Value, StageError> {
-    if message.body.stage() != handler.stage() {
-        return Err(StageError::permanent(format!(
-            "a {} message reached the {} stage",
-            message.body.stage(),
-            handler.stage()
-        )));
+/// A stage's handler, typed: it receives its own request, taken out of the message once
+/// (a message for another stage is refused before it is called), and its direct form is
+/// read generically. Every `Handler` is a [`StageHandler`].
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// What its queue carries.
+    type Request: StageRequest;
+    /// What a direct invocation may send instead of a whole message.
+    type Direct: DirectRequest + Send;
+
+    /// Handles one request; returns a JSON summary of what it did.
+    async fn handle_request(
+        &self,
+        envelope: &Envelope,
+        request: Self::Request,
+    ) -> Result<serde_json::Value, StageError>;
+
+    /// Handles a direct payload that is neither a message nor the direct form (deploy's
+    /// rollback); `None` reads it as a message or the direct form.
+    async fn direct_action(
+        &self,
+        _payload: &serde_json::Value,
+    ) -> Option<Result<serde_json::Value, StageError>> {
+        None
     }
-    handler.handle(message).await
+
+    /// The message an object named by an S3 notification stands for. By default a stage
+    /// takes no S3 events.
+    fn s3_message(&self, object: &S3Object) -> Result<Message, StageError> {
+        Err(StageError::permanent(format!(
+            "the {} stage takes no S3 events (got s3://{}/{})",
+            Self::Request::STAGE,
+            object.bucket,
+            object.key
+        )))
+    }
+}
+
+#[async_trait]
+impl<H: Handler> StageHandler for H {
+    fn stage(&self) -> Stage {
+        H::Request::STAGE
+    }
+
+    async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
+        let (envelope, body) = message.into_parts();
+        let request = H::Request::from_body(body).map_err(|other| {
+            StageError::permanent(format!(
+                "a {other} message reached the {} stage",
+                H::Request::STAGE
+            ))
+        })?;
+        self.handle_request(&envelope, request).await
+    }
+
+    /// A whole message (it has `version` or `stage`), or the stage's direct form.
+    fn message_from_direct(&self, payload: serde_json::Value) -> Result<Message, StageError> {
+        if payload.get("version").is_some() || payload.get("stage").is_some() {
+            return Message::parse(&payload.to_string()).map_err(StageError::invalid);
+        }
+        let direct: H::Direct = serde_json::from_value(payload).map_err(|e| {
+            StageError::permanent(format!("invalid {} request: {e}", H::Request::STAGE))
+        })?;
+        Ok(direct.into_message())
+    }
+
+    async fn handle_direct_action(
+        &self,
+        payload: &serde_json::Value,
+    ) -> Option<Result<serde_json::Value, StageError>> {
+        self.direct_action(payload).await
+    }
+
+    fn message_from_s3(&self, object: &S3Object) -> Result<Message, StageError> {
+        self.s3_message(object)
+    }
 }
 
 /// Handles one SQS body: a pipeline message, or a wrapped S3 notification.
@@ -234,7 +298,7 @@ async fn handle_body(
         let mut results = Vec::with_capacity(objects.len());
         for object in &objects {
             let message = handler.message_from_s3(object)?;
-            results.push(handle_checked(handler, message).await?);
+            results.push(handler.handle(message).await?);
         }
         return Ok(serde_json::Value::Array(results));
     }
@@ -267,13 +331,13 @@ pub async fn handle_lambda_event(
                 return result;
             }
             let message = handler.message_from_direct(payload)?;
-            handle_checked(handler, message).await
+            handler.handle(message).await
         }
         Incoming::S3(objects) => {
             let mut results = Vec::with_capacity(objects.len());
             for object in &objects {
                 let message = handler.message_from_s3(object)?;
-                results.push(handle_checked(handler, message).await?);
+                results.push(handler.handle(message).await?);
             }
             Ok(serde_json::Value::Array(results))
         }
@@ -290,7 +354,7 @@ pub async fn dispatch(
     body: &str,
 ) -> Result<serde_json::Value, StageError> {
     let message = Message::parse(body).map_err(StageError::invalid)?;
-    handle_checked(handler, message).await
+    handler.handle(message).await
 }
 
 /// Answers a Lambda SQS batch: each record (a pipeline message or a wrapped S3

@@ -1,0 +1,147 @@
+//! What every command works with: the store, the stage queues and the output mode, and the
+//! stage handlers built over them as every deployment wires them.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::ProgressBar;
+use lambdaml::layout;
+use lambdaml::message::{IngestRequest, Stage};
+use lambdaml::pipeline::{Wire, wire};
+use lambdaml::queue::{QueueStats, Queues, open_queues};
+use lambdaml::spec::ModelSpec;
+use lambdaml::stage::{DrainOptions, Handled, StageHandler, drain};
+use lambdaml::store::{ObjectKey, ObjectStore, open_store};
+use lambdaml_deploy::Deploy;
+use lambdaml_evaluate::Evaluate;
+use lambdaml_ingest::{Ingest, IngestOutcome};
+use lambdaml_preprocess::Preprocess;
+use lambdaml_train::Train;
+
+use crate::output::spinner;
+
+/// Local queues give up on a message after this many receives.
+const MAX_RECEIVES: u32 = 5;
+
+/// What every command works with.
+pub struct Ctx {
+    pub store: Arc<dyn ObjectStore>,
+    pub queues: Queues,
+    pub json: bool,
+}
+
+impl Ctx {
+    pub async fn open(store_url: &str, queues_url: Option<&str>, json: bool) -> Result<Self> {
+        let store = open_store(store_url)
+            .await
+            .with_context(|| format!("opening the store {store_url}"))?;
+        let queues_url = match queues_url {
+            Some(url) => url.to_string(),
+            None => match store_url.strip_prefix("file://") {
+                Some(path) => format!("file://{}/.queues", path.trim_end_matches('/')),
+                None => bail!(
+                    "--queues (or LAMBDAML_QUEUES) is required with a non-file store, \
+                     e.g. --queues sqs://lambdaml-"
+                ),
+            },
+        };
+        let queues = open_queues(&queues_url, MAX_RECEIVES)
+            .await
+            .with_context(|| format!("opening the queues {queues_url}"))?;
+        Ok(Ctx {
+            store,
+            queues,
+            json,
+        })
+    }
+
+    /// Handler `H` over this context's store and queues, wired as everywhere
+    /// ([`lambdaml::pipeline`]).
+    pub async fn wire<H: Wire>(&self) -> Result<H> {
+        Ok(wire::<H>(self.store.clone(), &self.queues).await?.0)
+    }
+
+    /// Handler `H`, ready for [`drain`].
+    async fn stage<H: Wire + StageHandler + 'static>(&self) -> Result<Arc<dyn StageHandler>> {
+        Ok(Arc::new(self.wire::<H>().await?))
+    }
+
+    /// Every stage's handler; training reports its steps on `bar`.
+    pub async fn handlers(&self, bar: ProgressBar) -> Result<Vec<Arc<dyn StageHandler>>> {
+        let train = self
+            .wire::<Train>()
+            .await?
+            .with_progress(Arc::new(move |p| {
+                bar.set_message(format!(
+                    "training: step {}/{} loss {:.5}{}; messages handled:",
+                    p.step,
+                    p.max_steps,
+                    p.loss,
+                    p.validation_loss
+                        .map(|v| format!(" validation {v:.5}"))
+                        .unwrap_or_default()
+                ));
+            }));
+        Ok(vec![
+            self.stage::<Ingest>().await?,
+            self.stage::<Preprocess>().await?,
+            Arc::new(train),
+            self.stage::<Evaluate>().await?,
+            self.stage::<Deploy>().await?,
+        ])
+    }
+
+    /// Drains the queues with a progress spinner.
+    pub async fn drain(&self) -> Result<Vec<Handled>> {
+        let bar = spinner(self.json, "running stages; messages handled:");
+        let handlers = self.handlers(bar.clone()).await?;
+        let report = drain(&self.queues, &handlers, &DrainOptions::default(), &|h| {
+            bar.inc(1);
+            bar.set_message(format!(
+                "running stages ({} {}); messages handled:",
+                h.stage, h.outcome
+            ));
+        })
+        .await?;
+        bar.finish_and_clear();
+        Ok(report)
+    }
+
+    pub async fn queue_stats(&self) -> Result<Vec<(Stage, QueueStats)>> {
+        let mut out = Vec::new();
+        for stage in Stage::ALL {
+            out.push((stage, self.queues.get(stage).await?.stats().await?));
+        }
+        Ok(out)
+    }
+
+    /// Uploads a spec to `specs/<model>.toml`, checking it first.
+    pub async fn put_spec(&self, text: &str, origin: &str) -> Result<ModelSpec> {
+        let spec = ModelSpec::parse(text).with_context(|| format!("reading {origin}"))?;
+        let key = layout::spec(&spec.model.name)?;
+        self.store
+            .put(&key, bytes::Bytes::from(text.to_string()))
+            .await?;
+        Ok(spec)
+    }
+
+    /// Ingests a raw object directly (not through the queue), with a progress spinner.
+    pub async fn ingest_key(
+        &self,
+        key: ObjectKey,
+        dataset: Option<String>,
+    ) -> Result<IngestOutcome> {
+        let bar = spinner(self.json, "ingesting; rows read:");
+        let progress_bar = bar.clone();
+        let handler = self
+            .wire::<Ingest>()
+            .await?
+            .with_progress(Arc::new(move |rows| progress_bar.set_position(rows)));
+        let outcome = handler
+            .ingest(&IngestRequest { key, dataset })
+            .await
+            .map_err(|e| anyhow!("{}", e.reason()));
+        bar.finish_and_clear();
+        outcome
+    }
+}
