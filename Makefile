@@ -4,9 +4,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 CARGO ?= cargo
 
-.PHONY: test check fmt lint package emulator-up emulator-down bench-ingest bench-score bench-monitor bench-soak fuzz demo
+.PHONY: test check fmt lint audit package emulator-up emulator-down bench-ingest bench-score bench-monitor bench-soak fuzz demo
 
-## Everything: format check, clippy -D warnings, unit + integration + emulator tests (the
+## Everything: format check, unused dependencies (cargo machete), clippy -D warnings, unit + integration + emulator tests (the
 ## whole template.yaml system run by `lambdaml local` on moto), the monitoring report
 ## rendered in headless Chromium, and the template lint (sam validate --lint, cfn-lint).
 ## Starts moto on a free loopback port (installing it into .venv when missing) and stops it
@@ -19,6 +19,7 @@ test:
 	@set -euo pipefail; trap 'infra/moto.sh down' EXIT; \
 	  eval "$$(infra/moto.sh env)"; export LAMBDAML_REQUIRE_EMULATOR=1 LAMBDAML_REQUIRE_CHROMIUM=1; \
 	  echo "== cargo fmt --all --check"; $(CARGO) fmt --all --check; \
+	  infra/deps.sh unused; \
 	  echo "== cargo clippy --workspace --all-targets -- -D warnings"; \
 	  $(CARGO) clippy --workspace --all-targets -- -D warnings; \
 	  echo "== cargo test --workspace (emulator at $$AWS_ENDPOINT_URL)"; \
@@ -32,6 +33,11 @@ check:
 
 fmt:
 	$(CARGO) fmt --all
+
+## cargo deny: licences, banned crates, sources and duplicates offline against Cargo.lock;
+## advisories when the RustSec database can be fetched (it cannot from the build machines).
+audit:
+	@infra/deps.sh audit
 
 ## template.yaml's static checks alone.
 lint:

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::Request;
 use chrono::{DateTime, Duration, Utc};
 use lambdaml::baseline::Baseline;
-use lambdaml::capture::{CaptureConfig, CaptureRecord, CaptureWriter, CapturedValue, Clock};
+use lambdaml::capture::{CaptureRecord, CapturedValue, Clock};
 use lambdaml::dataset::SplitMix64;
 use lambdaml::message::{Message, Stage, StageMessage};
 use lambdaml::monitoring::Report;
@@ -558,7 +558,6 @@ async fn bad_input_gets_a_stated_outcome_and_never_a_panic() {
     // A file with: good records (a constant `amount`, only class "1" in the labels), a
     // truncated line, a record of a version the registry does not know, and a category the
     // baseline never had.
-    let writer = CaptureWriter::new(d.store.clone(), CaptureConfig::default());
     let mut lines = String::new();
     for i in 0..300 {
         let r = record(
@@ -592,7 +591,6 @@ async fn bad_input_gets_a_stated_outcome_and_never_a_panic() {
     lines.push_str(&serde_json::to_string(&purple).unwrap());
     lines.push('\n');
     put_capture_file(&d.store, hour, "bad", &lines).await;
-    drop(writer);
     // Feedback: every good row labelled "1" (one class), a duplicate, an unknown request id,
     // a label the model cannot predict.
     let mut fb = String::new();

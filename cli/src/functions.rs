@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use lambdaml::config::FunctionConfig;
 use lambdaml::pipeline::{Function as PipelineFunction, Wire, Wired};
 use lambdaml::queue::{Queue, Queues, open_queues};
@@ -194,7 +196,7 @@ async fn http_api_response(response: axum::response::Response) -> Result<Value> 
     }
     let (body, base64) = match std::str::from_utf8(&bytes) {
         Ok(text) => (text.to_string(), false),
-        Err(_) => (base64_encode(&bytes), true),
+        Err(_) => (BASE64_STANDARD.encode(&bytes), true),
     };
     Ok(serde_json::json!({
         "statusCode": parts.status.as_u16(),
@@ -202,36 +204,4 @@ async fn http_api_response(response: axum::response::Response) -> Result<Value> 
         "body": body,
         "isBase64Encoded": base64,
     }))
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_the_rfc() {
-        assert_eq!(super::base64_encode(b""), "");
-        assert_eq!(super::base64_encode(b"f"), "Zg==");
-        assert_eq!(super::base64_encode(b"fo"), "Zm8=");
-        assert_eq!(super::base64_encode(b"foobar"), "Zm9vYmFy");
-    }
 }

@@ -686,7 +686,7 @@ async fn poll_once(
 pub fn scheduled_event(region: &str, account: &str, rule: &str) -> Value {
     serde_json::json!({
         "version": "0",
-        "id": uuid_like(),
+        "id": uuid::Uuid::new_v4().to_string(),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": account,
@@ -699,16 +699,7 @@ pub fn scheduled_event(region: &str, account: &str, rule: &str) -> Value {
 
 /// An S3 `ObjectCreated:Put` notification, the key URL-encoded as S3 sends it.
 pub fn s3_event(bucket: &str, key: &str, size: u64) -> Value {
-    let encoded: String = key
-        .bytes()
-        .map(|b| match b {
-            b' ' => "+".to_string(),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect();
+    let encoded = lambdaml::lambda::encode_s3_key(key);
     serde_json::json!({"Records": [{
         "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
         "eventTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -716,14 +707,6 @@ pub fn s3_event(bucket: &str, key: &str, size: u64) -> Value {
         "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
                "object": {"key": encoded, "size": size}}
     }]})
-}
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let t = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
-    format!("{:08x}-{:04x}-4000-8000-{:012x}", t >> 32, t & 0xffff, n)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Map, Value};
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 /// A parsed template.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ pub struct Resource {
 impl Template {
     /// Parses the template text.
     pub fn parse(text: &str) -> Result<Self> {
-        let doc: Yaml = serde_yaml::from_str(text).context("template.yaml is not valid YAML")?;
+        let doc: Yaml = serde_norway::from_str(text).context("template.yaml is not valid YAML")?;
         let map = doc
             .as_mapping()
             .ok_or_else(|| anyhow!("template.yaml: the document is not a mapping"))?;

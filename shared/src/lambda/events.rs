@@ -110,6 +110,21 @@ pub fn sqs_event(messages: &[crate::queue::Received], source_arn: &str) -> Value
     serde_json::json!({ "Records": records })
 }
 
+/// A key as S3 notifications carry it: form-encoded (`+` for a space, `%XX` for every byte
+/// outside `A–Z a–z 0–9 - _ . ~ /`). [`decode_s3_key`] reads it back.
+pub fn encode_s3_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/')
+        .remove(b' ');
+    percent_encoding::utf8_percent_encode(key, KEEP)
+        .to_string()
+        .replace(' ', "+")
+}
+
 /// Decodes an S3 event key: `+` is a space, then percent escapes.
 pub fn decode_s3_key(key: &str) -> String {
     let plus = key.replace('+', " ");
@@ -182,6 +197,27 @@ pub fn classify(event: Value) -> Result<Incoming, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn encoded_keys_decode_to_themselves(key in "\\PC{0,40}") {
+            let encoded = encode_s3_key(&key);
+            proptest::prop_assert!(!encoded.contains(' '));
+            proptest::prop_assert_eq!(decode_s3_key(&encoded), key);
+        }
+    }
+
+    #[test]
+    fn s3_keys_are_encoded_as_s3_sends_them() {
+        assert_eq!(
+            encode_s3_key("raw/w/my file(2).csv"),
+            "raw/w/my+file%282%29.csv"
+        );
+        assert_eq!(
+            encode_s3_key("raw/a/été+x.csv"),
+            "raw/a/%C3%A9t%C3%A9%2Bx.csv"
+        );
+    }
 
     #[test]
     fn s3_keys_are_url_decoded() {

@@ -10,5 +10,5 @@ pub mod telemetry;
 
 pub use events::{
     BatchItemFailure, BatchResponse, EventError, Incoming, S3Object, SqsRecord, classify,
-    decode_s3_key, s3_objects, sqs_event,
+    decode_s3_key, encode_s3_key, s3_objects, sqs_event,
 };

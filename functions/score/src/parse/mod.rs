@@ -221,26 +221,15 @@ fn closest<'n>(name: &str, known: impl Iterator<Item = &'n String>) -> Option<&'
     if name.len() > 256 {
         return None;
     }
-    let target: Vec<char> = name.to_lowercase().chars().collect();
+    let target = name.to_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for k in known {
-        let cand: Vec<char> = k.to_lowercase().chars().collect();
-        let mut prev: Vec<usize> = (0..=cand.len()).collect();
-        for (i, a) in target.iter().enumerate() {
-            let mut cur = vec![i + 1; cand.len() + 1];
-            for (j, b) in cand.iter().enumerate() {
-                cur[j + 1] = (prev[j] + usize::from(a != b))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1);
-            }
-            prev = cur;
-        }
-        let d = prev[cand.len()];
+        let d = strsim::levenshtein(&target, &k.to_lowercase());
         if best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, k));
         }
     }
-    best.filter(|(d, _)| *d <= 2.max(target.len() / 4))
+    best.filter(|(d, _)| *d <= 2.max(target.chars().count() / 4))
         .map(|(_, k)| k)
 }
 
