@@ -100,6 +100,64 @@ pub(crate) enum StateEdit {
     Failed(StageError),
 }
 
+/// The rules a retrain must pass, against every retrain already sent or being sent: no
+/// overlapping window, the cooldown since the last one, at most `max_per_day` a day. Each
+/// allows [`SCHEDULE_SLACK_SECS`] so a schedule that runs a little early still counts.
+struct Rules<'a> {
+    interval: Interval,
+    /// Wall-clock time (reservations lapse by it).
+    now: DateTime<Utc>,
+    cooldown: Duration,
+    cooldown_text: &'a str,
+    max_per_day: u32,
+}
+
+impl Rules<'_> {
+    /// Why `state` forbids this retrain, if it does.
+    fn refusal(&self, state: &RetrainState) -> Option<String> {
+        let Interval { from, to, at } = self.interval;
+        let slack = Duration::seconds(SCHEDULE_SLACK_SECS);
+        let time = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .ok()
+        };
+        let retrains = || state.retrains.iter().filter(|e| e.in_force(self.now));
+        if let Some(e) = retrains().find(|e| {
+            matches!((time(&e.from), time(&e.to)), (Some(f), Some(t)) if f + slack < to && from + slack < t)
+        }) {
+            return Some(format!(
+                "a retrain was already {} for an overlapping window ({} to {}) at {}",
+                if e.sending { "being sent (by a concurrent monitor run)" } else { "sent" },
+                e.from, e.to, e.at
+            ));
+        }
+        if let Some(last) = retrains()
+            .filter_map(|e| time(&e.at))
+            .find(|t| (at - *t).abs() + slack < self.cooldown)
+        {
+            return Some(format!(
+                "cooldown: a retrain was sent at {}, within retrain.cooldown = {} of {}",
+                last.to_rfc3339_opts(SecondsFormat::Secs, true),
+                self.cooldown_text,
+                at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ));
+        }
+        let day = Duration::days(1) - slack;
+        let today = retrains()
+            .filter_map(|e| time(&e.at))
+            .filter(|t| *t <= at && *t > at - day)
+            .count();
+        (today >= self.max_per_day as usize).then(|| {
+            format!(
+                "cap: {today} retrains in the 24 hours before {} (retrain.max_per_day = {})",
+                at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                self.max_per_day
+            )
+        })
+    }
+}
+
 impl Monitor {
     /// Whether this run sends a retrain (see the crate docs): not on no breach, not when the
     /// spec or the request says no, and not when an earlier retrain's window overlaps, the
@@ -112,9 +170,8 @@ impl Monitor {
             verdict,
             interval,
             report_key,
-            run_prefix,
-            labelled_path,
             labelled_rows,
+            ..
         } = *breach;
         let Interval { from, to, at } = interval;
         let model = found.manifest.model.as_str();
@@ -154,56 +211,20 @@ impl Monitor {
             return Ok(decision("dry_run", "no ingest queue configured".into()));
         };
         let state_key = layout::retrain_state(model)?;
-        let cooldown = Duration::seconds(
-            parse_duration_secs(&r.cooldown)
-                .unwrap_or(86_400)
-                .min(MAX_WINDOW_SECS) as i64,
-        );
-        let slack = Duration::seconds(SCHEDULE_SLACK_SECS);
+        let rules = Rules {
+            interval,
+            now: Utc::now(),
+            cooldown: Duration::seconds(
+                parse_duration_secs(&r.cooldown)
+                    .unwrap_or(86_400)
+                    .min(MAX_WINDOW_SECS) as i64,
+            ),
+            cooldown_text: &r.cooldown,
+            max_per_day: r.max_per_day,
+        };
         let reason = verdict.reasons.join("; ");
-        let labelled_key = layout::in_folder(run_prefix, "labelled.csv")?;
-        let time = |t: &str| {
-            DateTime::parse_from_rfc3339(t)
-                .map(|t| t.with_timezone(&Utc))
-                .ok()
-        };
-        let now = Utc::now();
-        // Each rule, against every retrain already sent or being sent.
-        let check = |state: &RetrainState| -> Option<String> {
-            let retrains = || state.retrains.iter().filter(|e| e.in_force(now));
-            if let Some(e) = retrains().find(|e| {
-                matches!((time(&e.from), time(&e.to)), (Some(f), Some(t)) if f + slack < to && from + slack < t)
-            }) {
-                return Some(format!(
-                    "a retrain was already {} for an overlapping window ({} to {}) at {}",
-                    if e.sending { "being sent (by a concurrent monitor run)" } else { "sent" },
-                    e.from, e.to, e.at
-                ));
-            }
-            if let Some(last) = retrains()
-                .filter_map(|e| time(&e.at))
-                .find(|t| (at - *t).abs() + slack < cooldown)
-            {
-                return Some(format!(
-                    "cooldown: a retrain was sent at {}, within retrain.cooldown = {} of {}",
-                    last.to_rfc3339_opts(SecondsFormat::Secs, true),
-                    r.cooldown,
-                    at.to_rfc3339_opts(SecondsFormat::Secs, true)
-                ));
-            }
-            let day = Duration::days(1) - slack;
-            let today = retrains()
-                .filter_map(|e| time(&e.at))
-                .filter(|t| *t <= at && *t > at - day)
-                .count();
-            (today >= r.max_per_day as usize).then(|| {
-                format!(
-                    "cap: {today} retrains in the 24 hours before {} (retrain.max_per_day = {})",
-                    at.to_rfc3339_opts(SecondsFormat::Secs, true),
-                    r.max_per_day
-                )
-            })
-        };
+        let now = rules.now;
+        let check = |state: &RetrainState| rules.refusal(state);
         let entry = RetrainEntry {
             at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
             from: from.to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -233,31 +254,36 @@ impl Monitor {
             }
             Err(StateEdit::Failed(e)) => return Err(e),
         }
-        // Send, then confirm. A run that dies in between leaves a reservation that lapses
-        // after RESERVATION_SECS, so the next run sends again rather than losing the
-        // retrain; a retrain is idempotent (the same window makes the same dataset version).
-        let sent = self
-            .send_retrain(
-                queue.as_ref(),
-                model,
-                found,
-                r,
-                &reason,
-                report_key,
-                at,
-                labelled_rows,
-                labelled_path,
-                &labelled_key,
-            )
-            .await;
-        let labelled = match sent {
+        let labelled = self
+            .send_reserved(queue.as_ref(), breach, &entry, &state_key)
+            .await?;
+        Ok(RetrainDecision {
+            decision: "sent".into(),
+            detail: reason,
+            mode: Some(mode.to_string()),
+            labelled: labelled.map(|k| k.to_string()),
+            labelled_rows,
+        })
+    }
+
+    /// Sends the reserved retrain, then confirms the reservation. A run that dies in
+    /// between leaves a reservation that lapses after RESERVATION_SECS, so the next run
+    /// sends again rather than losing the retrain; a retrain is idempotent (the same window
+    /// makes the same dataset version). A failed send gives the reservation back.
+    async fn send_reserved(
+        &self,
+        queue: &dyn Queue,
+        breach: &Breach<'_>,
+        entry: &RetrainEntry,
+        state_key: &ObjectKey,
+    ) -> Result<Option<ObjectKey>, StageError> {
+        let labelled = match self.send_retrain(queue, breach, &entry.reason).await {
             Ok(labelled) => labelled,
             Err(e) => {
-                // Give the reservation back so the next run may try; if even that fails it
-                // lapses by itself.
+                // If even giving it back fails, the reservation lapses by itself.
                 let _ = self
-                    .edit_retrain_state(&state_key, |state| {
-                        state.retrains.retain(|x| !x.same(&entry));
+                    .edit_retrain_state(state_key, |state| {
+                        state.retrains.retain(|x| !x.same(entry));
                         Ok(())
                     })
                     .await;
@@ -265,8 +291,8 @@ impl Monitor {
             }
         };
         let confirmed = self
-            .edit_retrain_state(&state_key, |state| {
-                match state.retrains.iter_mut().find(|x| x.same(&entry)) {
+            .edit_retrain_state(state_key, |state| {
+                match state.retrains.iter_mut().find(|x| x.same(entry)) {
                     Some(x) => x.sending = false,
                     None => state.retrains.push(RetrainEntry {
                         sending: false,
@@ -277,40 +303,29 @@ impl Monitor {
             })
             .await;
         match confirmed {
-            Ok(()) => {}
-            Err(StateEdit::Refused(why)) => return Err(StageError::retryable(why)),
-            Err(StateEdit::Failed(e)) => return Err(e),
+            Ok(()) => Ok(labelled),
+            Err(StateEdit::Refused(why)) => Err(StageError::retryable(why)),
+            Err(StateEdit::Failed(e)) => Err(e),
         }
-        Ok(RetrainDecision {
-            decision: "sent".into(),
-            detail: reason,
-            mode: Some(mode.to_string()),
-            labelled: labelled.map(|k| k.to_string()),
-            labelled_rows,
-        })
     }
 
     /// Uploads the labelled rows and sends the retrain message; returns the labelled key.
-    #[allow(clippy::too_many_arguments)] // One call site; the pieces of one decision.
     async fn send_retrain(
         &self,
         queue: &dyn Queue,
-        model: &str,
-        found: &Found,
-        r: &lambdaml::spec::RetrainSection,
+        breach: &Breach<'_>,
         reason: &str,
-        report_key: &ObjectKey,
-        at: DateTime<Utc>,
-        labelled_rows: u64,
-        labelled_path: &std::path::Path,
-        labelled_key: &ObjectKey,
     ) -> Result<Option<ObjectKey>, StageError> {
-        let labelled = if labelled_rows > 0 {
-            self.store.put_file(labelled_key, labelled_path).await?;
-            Some(labelled_key.clone())
+        let found = breach.found;
+        let (model, r) = (found.manifest.model.as_str(), &found.spec.retrain);
+        let labelled = if breach.labelled_rows > 0 {
+            let key = layout::in_folder(breach.run_prefix, "labelled.csv")?;
+            self.store.put_file(&key, breach.labelled_path).await?;
+            Some(key)
         } else {
             None
         };
+        let at = breach.interval.at;
         let message = Message::new(
             format!("retrain-{model}-{}", at.format("%Y%m%dT%H%M%S%.3fZ")),
             Some(model.to_string()),
@@ -322,7 +337,7 @@ impl Monitor {
                 base_dataset_version: found.manifest.dataset_version.clone(),
                 data: r.data,
                 window_rows: r.window_rows,
-                report: Some(report_key.clone()),
+                report: Some(breach.report_key.clone()),
             }),
         );
         queue.send(&message.to_body()).await?;
