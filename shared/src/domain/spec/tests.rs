@@ -1,0 +1,104 @@
+//! The spec's parsing, defaults and validation.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[model]
+name = "weather-rain"
+[dataset]
+name = "weather"
+label = "rain"
+[task]
+kind = "binary"
+"#;
+
+#[test]
+fn a_minimal_spec_gets_the_documented_defaults() {
+    let spec = ModelSpec::parse(MINIMAL).unwrap();
+    assert_eq!(spec.split.holdout, 0.2);
+    assert_eq!(spec.split.seed, 42);
+    assert_eq!(spec.train.family, Family::Logistic);
+    assert_eq!(spec.optimizer(), Optimizer::Lbfgs);
+    assert_eq!(spec.monitor.drift_share, 0.5);
+    assert!(spec.is_feature("temperature"));
+    assert!(!spec.is_feature("rain"));
+}
+
+#[test]
+fn the_bundled_example_specs_parse() {
+    for text in [
+        include_str!("../../../../examples/specs/weather.toml"),
+        include_str!("../../../../examples/specs/breast_cancer.toml"),
+    ] {
+        ModelSpec::parse(text).unwrap();
+    }
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let err = ModelSpec::parse(&format!("{MINIMAL}\n[split]\nholdut = 0.3\n")).unwrap_err();
+    assert!(err.to_string().contains("holdut"), "{err}");
+    let err = ModelSpec::parse(&format!("{MINIMAL}\n[trian]\nepochs = 3\n")).unwrap_err();
+    assert!(err.to_string().contains("trian"), "{err}");
+}
+
+fn invalid_key(extra: &str) -> String {
+    match ModelSpec::parse(&format!("{MINIMAL}\n{extra}\n")) {
+        Err(SpecError::Invalid { key, .. }) => key,
+        other => panic!("expected an invalid key for {extra:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn out_of_range_values_name_their_key() {
+    assert_eq!(invalid_key("[split]\nholdout = -0.2"), "split.holdout");
+    assert_eq!(invalid_key("[split]\nholdout = 1.0"), "split.holdout");
+    assert_eq!(invalid_key("[train]\nepochs = 0"), "train.epochs");
+    assert_eq!(
+        invalid_key("[train]\nlearning_rate = -0.1"),
+        "train.learning_rate"
+    );
+    assert_eq!(invalid_key("[train]\nhidden = []"), "train.hidden");
+    assert_eq!(invalid_key("[train]\nhidden = [16, 0]"), "train.hidden");
+    assert_eq!(invalid_key("[train]\ndropout = 1.0"), "train.dropout");
+    assert_eq!(invalid_key("[train]\nfamily = \"linear\""), "train.family");
+    assert_eq!(
+        invalid_key("[promotion]\nmetric = \"rmse\""),
+        "promotion.metric"
+    );
+    assert_eq!(
+        invalid_key("[promotion]\nmetric = \"auc\""),
+        "promotion.metric"
+    );
+    assert_eq!(
+        invalid_key("[monitor]\ndrift_share = 0"),
+        "monitor.drift_share"
+    );
+    assert_eq!(
+        invalid_key("[retrain]\ncooldown = \"soon\""),
+        "retrain.cooldown"
+    );
+    assert_eq!(
+        invalid_key("[retrain]\nmax_per_day = 0"),
+        "retrain.max_per_day"
+    );
+    assert_eq!(
+        invalid_key("[dataset.columns.x]\ntype = \"float\"\nmin = 3\nmax = 1"),
+        "dataset.columns.x.min"
+    );
+}
+
+#[test]
+fn names_must_be_key_safe() {
+    let err = ModelSpec::parse(&MINIMAL.replace("weather-rain", "../x")).unwrap_err();
+    assert!(err.to_string().contains("model.name"), "{err}");
+}
+
+#[test]
+fn durations_parse() {
+    assert_eq!(parse_duration_secs("24h"), Some(86_400));
+    assert_eq!(parse_duration_secs("30m"), Some(1800));
+    assert_eq!(parse_duration_secs("7d"), Some(604_800));
+    assert_eq!(parse_duration_secs("h"), None);
+    assert_eq!(parse_duration_secs("5w"), None);
+}
