@@ -31,7 +31,9 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::functions::{self, Function, Handler};
-use crate::template::{Stack, StackContext, Template};
+use crate::template::{
+    BucketDef, EventSourceDef, FunctionDef, QueueDef, RouteDef, Stack, StackContext, Template,
+};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -75,11 +77,51 @@ pub struct Activity {
 pub struct Local {
     /// The stack.
     pub stack: Stack,
+    /// Its resources, resolved once.
+    pub resolved: Resolved,
     /// Functions by logical id.
     pub functions: BTreeMap<String, Function>,
     endpoint: Option<String>,
     embedded_queues: Option<lambdaml::queue::Queues>,
 }
+
+/// The template's resources as `lambdaml local` uses them, resolved once when it starts.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The queues.
+    pub queues: Vec<QueueDef>,
+    /// The functions.
+    pub functions: Vec<FunctionDef>,
+    /// The SQS event source mappings.
+    pub event_sources: Vec<EventSourceDef>,
+    /// The buckets and their notifications.
+    pub buckets: Vec<BucketDef>,
+    /// The HTTP API's routes.
+    pub routes: Vec<RouteDef>,
+    /// The prefix of the functions' queue names (`LAMBDAML_QUEUES=sqs://<prefix>`).
+    queue_prefix: String,
+}
+
+impl Resolved {
+    fn of(stack: &Stack) -> Result<Self> {
+        let functions = stack.functions()?;
+        let queue_prefix = functions
+            .iter()
+            .find_map(|f| f.environment.get("LAMBDAML_QUEUES").cloned())
+            .and_then(|u| u.strip_prefix("sqs://").map(str::to_string))
+            .unwrap_or_default();
+        Ok(Resolved {
+            queues: stack.queues()?,
+            event_sources: stack.event_sources()?,
+            buckets: stack.buckets()?,
+            routes: stack.routes()?,
+            functions,
+            queue_prefix,
+        })
+    }
+}
+
+type Activities = Arc<dyn Fn(&'static str, &str, &str, Value) + Send + Sync>;
 
 type Report = Arc<dyn Fn(Activity) + Send + Sync>;
 
@@ -140,6 +182,7 @@ impl Local {
             ),
         }
         Ok(Local {
+            resolved: Resolved::of(&stack)?,
             stack,
             functions,
             endpoint,
@@ -167,21 +210,16 @@ impl Local {
                     .get("QueueName")
                     .ok_or_else(|| anyhow!("{id} is not a queue of the template"))?;
                 // The functions name queues `<prefix><stage>` (LAMBDAML_QUEUES=sqs://<prefix>).
-                let prefix = self
-                    .stack
-                    .functions()?
-                    .iter()
-                    .find_map(|f| f.environment.get("LAMBDAML_QUEUES").cloned())
-                    .and_then(|u| u.strip_prefix("sqs://").map(str::to_string))
-                    .unwrap_or_default();
-                let local = name.strip_prefix(&prefix).unwrap_or(name);
+                let local = name
+                    .strip_prefix(&self.resolved.queue_prefix)
+                    .unwrap_or(name);
                 Ok(queues.named(local).await?)
             }
         }
     }
 
-    /// Runs until `shutdown` turns true; returns the address the HTTP API was served on
-    /// through `on_ready` before that.
+    /// Runs until `shutdown` turns true: the SQS event sources, the schedules, the bucket's
+    /// notifications (embedded default) and the HTTP API, each as the template says.
     pub async fn run(
         self,
         options: LocalOptions,
@@ -190,9 +228,7 @@ impl Local {
     ) -> Result<()> {
         let started = Instant::now();
         let this = Arc::new(self);
-        let mut tasks = Vec::new();
-        let activity = {
-            let report = report.clone();
+        let activity: Activities = Arc::new(
             move |kind: &'static str, function: &str, trigger: &str, detail: Value| {
                 report(Activity {
                     t: started.elapsed().as_secs_f64(),
@@ -201,22 +237,72 @@ impl Local {
                     trigger: trigger.to_string(),
                     detail,
                 })
+            },
+        );
+        let mut tasks = this
+            .clone()
+            .event_sources(&options, &shutdown, &activity)
+            .await?;
+        tasks.extend(this.schedules(&options, &shutdown, &activity)?);
+        tasks.extend(this.notifications(&options, &shutdown, &activity).await?);
+        let app = this.http_api(&activity)?;
+        let listener = tokio::net::TcpListener::bind(options.addr)
+            .await
+            .with_context(|| format!("listening on {}", options.addr))?;
+        let addr = listener.local_addr()?;
+        let r = &this.resolved;
+        activity(
+            "ready",
+            "",
+            "",
+            serde_json::json!({
+                "http": format!("http://{addr}"),
+                "routes": r.routes.iter().map(|r| format!("{} {} ({})", r.method, r.path, r.authorization)).collect::<Vec<_>>(),
+                "event_sources": r.event_sources.iter().map(|e| format!("{} → {} (batch {})", e.queue, e.function, e.batch_size)).collect::<Vec<_>>(),
+                "schedules": r.functions.iter().flat_map(|f| f.schedules.iter().filter(|s| s.enabled).map(move |s| format!("{} → {}", s.expression, f.id))).collect::<Vec<_>>(),
+                "endpoint": this.endpoint.clone().unwrap_or_else(|| "embedded default".to_string()),
+                "template": options.template.display().to_string(),
+            }),
+        );
+        let mut stop = shutdown.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
             }
-        };
-        let activity = Arc::new(activity);
+        });
+        server.await.context("serving the HTTP API")?;
+        let _ = shutdown.changed().await;
+        for task in tasks {
+            let _ = task.await;
+        }
+        Ok(())
+    }
 
-        // SQS event sources.
-        let queue_defs = this.stack.queues()?;
-        for source in this.stack.event_sources()? {
-            if !source.enabled {
-                continue;
-            }
-            let function = this
+    /// One polling task per enabled SQS event source mapping.
+    async fn event_sources(
+        self: Arc<Self>,
+        options: &LocalOptions,
+        shutdown: &watch::Receiver<bool>,
+        activity: &Activities,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        for source in self
+            .resolved
+            .event_sources
+            .iter()
+            .filter(|s| s.enabled)
+            .cloned()
+        {
+            let function = self
                 .functions
                 .get(&source.function)
                 .ok_or_else(|| anyhow!("{}: no function {}", source.id, source.function))?
                 .clone();
-            let def = queue_defs
+            let def = self
+                .resolved
+                .queues
                 .iter()
                 .find(|q| q.id == source.queue)
                 .ok_or_else(|| anyhow!("{}: no queue {}", source.id, source.queue))?;
@@ -224,15 +310,15 @@ impl Local {
             if let Some(max) = options.max_visibility {
                 visibility = visibility.min(max.max(Duration::from_secs(1)));
             }
-            let timeout = this
-                .stack
-                .functions()?
+            let timeout = self
+                .resolved
+                .functions
                 .iter()
                 .find(|f| f.id == source.function)
                 .map(|f| Duration::from_secs(f.timeout_secs))
                 .unwrap_or(Duration::from_secs(900));
-            let queue = this.queue(&source.queue).await?;
-            let arn = this
+            let queue = self.queue(&source.queue).await?;
+            let arn = self
                 .stack
                 .physical(&source.queue)
                 .map(|p| p.attributes["Arn"].clone())
@@ -278,11 +364,20 @@ impl Local {
                 }
             }));
         }
+        Ok(tasks)
+    }
 
-        // Schedules.
-        for def in this.stack.functions()? {
+    /// One task per enabled schedule, firing EventBridge scheduled events.
+    fn schedules(
+        &self,
+        options: &LocalOptions,
+        shutdown: &watch::Receiver<bool>,
+        activity: &Activities,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        for def in &self.resolved.functions {
             for schedule in def.schedules.iter().filter(|s| s.enabled) {
-                let Some(function) = this.functions.get(&def.id).cloned() else {
+                let Some(function) = self.functions.get(&def.id).cloned() else {
                     bail!("no function {}", def.id);
                 };
                 let period = options.schedule_every.unwrap_or_else(|| {
@@ -293,8 +388,8 @@ impl Local {
                 let activity = activity.clone();
                 let mut stop = shutdown.clone();
                 let (id, trigger) = (def.id.clone(), format!("{}.{}", def.id, schedule.name));
-                let region = this.stack.context.region.clone();
-                let account = this.stack.context.account.clone();
+                let region = self.stack.context.region.clone();
+                let account = self.stack.context.account.clone();
                 tasks.push(tokio::spawn(async move {
                     loop {
                         tokio::select! {
@@ -321,68 +416,82 @@ impl Local {
             }
         }
 
-        // The bucket's notifications, played from the file store on the embedded default.
-        if this.embedded_queues.is_some() {
-            for bucket in this.stack.buckets()? {
-                for n in bucket.notifications {
-                    let queue = this.queue(&n.queue).await?;
-                    let store = this
-                        .functions
-                        .values()
-                        .next()
-                        .map(|f| f.store.clone())
-                        .ok_or_else(|| anyhow!("no functions"))?;
-                    let activity = activity.clone();
-                    let mut stop = shutdown.clone();
-                    let poll = options.poll;
-                    let bucket_name = bucket.name.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let mut seen: HashSet<(String, u64)> = HashSet::new();
-                        let mut first = true;
-                        loop {
-                            if let Ok(objects) = store.list_all(&n.prefix).await {
-                                for o in objects {
-                                    let key = o.key.as_str().to_string();
-                                    if !key.ends_with(&n.suffix)
-                                        || !seen.insert((key.clone(), o.size))
-                                        || first
-                                    {
-                                        continue;
-                                    }
-                                    let event = s3_event(&bucket_name, &key, o.size);
-                                    match queue.send(&event.to_string()).await {
-                                        Ok(_) => activity(
-                                            "notify",
-                                            &bucket_name,
-                                            &n.queue,
-                                            Value::String(key),
-                                        ),
-                                        Err(e) => activity(
-                                            "error",
-                                            &bucket_name,
-                                            &n.queue,
-                                            Value::String(e.to_string()),
-                                        ),
-                                    }
+        Ok(tasks)
+    }
+
+    /// The bucket's notifications, played from the file store on the embedded default (an
+    /// emulator sends its own).
+    async fn notifications(
+        &self,
+        options: &LocalOptions,
+        shutdown: &watch::Receiver<bool>,
+        activity: &Activities,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        if self.embedded_queues.is_none() {
+            return Ok(tasks);
+        }
+        for bucket in &self.resolved.buckets {
+            for n in bucket.notifications.clone() {
+                let queue = self.queue(&n.queue).await?;
+                let store = self
+                    .functions
+                    .values()
+                    .next()
+                    .map(|f| f.store.clone())
+                    .ok_or_else(|| anyhow!("no functions"))?;
+                let activity = activity.clone();
+                let mut stop = shutdown.clone();
+                let poll = options.poll;
+                let bucket_name = bucket.name.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut seen: HashSet<(String, u64)> = HashSet::new();
+                    let mut first = true;
+                    loop {
+                        if let Ok(objects) = store.list_all(&n.prefix).await {
+                            for o in objects {
+                                let key = o.key.as_str().to_string();
+                                if !key.ends_with(&n.suffix)
+                                    || !seen.insert((key.clone(), o.size))
+                                    || first
+                                {
+                                    continue;
+                                }
+                                let event = s3_event(&bucket_name, &key, o.size);
+                                match queue.send(&event.to_string()).await {
+                                    Ok(_) => activity(
+                                        "notify",
+                                        &bucket_name,
+                                        &n.queue,
+                                        Value::String(key),
+                                    ),
+                                    Err(e) => activity(
+                                        "error",
+                                        &bucket_name,
+                                        &n.queue,
+                                        Value::String(e.to_string()),
+                                    ),
                                 }
                             }
-                            first = false;
-                            tokio::select! {
-                                _ = tokio::time::sleep(poll) => {}
-                                _ = stopped(&mut stop) => return,
-                            }
                         }
-                    }));
-                }
+                        first = false;
+                        tokio::select! {
+                            _ = tokio::time::sleep(poll) => {}
+                            _ = stopped(&mut stop) => return,
+                        }
+                    }
+                }));
             }
         }
+        Ok(tasks)
+    }
 
-        // The HTTP API: API Gateway's route selection over the template's routes, then the
-        // request, untouched, to the route's function.
-        let routes = this.stack.routes()?;
+    /// The HTTP API: API Gateway's route selection over the template's routes, then the
+    /// request, untouched, to the route's function.
+    fn http_api(&self, activity: &Activities) -> Result<Router> {
         let mut targets = Vec::new();
-        for route in &routes {
-            let function = this.functions.get(&route.function).ok_or_else(|| {
+        for route in &self.resolved.routes {
+            let function = self.functions.get(&route.function).ok_or_else(|| {
                 anyhow!(
                     "route {} targets {}, which is not a function of the template",
                     route.id,
@@ -487,37 +596,7 @@ impl Local {
                 }
             })
         };
-        let listener = tokio::net::TcpListener::bind(options.addr)
-            .await
-            .with_context(|| format!("listening on {}", options.addr))?;
-        let addr = listener.local_addr()?;
-        activity(
-            "ready",
-            "",
-            "",
-            serde_json::json!({
-                "http": format!("http://{addr}"),
-                "routes": routes.iter().map(|r| format!("{} {} ({})", r.method, r.path, r.authorization)).collect::<Vec<_>>(),
-                "event_sources": this.stack.event_sources()?.iter().map(|e| format!("{} → {} (batch {})", e.queue, e.function, e.batch_size)).collect::<Vec<_>>(),
-                "schedules": this.stack.functions()?.iter().flat_map(|f| f.schedules.iter().filter(|s| s.enabled).map(move |s| format!("{} → {}", s.expression, f.id))).collect::<Vec<_>>(),
-                "endpoint": this.endpoint.clone().unwrap_or_else(|| "embedded default".to_string()),
-                "template": options.template.display().to_string(),
-            }),
-        );
-        let mut stop = shutdown.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        server.await.context("serving the HTTP API")?;
-        let _ = shutdown.changed().await;
-        for task in tasks {
-            let _ = task.await;
-        }
-        Ok(())
+        Ok(app)
     }
 }
 
