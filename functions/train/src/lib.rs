@@ -23,11 +23,14 @@ use lambdaml::model::{Architecture, ModelManifest, TrainingSummary};
 use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::run::RunManifest;
+use lambdaml::spec::ModelSpec;
 use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{
     JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
 };
-use lambdaml::train::{Checkpoint, CheckpointState, Options, Outcome, Progress, TrainError, train};
+use lambdaml::train::{
+    Checkpoint, CheckpointState, Options, Outcome, Progress, TrainError, Trained, train,
+};
 use serde::{Deserialize, Serialize};
 use tracing::{info, instrument};
 
@@ -83,6 +86,20 @@ fn key(k: String) -> Result<ObjectKey, StageError> {
 struct CheckpointMeta {
     state: CheckpointState,
     seconds: f64,
+    invocations: u32,
+}
+
+/// One run being trained: what the pause and finish steps need of it.
+struct Job<'a> {
+    request: &'a TrainRequest,
+    run: &'a RunManifest,
+    spec: &'a ModelSpec,
+    model: &'a str,
+    version: &'a str,
+    manifest_key: &'a ObjectKey,
+    /// Seconds trained, over every invocation.
+    seconds: f64,
+    /// Invocations that trained, this one included.
     invocations: u32,
 }
 
@@ -144,17 +161,11 @@ impl Train {
         let model = spec.model.name.clone();
         let version = model_version(&run.run_id);
         let manifest_key = layout::model_manifest(&model, &version)?;
-        if let Some(existing) = self.store.head(&manifest_key).await? {
-            let manifest: ModelManifest = self.store.get_json(&existing.key).await?;
-            self.send_evaluate(&run.run_id, &model, &version).await?;
-            return Ok(TrainOutcome {
-                model,
-                version,
-                status: "exists".into(),
-                steps: manifest.training.steps,
-                loss: manifest.training.loss,
-                manifest: Some(manifest_key.to_string()),
-            });
+        if let Some(done) = self
+            .trained_before(&run, &model, &version, &manifest_key)
+            .await?
+        {
+            return Ok(done);
         }
         let pipeline: FeaturePipeline = self.store.get_json(&artifact("pipeline")?).await?;
         let data = Matrix::from_safetensors(&self.store.get(&artifact("train")?).await?.bytes)
@@ -164,28 +175,8 @@ impl Train {
             LabelEncoding::Regression { .. } => 1,
         };
         let arch = Architecture::from_spec(&spec, pipeline.output_dim, classes);
-        let (resume, seconds_before, invocations): (Option<Checkpoint>, f64, u32) =
-            match &request.checkpoint {
-                Some(k) => {
-                    let meta: CheckpointMeta =
-                        self.store.get_json(&layout::checkpoint_state(k)?).await?;
-                    let tensors = self
-                        .store
-                        .get(&layout::checkpoint_tensors(k)?)
-                        .await?
-                        .bytes
-                        .to_vec();
-                    (
-                        Some(Checkpoint {
-                            state: meta.state,
-                            tensors,
-                        }),
-                        meta.seconds,
-                        meta.invocations,
-                    )
-                }
-                None => (None, 0.0, 0),
-            };
+        let (resume, seconds_before, invocations) =
+            self.load_checkpoint(request.checkpoint.as_ref()).await?;
         let resumed_step = resume.as_ref().map_or(0, |c| c.state.step);
         let deadline = lambdaml::stage::deadline()
             // Leave time to write the checkpoint and the message.
@@ -241,6 +232,16 @@ impl Train {
             }
             Err(err) => return Err(StageError::permanent(err)),
         };
+        let job = Job {
+            request,
+            run: &run,
+            spec: &spec,
+            model: &model,
+            version: &version,
+            manifest_key: &manifest_key,
+            seconds,
+            invocations: invocations + 1,
+        };
         match outcome {
             Outcome::Paused(checkpoint) if checkpoint.state.step == resumed_step && attempt > 0 => {
                 Err(StageError::permanent(format!(
@@ -248,100 +249,164 @@ impl Train {
                  the function's timeout leaves no time to train (raise it above a minute)"
                 )))
             }
-            Outcome::Paused(checkpoint) => {
-                let base = layout::checkpoint(&model, &version, u64::from(checkpoint.state.step))?;
-                self.store
-                    .put(
-                        &layout::checkpoint_tensors(&base)?,
-                        Bytes::from(checkpoint.tensors),
-                    )
-                    .await?;
-                let meta = CheckpointMeta {
-                    state: checkpoint.state.clone(),
-                    seconds,
-                    invocations: invocations + 1,
-                };
-                self.store
-                    .put(&layout::checkpoint_state(&base)?, to_json_bytes(&meta))
-                    .await?;
-                let mut message = Message::new(
-                    run.run_id.clone(),
-                    Some(model.clone()),
-                    StageMessage::Train(TrainRequest {
-                        run_manifest: request.run_manifest.clone(),
-                        checkpoint: Some(base),
-                    }),
-                );
-                message.attempt = attempt + 1;
-                self.train.send(&message.to_body()).await?;
-                info!(%model, %version, step = checkpoint.state.step, "deadline near: checkpointed and re-queued");
-                Ok(TrainOutcome {
-                    model,
-                    version,
-                    status: "checkpointed".into(),
-                    steps: checkpoint.state.step,
-                    loss: f64::NAN,
-                    manifest: None,
-                })
-            }
-            Outcome::Done(trained) => {
-                let weights_key = layout::weights(&model, &version)?;
-                self.store
-                    .put_immutable(&weights_key, Bytes::from(trained.weights))
-                    .await?;
-                let manifest = ModelManifest {
-                    model: model.clone(),
-                    version: version.clone(),
-                    architecture: arch,
-                    hyper_parameters: spec.train.clone(),
-                    optimizer: spec.optimizer(),
-                    pipeline,
-                    schema: layout::dataset_file(
-                        &run.dataset,
-                        &run.dataset_version,
-                        "schema.json",
-                    )?
-                    .to_string(),
-                    run_id: run.run_id.clone(),
-                    dataset: run.dataset.clone(),
-                    dataset_version: run.dataset_version.clone(),
-                    spec_sha256: run.spec_sha256.clone(),
-                    training: TrainingSummary {
-                        rows,
-                        steps: trained.steps,
-                        loss: trained.loss,
-                        validation_loss: trained.validation_loss,
-                        converged: trained.converged,
-                        seconds,
-                        invocations: invocations + 1,
-                    },
-                    artifacts: [("weights".to_string(), weights_key.to_string())]
-                        .into_iter()
-                        .collect(),
-                    lambdaml_version: lambdaml::VERSION.to_string(),
-                    git_revision: option_env!("LAMBDAML_GIT_REVISION").map(str::to_string),
-                    created_at: lambdaml::now_rfc3339(),
-                };
-                match self
-                    .store
-                    .put_if_absent(&manifest_key, to_json_bytes(&manifest))
-                    .await
-                {
-                    Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                self.send_evaluate(&run.run_id, &model, &version).await?;
-                info!(%model, %version, steps = trained.steps, loss = trained.loss, seconds, "trained");
-                Ok(TrainOutcome {
-                    model,
-                    version,
-                    status: "trained".into(),
-                    steps: trained.steps,
-                    loss: trained.loss,
-                    manifest: Some(manifest_key.to_string()),
-                })
-            }
+            Outcome::Paused(checkpoint) => self.pause(&job, checkpoint, attempt).await,
+            Outcome::Done(trained) => self.finish(&job, trained, arch, pipeline, rows).await,
         }
+    }
+
+    /// The outcome of a redelivered message whose version is already trained: evaluation
+    /// is asked for again (idempotent), nothing is trained.
+    async fn trained_before(
+        &self,
+        run: &RunManifest,
+        model: &str,
+        version: &str,
+        manifest_key: &ObjectKey,
+    ) -> Result<Option<TrainOutcome>, StageError> {
+        let Some(existing) = self.store.head(manifest_key).await? else {
+            return Ok(None);
+        };
+        let manifest: ModelManifest = self.store.get_json(&existing.key).await?;
+        self.send_evaluate(&run.run_id, model, version).await?;
+        Ok(Some(TrainOutcome {
+            model: model.to_string(),
+            version: version.to_string(),
+            status: "exists".into(),
+            steps: manifest.training.steps,
+            loss: manifest.training.loss,
+            manifest: Some(manifest_key.to_string()),
+        }))
+    }
+
+    /// A checkpoint's state and tensors, the seconds trained before it and the invocations
+    /// that trained (none without a checkpoint).
+    async fn load_checkpoint(
+        &self,
+        stem: Option<&ObjectKey>,
+    ) -> Result<(Option<Checkpoint>, f64, u32), StageError> {
+        let Some(k) = stem else {
+            return Ok((None, 0.0, 0));
+        };
+        let meta: CheckpointMeta = self.store.get_json(&layout::checkpoint_state(k)?).await?;
+        let tensors = self
+            .store
+            .get(&layout::checkpoint_tensors(k)?)
+            .await?
+            .bytes
+            .to_vec();
+        let checkpoint = Checkpoint {
+            state: meta.state,
+            tensors,
+        };
+        Ok((Some(checkpoint), meta.seconds, meta.invocations))
+    }
+
+    /// Writes the checkpoint and re-queues the run to resume from it.
+    async fn pause(
+        &self,
+        job: &Job<'_>,
+        checkpoint: Checkpoint,
+        attempt: u32,
+    ) -> Result<TrainOutcome, StageError> {
+        let (model, version) = (job.model, job.version);
+        let base = layout::checkpoint(model, version, u64::from(checkpoint.state.step))?;
+        self.store
+            .put(
+                &layout::checkpoint_tensors(&base)?,
+                Bytes::from(checkpoint.tensors),
+            )
+            .await?;
+        let meta = CheckpointMeta {
+            state: checkpoint.state.clone(),
+            seconds: job.seconds,
+            invocations: job.invocations,
+        };
+        self.store
+            .put(&layout::checkpoint_state(&base)?, to_json_bytes(&meta))
+            .await?;
+        let mut message = Message::new(
+            job.run.run_id.clone(),
+            Some(model.to_string()),
+            StageMessage::Train(TrainRequest {
+                run_manifest: job.request.run_manifest.clone(),
+                checkpoint: Some(base),
+            }),
+        );
+        message.attempt = attempt + 1;
+        self.train.send(&message.to_body()).await?;
+        info!(%model, %version, step = checkpoint.state.step, "deadline near: checkpointed and re-queued");
+        Ok(TrainOutcome {
+            model: model.to_string(),
+            version: version.to_string(),
+            status: "checkpointed".into(),
+            steps: checkpoint.state.step,
+            loss: f64::NAN,
+            manifest: None,
+        })
+    }
+
+    /// Writes the weights, then the manifest that names them, and asks for evaluation.
+    async fn finish(
+        &self,
+        job: &Job<'_>,
+        trained: Trained,
+        arch: Architecture,
+        pipeline: FeaturePipeline,
+        rows: usize,
+    ) -> Result<TrainOutcome, StageError> {
+        let (run, spec, model, version) = (job.run, job.spec, job.model, job.version);
+        let weights_key = layout::weights(model, version)?;
+        self.store
+            .put_immutable(&weights_key, Bytes::from(trained.weights))
+            .await?;
+        let manifest = ModelManifest {
+            model: model.to_string(),
+            version: version.to_string(),
+            architecture: arch,
+            hyper_parameters: spec.train.clone(),
+            optimizer: spec.optimizer(),
+            pipeline,
+            schema: layout::dataset_file(&run.dataset, &run.dataset_version, "schema.json")?
+                .to_string(),
+            run_id: run.run_id.clone(),
+            dataset: run.dataset.clone(),
+            dataset_version: run.dataset_version.clone(),
+            spec_sha256: run.spec_sha256.clone(),
+            training: TrainingSummary {
+                rows,
+                steps: trained.steps,
+                loss: trained.loss,
+                validation_loss: trained.validation_loss,
+                converged: trained.converged,
+                seconds: job.seconds,
+                invocations: job.invocations,
+            },
+            artifacts: [("weights".to_string(), weights_key.to_string())]
+                .into_iter()
+                .collect(),
+            lambdaml_version: lambdaml::VERSION.to_string(),
+            git_revision: option_env!("LAMBDAML_GIT_REVISION").map(str::to_string),
+            created_at: lambdaml::now_rfc3339(),
+        };
+        match self
+            .store
+            .put_if_absent(job.manifest_key, to_json_bytes(&manifest))
+            .await
+        {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.send_evaluate(&run.run_id, model, version).await?;
+        let seconds = job.seconds;
+        info!(%model, %version, steps = trained.steps, loss = trained.loss, seconds, "trained");
+        Ok(TrainOutcome {
+            model: model.to_string(),
+            version: version.to_string(),
+            status: "trained".into(),
+            steps: trained.steps,
+            loss: trained.loss,
+            manifest: Some(job.manifest_key.to_string()),
+        })
     }
 
     async fn send_evaluate(
