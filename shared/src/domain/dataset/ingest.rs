@@ -23,7 +23,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use super::profile::{CategoryAcc, NumericAcc};
+use super::profile::{CategoryAcc, ColumnProfile, NumericAcc};
 use super::{
     ColumnSchema, ColumnType, DatasetError, Format, MAX_DOMAIN, Profile, Schema, open_rows,
 };
@@ -410,6 +410,15 @@ struct RejectReason {
     reason: String,
 }
 
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.column {
+            Some(c) => write!(f, "{c}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
 enum Acc {
     Numeric(Box<NumericAcc>),
     Category(CategoryAcc),
@@ -446,21 +455,8 @@ pub fn ingest_file(
         .collect();
     let label_index = headers.iter().position(|h| *h == config.label).unwrap_or(0);
 
-    let arrow_schema = Arc::new(ArrowSchema::new(
-        columns
-            .iter()
-            .map(|c| Field::new(&c.name, arrow_type(c.kind), c.nullable))
-            .collect::<Vec<_>>(),
-    ));
-    let data_path = out_dir.join("data.parquet");
+    let (mut writer, arrow_schema, data_path) = parquet_writer(&columns, out_dir)?;
     let rejected_path = out_dir.join("rejected.jsonl");
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(CHUNK_ROWS))
-        .set_created_by(format!("lambdaml {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(File::create(&data_path)?, arrow_schema.clone(), Some(props))?;
     let mut rejected_out = BufWriter::new(File::create(&rejected_path)?);
 
     let domains: Vec<Option<HashSet<&str>>> = columns
@@ -472,27 +468,7 @@ pub fn ingest_file(
         })
         .collect();
     let mut builders: Vec<Builder> = columns.iter().map(|c| Builder::new(c.kind)).collect();
-    let mut accs: Vec<Acc> = columns
-        .iter()
-        .zip(&inference)
-        .enumerate()
-        .map(|(i, (c, s))| {
-            if c.kind.is_numeric() {
-                let mut lo = s.min;
-                let mut hi = s.max;
-                if let Some(m) = c.min {
-                    lo = lo.max(m);
-                }
-                if let Some(m) = c.max {
-                    hi = hi.min(m);
-                }
-                let range = (lo.is_finite() && hi.is_finite() && lo <= hi).then_some((lo, hi));
-                Acc::Numeric(Box::new(NumericAcc::new(c.kind, range, 0x5EED + i as u64)))
-            } else {
-                Acc::Category(CategoryAcc::new(c.kind))
-            }
-        })
-        .collect();
+    let mut accs = accumulators(&columns, &inference);
 
     let mut reader = open_rows(path, format, config.delimiter)?;
     let mut record = ByteRecord::new();
@@ -508,101 +484,28 @@ pub fn ingest_file(
         }
         parsed.clear();
         reasons.clear();
-        if reader.cut() {
-            reasons.push(RejectReason {
-                column: None,
-                reason: format!(
-                    "the record is longer than {} bytes; it was skipped unread",
-                    super::read::MAX_RECORD_BYTES
-                ),
-            });
-        } else if record.len() != columns.len() {
-            reasons.push(RejectReason {
-                column: None,
-                reason: format!("expected {} fields, found {}", columns.len(), record.len()),
-            });
-        } else {
-            for (i, field) in record.iter().enumerate() {
-                match parse_field(
-                    &columns[i],
-                    i == label_index,
-                    field,
-                    &nulls,
-                    domains[i].as_ref(),
-                ) {
-                    Ok(v) => parsed.push(v),
-                    Err(reason) => reasons.push(RejectReason {
-                        column: Some(columns[i].name.clone()),
-                        reason,
-                    }),
-                }
-            }
-        }
+        check_row(
+            &Row {
+                record: &record,
+                cut: reader.cut(),
+                label_index,
+            },
+            &columns,
+            &nulls,
+            &domains,
+            &mut parsed,
+            &mut reasons,
+        );
         if !reasons.is_empty() {
             rejected += 1;
             if first_rejection.is_none() {
-                let r = &reasons[0];
-                first_rejection = Some((
-                    line,
-                    match &r.column {
-                        Some(c) => format!("{c}: {}", r.reason),
-                        None => r.reason.clone(),
-                    },
-                ));
+                first_rejection = Some((line, reasons[0].to_string()));
             }
-            let entry = Rejected {
-                line,
-                reasons: &reasons,
-                // A cut record keeps its first bytes only (the raw file holds the rest).
-                fields: if reader.cut() {
-                    record
-                        .iter()
-                        .take(16)
-                        .map(|f| field_text(&f[..f.len().min(256)]))
-                        .collect()
-                } else {
-                    record.iter().map(field_text).collect()
-                },
-            };
-            serde_json::to_writer(&mut rejected_out, &entry).map_err(std::io::Error::other)?;
-            rejected_out.write_all(b"\n")?;
+            write_rejected(&mut rejected_out, line, &reasons, &record, reader.cut())?;
             continue;
         }
         accepted += 1;
-        for (i, value) in parsed.iter().enumerate() {
-            match (&mut builders[i], *value, &mut accs[i]) {
-                (Builder::Int(b), Value::Int(x), Acc::Numeric(a)) => {
-                    b.append_value(x);
-                    a.push(Some(x as f64));
-                }
-                (Builder::Float(b), Value::Float(x), Acc::Numeric(a)) => {
-                    b.append_value(x);
-                    a.push(Some(x));
-                }
-                (Builder::Bool(b), Value::Bool(x), Acc::Category(a)) => {
-                    b.append_value(x);
-                    a.push(Some(if x { "true" } else { "false" }));
-                }
-                (Builder::Str(b), Value::Str, Acc::Category(a)) => {
-                    // Validated as UTF-8 by parse_field.
-                    let text = std::str::from_utf8(&record[i]).unwrap_or_default().trim();
-                    b.append_value(text);
-                    a.push(Some(text));
-                }
-                (b, _, a) => {
-                    match b {
-                        Builder::Int(b) => b.append_null(),
-                        Builder::Float(b) => b.append_null(),
-                        Builder::Bool(b) => b.append_null(),
-                        Builder::Str(b) => b.append_null(),
-                    }
-                    match a {
-                        Acc::Numeric(a) => a.push(None),
-                        Acc::Category(a) => a.push(None),
-                    }
-                }
-            }
-        }
+        append(&mut builders, &mut accs, &parsed, &record);
         in_chunk += 1;
         if in_chunk == CHUNK_ROWS {
             let arrays = builders.iter_mut().map(Builder::finish).collect();
@@ -626,6 +529,193 @@ pub fn ingest_file(
         });
     }
 
+    let profile_columns = finish_profile(&mut columns, accs);
+    check_label_classes(config, &profile_columns)?;
+
+    Ok(IngestOutput {
+        schema: Schema {
+            columns,
+            label: config.label.clone(),
+        },
+        profile: Profile {
+            rows: accepted,
+            rejected,
+            columns: profile_columns,
+        },
+        data_path,
+        rejected_path,
+    })
+}
+
+/// The Parquet writer of `data.parquet`: one column per schema column, Snappy, a row
+/// group per chunk.
+fn parquet_writer(
+    columns: &[ColumnSchema],
+    out_dir: &Path,
+) -> Result<(ArrowWriter<File>, Arc<ArrowSchema>, std::path::PathBuf), DatasetError> {
+    let arrow_schema = Arc::new(ArrowSchema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, arrow_type(c.kind), c.nullable))
+            .collect::<Vec<_>>(),
+    ));
+    let data_path = out_dir.join("data.parquet");
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(CHUNK_ROWS))
+        .set_created_by(format!("lambdaml {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let writer =
+        ArrowWriter::try_new(File::create(&data_path)?, arrow_schema.clone(), Some(props))?;
+    Ok((writer, arrow_schema, data_path))
+}
+
+/// A row as read.
+struct Row<'a> {
+    record: &'a ByteRecord,
+    /// Whether the reader cut it short (longer than the record limit).
+    cut: bool,
+    label_index: usize,
+}
+
+/// Parses a row into `parsed`, or says why it is refused in `reasons`: a cut record, the
+/// wrong field count, or every field that does not parse as its column.
+fn check_row(
+    row: &Row<'_>,
+    columns: &[ColumnSchema],
+    nulls: &Nulls,
+    domains: &[Option<HashSet<&str>>],
+    parsed: &mut Vec<Value>,
+    reasons: &mut Vec<RejectReason>,
+) {
+    let (record, label_index) = (row.record, row.label_index);
+    if row.cut {
+        reasons.push(RejectReason {
+            column: None,
+            reason: format!(
+                "the record is longer than {} bytes; it was skipped unread",
+                super::read::MAX_RECORD_BYTES
+            ),
+        });
+    } else if record.len() != columns.len() {
+        reasons.push(RejectReason {
+            column: None,
+            reason: format!("expected {} fields, found {}", columns.len(), record.len()),
+        });
+    } else {
+        for (i, field) in record.iter().enumerate() {
+            match parse_field(
+                &columns[i],
+                i == label_index,
+                field,
+                nulls,
+                domains[i].as_ref(),
+            ) {
+                Ok(v) => parsed.push(v),
+                Err(reason) => reasons.push(RejectReason {
+                    column: Some(columns[i].name.clone()),
+                    reason,
+                }),
+            }
+        }
+    }
+}
+
+/// One line of `rejected.jsonl`: the row's line, why, and its fields (a cut record keeps
+/// its first bytes only; the raw file holds the rest).
+fn write_rejected(
+    out: &mut impl Write,
+    line: u64,
+    reasons: &[RejectReason],
+    record: &ByteRecord,
+    cut: bool,
+) -> std::io::Result<()> {
+    let entry = Rejected {
+        line,
+        reasons,
+        // A cut record keeps its first bytes only (the raw file holds the rest).
+        fields: if cut {
+            record
+                .iter()
+                .take(16)
+                .map(|f| field_text(&f[..f.len().min(256)]))
+                .collect()
+        } else {
+            record.iter().map(field_text).collect()
+        },
+    };
+    serde_json::to_writer(&mut *out, &entry).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// One accumulator per column: numeric ones know the column's range (its declared bounds
+/// within the inferred ones) for their histogram, each with its own seed.
+fn accumulators(columns: &[ColumnSchema], inference: &[Inference]) -> Vec<Acc> {
+    columns
+        .iter()
+        .zip(inference)
+        .enumerate()
+        .map(|(i, (c, s))| {
+            if c.kind.is_numeric() {
+                let mut lo = s.min;
+                let mut hi = s.max;
+                if let Some(m) = c.min {
+                    lo = lo.max(m);
+                }
+                if let Some(m) = c.max {
+                    hi = hi.min(m);
+                }
+                let range = (lo.is_finite() && hi.is_finite() && lo <= hi).then_some((lo, hi));
+                Acc::Numeric(Box::new(NumericAcc::new(c.kind, range, 0x5EED + i as u64)))
+            } else {
+                Acc::Category(CategoryAcc::new(c.kind))
+            }
+        })
+        .collect()
+}
+
+/// Appends an accepted row's values to the column builders and the profile.
+fn append(builders: &mut [Builder], accs: &mut [Acc], parsed: &[Value], record: &ByteRecord) {
+    for (i, value) in parsed.iter().enumerate() {
+        match (&mut builders[i], *value, &mut accs[i]) {
+            (Builder::Int(b), Value::Int(x), Acc::Numeric(a)) => {
+                b.append_value(x);
+                a.push(Some(x as f64));
+            }
+            (Builder::Float(b), Value::Float(x), Acc::Numeric(a)) => {
+                b.append_value(x);
+                a.push(Some(x));
+            }
+            (Builder::Bool(b), Value::Bool(x), Acc::Category(a)) => {
+                b.append_value(x);
+                a.push(Some(if x { "true" } else { "false" }));
+            }
+            (Builder::Str(b), Value::Str, Acc::Category(a)) => {
+                // Validated as UTF-8 by parse_field.
+                let text = std::str::from_utf8(&record[i]).unwrap_or_default().trim();
+                b.append_value(text);
+                a.push(Some(text));
+            }
+            (b, _, a) => {
+                match b {
+                    Builder::Int(b) => b.append_null(),
+                    Builder::Float(b) => b.append_null(),
+                    Builder::Bool(b) => b.append_null(),
+                    Builder::Str(b) => b.append_null(),
+                }
+                match a {
+                    Acc::Numeric(a) => a.push(None),
+                    Acc::Category(a) => a.push(None),
+                }
+            }
+        }
+    }
+}
+
+/// The profile of every column; undeclared columns learn their bounds (numeric) or values
+/// (categorical, when few) from it.
+fn finish_profile(columns: &mut [ColumnSchema], accs: Vec<Acc>) -> BTreeMap<String, ColumnProfile> {
     let mut profile_columns = BTreeMap::new();
     for (column, acc) in columns.iter_mut().zip(accs) {
         let p = match acc {
@@ -642,7 +732,14 @@ pub fn ingest_file(
         }
         profile_columns.insert(column.name.clone(), p);
     }
+    profile_columns
+}
 
+/// A classification label needs its classes: exactly two for binary, two or more else.
+fn check_label_classes(
+    config: &IngestConfig,
+    profile_columns: &BTreeMap<String, ColumnProfile>,
+) -> Result<(), DatasetError> {
     if config.task != TaskKind::Regression {
         let classes = &profile_columns[&config.label].frequencies;
         let (ok, needed) = match config.task {
@@ -667,18 +764,5 @@ pub fn ingest_file(
             });
         }
     }
-
-    Ok(IngestOutput {
-        schema: Schema {
-            columns,
-            label: config.label.clone(),
-        },
-        profile: Profile {
-            rows: accepted,
-            rejected,
-            columns: profile_columns,
-        },
-        data_path,
-        rejected_path,
-    })
+    Ok(())
 }
