@@ -231,9 +231,21 @@ svg .axis{stroke:#888}svg .series{fill:none;stroke:#3559a8;stroke-width:2}svg .d
 .key{display:inline-block;padding:0 6px;border-radius:3px;font-weight:400;font-size:12px}.key.ref{background:#9aa9c4}.key.cur{background:#e08a3c}
 "#;
 
-/// Renders the report.
+/// Renders the report: one self-contained page, a section per part of the report.
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
+    header(&mut s, r);
+    data_drift(&mut s, r);
+    prediction_drift(&mut s, r);
+    performance(&mut s, r);
+    data_quality(&mut s, r);
+    processing(&mut s, r);
+    input(&mut s, r);
+    s
+}
+
+/// The page's head, title and verdict.
+fn header(s: &mut String, r: &Report) {
     let _ = write!(
         s,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>lambdaml monitoring: {} {}</title><style>{STYLE}</style></head><body>",
@@ -267,8 +279,10 @@ pub fn render(r: &Report) -> String {
         esc(&r.retrain.decision),
         esc(&r.retrain.detail)
     );
+}
 
-    // Data drift.
+/// Data drift: the dataset verdict, each feature's test, the distributions that matter.
+fn data_drift(s: &mut String, r: &Report) {
     let d = &r.data_drift;
     let _ = write!(
         s,
@@ -335,8 +349,10 @@ pub fn render(r: &Report) -> String {
             &f.distribution,
         ));
     }
+}
 
-    // Prediction drift.
+/// Prediction drift: the outputs and scores against the holdout's.
+fn prediction_drift(s: &mut String, r: &Report) {
     let p = &r.prediction_drift;
     let _ = write!(
         s,
@@ -356,8 +372,10 @@ pub fn render(r: &Report) -> String {
             &f.distribution,
         ));
     }
+}
 
-    // Performance.
+/// Live performance on the labelled rows, against the holdout, over time.
+fn performance(s: &mut String, r: &Report) {
     let perf = &r.performance;
     let _ = write!(
         s,
@@ -400,8 +418,10 @@ pub fn render(r: &Report) -> String {
                 .copied(),
         ));
     }
+}
 
-    // Data quality.
+/// Data quality: missing, out-of-range, invalid and unseen values per feature.
+fn data_quality(s: &mut String, r: &Report) {
     let q = &r.data_quality;
     let _ = write!(
         s,
@@ -426,8 +446,10 @@ pub fn render(r: &Report) -> String {
         );
     }
     s.push_str("</table>");
+}
 
-    // Processing.
+/// Processing: requests, errors, latency.
+fn processing(s: &mut String, r: &Report) {
     let pr = &r.processing;
     let _ = write!(
         s,
@@ -453,8 +475,10 @@ pub fn render(r: &Report) -> String {
             None,
         ));
     }
+}
 
-    // What was read.
+/// What was read, the notes, and the check the browser test reads.
+fn input(s: &mut String, r: &Report) {
     let c = &r.captures;
     let _ = write!(
         s,
@@ -481,5 +505,4 @@ pub fn render(r: &Report) -> String {
     s.push_str(
         "<script>window.addEventListener('load',function(){var n=0;document.querySelectorAll('svg.plot').forEach(function(g){var b=g.getBoundingClientRect();if(b.width>0&&b.height>0&&g.querySelector('rect,polyline,circle'))n++;});document.body.setAttribute('data-plots-rendered',String(n));document.body.setAttribute('data-plots-total',String(document.querySelectorAll('svg.plot').length));});</script></body></html>",
     );
-    s
 }
