@@ -171,15 +171,12 @@ fn table_row(r: &PeriodRow) -> String {
 /// posted as feedback, the monitor run on the year, and a retrain's pipeline run through the
 /// local queues when the monitor sends one.
 async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
-    use axum::body::Body;
-    use axum::http::Request;
     use lambdaml::capture::Clock;
     use lambdaml::pipeline::{Function, Wired};
-    use lambdaml_monitor::{Monitor, MonitorRequest};
+    use lambdaml_monitor::Monitor;
     use lambdaml_score::{ScoreConfig, ScoreState, router};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
-    use tower::ServiceExt;
 
     let now_ms = Arc::new(AtomicI64::new(day_time(INITIAL_DAYS).timestamp_millis()));
     let clock_ms = now_ms.clone();
@@ -199,16 +196,6 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
         clock,
     );
     let app = router(state.clone());
-    let post = |app: axum::Router, path: String, body: serde_json::Value| async move {
-        let request = Request::post(path)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))?;
-        let response = app.oneshot(request).await?;
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)?;
-        anyhow::Ok((status, value))
-    };
     let wired = Wired::open(Function::Monitor, ctx.store.clone(), &ctx.queues).await?;
     let monitor = Monitor::from_wiring(&wired);
     let text = std::str::from_utf8(WEATHER_CSV)?;
@@ -228,29 +215,11 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
     for (p, first) in (INITIAL_DAYS..rows.len()).step_by(PERIOD_DAYS).enumerate() {
         let last = (first + PERIOD_DAYS).min(rows.len());
         let version = registry.get(model).await?.production.unwrap_or_default();
-        let (mut correct, mut feedback) = (0usize, Vec::new());
-        for (day, line) in rows.iter().enumerate().take(last).skip(first) {
-            now_ms.store(day_time(day).timestamp_millis(), Ordering::Relaxed);
-            let (record, truth) = day_record(&header, line);
-            let (status, answer) = post(
-                app.clone(),
-                "/invocations".to_string(),
-                serde_json::json!({ "dataframe_records": [record] }),
-            )
-            .await?;
-            if !status.is_success() {
-                return Err(anyhow!("scoring day {day} failed: {answer}"));
-            }
-            if answer["predictions"][0]["label"] == truth.as_str() {
-                correct += 1;
-            }
-            feedback.push(serde_json::json!({
-                "request_id": answer["request_id"], "row": 0, "label": truth
-            }));
-        }
+        let (correct, feedback) =
+            score_days(&app, &now_ms, &header, &rows[first..last], first).await?;
         if p == 0 {
             // A client's typo: a clear 422 naming the field, captured like every request.
-            rejected_example = post(
+            rejected_example = post_json(
                 app.clone(),
                 "/invocations".to_string(),
                 serde_json::json!({"dataframe_records": [{"temprature": 21.0}]}),
@@ -262,7 +231,7 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
         let to = day_time(last) - chrono::Duration::hours(12);
         now_ms.store(to.timestamp_millis() - 1, Ordering::Relaxed);
         feedback_labels += feedback.len();
-        let (status, answer) = post(
+        let (status, answer) = post_json(
             app.clone(),
             format!("/v2/models/{model}/feedback"),
             serde_json::json!({ "feedback": feedback }),
@@ -273,30 +242,9 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
         }
         state.capture.flush().await;
         let from = day_time(first) - chrono::Duration::hours(12);
-        let outcome = monitor
-            .run(&MonitorRequest {
-                model: model.to_string(),
-                window: None,
-                from: Some(from.to_rfc3339()),
-                to: Some(to.to_rfc3339()),
-                at: Some(to.to_rfc3339()),
-                retrain: true,
-            })
-            .await
-            .map_err(|e| anyhow!("monitor: {}", e.reason()))?;
+        let (outcome, new_version, promoted) =
+            monitor_period(ctx, &monitor, model, from, to).await?;
         let r = &outcome.report;
-        let (mut new_version, mut promoted) = (None, None);
-        if r.retrain.decision == "sent" {
-            let handled = ctx.drain().await?;
-            if let Some(d) = handled
-                .iter()
-                .rev()
-                .find(|h| h.stage == Stage::Deploy && h.outcome == "ok")
-            {
-                new_version = d.detail["version"].as_str().map(str::to_string);
-                promoted = Some(d.detail["verdict"].as_str() == Some("promote"));
-            }
-        }
         last_report = outcome.html_key.clone();
         let row = PeriodRow {
             period: p + 1,
@@ -323,6 +271,126 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
         periods.push(row);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let never = never_retrained(ctx, model, &first_version, &header, &rows).await?;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let accuracies: Vec<f64> = periods.iter().map(|r| r.accuracy).collect();
+    Ok(StreamReport {
+        days: rows.len() - INITIAL_DAYS,
+        mean_accuracy: mean(&accuracies),
+        never_retrained_accuracy: mean(&never),
+        retrains: periods.iter().filter(|r| r.retrain == "sent").count(),
+        promoted: periods.iter().filter(|r| r.promoted == Some(true)).count(),
+        periods,
+        seconds,
+        rejected_example,
+        captured: state.capture.stats().written,
+        feedback_labels,
+        last_report,
+    })
+}
+
+/// Runs the monitor on one period; when it sends a retrain, runs the pipeline through the
+/// local queues and returns the version made and whether it was promoted.
+async fn monitor_period(
+    ctx: &Ctx,
+    monitor: &lambdaml_monitor::Monitor,
+    model: &str,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<(
+    lambdaml_monitor::MonitorOutcome,
+    Option<String>,
+    Option<bool>,
+)> {
+    use lambdaml_monitor::MonitorRequest;
+    let outcome = monitor
+        .run(&MonitorRequest {
+            model: model.to_string(),
+            window: None,
+            from: Some(from.to_rfc3339()),
+            to: Some(to.to_rfc3339()),
+            at: Some(to.to_rfc3339()),
+            retrain: true,
+        })
+        .await
+        .map_err(|e| anyhow!("monitor: {}", e.reason()))?;
+    let (mut new_version, mut promoted) = (None, None);
+    if outcome.report.retrain.decision == "sent" {
+        let handled = ctx.drain().await?;
+        if let Some(d) = handled
+            .iter()
+            .rev()
+            .find(|h| h.stage == Stage::Deploy && h.outcome == "ok")
+        {
+            new_version = d.detail["version"].as_str().map(str::to_string);
+            promoted = Some(d.detail["verdict"].as_str() == Some("promote"));
+        }
+    }
+    Ok((outcome, new_version, promoted))
+}
+
+/// POSTs a JSON body to the router; the status and the JSON answer.
+async fn post_json(
+    app: axum::Router,
+    path: String,
+    body: serde_json::Value,
+) -> Result<(axum::http::StatusCode, serde_json::Value)> {
+    use tower::ServiceExt;
+    let request = axum::http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))?;
+    let response = app.oneshot(request).await?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+    Ok((status, serde_json::from_slice(&bytes)?))
+}
+
+/// Scores each day of `days` (the first is day `first`) as that day, one request each;
+/// returns how many were right and the feedback (true labels) to send.
+async fn score_days(
+    app: &axum::Router,
+    now_ms: &std::sync::atomic::AtomicI64,
+    header: &[&str],
+    days: &[&str],
+    first: usize,
+) -> Result<(usize, Vec<serde_json::Value>)> {
+    let (mut correct, mut feedback) = (0usize, Vec::new());
+    for (i, line) in days.iter().enumerate() {
+        let day = first + i;
+        now_ms.store(
+            day_time(day).timestamp_millis(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let (record, truth) = day_record(header, line);
+        let (status, answer) = post_json(
+            app.clone(),
+            "/invocations".to_string(),
+            serde_json::json!({ "dataframe_records": [record] }),
+        )
+        .await?;
+        if !status.is_success() {
+            return Err(anyhow!("scoring day {day} failed: {answer}"));
+        }
+        if answer["predictions"][0]["label"] == truth.as_str() {
+            correct += 1;
+        }
+        feedback.push(serde_json::json!({
+            "request_id": answer["request_id"], "row": 0, "label": truth
+        }));
+    }
+    Ok((correct, feedback))
+}
+
+/// The accuracy of each period's days scored by the first version alone, never retrained
+/// (no capture): what the loop is compared with.
+async fn never_retrained(
+    ctx: &Ctx,
+    model: &str,
+    first_version: &str,
+    header: &[&str],
+    rows: &[&str],
+) -> Result<Vec<f64>> {
+    use lambdaml_score::{ScoreConfig, ScoreState, router};
     // The same days scored by the first version alone, never retrained (no capture).
     let quiet = ScoreState::new(
         ctx.store.clone(),
@@ -342,9 +410,9 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
         let last = (first + PERIOD_DAYS).min(rows.len());
         let (records, truths): (Vec<_>, Vec<_>) = rows[first..last]
             .iter()
-            .map(|l| day_record(&header, l))
+            .map(|l| day_record(header, l))
             .unzip();
-        let (_, answer) = post(
+        let (_, answer) = post_json(
             quiet_app.clone(),
             format!("/invocations?model={model}&version={first_version}"),
             serde_json::json!({ "dataframe_records": records }),
@@ -357,21 +425,91 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
             .count();
         never.push(correct as f64 / truths.len().max(1) as f64);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let accuracies: Vec<f64> = periods.iter().map(|r| r.accuracy).collect();
-    Ok(StreamReport {
-        days: rows.len() - INITIAL_DAYS,
-        mean_accuracy: mean(&accuracies),
-        never_retrained_accuracy: mean(&never),
-        retrains: periods.iter().filter(|r| r.retrain == "sent").count(),
-        promoted: periods.iter().filter(|r| r.promoted == Some(true)).count(),
-        periods,
-        seconds,
-        rejected_example,
-        captured: state.capture.stats().written,
-        feedback_labels,
-        last_report,
-    })
+    Ok(never)
+}
+
+/// At-least-once delivery: the same S3 notification may arrive twice. Delivers the same
+/// file again through the ingest queue and lets the runner handle it.
+async fn redeliver(ctx: &Ctx, raw: ObjectKey) -> Result<(IngestOutcome, Vec<Handled>)> {
+    // file again through the ingest queue and let the runner handle it.
+    let again = Message::new(
+        "demo-redelivery",
+        None,
+        StageMessage::Ingest(IngestRequest {
+            key: raw,
+            dataset: None,
+        }),
+    );
+    ctx.queues
+        .get(Stage::Ingest)
+        .await?
+        .send(&again.to_body())
+        .await?;
+    let second = ctx.drain().await?;
+    let redelivery: IngestOutcome = second
+        .iter()
+        .find(|h| h.stage == Stage::Ingest && h.outcome == "ok")
+        .and_then(|h| serde_json::from_value(h.detail.clone()).ok())
+        .ok_or_else(|| anyhow!("the redelivered ingest message was not handled: {second:?}"))?;
+    Ok((redelivery, second))
+}
+
+/// A challenger: the same model on one weak feature, which the rule refuses against the
+/// champion on the same held-out days; then an operator overrides the rule by hand and
+/// thinks better of it. Returns the champion, the challenger's decision and the registry.
+async fn challenge(
+    ctx: &Ctx,
+    model: &str,
+    handled: &mut Vec<Handled>,
+) -> Result<(String, serde_json::Value, lambdaml::registry::Registry)> {
+    let champion = RegistryStore::new(ctx.store.clone())
+        .get(model)
+        .await?
+        .production
+        .ok_or_else(|| anyhow!("the first model was not promoted: {handled:?}"))?;
+    let worse_spec = WEATHER_SPEC.replace(
+        "[features]\nexclude = []",
+        "[features]\ninclude = [\"visibility\"]",
+    );
+    let (_, challenger_run) = train_spec(ctx, &worse_spec, "the demo's challenger spec").await?;
+    let challenger = challenger_run
+        .iter()
+        .rev()
+        .find(|h| h.stage == Stage::Deploy && h.outcome == "ok")
+        .map(|h| h.detail.clone())
+        .ok_or_else(|| anyhow!("the challenger was not decided: {challenger_run:?}"))?;
+    handled.extend(challenger_run);
+    // The experiment is over: the model's spec goes back to all features, so retraining
+    // (and the monitor's "spec changed" rule) sees the spec production was trained with.
+    ctx.put_spec(WEATHER_SPEC, "the bundled weather spec")
+        .await?;
+    // An operator overrides the rule by hand, then thinks better of it.
+    let deploy = ctx.wire::<Deploy>().await?;
+    let challenger_version = challenger["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    deploy
+        .manual(
+            Action::Promote,
+            model,
+            Some(&challenger_version),
+            "demo:operator",
+            "override the rule",
+        )
+        .await
+        .map_err(|e| anyhow!("{}", e.reason()))?;
+    let after = deploy
+        .manual(
+            Action::Rollback,
+            model,
+            None,
+            "demo:operator",
+            "the override was a mistake",
+        )
+        .await
+        .map_err(|e| anyhow!("{}", e.reason()))?;
+    Ok((champion, challenger, after))
 }
 
 pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
@@ -407,27 +545,7 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
     let mut handled = ctx.drain().await?;
     let pipeline_seconds = started.elapsed().as_secs_f64();
 
-    // At-least-once delivery: the same S3 notification may arrive twice. Deliver the same
-    // file again through the ingest queue and let the runner handle it.
-    let again = Message::new(
-        "demo-redelivery",
-        None,
-        StageMessage::Ingest(IngestRequest {
-            key: raw,
-            dataset: None,
-        }),
-    );
-    ctx.queues
-        .get(Stage::Ingest)
-        .await?
-        .send(&again.to_body())
-        .await?;
-    let second = ctx.drain().await?;
-    let redelivery: IngestOutcome = second
-        .iter()
-        .find(|h| h.stage == Stage::Ingest && h.outcome == "ok")
-        .and_then(|h| serde_json::from_value(h.detail.clone()).ok())
-        .ok_or_else(|| anyhow!("the redelivered ingest message was not handled: {second:?}"))?;
+    let (redelivery, second) = redeliver(ctx, raw).await?;
     handled.extend(second);
 
     let key = |n: &str| layout::dataset_file(&dataset.dataset, &dataset.version, n);
@@ -451,55 +569,7 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
             }
         }
     }
-    // A challenger: the same model on one weak feature. The rule compares it with the
-    // champion on the same held-out days and refuses it.
-    let champion = RegistryStore::new(ctx.store.clone())
-        .get(&spec.model.name)
-        .await?
-        .production
-        .ok_or_else(|| anyhow!("the first model was not promoted: {handled:?}"))?;
-    let worse_spec = WEATHER_SPEC.replace(
-        "[features]\nexclude = []",
-        "[features]\ninclude = [\"visibility\"]",
-    );
-    let (_, challenger_run) = train_spec(ctx, &worse_spec, "the demo's challenger spec").await?;
-    let challenger = challenger_run
-        .iter()
-        .rev()
-        .find(|h| h.stage == Stage::Deploy && h.outcome == "ok")
-        .map(|h| h.detail.clone())
-        .ok_or_else(|| anyhow!("the challenger was not decided: {challenger_run:?}"))?;
-    handled.extend(challenger_run);
-    // The experiment is over: the model's spec goes back to all features, so retraining
-    // (and the monitor's "spec changed" rule) sees the spec production was trained with.
-    ctx.put_spec(WEATHER_SPEC, "the bundled weather spec")
-        .await?;
-    // An operator overrides the rule by hand, then thinks better of it.
-    let deploy = ctx.wire::<Deploy>().await?;
-    let challenger_version = challenger["version"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    deploy
-        .manual(
-            Action::Promote,
-            &spec.model.name,
-            Some(&challenger_version),
-            "demo:operator",
-            "override the rule",
-        )
-        .await
-        .map_err(|e| anyhow!("{}", e.reason()))?;
-    let after = deploy
-        .manual(
-            Action::Rollback,
-            &spec.model.name,
-            None,
-            "demo:operator",
-            "the override was a mistake",
-        )
-        .await
-        .map_err(|e| anyhow!("{}", e.reason()))?;
+    let (champion, challenger, after) = challenge(ctx, &spec.model.name, &mut handled).await?;
     let registry = after;
     if !ctx.json {
         print!(
