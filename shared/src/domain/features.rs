@@ -280,6 +280,97 @@ fn numeric_stats(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// A fitted encoder and the names of the columns it outputs, or why the feature is dropped.
+type Fitted = Result<(Encoder, Vec<String>), String>;
+
+/// A numeric feature: imputed (mean, median or zero) and, with `standardize`, centred and
+/// scaled by the training split's mean and standard deviation. Dropped when every value
+/// is missing or it is constant.
+fn fit_numeric(spec: &ModelSpec, name: &str, values: &[f64], rows: &[usize]) -> Fitted {
+    let present = rows.iter().map(|&i| values[i]).filter(|v| !v.is_nan());
+    let count = present.clone().count();
+    if count == 0 {
+        return Err("every value is missing in the training split".into());
+    }
+    let impute = match spec.preprocess.numeric_impute {
+        NumericImpute::Mean => present.clone().sum::<f64>() / count as f64,
+        NumericImpute::Median => {
+            let mut v: Vec<f64> = present.clone().collect();
+            v.sort_by(f64::total_cmp);
+            crate::dataset::quantile_sorted(&v, 0.5)
+        }
+        NumericImpute::Zero => 0.0,
+    };
+    let imputed = rows.iter().map(|&i| {
+        if values[i].is_nan() {
+            impute
+        } else {
+            values[i]
+        }
+    });
+    let (mean, std) = numeric_stats(imputed);
+    if std == 0.0 {
+        return Err(format!("constant ({mean}) in the training split"));
+    }
+    let (center, scale) = if spec.preprocess.standardize {
+        (mean, std)
+    } else {
+        (0.0, 1.0)
+    };
+    let encoder = Encoder::Numeric {
+        impute,
+        center,
+        scale,
+    };
+    Ok((encoder, vec![name.to_string()]))
+}
+
+/// A categorical feature: one-hot over its `max_categories` most frequent values in the
+/// training split (ties by name), imputed with the most frequent. Dropped when it has one
+/// value or none.
+fn fit_categorical(
+    spec: &ModelSpec,
+    name: &str,
+    codes: &[u32],
+    dictionary: &[String],
+    rows: &[usize],
+) -> Fitted {
+    let mut counts = vec![0u64; dictionary.len()];
+    for &i in rows {
+        if let Some(c) = counts.get_mut(codes[i] as usize) {
+            *c += 1;
+        }
+    }
+    let mut seen: Vec<(usize, u64)> = counts
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    if seen.len() <= 1 {
+        return Err(match seen.first() {
+            Some((code, _)) => format!("constant ({:?}) in the training split", dictionary[*code]),
+            None => "every value is missing in the training split".into(),
+        });
+    }
+    // Most frequent first, ties by name, so the kept set is deterministic.
+    seen.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| dictionary[a.0].cmp(&dictionary[b.0]))
+    });
+    let impute = dictionary[seen[0].0].clone();
+    seen.truncate(spec.preprocess.max_categories);
+    let mut categories: Vec<String> = seen.iter().map(|(c, _)| dictionary[*c].clone()).collect();
+    categories.sort();
+    let names = categories.iter().map(|c| format!("{name}={c}")).collect();
+    let encoder = Encoder::OneHot {
+        categories,
+        impute,
+        unseen: spec.preprocess.unseen_category,
+    };
+    Ok((encoder, names))
+}
+
 impl FeaturePipeline {
     /// Fits the pipeline on the `rows` of `table` (the training split) for `spec`.
     pub fn fit(
@@ -311,98 +402,23 @@ impl FeaturePipeline {
                 .column(name)
                 .map(|c| c.kind)
                 .unwrap_or(ColumnType::Float);
-            let encoder = match column {
-                Column::Numeric(values) => {
-                    let present = rows.iter().map(|&i| values[i]).filter(|v| !v.is_nan());
-                    let count = present.clone().count();
-                    if count == 0 {
-                        dropped.push(DroppedFeature {
-                            name: name.clone(),
-                            reason: "every value is missing in the training split".into(),
-                        });
-                        continue;
-                    }
-                    let impute = match spec.preprocess.numeric_impute {
-                        NumericImpute::Mean => present.clone().sum::<f64>() / count as f64,
-                        NumericImpute::Median => {
-                            let mut v: Vec<f64> = present.clone().collect();
-                            v.sort_by(f64::total_cmp);
-                            crate::dataset::quantile_sorted(&v, 0.5)
-                        }
-                        NumericImpute::Zero => 0.0,
-                    };
-                    let imputed = rows.iter().map(|&i| {
-                        if values[i].is_nan() {
-                            impute
-                        } else {
-                            values[i]
-                        }
-                    });
-                    let (mean, std) = numeric_stats(imputed);
-                    if std == 0.0 {
-                        dropped.push(DroppedFeature {
-                            name: name.clone(),
-                            reason: format!("constant ({mean}) in the training split"),
-                        });
-                        continue;
-                    }
-                    output_names.push(name.clone());
-                    if spec.preprocess.standardize {
-                        Encoder::Numeric {
-                            impute,
-                            center: mean,
-                            scale: std,
-                        }
-                    } else {
-                        Encoder::Numeric {
-                            impute,
-                            center: 0.0,
-                            scale: 1.0,
-                        }
-                    }
-                }
+            let fitted = match column {
+                Column::Numeric(values) => fit_numeric(spec, name, values, rows),
                 Column::Categorical { codes, dictionary } => {
-                    let mut counts = vec![0u64; dictionary.len()];
-                    for &i in rows {
-                        if let Some(c) = counts.get_mut(codes[i] as usize) {
-                            *c += 1;
-                        }
-                    }
-                    let mut seen: Vec<(usize, u64)> = counts
-                        .iter()
-                        .copied()
-                        .enumerate()
-                        .filter(|(_, c)| *c > 0)
-                        .collect();
-                    if seen.len() <= 1 {
-                        dropped.push(DroppedFeature {
-                            name: name.clone(),
-                            reason: match seen.first() {
-                                Some((code, _)) => format!(
-                                    "constant ({:?}) in the training split",
-                                    dictionary[*code]
-                                ),
-                                None => "every value is missing in the training split".into(),
-                            },
-                        });
-                        continue;
-                    }
-                    // Most frequent first, ties by name, so the kept set is deterministic.
-                    seen.sort_by(|a, b| {
-                        b.1.cmp(&a.1)
-                            .then_with(|| dictionary[a.0].cmp(&dictionary[b.0]))
+                    fit_categorical(spec, name, codes, dictionary, rows)
+                }
+            };
+            let encoder = match fitted {
+                Ok((encoder, names)) => {
+                    output_names.extend(names);
+                    encoder
+                }
+                Err(reason) => {
+                    dropped.push(DroppedFeature {
+                        name: name.clone(),
+                        reason,
                     });
-                    let impute = dictionary[seen[0].0].clone();
-                    seen.truncate(spec.preprocess.max_categories);
-                    let mut categories: Vec<String> =
-                        seen.iter().map(|(c, _)| dictionary[*c].clone()).collect();
-                    categories.sort();
-                    output_names.extend(categories.iter().map(|c| format!("{name}={c}")));
-                    Encoder::OneHot {
-                        categories,
-                        impute,
-                        unseen: spec.preprocess.unseen_category,
-                    }
+                    continue;
                 }
             };
             let width = encoder.width();
