@@ -225,30 +225,7 @@ pub(crate) fn tensor<'a>(
             ),
         ));
     };
-    let shape: Vec<usize> = match t.get("shape") {
-        Some(Value::Array(dims)) if !dims.is_empty() && dims.len() <= 2 => {
-            let mut shape = Vec::with_capacity(dims.len());
-            for d in dims {
-                match d.as_u64() {
-                    Some(d) if d <= 1 << 32 => shape.push(d as usize),
-                    _ => {
-                        return Err(bad(
-                            name,
-                            format!("shape dimensions must be non-negative integers, got {d}"),
-                        ));
-                    }
-                }
-            }
-            shape
-        }
-        Some(Value::Array(dims)) => {
-            return Err(bad(
-                name,
-                format!("shape must have 1 or 2 dimensions, got {}", dims.len()),
-            ));
-        }
-        _ => return Err(bad(name, "shape is missing or not an array")),
-    };
+    let shape = tensor_shape(name, t.get("shape"))?;
     // The declared row count is held to the row limit before anything is read for it.
     if shape[0] > limits.max_rows {
         check_rows(shape[0], limits)?;
@@ -308,6 +285,32 @@ pub(crate) fn tensor<'a>(
         shape,
         values,
     })
+}
+
+/// A tensor's shape: one or two dimensions, each a non-negative integer up to 2^32.
+fn tensor_shape(name: &str, shape: Option<&Value>) -> Result<Vec<usize>, ApiError> {
+    match shape {
+        Some(Value::Array(dims)) if !dims.is_empty() && dims.len() <= 2 => {
+            let mut shape = Vec::with_capacity(dims.len());
+            for d in dims {
+                match d.as_u64() {
+                    Some(d) if d <= 1 << 32 => shape.push(d as usize),
+                    _ => {
+                        return Err(bad(
+                            name,
+                            format!("shape dimensions must be non-negative integers, got {d}"),
+                        ));
+                    }
+                }
+            }
+            Ok(shape)
+        }
+        Some(Value::Array(dims)) => Err(bad(
+            name,
+            format!("shape must have 1 or 2 dimensions, got {}", dims.len()),
+        )),
+        _ => Err(bad(name, "shape is missing or not an array")),
+    }
 }
 
 pub(crate) fn flatten<'a>(
