@@ -366,3 +366,33 @@ impl<'f> Scan<'f> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_keep_the_first_per_row_and_count_duplicates_and_junk() {
+        let line = |id: &str, row: usize, label: &str| {
+            format!(
+                "{{\"request_id\":\"{id}\",\"row\":{row},\"label\":\"{label}\",\"received_at\":\"2030-01-01T00:00:00.000Z\",\"source\":\"test\"}}\n"
+            )
+        };
+        let mut labels = Labels::default();
+        labels.add(format!("{}{}not json\n\n", line("a", 0, "1"), line("a", 1, "0")).as_bytes());
+        labels.add(line("a", 0, "0").as_bytes());
+        assert_eq!(labels.summary.records, 3);
+        assert_eq!(labels.summary.duplicates, 1);
+        assert_eq!(
+            labels.summary.malformed_lines, 1,
+            "blank lines are not records"
+        );
+        assert_eq!(
+            labels.by_row[&("a".to_string(), 0)],
+            "1",
+            "the first label wins"
+        );
+        assert_eq!(labels.by_row[&("a".to_string(), 1)], "0");
+        assert_eq!(labels.by_row.len(), 2);
+    }
+}

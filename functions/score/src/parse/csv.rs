@@ -13,8 +13,8 @@ use super::{Builder, Col, Frame, Limits};
 /// A CSV body read whole: the header and the records.
 #[derive(Debug)]
 pub struct CsvBody {
-    header: csv::StringRecord,
-    records: Vec<csv::StringRecord>,
+    pub(crate) header: csv::StringRecord,
+    pub(crate) records: Vec<csv::StringRecord>,
 }
 
 /// The most columns a CSV body may have.

@@ -261,3 +261,6 @@ fn scalar(v: &Value) -> Result<RawValue<'_>, String> {
 fn bad(field: &str, reason: impl Into<String>) -> ApiError {
     ApiError::field(StatusCode::BAD_REQUEST, Some(field), reason)
 }
+
+#[cfg(test)]
+mod tests;

@@ -288,7 +288,7 @@ pub(crate) fn tensor<'a>(
 }
 
 /// A tensor's shape: one or two dimensions, each a non-negative integer up to 2^32.
-fn tensor_shape(name: &str, shape: Option<&Value>) -> Result<Vec<usize>, ApiError> {
+pub(crate) fn tensor_shape(name: &str, shape: Option<&Value>) -> Result<Vec<usize>, ApiError> {
     match shape {
         Some(Value::Array(dims)) if !dims.is_empty() && dims.len() <= 2 => {
             let mut shape = Vec::with_capacity(dims.len());

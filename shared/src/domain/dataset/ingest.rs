@@ -766,3 +766,6 @@ fn check_label_classes(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
