@@ -365,14 +365,14 @@ impl Handler for Deploy {
     type Request = DeployRequest;
     /// `{"model_name", "model_version"}` to decide.
     type Direct = DeployRequest;
+    type Outcome = Decision;
 
     async fn handle_request(
         &self,
         _envelope: &Envelope,
         request: DeployRequest,
-    ) -> Result<serde_json::Value, StageError> {
-        let decision = self.deploy(&request).await?;
-        serde_json::to_value(decision).map_err(StageError::invalid)
+    ) -> Result<Decision, StageError> {
+        self.deploy(&request).await
     }
 
     /// `{"action": "rollback", "model", "to"?, "reason"?}` rolls back.

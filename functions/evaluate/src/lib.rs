@@ -357,6 +357,8 @@ impl Handler for Evaluate {
     type Request = EvaluateRequest;
     /// `{"model_name", "model_version"}`.
     type Direct = EvaluateRequest;
+    /// A summary: the scalar metrics of the version and of the champion.
+    type Outcome = serde_json::Value;
 
     async fn handle_request(
         &self,

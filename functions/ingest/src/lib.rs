@@ -560,17 +560,17 @@ impl Handler for Ingest {
     type Request = IngestInput;
     /// `{"key": "raw/<dataset>/<file>", "dataset": optional}`.
     type Direct = IngestRequest;
+    type Outcome = IngestOutcome;
 
     async fn handle_request(
         &self,
         _envelope: &Envelope,
         request: IngestInput,
-    ) -> Result<serde_json::Value, StageError> {
-        let outcome = match request {
-            IngestInput::File(r) => self.ingest(&r).await?,
-            IngestInput::Retrain(r) => self.retrain(&r).await?,
-        };
-        serde_json::to_value(outcome).map_err(StageError::invalid)
+    ) -> Result<IngestOutcome, StageError> {
+        match request {
+            IngestInput::File(r) => self.ingest(&r).await,
+            IngestInput::Retrain(r) => self.retrain(&r).await,
+        }
     }
 
     fn s3_message(&self, object: &S3Object) -> Result<Message, StageError> {

@@ -259,14 +259,14 @@ impl Handler for Preprocess {
     type Request = PreprocessRequest;
     /// `{"dataset", "dataset_version", "spec"}`.
     type Direct = PreprocessRequest;
+    type Outcome = PreprocessOutcome;
 
     async fn handle_request(
         &self,
         _envelope: &Envelope,
         request: PreprocessRequest,
-    ) -> Result<serde_json::Value, StageError> {
-        let outcome = self.preprocess(&request).await?;
-        serde_json::to_value(outcome).map_err(StageError::invalid)
+    ) -> Result<PreprocessOutcome, StageError> {
+        self.preprocess(&request).await
     }
 }
 

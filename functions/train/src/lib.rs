@@ -433,14 +433,14 @@ impl Handler for Train {
     type Request = TrainRequest;
     /// `{"run_manifest": "runs/<run>/manifest.json"}`.
     type Direct = TrainRequest;
+    type Outcome = TrainOutcome;
 
     async fn handle_request(
         &self,
         envelope: &Envelope,
         request: TrainRequest,
-    ) -> Result<serde_json::Value, StageError> {
-        let outcome = self.train(&request, envelope.attempt).await?;
-        serde_json::to_value(outcome).map_err(StageError::invalid)
+    ) -> Result<TrainOutcome, StageError> {
+        self.train(&request, envelope.attempt).await
     }
 }
 

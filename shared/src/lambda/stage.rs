@@ -217,13 +217,15 @@ pub trait Handler: Send + Sync {
     type Request: StageRequest;
     /// What a direct invocation may send instead of a whole message.
     type Direct: DirectRequest + Send;
+    /// What it did, as the invocation's JSON answer and the run report show it.
+    type Outcome: Serialize + Send;
 
-    /// Handles one request; returns a JSON summary of what it did.
+    /// Handles one request.
     async fn handle_request(
         &self,
         envelope: &Envelope,
         request: Self::Request,
-    ) -> Result<serde_json::Value, StageError>;
+    ) -> Result<Self::Outcome, StageError>;
 
     /// Handles a direct payload that is neither a message nor the direct form (deploy's
     /// rollback); `None` reads it as a message or the direct form.
@@ -260,7 +262,8 @@ impl<H: Handler> StageHandler for H {
                 H::Request::STAGE
             ))
         })?;
-        self.handle_request(&envelope, request).await
+        let outcome = self.handle_request(&envelope, request).await?;
+        serde_json::to_value(outcome).map_err(StageError::invalid)
     }
 
     /// A whole message (it has `version` or `stage`), or the stage's direct form.
