@@ -16,70 +16,185 @@ use crate::spec::{TaskKind, TrainSection};
 
 /// The objective of a linear model over a whole matrix: value and gradient with respect to
 /// θ = (weight rows, bias), both in f64.
-struct LinearObjective {
+///
+/// One fused pass over the rows per evaluation: each row's logits, its loss and the
+/// derivative, and its share of the gradient are computed together while the row is in
+/// cache (no logits matrix, no residual matrix, no copies between them). The rows are cut
+/// into fixed blocks whose partial sums are added in block order, so the result is the same
+/// whatever the number of threads that computed the blocks.
+struct LinearObjective<'a> {
     task: TaskKind,
-    x: Tensor,
-    y: Vec<f32>,
+    /// Row-major features, `rows × inputs`.
+    x: &'a [f32],
+    y: &'a [f32],
+    /// Each row's weight divided by the weights' sum (the loss is a weighted mean).
     weights: Vec<f64>,
-    weight_sum: f64,
     inputs: usize,
     outputs: usize,
     l2: f64,
+    /// Threads for the pass (1 on small data).
+    threads: usize,
 }
 
-impl LinearObjective {
-    fn eval(&self, theta: &[f64]) -> Result<(f64, Vec<f64>), TrainError> {
+/// The smallest block of rows whose partial loss and gradient are summed on their own.
+const BLOCK_ROWS: usize = 4096;
+
+/// Multiply-adds per evaluation below which one thread does the pass: spawning costs more
+/// than it saves on small data.
+const PARALLEL_WORK: usize = 1 << 20;
+
+/// `Σ a_j b_j` in f64 with four independent sums (which the compiler keeps in vector lanes).
+fn dot_f32_f64(a: &[f32], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (a4.remainder(), b4.remainder());
+    for (x, w) in a4.zip(b4) {
+        for l in 0..4 {
+            acc[l] += f64::from(x[l]) * w[l];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, w)| f64::from(*x) * w).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+impl<'a> LinearObjective<'a> {
+    fn new(
+        task: TaskKind,
+        data: &'a Matrix,
+        weights: Vec<f64>,
+        (inputs, outputs): (usize, usize),
+        l2: f64,
+    ) -> Self {
+        let sum: f64 = weights.iter().sum();
+        let weights = weights.into_iter().map(|w| w / sum).collect();
+        let work = data.rows.saturating_mul(inputs).saturating_mul(outputs);
+        let threads = if work >= PARALLEL_WORK {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+        } else {
+            1
+        };
+        Self {
+            task,
+            x: &data.x,
+            y: &data.y,
+            weights,
+            inputs,
+            outputs,
+            l2,
+            threads,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.y.len()
+    }
+
+    /// Rows per block: fixed by the row count alone (at most 32 blocks, so the partial
+    /// gradients held at once stay a small multiple of the model).
+    fn block_rows(&self) -> usize {
+        BLOCK_ROWS.max(self.rows().div_ceil(32))
+    }
+
+    /// The weighted loss of rows `rows` (without the penalty), their gradient added to
+    /// `grad` (`k × d` weights, then `k` biases).
+    fn block(&self, w: &[f64], b: &[f64], rows: std::ops::Range<usize>, grad: &mut [f64]) -> f64 {
         let (d, k) = (self.inputs, self.outputs);
-        let w: Vec<f32> = theta[..d * k].iter().map(|v| *v as f32).collect();
-        let w = Tensor::from_vec(w, (k, d), &Device::Cpu)?;
-        let b = &theta[d * k..];
-        // One flat copy of the logits (row-major), not one vector per row.
-        let z = self.x.matmul(&w.t()?)?.flatten_all()?.to_vec1::<f32>()?;
-        let n = z.len() / k;
-        let mut residual = vec![0f32; n * k];
+        let (gw, gb) = grad.split_at_mut(d * k);
+        let mut z = vec![0.0f64; k];
         let mut loss = 0.0f64;
-        for i in 0..n {
-            let sw = self.weights[i] / self.weight_sum;
-            let zi: Vec<f64> = (0..k).map(|c| f64::from(z[i * k + c]) + b[c]).collect();
+        for i in rows {
+            let xi = &self.x[i * d..(i + 1) * d];
+            for (c, zc) in z.iter_mut().enumerate() {
+                *zc = b[c] + dot_f32_f64(xi, &w[c * d..(c + 1) * d]);
+            }
+            let sw = self.weights[i];
+            let yv = f64::from(self.y[i]);
+            // Each z[c] becomes the loss's derivative by logit c, weighted.
             match self.task {
                 TaskKind::Binary => {
-                    let (zv, yv) = (zi[0], f64::from(self.y[i]));
+                    let zv = z[0];
                     // log(1 + e^z) - y z, computed stably.
                     let softplus = zv.max(0.0) + (-zv.abs()).exp().ln_1p();
                     loss += sw * (softplus - yv * zv);
                     let p = 1.0 / (1.0 + (-zv).exp());
-                    residual[i] = (sw * (p - yv)) as f32;
+                    z[0] = sw * (p - yv);
                 }
                 TaskKind::Multiclass => {
-                    let max = zi.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let sum: f64 = zi.iter().map(|v| (v - max).exp()).sum();
+                    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
                     let lse = max + sum.ln();
-                    let yc = self.y[i] as usize;
-                    loss += sw * (lse - zi[yc]);
-                    for c in 0..k {
-                        let p = (zi[c] - lse).exp();
-                        residual[i * k + c] = (sw * (p - if c == yc { 1.0 } else { 0.0 })) as f32;
+                    let yc = yv as usize;
+                    loss += sw * (lse - z[yc]);
+                    for (c, zc) in z.iter_mut().enumerate() {
+                        let p = (*zc - lse).exp();
+                        *zc = sw * (p - if c == yc { 1.0 } else { 0.0 });
                     }
                 }
                 TaskKind::Regression => {
-                    let r = zi[0] - f64::from(self.y[i]);
+                    let r = z[0] - yv;
                     loss += sw * 0.5 * r * r;
-                    residual[i] = (sw * r) as f32;
+                    z[0] = sw * r;
                 }
             }
+            for (c, r) in z.iter().enumerate() {
+                for (g, xj) in gw[c * d..(c + 1) * d].iter_mut().zip(xi) {
+                    *g += r * f64::from(*xj);
+                }
+                gb[c] += r;
+            }
         }
-        let bias_grad: Vec<f64> = (0..k)
-            .map(|c| (0..n).map(|i| f64::from(residual[i * k + c])).sum())
-            .collect();
-        let r = Tensor::from_vec(residual, (n, k), &Device::Cpu)?;
-        // ∂/∂W = Rᵀ X  (k × d), computed in f32 by candle, accumulated into f64.
-        let gw = r.t()?.matmul(&self.x)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut grad: Vec<f64> = gw.iter().map(|v| f64::from(*v)).collect();
-        for (g, t) in grad.iter_mut().zip(&theta[..d * k]) {
+        loss
+    }
+
+    fn eval(&self, theta: &[f64]) -> Result<(f64, Vec<f64>), TrainError> {
+        let (d, k) = (self.inputs, self.outputs);
+        let size = d * k + k;
+        let (w, b) = theta.split_at(d * k);
+        let (n, per_block) = (self.rows(), self.block_rows());
+        let blocks = n.div_ceil(per_block);
+        let run = |range: std::ops::Range<usize>| -> Vec<(f64, Vec<f64>)> {
+            range
+                .map(|j| {
+                    let mut grad = vec![0.0; size];
+                    let rows = j * per_block..((j + 1) * per_block).min(n);
+                    (self.block(w, b, rows, &mut grad), grad)
+                })
+                .collect()
+        };
+        let threads = self.threads.min(blocks).max(1);
+        let partials: Vec<(f64, Vec<f64>)> = if threads == 1 {
+            run(0..blocks)
+        } else {
+            let per_thread = blocks.div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let range = t * per_thread..((t + 1) * per_thread).min(blocks);
+                        scope.spawn(move || run(range))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|_| TrainError::Data("a thread of the L-BFGS pass panicked".into()))?
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        let mut loss = 0.0;
+        let mut grad = vec![0.0; size];
+        for (l, g) in &partials {
+            loss += l;
+            for (a, v) in grad.iter_mut().zip(g) {
+                *a += v;
+            }
+        }
+        for (g, t) in grad[..d * k].iter_mut().zip(w) {
             *g += self.l2 * t;
         }
-        grad.extend(bias_grad);
-        loss += 0.5 * self.l2 * theta[..d * k].iter().map(|t| t * t).sum::<f64>();
+        loss += 0.5 * self.l2 * w.iter().map(|t| t * t).sum::<f64>();
         Ok((loss, grad))
     }
 }
@@ -166,16 +281,13 @@ pub(super) fn lbfgs_fit(
     options: &Options<'_>,
 ) -> Result<Outcome, TrainError> {
     let weights = sample_weights(&data.y, arch.task, classes, params.class_weight);
-    let objective = LinearObjective {
-        task: arch.task,
-        x: Tensor::from_slice(&data.x, (data.rows, data.cols), &Device::Cpu)?,
-        y: data.y.clone(),
-        weight_sum: weights.iter().sum(),
+    let objective = LinearObjective::new(
+        arch.task,
+        data,
         weights,
-        inputs: arch.inputs,
-        outputs: arch.outputs,
-        l2: params.l2,
-    };
+        (arch.inputs, arch.outputs),
+        params.l2,
+    );
     let size = arch.inputs * arch.outputs + arch.outputs;
     let (mut theta, mut history, start) = match &options.resume {
         Some(cp) => {

@@ -3,9 +3,9 @@
 //! The linear families (logistic, softmax, linear regression) are convex and small, so
 //! they are fitted full-batch by L-BFGS, as scikit-learn and PyTorch do: the objective is
 //! the (class-weighted) mean loss plus `l2 / 2 · ‖W‖²` (bias not penalized), so
-//! `l2 = 1 / (C · n)` matches scikit-learn's `LogisticRegression(C)`. The forward and
-//! backward matrix products run on candle tensors; the per-row loss and the L-BFGS vectors
-//! are accumulated in f64. The MLP is trained on mini-batches with AdamW (or SGD with
+//! `l2 = 1 / (C · n)` matches scikit-learn's `LogisticRegression(C)`. Each evaluation of
+//! the objective is one fused pass over the rows (logits, loss, derivative and gradient per
+//! row, in f64, on every core when the data is large); the L-BFGS vectors are f64 too. The MLP is trained on mini-batches with AdamW (or SGD with
 //! momentum) and early stopping on a validation slice of the training split.
 //!
 //! Everything random — initialization, shuffling, the validation slice, dropout masks — is
