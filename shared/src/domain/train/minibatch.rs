@@ -1,74 +1,46 @@
 //! Mini-batch training (the MLP, or any family with AdamW or SGD): a seeded validation
 //! slice, shuffled batches, AdamW (or SGD with momentum) and early stopping on the
 //! validation loss, with the weights, optimizer moments and best weights checkpointed.
+//!
+//! The dense stack's forward and backward passes are written out by hand: the matrix
+//! products are candle's (its gemm picks the CPU's vector instructions at run time), and
+//! everything else — bias, activation, dropout, loss and its derivative, bias gradients and
+//! the optimizer — is a plain loop over flat `f32` buffers. Autograd built a graph of
+//! some sixty small tensors per batch; this does five products and no graph.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use candle_core::backprop::GradStore;
-use candle_core::{D, DType, Device, Tensor, Var};
-use candle_nn::VarMap;
+use candle_core::{Device, Tensor};
 
 use super::{
     Checkpoint, CheckpointState, Options, Outcome, Progress, TrainError, Trained, sample_weights,
 };
 use crate::dataset::SplitMix64;
 use crate::matrix::Matrix;
-use crate::model::{
-    Architecture, Model, init_weights, tensors_to_safetensors, weights_to_safetensors,
-};
-use crate::spec::{Optimizer, TaskKind, TrainSection};
+use crate::model::{Architecture, init_weights, tensors_to_safetensors};
+use crate::spec::{Activation, Optimizer, TaskKind, TrainSection};
 
-fn batch_loss(
-    model: &Model,
-    x: &Tensor,
-    y: &Tensor,
-    sw: &Tensor,
-    rng: Option<&mut SplitMix64>,
-) -> Result<Tensor, TrainError> {
-    let z = model.forward(x, rng)?;
-    let per_row = match model.arch.task {
-        TaskKind::Binary => {
-            let z = z.flatten_all()?;
-            // softplus(z) - y z, stably: relu(z) + log(1 + e^-|z|) - y z.
-            let softplus = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-            (softplus - y.mul(&z)?)?
-        }
-        TaskKind::Multiclass => {
-            let logp = candle_nn::ops::log_softmax(&z, D::Minus1)?;
-            let idx = y.to_dtype(DType::U32)?.unsqueeze(1)?;
-            logp.gather(&idx, 1)?.flatten_all()?.neg()?
-        }
-        TaskKind::Regression => {
-            let r = (z.flatten_all()? - y)?;
-            (r.sqr()? * 0.5)?
-        }
-    };
-    Ok((per_row.mul(sw)?.sum_all()? / sw.sum_all()?.to_scalar::<f32>()? as f64)?)
-}
-
-/// Rows as tensors: features, labels, sample weights.
+/// Rows as flat buffers: features (row-major), labels, sample weights.
 struct Rows {
-    x: Tensor,
-    y: Tensor,
-    w: Tensor,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    w: Vec<f32>,
     len: usize,
 }
 
 impl Rows {
-    fn gather(data: &Matrix, weights: &[f64], idx: &[usize]) -> Result<Self, TrainError> {
+    fn gather(data: &Matrix, weights: &[f64], idx: &[usize]) -> Self {
         let mut x = Vec::with_capacity(idx.len() * data.cols);
         for &i in idx {
             x.extend_from_slice(data.row(i));
         }
-        let y: Vec<f32> = idx.iter().map(|&i| data.y[i]).collect();
-        let w: Vec<f32> = idx.iter().map(|&i| weights[i] as f32).collect();
-        Ok(Rows {
-            x: Tensor::from_vec(x, (idx.len(), data.cols), &Device::Cpu)?,
-            y: Tensor::from_vec(y, idx.len(), &Device::Cpu)?,
-            w: Tensor::from_vec(w, idx.len(), &Device::Cpu)?,
+        Rows {
+            x,
+            y: idx.iter().map(|&i| data.y[i]).collect(),
+            w: idx.iter().map(|&i| weights[i] as f32).collect(),
             len: idx.len(),
-        })
+        }
     }
 }
 
@@ -79,7 +51,7 @@ fn split(
     params: &TrainSection,
     weights: &[f64],
     rng: &mut SplitMix64,
-) -> Result<(Rows, Option<Rows>), TrainError> {
+) -> (Rows, Option<Rows>) {
     let mut order: Vec<usize> = (0..data.rows).collect();
     for i in (1..order.len()).rev() {
         let j = rng.below(i as u64 + 1) as usize;
@@ -88,81 +60,182 @@ fn split(
     let n_val = ((data.rows as f64) * params.validation_fraction).round() as usize;
     let n_val = if data.rows - n_val < 2 { 0 } else { n_val };
     let (val_idx, train_idx) = order.split_at(n_val);
-    let validation = if n_val > 0 {
-        Some(Rows::gather(data, weights, val_idx)?)
-    } else {
-        None
-    };
-    Ok((Rows::gather(data, weights, train_idx)?, validation))
+    let validation = (n_val > 0).then(|| Rows::gather(data, weights, val_idx));
+    (Rows::gather(data, weights, train_idx), validation)
 }
 
-/// The trainable variables (sorted by name), the optimizer's moments and the best weights
-/// so far.
+/// `a` (`m × k`, row-major) times `b`, where `b` is `k × n` row-major, or with
+/// `b_transposed` the row-major `n × k` matrix whose transpose is meant; `a_transposed`
+/// likewise reads `a` as the transpose of a row-major `k × m`. Row-major `m × n` out.
+fn product(
+    (a, a_transposed): (&[f32], bool),
+    (b, b_transposed): (&[f32], bool),
+    (m, k, n): (usize, usize, usize),
+) -> Result<Vec<f32>, TrainError> {
+    let a = if a_transposed {
+        Tensor::from_slice(a, (k, m), &Device::Cpu)?.t()?
+    } else {
+        Tensor::from_slice(a, (m, k), &Device::Cpu)?
+    };
+    let b = if b_transposed {
+        Tensor::from_slice(b, (n, k), &Device::Cpu)?.t()?
+    } else {
+        Tensor::from_slice(b, (k, n), &Device::Cpu)?
+    };
+    Ok(a.matmul(&b)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn gelu(z: f32) -> f32 {
+    0.5 * z * (1.0 + candle_core::cpu::erf::erf_f32(z * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// The activation's derivative at `z`.
+fn activation_slope(activation: Activation, z: f32) -> f32 {
+    match activation {
+        Activation::Relu => {
+            if z > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::Tanh => 1.0 - z.tanh().powi(2),
+        Activation::Gelu => {
+            let cdf =
+                0.5 * (1.0 + candle_core::cpu::erf::erf_f32(z * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = (-0.5 * z * z).exp() / (2.0 * std::f32::consts::PI).sqrt();
+            cdf + z * pdf
+        }
+    }
+}
+
+/// One layer's parameters: weights (`outputs × inputs`, row-major) and bias, with their
+/// gradients and the optimizer's moments.
+#[derive(Clone)]
+struct Layer {
+    name: String,
+    inputs: usize,
+    outputs: usize,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    grad_weight: Vec<f32>,
+    grad_bias: Vec<f32>,
+    /// First and second moments (momentum for SGD), weight then bias.
+    m: [Vec<f32>; 2],
+    v: [Vec<f32>; 2],
+}
+
+/// What a forward pass keeps for the backward pass: per layer its input and, for hidden
+/// layers, the pre-activations and the dropout scale of each unit (1 without dropout).
+struct Pass {
+    inputs: Vec<Vec<f32>>,
+    pre: Vec<Vec<f32>>,
+    keep: Vec<Vec<f32>>,
+    out: Vec<f32>,
+}
+
+/// One layer's weights and bias.
+type LayerWeights = (Vec<f32>, Vec<f32>);
+
+/// The network under training, the optimizer's step count and the best weights so far.
 struct State {
-    varmap: VarMap,
-    names: Vec<String>,
-    vars: Vec<Var>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    arch: Architecture,
+    layers: Vec<Layer>,
     /// Optimizer steps taken (AdamW's bias correction).
     t: i32,
-    best: Option<(f64, Vec<Tensor>)>,
+    best: Option<(f64, Vec<LayerWeights>)>,
     /// Epochs without improvement.
     stale: u32,
 }
 
 impl State {
+    /// Starting weights from [`init_weights`] (the same draws as the candle model's).
     fn new(arch: &Architecture, seed: u64) -> Result<Self, TrainError> {
-        let varmap: VarMap = init_weights(arch, seed)?;
-        let (names, vars) = {
-            let data = varmap
-                .data()
-                .lock()
-                .map_err(|_| TrainError::Data("poisoned".into()))?;
-            let mut names: Vec<String> = data.keys().cloned().collect();
-            names.sort();
-            let vars: Vec<Var> = names.iter().map(|n| data[n].clone()).collect();
-            (names, vars)
+        let varmap = init_weights(arch, seed)?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Data("poisoned".into()))?;
+        let flat = |name: String| -> Result<Vec<f32>, TrainError> {
+            let var = data
+                .get(&name)
+                .ok_or_else(|| TrainError::Data(format!("no initial {name}")))?;
+            Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
         };
-        let zeros = |vars: &[Var]| -> Result<Vec<Tensor>, TrainError> {
-            Ok(vars
-                .iter()
-                .map(|v| v.zeros_like())
-                .collect::<Result<_, _>>()?)
-        };
+        let mut layers = Vec::new();
+        for (name, inputs, outputs) in arch.layers() {
+            let weight = flat(format!("{name}.weight"))?;
+            let bias = flat(format!("{name}.bias"))?;
+            let zeros = |v: &Vec<f32>| vec![0.0f32; v.len()];
+            layers.push(Layer {
+                grad_weight: zeros(&weight),
+                grad_bias: zeros(&bias),
+                m: [zeros(&weight), zeros(&bias)],
+                v: [zeros(&weight), zeros(&bias)],
+                name,
+                inputs,
+                outputs,
+                weight,
+                bias,
+            });
+        }
         Ok(State {
-            m: zeros(&vars)?,
-            v: zeros(&vars)?,
-            varmap,
-            names,
-            vars,
+            arch: arch.clone(),
+            layers,
             t: 0,
             best: None,
             stale: 0,
         })
     }
 
+    /// Every tensor as `(name, shape, values)`, with `prefix` before the variable name
+    /// (`<layer>.weight`, `<layer>.bias`).
+    fn named<'a>(
+        &'a self,
+        pick: impl Fn(&'a Layer, usize) -> &'a [f32],
+    ) -> Vec<(String, Vec<usize>, &'a [f32])> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            out.push((
+                format!("{}.weight", l.name),
+                vec![l.outputs, l.inputs],
+                pick(l, 0),
+            ));
+            out.push((format!("{}.bias", l.name), vec![l.outputs], pick(l, 1)));
+        }
+        out
+    }
+
     /// Restores weights, moments and the best weights from a checkpoint; `batches` per
     /// epoch gives the optimizer's step count.
     fn restore(&mut self, cp: &Checkpoint, batches: usize) -> Result<(), TrainError> {
         let saved = candle_core::safetensors::load_buffer(&cp.tensors, &Device::Cpu)?;
-        let get = |k: &str| {
-            saved
-                .get(k)
-                .cloned()
-                .ok_or_else(|| TrainError::Data(format!("checkpoint has no {k}")))
+        let get = |k: String, len: usize| -> Result<Vec<f32>, TrainError> {
+            let t = saved
+                .get(&k)
+                .ok_or_else(|| TrainError::Data(format!("checkpoint has no {k}")))?;
+            let v = t.flatten_all()?.to_vec1::<f32>()?;
+            if v.len() != len {
+                return Err(TrainError::Data(format!(
+                    "checkpoint's {k} has {} values, the model {len}",
+                    v.len()
+                )));
+            }
+            Ok(v)
         };
-        for (i, name) in self.names.iter().enumerate() {
-            self.vars[i].set(&get(&format!("w.{name}"))?)?;
-            self.m[i] = get(&format!("m.{name}"))?;
-            self.v[i] = get(&format!("v.{name}"))?;
+        let mut best = Vec::new();
+        for l in &mut self.layers {
+            let (w, b) = (format!("{}.weight", l.name), format!("{}.bias", l.name));
+            let (nw, nb) = (l.weight.len(), l.bias.len());
+            l.weight = get(format!("w.{w}"), nw)?;
+            l.bias = get(format!("w.{b}"), nb)?;
+            l.m = [get(format!("m.{w}"), nw)?, get(format!("m.{b}"), nb)?];
+            l.v = [get(format!("v.{w}"), nw)?, get(format!("v.{b}"), nb)?];
+            if cp.state.best_validation.is_some() {
+                best.push((get(format!("best.{w}"), nw)?, get(format!("best.{b}"), nb)?));
+            }
         }
         if let Some(loss) = cp.state.best_validation {
-            let best = self
-                .names
-                .iter()
-                .map(|n| get(&format!("best.{n}")))
-                .collect::<Result<_, _>>()?;
             self.best = Some((loss, best));
         }
         self.t = cp.state.step as i32 * batches as i32;
@@ -173,13 +246,36 @@ impl State {
     /// A checkpoint after `epoch` epochs, the generator at `rng`.
     fn checkpoint(&self, epoch: u32, rng: &SplitMix64) -> Result<Checkpoint, TrainError> {
         let mut tensors = HashMap::new();
-        for (i, name) in self.names.iter().enumerate() {
-            tensors.insert(format!("w.{name}"), self.vars[i].as_tensor().clone());
-            tensors.insert(format!("m.{name}"), self.m[i].clone());
-            tensors.insert(format!("v.{name}"), self.v[i].clone());
-            if let Some((_, b)) = &self.best {
-                tensors.insert(format!("best.{name}"), b[i].clone());
+        let mut put = |prefix: &str, named: Vec<(String, Vec<usize>, &[f32])>| {
+            for (name, shape, values) in named {
+                let t = Tensor::from_slice(values, shape.as_slice(), &Device::Cpu)?;
+                tensors.insert(format!("{prefix}.{name}"), t);
             }
+            Ok::<(), TrainError>(())
+        };
+        put(
+            "w",
+            self.named(|l, i| if i == 0 { &l.weight } else { &l.bias }),
+        )?;
+        put("m", self.named(|l, i| &l.m[i]))?;
+        put("v", self.named(|l, i| &l.v[i]))?;
+        if let Some((_, best)) = &self.best {
+            let named = self
+                .layers
+                .iter()
+                .zip(best)
+                .flat_map(|(l, (w, b))| {
+                    [
+                        (
+                            format!("{}.weight", l.name),
+                            vec![l.outputs, l.inputs],
+                            w.as_slice(),
+                        ),
+                        (format!("{}.bias", l.name), vec![l.outputs], b.as_slice()),
+                    ]
+                })
+                .collect();
+            put("best", named)?;
         }
         Ok(Checkpoint {
             state: CheckpointState {
@@ -192,62 +288,239 @@ impl State {
         })
     }
 
-    /// One optimizer step from `grads`: AdamW, or SGD with momentum 0.9; L2 as weight decay.
-    fn step(
-        &mut self,
-        grads: &GradStore,
-        optimizer: Optimizer,
-        params: &TrainSection,
-    ) -> Result<(), TrainError> {
-        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
-        let lr = params.learning_rate;
-        self.t += 1;
-        for (i, var) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            let p = var.as_tensor();
-            let next = match optimizer {
-                Optimizer::Sgd => {
-                    self.m[i] = ((&self.m[i] * 0.9)? + g)?;
-                    (p - ((&self.m[i] + (p * params.l2)?)? * lr)?)?
+    /// The weights as the model's safetensors (`<layer>.weight`, `<layer>.bias`).
+    fn weights(&self) -> Result<Vec<u8>, TrainError> {
+        let mut tensors = HashMap::new();
+        for (name, shape, values) in self.named(|l, i| if i == 0 { &l.weight } else { &l.bias }) {
+            tensors.insert(
+                name,
+                Tensor::from_slice(values, shape.as_slice(), &Device::Cpu)?,
+            );
+        }
+        Ok(tensors_to_safetensors(&tensors)?)
+    }
+
+    /// The forward pass over `rows` rows of `x`; with `dropout`, hidden units are dropped
+    /// with the architecture's rate, the masks drawn from it row-major, layer by layer.
+    fn forward(
+        &self,
+        x: &[f32],
+        rows: usize,
+        mut dropout: Option<&mut SplitMix64>,
+    ) -> Result<Pass, TrainError> {
+        let last = self.layers.len() - 1;
+        let mut pass = Pass {
+            inputs: Vec::with_capacity(self.layers.len()),
+            pre: Vec::new(),
+            keep: Vec::new(),
+            out: Vec::new(),
+        };
+        let mut h = x.to_vec();
+        for (i, l) in self.layers.iter().enumerate() {
+            let mut z = product((&h, false), (&l.weight, true), (rows, l.inputs, l.outputs))?;
+            for row in z.chunks_exact_mut(l.outputs) {
+                for (v, b) in row.iter_mut().zip(&l.bias) {
+                    *v += b;
                 }
-                _ => {
-                    self.m[i] = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
-                    self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-                    let mhat = (&self.m[i] / (1.0 - b1.powi(self.t)))?;
-                    let vhat = (&self.v[i] / (1.0 - b2.powi(self.t)))?;
-                    let update = ((mhat / (vhat.sqrt()? + eps)?)? + (p * params.l2)?)?;
-                    (p - (update * lr)?)?
+            }
+            pass.inputs.push(std::mem::take(&mut h));
+            if i == last {
+                pass.out = z;
+                break;
+            }
+            let activation = self.arch.activation;
+            let mut a: Vec<f32> = z
+                .iter()
+                .map(|&v| match activation {
+                    Activation::Relu => v.max(0.0),
+                    Activation::Tanh => v.tanh(),
+                    Activation::Gelu => gelu(v),
+                })
+                .collect();
+            let mut keep = Vec::new();
+            if let Some(rng) = dropout.as_deref_mut()
+                && self.arch.dropout > 0.0
+            {
+                let p = 1.0 - self.arch.dropout;
+                keep = (0..a.len())
+                    .map(|_| {
+                        if rng.next_f64() < p {
+                            (1.0 / p) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                for (v, k) in a.iter_mut().zip(&keep) {
+                    *v *= k;
                 }
-            };
-            var.set(&next)?;
+            }
+            pass.pre.push(z);
+            pass.keep.push(keep);
+            h = a;
+        }
+        Ok(pass)
+    }
+
+    /// The weighted mean loss of `out` against `y` and its derivative by each output
+    /// (scaled by the weights and their sum, so the gradients are those of the mean).
+    fn loss(&self, out: &[f32], y: &[f32], w: &[f32]) -> (f64, Vec<f32>) {
+        let k = self.arch.outputs;
+        let total: f64 = w.iter().map(|v| f64::from(*v)).sum();
+        let mut grad = vec![0.0f32; out.len()];
+        let mut loss = 0.0f64;
+        for (i, (z, g)) in out
+            .chunks_exact(k)
+            .zip(grad.chunks_exact_mut(k))
+            .enumerate()
+        {
+            let (yi, wi) = (f64::from(y[i]), f64::from(w[i]) / total);
+            match self.arch.task {
+                TaskKind::Binary => {
+                    let zv = f64::from(z[0]);
+                    let softplus = zv.max(0.0) + (-zv.abs()).exp().ln_1p();
+                    loss += wi * (softplus - yi * zv);
+                    g[0] = (wi * (1.0 / (1.0 + (-zv).exp()) - yi)) as f32;
+                }
+                TaskKind::Multiclass => {
+                    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f64 = z.iter().map(|v| f64::from(v - max).exp()).sum();
+                    let lse = f64::from(max) + sum.ln();
+                    let yc = yi as usize;
+                    loss += wi * (lse - f64::from(z[yc]));
+                    for (c, gc) in g.iter_mut().enumerate() {
+                        let p = (f64::from(z[c]) - lse).exp();
+                        *gc = (wi * (p - if c == yc { 1.0 } else { 0.0 })) as f32;
+                    }
+                }
+                TaskKind::Regression => {
+                    let r = f64::from(z[0]) - yi;
+                    loss += wi * 0.5 * r * r;
+                    g[0] = (wi * r) as f32;
+                }
+            }
+        }
+        (loss, grad)
+    }
+
+    /// Fills every layer's gradients from `pass` and the loss's derivative `dz` by the
+    /// outputs.
+    fn backward(&mut self, pass: &Pass, mut dz: Vec<f32>, rows: usize) -> Result<(), TrainError> {
+        for i in (0..self.layers.len()).rev() {
+            let l = &mut self.layers[i];
+            let (n_in, n_out) = (l.inputs, l.outputs);
+            // ∂W = dZᵀ H (outputs × inputs), ∂b = Σ rows of dZ.
+            l.grad_weight = product((&dz, true), (&pass.inputs[i], false), (n_out, rows, n_in))?;
+            l.grad_bias.iter_mut().for_each(|g| *g = 0.0);
+            for row in dz.chunks_exact(n_out) {
+                for (g, d) in l.grad_bias.iter_mut().zip(row) {
+                    *g += d;
+                }
+            }
+            if i == 0 {
+                break;
+            }
+            // ∂H = dZ W (rows × inputs), then through the dropout and the activation.
+            let mut dh = product((&dz, false), (&l.weight, false), (rows, n_out, n_in))?;
+            let (pre, keep) = (&pass.pre[i - 1], &pass.keep[i - 1]);
+            let activation = self.arch.activation;
+            for (j, d) in dh.iter_mut().enumerate() {
+                let k = keep.get(j).copied().unwrap_or(1.0);
+                *d *= k * activation_slope(activation, pre[j]);
+            }
+            dz = dh;
         }
         Ok(())
     }
 
+    /// One optimizer step from the layers' gradients: AdamW, or SGD with momentum 0.9; L2
+    /// as weight decay.
+    fn step(&mut self, optimizer: Optimizer, params: &TrainSection) {
+        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        let (lr, l2) = (params.learning_rate as f32, params.l2 as f32);
+        self.t += 1;
+        let c1 = (1.0 - 0.9f64.powi(self.t)) as f32;
+        let c2 = (1.0 - 0.999f64.powi(self.t)) as f32;
+        for l in &mut self.layers {
+            let Layer {
+                weight,
+                bias,
+                grad_weight,
+                grad_bias,
+                m,
+                v,
+                ..
+            } = l;
+            for (j, (p, g)) in [(weight, grad_weight), (bias, grad_bias)]
+                .into_iter()
+                .enumerate()
+            {
+                let (m, v) = (&mut m[j], &mut v[j]);
+                match optimizer {
+                    Optimizer::Sgd => {
+                        for ((p, g), m) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()) {
+                            *m = *m * 0.9 + g;
+                            *p -= (*m + *p * l2) * lr;
+                        }
+                    }
+                    _ => {
+                        for (((p, g), m), v) in p
+                            .iter_mut()
+                            .zip(g.iter())
+                            .zip(m.iter_mut())
+                            .zip(v.iter_mut())
+                        {
+                            *m = *m * b1 + g * (1.0 - b1);
+                            *v = *v * b2 + g * g * (1.0 - b2);
+                            let update = (*m / c1) / ((*v / c2).sqrt() + eps) + *p * l2;
+                            *p -= update * lr;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The weighted mean loss over `rows` without dropout, in chunks of rows.
+    fn evaluate(&self, rows: &Rows) -> Result<f64, TrainError> {
+        const CHUNK: usize = 8192;
+        let d = self.arch.inputs;
+        let total: f64 = rows.w.iter().map(|v| f64::from(*v)).sum();
+        let mut loss = 0.0;
+        let mut start = 0;
+        while start < rows.len {
+            let end = (start + CHUNK).min(rows.len);
+            let pass = self.forward(&rows.x[start * d..end * d], end - start, None)?;
+            let w = &rows.w[start..end];
+            let part: f64 = w.iter().map(|v| f64::from(*v)).sum();
+            let (l, _) = self.loss(&pass.out, &rows.y[start..end], w);
+            loss += l * part / total;
+            start = end;
+        }
+        Ok(loss)
+    }
+
     /// Keeps the weights if `loss` is the best validation loss so far; returns whether
     /// patience ran out.
-    fn judge(&mut self, loss: f64, patience: u32) -> Result<bool, TrainError> {
+    fn judge(&mut self, loss: f64, patience: u32) -> bool {
         if self.best.as_ref().is_none_or(|(b, _)| loss < b - 1e-6) {
             let weights = self
-                .vars
+                .layers
                 .iter()
-                .map(|x| x.as_tensor().copy())
-                .collect::<Result<_, _>>()?;
+                .map(|l| (l.weight.clone(), l.bias.clone()))
+                .collect();
             self.best = Some((loss, weights));
             self.stale = 0;
-            Ok(false)
+            false
         } else {
             self.stale += 1;
-            Ok(self.stale >= patience)
+            self.stale >= patience
         }
     }
 }
 
 /// One epoch over shuffled batches of `train`; returns the mean batch loss.
 fn epoch(
-    model: &Model,
     state: &mut State,
     train: &Rows,
     (optimizer, params): (Optimizer, &TrainSection),
@@ -259,23 +532,21 @@ fn epoch(
         let j = rng.below(i as u64 + 1) as usize;
         perm.swap(i, j);
     }
-    let perm = Tensor::from_vec(perm, train.len, &Device::Cpu)?;
-    let (xs, ys, ws) = (
-        train.x.index_select(&perm, 0)?,
-        train.y.index_select(&perm, 0)?,
-        train.w.index_select(&perm, 0)?,
-    );
-    let (mut total, mut batches, mut offset) = (0.0, 0usize, 0);
-    while offset < train.len {
-        let len = params.batch_size.min(train.len - offset);
-        let (xb, yb, wb) = (
-            xs.narrow(0, offset, len)?,
-            ys.narrow(0, offset, len)?,
-            ws.narrow(0, offset, len)?,
-        );
-        offset += len;
-        let loss = batch_loss(model, &xb, &yb, &wb, Some(rng))?;
-        let value = f64::from(loss.to_scalar::<f32>()?);
+    let d = state.arch.inputs;
+    let (mut total, mut batches) = (0.0, 0usize);
+    let (mut xb, mut yb, mut wb) = (Vec::new(), Vec::new(), Vec::new());
+    for batch in perm.chunks(params.batch_size.max(1)) {
+        xb.clear();
+        yb.clear();
+        wb.clear();
+        for &i in batch {
+            let i = i as usize;
+            xb.extend_from_slice(&train.x[i * d..(i + 1) * d]);
+            yb.push(train.y[i]);
+            wb.push(train.w[i]);
+        }
+        let pass = state.forward(&xb, batch.len(), Some(rng))?;
+        let (value, dz) = state.loss(&pass.out, &yb, &wb);
         if !value.is_finite() {
             return Err(TrainError::Diverged {
                 unit: "epoch",
@@ -285,7 +556,8 @@ fn epoch(
         }
         total += value;
         batches += 1;
-        state.step(&loss.backward()?, optimizer, params)?;
+        state.backward(&pass, dz, batch.len())?;
+        state.step(optimizer, params);
     }
     Ok(total / batches.max(1) as f64)
 }
@@ -300,7 +572,7 @@ pub(super) fn minibatch(
 ) -> Result<Outcome, TrainError> {
     let mut rng = SplitMix64::new(params.seed);
     let weights = sample_weights(&data.y, arch.task, classes, params.class_weight);
-    let (train, validation) = split(data, params, &weights, &mut rng)?;
+    let (train, validation) = split(data, params, &weights, &mut rng);
     let mut state = State::new(arch, params.seed)?;
     let mut start = 0u32;
     if let Some(cp) = &options.resume {
@@ -308,7 +580,6 @@ pub(super) fn minibatch(
         start = cp.state.step;
         rng = SplitMix64::new(cp.state.rng);
     }
-    let model = Model::from_varmap(arch.clone(), &state.varmap)?;
     let mut epoch_no = start;
     let mut last_loss = f64::NAN;
     let mut slowest = Duration::ZERO;
@@ -323,7 +594,6 @@ pub(super) fn minibatch(
         }
         let started = Instant::now();
         last_loss = epoch(
-            &model,
             &mut state,
             &train,
             (optimizer, params),
@@ -332,9 +602,7 @@ pub(super) fn minibatch(
         )?;
         epoch_no += 1;
         let validation_loss = match &validation {
-            Some(v) => Some(f64::from(
-                batch_loss(&model, &v.x, &v.y, &v.w, None)?.to_scalar::<f32>()?,
-            )),
+            Some(v) => Some(state.evaluate(v)?),
             None => None,
         };
         (options.progress)(Progress {
@@ -352,23 +620,141 @@ pub(super) fn minibatch(
                     loss: v,
                 });
             }
-            if state.judge(v, params.patience)? {
+            if state.judge(v, params.patience) {
                 stopped_early = true;
                 break;
             }
         }
     }
     // Keep the weights that did best on the validation slice.
-    if let Some((_, tensors)) = &state.best {
-        for (var, t) in state.vars.iter().zip(tensors) {
-            var.set(t)?;
+    let mut validation_loss = None;
+    if let Some((loss, best)) = state.best.take() {
+        for (l, (w, b)) in state.layers.iter_mut().zip(best) {
+            l.weight = w;
+            l.bias = b;
         }
+        validation_loss = Some(loss);
     }
     Ok(Outcome::Done(Trained {
-        weights: weights_to_safetensors(&state.varmap)?,
+        weights: state.weights()?,
         steps: epoch_no,
         loss: last_loss,
-        validation_loss: state.best.map(|b| b.0),
+        validation_loss,
         converged: stopped_early,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{D, DType, Var};
+
+    use super::*;
+    use crate::model::Model;
+    use crate::spec::Family;
+
+    /// The weighted mean loss by candle's autograd, as the trainer computed it before its
+    /// backward pass was written out.
+    fn candle_loss(model: &Model, x: &Tensor, y: &Tensor, w: &Tensor) -> Tensor {
+        let z = model.forward(x, None).unwrap();
+        let per_row = match model.arch.task {
+            TaskKind::Binary => {
+                let z = z.flatten_all().unwrap();
+                let softplus = (z.relu().unwrap()
+                    + (z.abs().unwrap().neg().unwrap().exp().unwrap() + 1.0)
+                        .unwrap()
+                        .log()
+                        .unwrap())
+                .unwrap();
+                (softplus - y.mul(&z).unwrap()).unwrap()
+            }
+            TaskKind::Multiclass => {
+                let logp = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
+                let idx = y.to_dtype(DType::U32).unwrap().unsqueeze(1).unwrap();
+                logp.gather(&idx, 1)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .neg()
+                    .unwrap()
+            }
+            TaskKind::Regression => {
+                let r = (z.flatten_all().unwrap() - y).unwrap();
+                (r.sqr().unwrap() * 0.5).unwrap()
+            }
+        };
+        let total = w.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        (per_row.mul(w).unwrap().sum_all().unwrap() / f64::from(total)).unwrap()
+    }
+
+    #[test]
+    fn the_written_out_backward_pass_equals_candle_autograd() {
+        let cases = [
+            (TaskKind::Binary, 1, Activation::Relu),
+            (TaskKind::Multiclass, 4, Activation::Tanh),
+            (TaskKind::Regression, 1, Activation::Gelu),
+        ];
+        let mut rng = SplitMix64::new(5);
+        for (task, outputs, activation) in cases {
+            let arch = Architecture {
+                family: Family::Mlp,
+                task,
+                inputs: 6,
+                outputs,
+                hidden: vec![9, 5],
+                activation,
+                dropout: 0.0,
+            };
+            let rows = 37;
+            let x: Vec<f32> = (0..rows * 6)
+                .map(|_| (rng.next_f64() * 4.0 - 2.0) as f32)
+                .collect();
+            let y: Vec<f32> = (0..rows)
+                .map(|_| match task {
+                    TaskKind::Regression => (rng.next_f64() * 3.0) as f32,
+                    _ => rng.below(outputs.max(2) as u64) as f32,
+                })
+                .collect();
+            let w: Vec<f32> = (0..rows).map(|_| (0.5 + rng.next_f64()) as f32).collect();
+
+            let mut state = State::new(&arch, 3).unwrap();
+            let pass = state.forward(&x, rows, None).unwrap();
+            let (loss, dz) = state.loss(&pass.out, &y, &w);
+            state.backward(&pass, dz, rows).unwrap();
+
+            let varmap = init_weights(&arch, 3).unwrap();
+            let model = Model::from_varmap(arch.clone(), &varmap).unwrap();
+            let t =
+                |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, &Device::Cpu).unwrap();
+            let expected =
+                candle_loss(&model, &t(&x, &[rows, 6]), &t(&y, &[rows]), &t(&w, &[rows]));
+            let value = f64::from(expected.to_scalar::<f32>().unwrap());
+            assert!(
+                (loss - value).abs() < 1e-5 * value.abs().max(1.0),
+                "{task:?}: loss {loss} vs {value}"
+            );
+            let grads = expected.backward().unwrap();
+            let vars: HashMap<String, Var> = varmap.data().lock().unwrap().clone();
+            for l in &state.layers {
+                for (name, got) in [("weight", &l.grad_weight), ("bias", &l.grad_bias)] {
+                    let var = &vars[&format!("{}.{name}", l.name)];
+                    let want = grads
+                        .get(var.as_tensor())
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap();
+                    assert_eq!(got.len(), want.len());
+                    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                    for (g, e) in got.iter().zip(&want) {
+                        assert!(
+                            (g - e).abs() <= 1e-4 * scale,
+                            "{task:?} {}.{name}: {g} vs {e}",
+                            l.name
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
