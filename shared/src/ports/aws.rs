@@ -22,7 +22,15 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .connect_timeout(std::time::Duration::from_secs(5))
         .read_timeout(std::time::Duration::from_secs(30))
         .build();
+    // One HTTPS client (hyper 1, rustls on ring, the OS's roots; plain http for the
+    // emulators) for every SDK client and the credential providers.
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
         .timeout_config(timeouts)
         .load()
         .await
