@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure a headless Chromium is installed: the monitor's HTML report is rendered in it by
-# `make test` (tests/monitor.rs checks every plot is drawn). Installs Debian's `chromium`
+# `make test` (tests/e2e/monitor.rs checks every plot is drawn). Installs Debian's `chromium`
 # with apt-get when it is missing (as root, or through sudo when there is one).
 set -euo pipefail
 for c in chromium chromium-browser google-chrome; do

@@ -5,7 +5,7 @@ The requests target the `mixed` test model (tests/lib.rs: MIXED_SPEC): inputs am
 count (integer), member (boolean), color (categorical: red, green, blue; unseen is an error),
 unknown features rejected. The test server allows 100 rows and 64 KiB per request.
 Every case says the status it must get and, where one field is to blame, that field; the
-test (tests/score.rs) checks both and that the body is the JSON error shape.
+test (tests/e2e/score.rs) checks both and that the body is the JSON error shape.
 
     python3 tests/corpus/gen_bad_requests.py > tests/corpus/score_bad_requests.json
 """

@@ -812,14 +812,14 @@ async fn the_html_report_renders_every_plot_in_headless_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_answers_its_sample_events() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = include_str!("../examples/specs/breast_cancer.toml");
-    let csv = include_bytes!("../data/sklearn_breast_cancer.csv");
+    let spec = include_str!("../../examples/specs/breast_cancer.toml");
+    let csv = include_bytes!("../../data/sklearn_breast_cancer.csv");
     let (store, version) = deploy_model(dir.path(), spec, "breast-cancer", csv).await;
     let monitor = Monitor::new(store.clone(), None);
     let event = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
 
     let direct = monitor
-        .handle_event(event(include_str!("../events/monitor-direct.json")))
+        .handle_event(event(include_str!("../../events/monitor-direct.json")))
         .await
         .unwrap();
     let runs = direct.response["runs"].as_array().unwrap();
@@ -837,14 +837,14 @@ async fn the_monitor_answers_its_sample_events() {
     assert!(!direct.emf.is_empty(), "EMF lines for CloudWatch");
 
     let scheduled = monitor
-        .handle_event(event(include_str!("../events/monitor-schedule.json")))
+        .handle_event(event(include_str!("../../events/monitor-schedule.json")))
         .await
         .unwrap();
     assert_eq!(scheduled.response["runs"][0]["model"], "breast-cancer");
     assert_eq!(scheduled.response["failed"], serde_json::json!([]));
 
     let err = monitor
-        .handle_event(event(include_str!("../events/ingest-s3.json")))
+        .handle_event(event(include_str!("../../events/ingest-s3.json")))
         .await
         .unwrap_err();
     assert!(err.reason().contains("takes no S3 or SQS events"), "{err}");

@@ -16,8 +16,8 @@ use lambdaml::stage::{DrainOptions, drain};
 use lambdaml::store::{FileStore, ObjectKey, ObjectStore, ObjectStoreExt, S3Store};
 use lambdaml_e2e::{emulator, handlers, s3_notification};
 
-const BREAST_CANCER: &[u8] = include_bytes!("../data/sklearn_breast_cancer.csv");
-const BREAST_SPEC: &str = include_str!("../examples/specs/breast_cancer.toml");
+const BREAST_CANCER: &[u8] = include_bytes!("../../data/sklearn_breast_cancer.csv");
+const BREAST_SPEC: &str = include_str!("../../examples/specs/breast_cancer.toml");
 
 fn key(k: &str) -> ObjectKey {
     ObjectKey::new(k).unwrap()
@@ -189,7 +189,7 @@ async fn a_file_uploaded_to_s3_flows_through_sqs_on_the_emulator() {
         NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
     };
     use aws_sdk_sqs::types::QueueAttributeName;
-    let config = aws_config::load_from_env().await;
+    let config = lambdaml::store::sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let prefix = format!("e2e{id}-");

@@ -18,9 +18,9 @@ use lambdaml_score::{ScoreConfig, ScoreState, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const BREAST_CANCER: &[u8] = include_bytes!("../data/sklearn_breast_cancer.csv");
-const BREAST_SPEC: &str = include_str!("../examples/specs/breast_cancer.toml");
-const CORPUS: &str = include_str!("corpus/score_bad_requests.json");
+const BREAST_CANCER: &[u8] = include_bytes!("../../data/sklearn_breast_cancer.csv");
+const BREAST_SPEC: &str = include_str!("../../examples/specs/breast_cancer.toml");
+const CORPUS: &str = include_str!("../corpus/score_bad_requests.json");
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -811,7 +811,7 @@ async fn api_gateway_events_reach_the_same_router_through_lambda_http() {
             ..test_config()
         },
     );
-    let event = include_str!("../events/score-http.json");
+    let event = include_str!("../../events/score-http.json");
     let request = lambda_http::request::from_str(event).unwrap();
     assert_eq!(request.uri().path(), "/invocations");
     let response = router(state.clone()).oneshot(request).await.unwrap();
@@ -830,7 +830,7 @@ async fn api_gateway_events_reach_the_same_router_through_lambda_http() {
         "captured before returning"
     );
 
-    let event = include_str!("../events/score-feedback-http.json");
+    let event = include_str!("../../events/score-feedback-http.json");
     let request = lambda_http::request::from_str(event).unwrap();
     let response = router(state).oneshot(request).await.unwrap();
     assert_eq!(response.status(), 200);

@@ -22,8 +22,8 @@ use lambdaml_cli::template::{Stack, StackContext, Template};
 use serde_json::Value;
 use tower::ServiceExt;
 
-const SPEC: &str = include_str!("../../examples/specs/breast_cancer.toml");
-const CSV: &str = include_str!("../../data/sklearn_breast_cancer.csv");
+const SPEC: &str = include_str!("../../../examples/specs/breast_cancer.toml");
+const CSV: &str = include_str!("../../../data/sklearn_breast_cancer.csv");
 
 type Log = Arc<Mutex<BTreeSet<(String, &'static str, String)>>>;
 
@@ -205,7 +205,7 @@ async fn every_key_each_function_touches_is_granted_and_every_grant_is_used() {
     let mut ctx = StackContext::new("acc");
     ctx.region = "us-east-1".to_string();
     let stack = Stack::new(
-        Template::parse(include_str!("../../template.yaml")).unwrap(),
+        Template::parse(include_str!("../../../template.yaml")).unwrap(),
         ctx,
     )
     .unwrap();
@@ -316,7 +316,9 @@ async fn every_key_each_function_touches_is_granted_and_every_grant_is_used() {
     );
     drain(&functions).await;
     monitor
-        .invoke(serde_json::from_str(include_str!("../../events/monitor-schedule.json")).unwrap())
+        .invoke(
+            serde_json::from_str(include_str!("../../../events/monitor-schedule.json")).unwrap(),
+        )
         .await
         .unwrap();
 

@@ -21,8 +21,8 @@ use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, S3Store};
 use lambdaml_e2e::{HttpClient, emulator};
 use serde_json::Value;
 
-const SPEC: &str = include_str!("../../examples/specs/breast_cancer.toml");
-const CSV: &str = include_str!("../../data/sklearn_breast_cancer.csv");
+const SPEC: &str = include_str!("../../../examples/specs/breast_cancer.toml");
+const CSV: &str = include_str!("../../../data/sklearn_breast_cancer.csv");
 
 fn template() -> String {
     format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"))
@@ -141,7 +141,7 @@ async fn bucket(stack: &str) -> Arc<dyn ObjectStore> {
 }
 
 async fn queue(stack: &str, name: &str) -> SqsQueue {
-    let config = aws_config::load_from_env().await;
+    let config = lambdaml::store::sdk_config().await;
     SqsQueue::by_name(
         aws_sdk_sqs::Client::new(&config),
         &format!("{stack}-{name}"),

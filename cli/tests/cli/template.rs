@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use lambdaml_cli::template::{Stack, StackContext, Template};
 use serde_json::Value;
 
-const TEMPLATE: &str = include_str!("../../template.yaml");
+const TEMPLATE: &str = include_str!("../../../template.yaml");
 
 fn stack(text: &str, overrides: &[(&str, &str)]) -> Stack {
     let mut ctx = StackContext::new("sec");

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -217,7 +217,7 @@ async fn local_queue_buries_an_unreadable_message_and_clears_crash_leftovers() {
 }
 
 async fn sqs_queue(max_receives: u32) -> SqsQueue {
-    let config = aws_config::load_from_env().await;
+    let config = lambdaml::store::sdk_config().await;
     let client = aws_sdk_sqs::Client::new(&config);
     let name = common::unique("contract");
     let dlq = client

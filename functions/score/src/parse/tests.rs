@@ -1,6 +1,6 @@
 //! The parsers' building blocks, without a model: row limits, did-you-mean, CSV bodies, the
 //! V2 binary extension and tensor shapes. (Whole requests against a model, and property
-//! tests feeding arbitrary bytes, are in tests/score.rs.)
+//! tests feeding arbitrary bytes, are in tests/e2e/score.rs.)
 
 use axum::http::StatusCode;
 use lambdaml::features::RawValue;

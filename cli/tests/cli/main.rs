@@ -1,0 +1,8 @@
+//! The CLI's suites in one test binary (one link of the whole dependency set instead of
+//! three): least privilege over the whole loop (`access`), `lambdaml local`/`stack`/`serve`
+//! against the emulator (`local`), and template.yaml as a security reviewer reads it
+//! (`template`).
+
+mod access;
+mod local;
+mod template;

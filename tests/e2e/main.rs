@@ -1,0 +1,7 @@
+//! The end-to-end suites in one test binary (one link of the whole dependency set instead
+//! of three): the pipeline on the embedded default and the emulator, the score router, and
+//! the monitor with retraining.
+
+mod monitor;
+mod pipeline;
+mod score;
