@@ -4,24 +4,28 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 CARGO ?= cargo
 
-.PHONY: test check fmt lint audit package emulator-up emulator-down bench-ingest bench-score bench-monitor bench-soak fuzz demo
+.PHONY: test check fmt lint audit package emulator-up emulator-down bench bench-ingest bench-score bench-monitor bench-soak fuzz demo
 
 ## Everything: format check, unused dependencies (cargo machete), clippy -D warnings, unit + integration + emulator tests (the
 ## whole template.yaml system run by `lambdaml local` on moto), the monitoring report
 ## rendered in headless Chromium, and the template lint (sam validate --lint, cfn-lint).
-## Starts moto on a free loopback port (installing it into .venv when missing) and stops it
-## afterwards, even when a step fails; installs Debian's chromium and the SAM tools
-## (.venv-sam) when missing.
+## The tools that need no compiler (Debian's chromium, the SAM tools in .venv-sam, moto and
+## the protocol clients in .venv, all installed when missing; the template lint; moto
+## started on a free loopback port) are set up in the background while cargo builds, their
+## log shown when they are done; moto is stopped afterwards, even when a step fails.
 test:
-	@infra/chromium.sh
-	@infra/sam.sh lint
-	@infra/moto.sh up
-	@set -euo pipefail; trap 'infra/moto.sh down' EXIT; \
-	  eval "$$(infra/moto.sh env)"; export LAMBDAML_REQUIRE_EMULATOR=1 LAMBDAML_REQUIRE_CHROMIUM=1; \
+	@set -euo pipefail; mkdir -p target; log=target/make-test-setup.log; \
+	  ( infra/chromium.sh && infra/sam.sh lint && infra/moto.sh up ) >"$$log" 2>&1 & setup=$$!; \
+	  trap 'kill $$setup 2>/dev/null || true; wait $$setup 2>/dev/null || true; infra/moto.sh down' EXIT; \
+	  echo "== in the background: chromium, template lint, moto (log: $$log)"; \
 	  echo "== cargo fmt --all --check"; $(CARGO) fmt --all --check; \
 	  infra/deps.sh unused; \
 	  echo "== cargo clippy --workspace --all-targets -- -D warnings"; \
 	  $(CARGO) clippy --workspace --all-targets -- -D warnings; \
+	  echo "== cargo test --workspace --no-run"; $(CARGO) test --workspace --no-run; \
+	  if ! wait $$setup; then cat "$$log"; echo "make test: setting up chromium, the template lint or moto failed (above)" >&2; exit 1; fi; \
+	  echo "== background setup:"; cat "$$log"; \
+	  eval "$$(infra/moto.sh env)"; export LAMBDAML_REQUIRE_EMULATOR=1 LAMBDAML_REQUIRE_CHROMIUM=1; \
 	  echo "== cargo test --workspace (emulator at $$AWS_ENDPOINT_URL)"; \
 	  $(CARGO) test --workspace
 
@@ -64,6 +68,12 @@ demo:
 ## from the test inputs; summary in fuzz/out/summary.txt, crashes in fuzz/artifacts/.
 fuzz:
 	@fuzz/run.sh
+
+## Every side-by-side benchmark (ingest vs pandas, training vs scikit-learn, a monitor run vs
+## Evidently, serving vs bare axum and FastAPI) in one run, then the ratio table (BENCHMARKS.md).
+## ONLY="train score" runs a subset; the scripts' own knobs pass through (ROWS, SKIP_BIG, ...).
+bench:
+	bench/all.sh
 
 ## Ingest benchmark against pandas (see BENCHMARKS.md).
 bench-ingest:
