@@ -19,6 +19,8 @@ use crate::spec::{Activation, Family, ModelSpec, TaskKind};
 #[cfg(feature = "train")]
 mod net;
 #[cfg(feature = "train")]
+pub(crate) use net::dropout_mask;
+#[cfg(feature = "train")]
 pub use net::{Model, init_weights, weights_to_safetensors};
 
 /// Model failures.

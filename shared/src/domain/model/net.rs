@@ -41,6 +41,21 @@ pub fn init_weights(arch: &Architecture, seed: u64) -> Result<VarMap, ModelError
     Ok(varmap)
 }
 
+/// The scale of each of `n` units under dropout at `rate`, drawn in order from `rng`:
+/// `1 / (1 - rate)` for a kept unit, 0 for a dropped one (inverted dropout).
+pub(crate) fn dropout_mask(rng: &mut SplitMix64, n: usize, rate: f64) -> Vec<f32> {
+    let keep = 1.0 - rate;
+    (0..n)
+        .map(|_| {
+            if rng.next_f64() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// A model: its architecture and layers.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -97,17 +112,7 @@ impl Model {
                 if let Some(rng) = dropout.as_deref_mut()
                     && self.arch.dropout > 0.0
                 {
-                    let keep = 1.0 - self.arch.dropout;
-                    let n = h.elem_count();
-                    let mask: Vec<f32> = (0..n)
-                        .map(|_| {
-                            if rng.next_f64() < keep {
-                                (1.0 / keep) as f32
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect();
+                    let mask = dropout_mask(rng, h.elem_count(), self.arch.dropout);
                     h = h.mul(&Tensor::from_vec(mask, h.dims(), &Device::Cpu)?)?;
                 }
             }

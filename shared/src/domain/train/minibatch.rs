@@ -18,7 +18,7 @@ use super::{
 };
 use crate::dataset::SplitMix64;
 use crate::matrix::Matrix;
-use crate::model::{Architecture, init_weights, tensors_to_safetensors};
+use crate::model::{Architecture, dropout_mask, init_weights, tensors_to_safetensors};
 use crate::spec::{Activation, Optimizer, TaskKind, TrainSection};
 
 /// Rows as flat buffers: features (row-major), labels, sample weights.
@@ -341,16 +341,7 @@ impl State {
             if let Some(rng) = dropout.as_deref_mut()
                 && self.arch.dropout > 0.0
             {
-                let p = 1.0 - self.arch.dropout;
-                keep = (0..a.len())
-                    .map(|_| {
-                        if rng.next_f64() < p {
-                            (1.0 / p) as f32
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
+                keep = dropout_mask(rng, a.len(), self.arch.dropout);
                 for (v, k) in a.iter_mut().zip(&keep) {
                     *v *= k;
                 }
