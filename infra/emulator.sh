@@ -26,7 +26,7 @@ up() {
   fi
   export AWS_ENDPOINT_URL=$endpoint AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
          AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-  $CARGO run --quiet -p lambdaml-cli -- stack up --template template.yaml --stack-name "$STACK_NAME" >/tmp/lambdaml-stack.$$
+  $CARGO run --quiet --release -p lambdaml-cli -- stack up --template template.yaml --stack-name "$STACK_NAME" >/tmp/lambdaml-stack.$$
   echo "export AWS_ENDPOINT_URL=$endpoint AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1"
   cat /tmp/lambdaml-stack.$$
   rm -f /tmp/lambdaml-stack.$$
