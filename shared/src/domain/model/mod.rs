@@ -23,6 +23,18 @@ pub(crate) use net::dropout_mask;
 #[cfg(feature = "train")]
 pub use net::{Model, init_weights, weights_to_safetensors};
 
+/// A hidden unit's activation of its pre-activation `z` (serving's dense forward pass and
+/// the MLP trainer's).
+pub(crate) fn activate(activation: Activation, z: f32) -> f32 {
+    match activation {
+        Activation::Relu => z.max(0.0),
+        Activation::Tanh => z.tanh(),
+        Activation::Gelu => {
+            (candle_core::cpu::erf::erf_f32(z * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * z
+        }
+    }
+}
+
 /// Model failures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -224,17 +236,7 @@ impl DenseModel {
                     let dot: f32 = wj.iter().zip(&a[..*i]).map(|(w, x)| w * x).sum();
                     let z = dot + bias[j];
                     *out_j = if l < last {
-                        match self.arch.activation {
-                            Activation::Relu => z.max(0.0),
-                            Activation::Tanh => z.tanh(),
-                            Activation::Gelu => {
-                                (candle_core::cpu::erf::erf_f32(
-                                    z * std::f32::consts::FRAC_1_SQRT_2,
-                                ) + 1.0)
-                                    * 0.5
-                                    * z
-                            }
-                        }
+                        activate(self.arch.activation, z)
                     } else {
                         z
                     };

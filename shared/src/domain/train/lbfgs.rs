@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 
 use super::{
-    Checkpoint, CheckpointState, Options, Outcome, Progress, TrainError, Trained, sample_weights,
+    Checkpoint, CheckpointState, Options, Outcome, Progress, TrainError, Trained, row_loss,
+    sample_weights,
 };
 use crate::matrix::Matrix;
 use crate::model::{Architecture, tensors_to_safetensors};
@@ -110,32 +111,8 @@ impl<'a> LinearObjective<'a> {
             let sw = self.weights[i];
             let yv = f64::from(self.y[i]);
             // Each z[c] becomes the loss's derivative by logit c, weighted.
-            match self.task {
-                TaskKind::Binary => {
-                    let zv = z[0];
-                    // log(1 + e^z) - y z, computed stably.
-                    let softplus = zv.max(0.0) + (-zv.abs()).exp().ln_1p();
-                    loss += sw * (softplus - yv * zv);
-                    let p = 1.0 / (1.0 + (-zv).exp());
-                    z[0] = sw * (p - yv);
-                }
-                TaskKind::Multiclass => {
-                    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
-                    let lse = max + sum.ln();
-                    let yc = yv as usize;
-                    loss += sw * (lse - z[yc]);
-                    for (c, zc) in z.iter_mut().enumerate() {
-                        let p = (*zc - lse).exp();
-                        *zc = sw * (p - if c == yc { 1.0 } else { 0.0 });
-                    }
-                }
-                TaskKind::Regression => {
-                    let r = z[0] - yv;
-                    loss += sw * 0.5 * r * r;
-                    z[0] = sw * r;
-                }
-            }
+            loss += sw * row_loss(self.task, &mut z, yv);
+            z.iter_mut().for_each(|v| *v *= sw);
             for (c, r) in z.iter().enumerate() {
                 for (g, xj) in gw[c * d..(c + 1) * d].iter_mut().zip(xi) {
                     *g += r * f64::from(*xj);

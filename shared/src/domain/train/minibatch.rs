@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 
 use super::{
-    Checkpoint, CheckpointState, Options, Outcome, Progress, TrainError, Trained, sample_weights,
+    Checkpoint, CheckpointState, Options, Outcome, Progress, TrainError, Trained, row_loss,
+    sample_weights,
 };
 use crate::dataset::SplitMix64;
 use crate::matrix::Matrix;
-use crate::model::{Architecture, dropout_mask, init_weights, tensors_to_safetensors};
-use crate::spec::{Activation, Optimizer, TaskKind, TrainSection};
+use crate::model::{Architecture, activate, dropout_mask, init_weights, tensors_to_safetensors};
+use crate::spec::{Activation, Optimizer, TrainSection};
 
 /// Rows as flat buffers: features (row-major), labels, sample weights.
 struct Rows {
@@ -85,10 +86,6 @@ fn product(
     Ok(a.matmul(&b)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
-fn gelu(z: f32) -> f32 {
-    0.5 * z * (1.0 + candle_core::cpu::erf::erf_f32(z * std::f32::consts::FRAC_1_SQRT_2))
-}
-
 /// The activation's derivative at `z`.
 fn activation_slope(activation: Activation, z: f32) -> f32 {
     match activation {
@@ -123,6 +120,13 @@ struct Layer {
     /// First and second moments (momentum for SGD), weight then bias.
     m: [Vec<f32>; 2],
     v: [Vec<f32>; 2],
+}
+
+impl Layer {
+    /// The weights (0) or the bias (1).
+    fn param(&self, i: usize) -> &[f32] {
+        if i == 0 { &self.weight } else { &self.bias }
+    }
 }
 
 /// What a forward pass keeps for the backward pass: per layer its input and, for hidden
@@ -188,22 +192,21 @@ impl State {
         })
     }
 
-    /// Every tensor as `(name, shape, values)`, with `prefix` before the variable name
-    /// (`<layer>.weight`, `<layer>.bias`).
-    fn named<'a>(
+    /// The tensors `pick` chooses (by layer number and layer; 0 for the weights, 1 for the
+    /// bias) added to `out` as `<prefix><layer>.weight` and `<prefix><layer>.bias`.
+    fn tensors<'a>(
         &'a self,
-        pick: impl Fn(&'a Layer, usize) -> &'a [f32],
-    ) -> Vec<(String, Vec<usize>, &'a [f32])> {
-        let mut out = Vec::new();
-        for l in &self.layers {
-            out.push((
-                format!("{}.weight", l.name),
-                vec![l.outputs, l.inputs],
-                pick(l, 0),
-            ));
-            out.push((format!("{}.bias", l.name), vec![l.outputs], pick(l, 1)));
+        prefix: &str,
+        pick: impl Fn(usize, &'a Layer, usize) -> &'a [f32],
+        out: &mut HashMap<String, Tensor>,
+    ) -> Result<(), TrainError> {
+        for (n, l) in self.layers.iter().enumerate() {
+            let w = Tensor::from_slice(pick(n, l, 0), (l.outputs, l.inputs), &Device::Cpu)?;
+            let b = Tensor::from_slice(pick(n, l, 1), l.outputs, &Device::Cpu)?;
+            out.insert(format!("{prefix}{}.weight", l.name), w);
+            out.insert(format!("{prefix}{}.bias", l.name), b);
         }
-        out
+        Ok(())
     }
 
     /// Restores weights, moments and the best weights from a checkpoint; `batches` per
@@ -246,36 +249,15 @@ impl State {
     /// A checkpoint after `epoch` epochs, the generator at `rng`.
     fn checkpoint(&self, epoch: u32, rng: &SplitMix64) -> Result<Checkpoint, TrainError> {
         let mut tensors = HashMap::new();
-        let mut put = |prefix: &str, named: Vec<(String, Vec<usize>, &[f32])>| {
-            for (name, shape, values) in named {
-                let t = Tensor::from_slice(values, shape.as_slice(), &Device::Cpu)?;
-                tensors.insert(format!("{prefix}.{name}"), t);
-            }
-            Ok::<(), TrainError>(())
-        };
-        put(
-            "w",
-            self.named(|l, i| if i == 0 { &l.weight } else { &l.bias }),
-        )?;
-        put("m", self.named(|l, i| &l.m[i]))?;
-        put("v", self.named(|l, i| &l.v[i]))?;
+        self.tensors("w.", |_, l, i| l.param(i), &mut tensors)?;
+        self.tensors("m.", |_, l, i| &l.m[i], &mut tensors)?;
+        self.tensors("v.", |_, l, i| &l.v[i], &mut tensors)?;
         if let Some((_, best)) = &self.best {
-            let named = self
-                .layers
-                .iter()
-                .zip(best)
-                .flat_map(|(l, (w, b))| {
-                    [
-                        (
-                            format!("{}.weight", l.name),
-                            vec![l.outputs, l.inputs],
-                            w.as_slice(),
-                        ),
-                        (format!("{}.bias", l.name), vec![l.outputs], b.as_slice()),
-                    ]
-                })
-                .collect();
-            put("best", named)?;
+            let pick = |n: usize, _: &Layer, i| {
+                let (w, b) = &best[n];
+                if i == 0 { w.as_slice() } else { b.as_slice() }
+            };
+            self.tensors("best.", pick, &mut tensors)?;
         }
         Ok(Checkpoint {
             state: CheckpointState {
@@ -291,12 +273,7 @@ impl State {
     /// The weights as the model's safetensors (`<layer>.weight`, `<layer>.bias`).
     fn weights(&self) -> Result<Vec<u8>, TrainError> {
         let mut tensors = HashMap::new();
-        for (name, shape, values) in self.named(|l, i| if i == 0 { &l.weight } else { &l.bias }) {
-            tensors.insert(
-                name,
-                Tensor::from_slice(values, shape.as_slice(), &Device::Cpu)?,
-            );
-        }
+        self.tensors("", |_, l, i| l.param(i), &mut tensors)?;
         Ok(tensors_to_safetensors(&tensors)?)
     }
 
@@ -329,14 +306,7 @@ impl State {
                 break;
             }
             let activation = self.arch.activation;
-            let mut a: Vec<f32> = z
-                .iter()
-                .map(|&v| match activation {
-                    Activation::Relu => v.max(0.0),
-                    Activation::Tanh => v.tanh(),
-                    Activation::Gelu => gelu(v),
-                })
-                .collect();
+            let mut a: Vec<f32> = z.iter().map(|&v| activate(activation, v)).collect();
             let mut keep = Vec::new();
             if let Some(rng) = dropout.as_deref_mut()
                 && self.arch.dropout > 0.0
@@ -359,36 +329,20 @@ impl State {
         let k = self.arch.outputs;
         let total: f64 = w.iter().map(|v| f64::from(*v)).sum();
         let mut grad = vec![0.0f32; out.len()];
+        let mut z = vec![0.0f64; k];
         let mut loss = 0.0f64;
-        for (i, (z, g)) in out
+        for (i, (zi, g)) in out
             .chunks_exact(k)
             .zip(grad.chunks_exact_mut(k))
             .enumerate()
         {
-            let (yi, wi) = (f64::from(y[i]), f64::from(w[i]) / total);
-            match self.arch.task {
-                TaskKind::Binary => {
-                    let zv = f64::from(z[0]);
-                    let softplus = zv.max(0.0) + (-zv.abs()).exp().ln_1p();
-                    loss += wi * (softplus - yi * zv);
-                    g[0] = (wi * (1.0 / (1.0 + (-zv).exp()) - yi)) as f32;
-                }
-                TaskKind::Multiclass => {
-                    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let sum: f64 = z.iter().map(|v| f64::from(v - max).exp()).sum();
-                    let lse = f64::from(max) + sum.ln();
-                    let yc = yi as usize;
-                    loss += wi * (lse - f64::from(z[yc]));
-                    for (c, gc) in g.iter_mut().enumerate() {
-                        let p = (f64::from(z[c]) - lse).exp();
-                        *gc = (wi * (p - if c == yc { 1.0 } else { 0.0 })) as f32;
-                    }
-                }
-                TaskKind::Regression => {
-                    let r = f64::from(z[0]) - yi;
-                    loss += wi * 0.5 * r * r;
-                    g[0] = (wi * r) as f32;
-                }
+            let wi = f64::from(w[i]) / total;
+            for (a, b) in z.iter_mut().zip(zi) {
+                *a = f64::from(*b);
+            }
+            loss += wi * row_loss(self.arch.task, &mut z, f64::from(y[i]));
+            for (gc, d) in g.iter_mut().zip(&z) {
+                *gc = (wi * d) as f32;
             }
         }
         (loss, grad)
@@ -641,7 +595,7 @@ mod tests {
 
     use super::*;
     use crate::model::Model;
-    use crate::spec::Family;
+    use crate::spec::{Family, TaskKind};
 
     /// The weighted mean loss by candle's autograd, as the trainer computed it before its
     /// backward pass was written out.

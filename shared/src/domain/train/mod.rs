@@ -155,6 +155,38 @@ fn sample_weights(y: &[f32], task: TaskKind, classes: usize, scheme: ClassWeight
         .collect()
 }
 
+/// One row's loss at logits `z` against its label `y` (the class index for classification),
+/// leaving in `z` the loss's derivative by each logit: log-loss through the sigmoid (binary,
+/// computed stably) or the softmax (multiclass), half the squared error (regression). The
+/// L-BFGS objective and the mini-batch trainer both use it.
+fn row_loss(task: TaskKind, z: &mut [f64], y: f64) -> f64 {
+    match task {
+        TaskKind::Binary => {
+            let zv = z[0];
+            // log(1 + e^z) - y z.
+            let softplus = zv.max(0.0) + (-zv.abs()).exp().ln_1p();
+            z[0] = 1.0 / (1.0 + (-zv).exp()) - y;
+            softplus - y * zv
+        }
+        TaskKind::Multiclass => {
+            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+            let lse = max + sum.ln();
+            let yc = y as usize;
+            let loss = lse - z[yc];
+            for (c, zc) in z.iter_mut().enumerate() {
+                *zc = (*zc - lse).exp() - if c == yc { 1.0 } else { 0.0 };
+            }
+            loss
+        }
+        TaskKind::Regression => {
+            let r = z[0] - y;
+            z[0] = r;
+            0.5 * r * r
+        }
+    }
+}
+
 /// Trains a model of `arch` on `data` with `params`.
 pub fn train(
     arch: &Architecture,
