@@ -57,12 +57,9 @@ profile_check() {
     echo "exec '$real' \"\$@\""
   } >"$tmp/cargo"
   chmod +x "$tmp/cargo"
-  (
-    lambda_profile
-    PATH="$tmp:$PWD/$VENV/bin:$PATH" "$VENV/bin/sam" build --beta-features \
-      --template template.yaml --build-dir "$tmp/build" DeployFunction >"$tmp/sam.log" 2>&1 || true
-  )
   lambda_profile
+  PATH="$tmp:$PWD/$VENV/bin:$PATH" "$VENV/bin/sam" build --beta-features \
+    --template template.yaml --build-dir "$tmp/build" DeployFunction >"$tmp/sam.log" 2>&1 || true
   if [ ! -f "$tmp/seen" ] \
      || ! grep -q -- '--release' "$tmp/seen" \
      || ! grep -qx "CARGO_PROFILE_RELEASE_LTO=$CARGO_PROFILE_RELEASE_LTO" "$tmp/seen" \
