@@ -25,6 +25,7 @@ pub use net::{Model, init_weights, weights_to_safetensors};
 
 /// A hidden unit's activation of its pre-activation `z` (serving's dense forward pass and
 /// the MLP trainer's).
+#[inline]
 pub(crate) fn activate(activation: Activation, z: f32) -> f32 {
     match activation {
         Activation::Relu => z.max(0.0),

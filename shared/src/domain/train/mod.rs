@@ -159,6 +159,7 @@ fn sample_weights(y: &[f32], task: TaskKind, classes: usize, scheme: ClassWeight
 /// leaving in `z` the loss's derivative by each logit: log-loss through the sigmoid (binary,
 /// computed stably) or the softmax (multiclass), half the squared error (regression). The
 /// L-BFGS objective and the mini-batch trainer both use it.
+#[inline]
 fn row_loss(task: TaskKind, z: &mut [f64], y: f64) -> f64 {
     match task {
         TaskKind::Binary => {
