@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -193,6 +193,36 @@ impl Ingest {
         Ok((size, hex::encode(hasher.finalize())))
     }
 
+    /// The raw object as a local file, with its size and sha256 hex: the store's own file
+    /// when it keeps one ([`ObjectStore::local_snapshot`], no copy), else a download into
+    /// `dir`. The second value keeps a snapshot alive.
+    async fn local_raw(
+        &self,
+        key: &ObjectKey,
+        dir: &Path,
+    ) -> Result<(PathBuf, Option<tempfile::TempPath>, u64, String), StageError> {
+        let snapshot = self.store.local_snapshot(key).await.map_err(|e| match e {
+            StoreError::NotFound(_) => {
+                StageError::permanent(format!("raw object {key} does not exist"))
+            }
+            other => other.into(),
+        })?;
+        if let Some(snapshot) = snapshot {
+            let path = snapshot.to_path_buf();
+            let hashed = path.clone();
+            let (size, sha) =
+                lambdaml::stage::run_blocking("hashing the raw file", move || hash_file(&hashed))
+                    .await?
+                    .map_err(|e| {
+                        StageError::retryable(format!("reading {}: {e}", path.display()))
+                    })?;
+            return Ok((path, Some(snapshot), size, sha));
+        }
+        let path = dir.join("raw");
+        let (size, sha) = self.download(key, &path).await?;
+        Ok((path, None, size, sha))
+    }
+
     /// Ingests one raw object. See the crate docs.
     #[instrument(skip(self), fields(key = %request.key))]
     pub async fn ingest(&self, request: &IngestRequest) -> Result<IngestOutcome, StageError> {
@@ -215,8 +245,8 @@ impl Ingest {
         let config = IngestConfig::from_spec(&specs[0].spec);
 
         let dir = tempfile::tempdir().map_err(StageError::from)?;
-        let raw_path = dir.path().join("raw");
-        let (size, sha) = self.download(&request.key, &raw_path).await?;
+        // `_snapshot` keeps the store's own file (when it is one) until the version is written.
+        let (raw_path, _snapshot, size, sha) = self.local_raw(&request.key, dir.path()).await?;
         let config_json = serde_json::to_string(&config).map_err(StageError::invalid)?;
         let version =
             lambdaml::sha256_hex(format!("{sha}\n{config_json}").as_bytes())[..16].to_string();
@@ -584,5 +614,21 @@ impl Wire for Ingest {
     const FUNCTION: Function = Function::Ingest;
     fn wire(wired: &Wired) -> Result<Self, NoQueue> {
         Ok(Ingest::new(wired.store.clone(), wired.next()?))
+    }
+}
+
+/// The size and sha256 hex of a local file, read in 1 MiB pieces.
+fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)?;
+        if n == 0 {
+            return Ok((size, hex::encode(hasher.finalize())));
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
     }
 }

@@ -1,12 +1,21 @@
 //! Ingest of one raw file: infer or check the schema, quarantine bad rows, write Parquet,
 //! profile.
 //!
-//! Two streaming passes over the (local) file. The first infers each undeclared column's
-//! type: boolean when every value is a boolean word, integer or float when at least 99 %
-//! of its non-missing values are numbers (the rest are then bad rows), categorical
-//! otherwise. The second validates every row against the resulting schema, writes the
-//! valid rows to Parquet in bounded row groups, appends the rejected ones to
-//! `rejected.jsonl` with their line number and reasons, and feeds the profile.
+//! Types: boolean when every value of an undeclared column is a boolean word, integer or
+//! float when at least 99 % of its non-missing values are numbers (the rest are then bad
+//! rows), categorical otherwise — counted over the whole file.
+//!
+//! One pass over the bytes in the common case. The schema is guessed from the first
+//! [`GUESS_ROWS`] rows (every undeclared feature nullable); then one pass
+//! ([`pipeline`]: a reading thread, parsing threads, results consumed in file order)
+//! checks every row against the guess while counting every field for the real inference,
+//! writes the valid rows to Parquet in bounded row groups, appends the rejected ones to
+//! `rejected.jsonl` with their line number and reasons, and feeds the profile. When the
+//! whole file's counts give a column another type than the guess (integers that later
+//! have decimals, numbers that later turn to words), the rows are checked a second time
+//! against the real schema, so every rule is as if the schema had been known first. The
+//! histograms, whose range is the whole file's, are counted from the Parquet file at the
+//! end ([`histogram`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -21,13 +30,18 @@ use csv::ByteRecord;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use super::profile::{CategoryAcc, ColumnProfile, NumericAcc};
 use super::{
-    ColumnSchema, ColumnType, DatasetError, Format, MAX_DOMAIN, Profile, Schema, open_rows,
+    ColumnSchema, ColumnType, DatasetError, Format, MAX_DOMAIN, Profile, RowReader, Schema,
+    open_rows,
 };
 use crate::spec::{ColumnDecl, ModelSpec, TaskKind};
+use check::{RejectReason, Row, Value, check_row, write_rejected};
+use histogram::histograms;
+use pipeline::{Batch, pipeline};
 
 /// Rows per Parquet row group (and per Arrow batch): bounds the writer's memory.
 const CHUNK_ROWS: usize = 65_536;
@@ -92,7 +106,6 @@ struct Inference {
     integers: u64,
     min: f64,
     max: f64,
-    distinct: HashSet<String>,
 }
 
 fn is_bool_word(v: &str) -> Option<bool> {
@@ -141,71 +154,69 @@ impl Nulls {
     }
 }
 
+/// `text.trim()`, without its scan for Unicode spaces when the field starts and ends with a
+/// visible ASCII character (the common case: no Unicode space is a single byte above `' '`).
+#[inline]
+fn trim_field(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(&first), Some(&last))
+            if (b'!'..=b'~').contains(&first) && (b'!'..=b'~').contains(&last) =>
+        {
+            text
+        }
+        _ => text.trim(),
+    }
+}
+
 /// Whether `v` is written as a whole number (optional sign, then digits).
 fn is_integer_text(v: &str) -> bool {
     let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
     !digits.is_empty() && digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Pass one: the schema.
-fn infer(
-    path: &Path,
-    format: Format,
-    config: &IngestConfig,
-    nulls: &Nulls,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(Vec<String>, Vec<Inference>, u64), DatasetError> {
-    let mut reader = open_rows(path, format, config.delimiter)?;
-    let headers = reader.headers().to_vec();
-    let mut stats: Vec<Inference> = headers
-        .iter()
-        .map(|_| Inference {
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-            ..Inference::default()
-        })
-        .collect();
-    let mut record = ByteRecord::new();
-    let mut rows = 0u64;
-    while reader.next_row(&mut record)?.is_some() {
-        rows += 1;
-        if rows.is_multiple_of(CHUNK_ROWS as u64) {
-            progress(rows);
-        }
-        if record.len() != headers.len() || reader.cut() {
-            continue;
-        }
-        for (field, s) in record.iter().zip(stats.iter_mut()) {
-            let Ok(text) = std::str::from_utf8(field) else {
-                continue;
-            };
-            let v = text.trim();
-            if nulls.is_null(v) {
-                s.nulls += 1;
-                continue;
-            }
-            s.values += 1;
-            if !starts_numeric(v) && is_bool_word(v).is_some() {
-                s.bools += 1;
-            }
-            if let Ok(x) = v.parse::<f64>() {
-                s.numbers += 1;
-                if is_integer_text(v) {
-                    s.integers += 1;
-                }
-                if x.is_finite() {
-                    s.min = s.min.min(x);
-                    s.max = s.max.max(x);
-                }
-            } else if s.distinct.len() <= MAX_DOMAIN && v.len() <= MAX_FIELD_BYTES {
-                s.distinct.insert(v.to_string());
-            }
+impl Inference {
+    /// Counts one field of a row of the right length.
+    fn observe(&mut self, field: &[u8], nulls: &Nulls) {
+        if let Ok(text) = std::str::from_utf8(field) {
+            let v = trim_field(text);
+            self.observe_text(v, nulls.is_null(v));
         }
     }
-    if rows == 0 {
-        return Err(DatasetError::NoRows);
+
+    /// Counts a field's trimmed text `v` (a missing value when `null`); returns its value
+    /// when it reads as a number.
+    #[inline]
+    fn observe_text(&mut self, v: &str, null: bool) -> Option<f64> {
+        if null {
+            self.nulls += 1;
+            return None;
+        }
+        self.values += 1;
+        if !starts_numeric(v) && is_bool_word(v).is_some() {
+            self.bools += 1;
+        }
+        let x = v.parse::<f64>().ok()?;
+        self.numbers += 1;
+        if is_integer_text(v) {
+            self.integers += 1;
+        }
+        if x.is_finite() {
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+        }
+        Some(x)
     }
-    Ok((headers, stats, rows))
+
+    /// Adds the counts of a later part of the file.
+    fn merge(&mut self, other: Inference) {
+        self.nulls += other.nulls;
+        self.values += other.values;
+        self.bools += other.bools;
+        self.numbers += other.numbers;
+        self.integers += other.integers;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
 }
 
 fn decide(name: &str, s: &Inference, config: &IngestConfig) -> ColumnSchema {
@@ -259,12 +270,12 @@ enum Builder {
 }
 
 impl Builder {
-    fn new(kind: ColumnType) -> Self {
+    fn new(kind: ColumnType, rows: usize) -> Self {
         match kind {
-            ColumnType::Integer => Builder::Int(Int64Builder::with_capacity(CHUNK_ROWS)),
-            ColumnType::Float => Builder::Float(Float64Builder::with_capacity(CHUNK_ROWS)),
-            ColumnType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(CHUNK_ROWS)),
-            ColumnType::Categorical => Builder::Str(StringBuilder::new()),
+            ColumnType::Integer => Builder::Int(Int64Builder::with_capacity(rows)),
+            ColumnType::Float => Builder::Float(Float64Builder::with_capacity(rows)),
+            ColumnType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnType::Categorical => Builder::Str(StringBuilder::with_capacity(rows, rows * 8)),
         }
     }
 
@@ -287,145 +298,13 @@ fn arrow_type(kind: ColumnType) -> DataType {
     }
 }
 
-/// A parsed, valid field.
-#[derive(Debug, Clone, Copy)]
-enum Value {
-    Null,
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Str,
-}
-
-/// Checks one field against its column; `Err` is the reason it is refused.
-fn parse_field(
-    column: &ColumnSchema,
-    is_label: bool,
-    field: &[u8],
-    nulls: &Nulls,
-    domain: Option<&HashSet<&str>>,
-) -> Result<Value, String> {
-    if field.len() > MAX_FIELD_BYTES {
-        return Err(format!(
-            "field is {} bytes, over the {MAX_FIELD_BYTES}-byte limit",
-            field.len()
-        ));
-    }
-    let text = std::str::from_utf8(field).map_err(|_| "not valid UTF-8".to_string())?;
-    let v = text.trim();
-    if nulls.is_null(v) {
-        return if is_label {
-            Err("missing label".to_string())
-        } else if column.nullable {
-            Ok(Value::Null)
-        } else {
-            Err("missing value in a non-nullable column".to_string())
-        };
-    }
-    let in_range = |x: f64| -> Result<(), String> {
-        if let Some(lo) = column.min
-            && x < lo
-        {
-            return Err(format!("{v} is below the declared minimum {lo}"));
-        }
-        if let Some(hi) = column.max
-            && x > hi
-        {
-            return Err(format!("{v} is above the declared maximum {hi}"));
-        }
-        Ok(())
-    };
-    match column.kind {
-        ColumnType::Integer => {
-            let x: i64 = v
-                .parse()
-                .map_err(|_| format!("cannot read {:?} as an integer", shorten(v)))?;
-            in_range(x as f64)?;
-            Ok(Value::Int(x))
-        }
-        ColumnType::Float => {
-            let x: f64 = v
-                .parse()
-                .map_err(|_| format!("cannot read {:?} as a number", shorten(v)))?;
-            if !x.is_finite() {
-                return Err(format!("non-finite value {v:?}"));
-            }
-            in_range(x)?;
-            Ok(Value::Float(x))
-        }
-        ColumnType::Boolean => is_bool_word(v)
-            .or(match v {
-                "1" => Some(true),
-                "0" => Some(false),
-                _ => None,
-            })
-            .map(Value::Bool)
-            .ok_or_else(|| format!("cannot read {:?} as a boolean", shorten(v))),
-        ColumnType::Categorical => match domain {
-            Some(domain) if !domain.contains(v) => {
-                Err(format!("{:?} is not in the declared domain", shorten(v)))
-            }
-            _ => Ok(Value::Str),
-        },
-    }
-}
-
-fn shorten(v: &str) -> String {
-    if v.len() <= 64 {
-        v.to_string()
-    } else {
-        let mut end = 64;
-        while !v.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &v[..end])
-    }
-}
-
-/// A field as a JSON-safe string: valid UTF-8 as is, other bytes as `\xNN`, so a
-/// quarantined row keeps every byte.
-fn field_text(field: &[u8]) -> String {
-    let mut out = String::with_capacity(field.len());
-    for chunk in field.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02X}"));
-        }
-    }
-    out
-}
-
-#[derive(Serialize)]
-struct Rejected<'a> {
-    line: u64,
-    reasons: &'a [RejectReason],
-    fields: Vec<String>,
-}
-
-/// Why one row was refused.
-#[derive(Debug, Clone, Serialize)]
-struct RejectReason {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    column: Option<String>,
-    reason: String,
-}
-
-impl std::fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.column {
-            Some(c) => write!(f, "{c}: {}", self.reason),
-            None => f.write_str(&self.reason),
-        }
-    }
-}
-
 enum Acc {
     Numeric(Box<NumericAcc>),
     Category(CategoryAcc),
 }
 
 /// Ingests `path` (as `format`) into `out_dir`: see the module docs. `progress` is called
-/// with the rows read so far, every few tens of thousands of rows, in each pass.
+/// with the rows read so far, every few tens of thousands of rows.
 pub fn ingest_file(
     path: &Path,
     format: Format,
@@ -433,8 +312,13 @@ pub fn ingest_file(
     out_dir: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<IngestOutput, DatasetError> {
+    let started = std::time::Instant::now();
+    let phase = |what: &str| {
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "ingest: {what}");
+    };
     let nulls = Nulls::new(&config.null_values);
-    let (headers, inference, _) = infer(path, format, config, &nulls, progress)?;
+    let (headers, first_rows) = infer_prefix(path, format, config, &nulls)?;
+    phase("schema guessed from the first rows");
     let available = headers.join(", ");
     if !headers.contains(&config.label) {
         return Err(DatasetError::MissingLabel {
@@ -448,77 +332,59 @@ pub fn ingest_file(
             available,
         });
     }
-    let mut columns: Vec<ColumnSchema> = headers
-        .iter()
-        .zip(&inference)
-        .map(|(name, s)| decide(name, s, config))
-        .collect();
     let label_index = headers.iter().position(|h| *h == config.label).unwrap_or(0);
-
-    let (mut writer, arrow_schema, data_path) = parquet_writer(&columns, out_dir)?;
-    let rejected_path = out_dir.join("rejected.jsonl");
-    let mut rejected_out = BufWriter::new(File::create(&rejected_path)?);
-
-    let domains: Vec<Option<HashSet<&str>>> = columns
+    // The schema the first rows suggest, every undeclared feature nullable (a missing value
+    // further down must not refuse its row before the whole file has been counted).
+    let guess: Vec<ColumnSchema> = headers
         .iter()
-        .map(|c| {
-            c.values
-                .as_ref()
-                .map(|v| v.iter().map(String::as_str).collect())
+        .zip(&first_rows)
+        .map(|(name, s)| {
+            let mut c = decide(name, s, config);
+            c.nullable |= !c.declared && *name != config.label;
+            c
         })
         .collect();
-    let mut builders: Vec<Builder> = columns.iter().map(|c| Builder::new(c.kind)).collect();
-    let mut accs = accumulators(&columns, &inference);
-
-    let mut reader = open_rows(path, format, config.delimiter)?;
-    let mut record = ByteRecord::new();
-    let mut parsed: Vec<Value> = Vec::with_capacity(columns.len());
-    let mut reasons: Vec<RejectReason> = Vec::new();
-    let (mut rows, mut accepted, mut rejected) = (0u64, 0u64, 0u64);
-    let mut first_rejection: Option<(u64, String)> = None;
-    let mut in_chunk = 0usize;
-    while let Some(line) = reader.next_row(&mut record)? {
-        rows += 1;
-        if rows.is_multiple_of(CHUNK_ROWS as u64) {
-            progress(rows);
-        }
-        parsed.clear();
-        reasons.clear();
-        check_row(
-            &Row {
-                record: &record,
-                cut: reader.cut(),
-                label_index,
-            },
+    let rejected_path = out_dir.join("rejected.jsonl");
+    let mut pass = checked_pass(
+        path,
+        format,
+        config,
+        &guess,
+        &nulls,
+        label_index,
+        out_dir,
+        progress,
+    )?;
+    let mut columns: Vec<ColumnSchema> = headers
+        .iter()
+        .zip(&pass.inference)
+        .map(|(name, s)| decide(name, s, config))
+        .collect();
+    phase("rows checked and written");
+    if columns.iter().zip(&guess).any(|(c, g)| c.kind != g.kind) {
+        // The first rows misled the guess (say, integers that later have decimals): the
+        // rows are checked again against the whole file's schema.
+        let inference = std::mem::take(&mut pass.inference);
+        pass = checked_pass(
+            path,
+            format,
+            config,
             &columns,
             &nulls,
-            &domains,
-            &mut parsed,
-            &mut reasons,
-        );
-        if !reasons.is_empty() {
-            rejected += 1;
-            if first_rejection.is_none() {
-                first_rejection = Some((line, reasons[0].to_string()));
-            }
-            write_rejected(&mut rejected_out, line, &reasons, &record, reader.cut())?;
-            continue;
-        }
-        accepted += 1;
-        append(&mut builders, &mut accs, &parsed, &record);
-        in_chunk += 1;
-        if in_chunk == CHUNK_ROWS {
-            let arrays = builders.iter_mut().map(Builder::finish).collect();
-            writer.write(&RecordBatch::try_new(arrow_schema.clone(), arrays)?)?;
-            in_chunk = 0;
-        }
+            label_index,
+            out_dir,
+            progress,
+        )?;
+        pass.inference = inference;
     }
-    if in_chunk > 0 {
-        let arrays = builders.iter_mut().map(Builder::finish).collect();
-        writer.write(&RecordBatch::try_new(arrow_schema.clone(), arrays)?)?;
-    }
-    writer.close()?;
-    rejected_out.flush()?;
+    let CheckedPass {
+        inference,
+        mut accs,
+        accepted,
+        rejected,
+        first_rejection,
+    } = pass;
+    let data_path = out_dir.join("data.parquet");
 
     if accepted == 0 {
         let (first_line, first_reason) = first_rejection.unwrap_or((0, String::new()));
@@ -529,7 +395,10 @@ pub fn ingest_file(
         });
     }
 
+    histograms(&data_path, &columns, &inference, &mut accs)?;
+    phase("histograms counted");
     let profile_columns = finish_profile(&mut columns, accs);
+    phase("profile finished");
     check_label_classes(config, &profile_columns)?;
 
     Ok(IngestOutput {
@@ -547,6 +416,125 @@ pub fn ingest_file(
     })
 }
 
+/// What one pass over the rows learned.
+struct CheckedPass {
+    /// The type counts of every field, over the whole file.
+    inference: Vec<Inference>,
+    /// The profile of the accepted rows, histograms still empty.
+    accs: Vec<Acc>,
+    accepted: u64,
+    rejected: u64,
+    first_rejection: Option<(u64, String)>,
+}
+
+/// One pass over the file: every row counted for type inference and checked against
+/// `columns`; the accepted rows written to `data.parquet` and profiled, the rejected ones to
+/// `rejected.jsonl`. A file the reader refuses leaves no `rejected.jsonl` behind (its rows
+/// were never all read).
+#[allow(clippy::too_many_arguments)]
+fn checked_pass(
+    path: &Path,
+    format: Format,
+    config: &IngestConfig,
+    columns: &[ColumnSchema],
+    nulls: &Nulls,
+    label_index: usize,
+    out_dir: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<CheckedPass, DatasetError> {
+    let (mut writer, arrow_schema, _) = parquet_writer(columns, out_dir)?;
+    let rejected_path = out_dir.join("rejected.jsonl");
+    let mut rejected_out = BufWriter::new(File::create(&rejected_path)?);
+    let domains: Vec<Option<HashSet<&str>>> = columns
+        .iter()
+        .map(|c| {
+            c.values
+                .as_ref()
+                .map(|v| v.iter().map(String::as_str).collect())
+        })
+        .collect();
+    let mut accs = accumulators(columns);
+    let reader = open_rows(path, format, config.delimiter)?;
+    let result = validate(
+        reader,
+        &Validation {
+            columns,
+            nulls,
+            domains: &domains,
+            label_index,
+        },
+        &mut accs,
+        &mut |arrays| {
+            writer.write(&RecordBatch::try_new(arrow_schema.clone(), arrays)?)?;
+            Ok(())
+        },
+        &mut rejected_out,
+        progress,
+    );
+    let Tally {
+        inference,
+        accepted,
+        rejected,
+        first_rejection,
+    } = match result {
+        Ok(done) => done,
+        Err(e) => {
+            drop(rejected_out);
+            let _ = std::fs::remove_file(&rejected_path);
+            return Err(e);
+        }
+    };
+    writer.close()?;
+    rejected_out.flush()?;
+    Ok(CheckedPass {
+        inference,
+        accs,
+        accepted,
+        rejected,
+        first_rejection,
+    })
+}
+
+/// Rows read to guess the schema before the pass over the whole file.
+const GUESS_ROWS: u64 = 65_536;
+
+/// The column names and the type counts of the first [`GUESS_ROWS`] rows.
+fn infer_prefix(
+    path: &Path,
+    format: Format,
+    config: &IngestConfig,
+    nulls: &Nulls,
+) -> Result<(Vec<String>, Vec<Inference>), DatasetError> {
+    let mut reader = open_rows(path, format, config.delimiter)?;
+    let headers = reader.headers().to_vec();
+    let mut stats = new_inference(headers.len());
+    let mut record = ByteRecord::new();
+    let mut rows = 0u64;
+    while rows < GUESS_ROWS && reader.next_row(&mut record)?.is_some() {
+        rows += 1;
+        if record.len() != headers.len() || reader.cut() {
+            continue;
+        }
+        for (field, s) in record.iter().zip(stats.iter_mut()) {
+            s.observe(field, nulls);
+        }
+    }
+    if rows == 0 {
+        return Err(DatasetError::NoRows);
+    }
+    Ok((headers, stats))
+}
+
+fn new_inference(columns: usize) -> Vec<Inference> {
+    (0..columns)
+        .map(|_| Inference {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            ..Inference::default()
+        })
+        .collect()
+}
+
 /// The Parquet writer of `data.parquet`: one column per schema column, Snappy, a row
 /// group per chunk.
 fn parquet_writer(
@@ -560,114 +548,30 @@ fn parquet_writer(
             .collect::<Vec<_>>(),
     ));
     let data_path = out_dir.join("data.parquet");
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(CHUNK_ROWS))
-        .set_created_by(format!("lambdaml {}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .set_created_by(format!("lambdaml {}", env!("CARGO_PKG_VERSION")));
+    // A row group's float column rarely repeats a value: a dictionary page would be as big
+    // as the values and its indices extra (and building it was a tenth of ingest's time).
+    for c in columns.iter().filter(|c| c.kind == ColumnType::Float) {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(c.name.as_str()), false);
+    }
+    let props = props.build();
     let writer =
         ArrowWriter::try_new(File::create(&data_path)?, arrow_schema.clone(), Some(props))?;
     Ok((writer, arrow_schema, data_path))
 }
 
-/// A row as read.
-struct Row<'a> {
-    record: &'a ByteRecord,
-    /// Whether the reader cut it short (longer than the record limit).
-    cut: bool,
-    label_index: usize,
-}
-
-/// Parses a row into `parsed`, or says why it is refused in `reasons`: a cut record, the
-/// wrong field count, or every field that does not parse as its column.
-fn check_row(
-    row: &Row<'_>,
-    columns: &[ColumnSchema],
-    nulls: &Nulls,
-    domains: &[Option<HashSet<&str>>],
-    parsed: &mut Vec<Value>,
-    reasons: &mut Vec<RejectReason>,
-) {
-    let (record, label_index) = (row.record, row.label_index);
-    if row.cut {
-        reasons.push(RejectReason {
-            column: None,
-            reason: format!(
-                "the record is longer than {} bytes; it was skipped unread",
-                super::read::MAX_RECORD_BYTES
-            ),
-        });
-    } else if record.len() != columns.len() {
-        reasons.push(RejectReason {
-            column: None,
-            reason: format!("expected {} fields, found {}", columns.len(), record.len()),
-        });
-    } else {
-        for (i, field) in record.iter().enumerate() {
-            match parse_field(
-                &columns[i],
-                i == label_index,
-                field,
-                nulls,
-                domains[i].as_ref(),
-            ) {
-                Ok(v) => parsed.push(v),
-                Err(reason) => reasons.push(RejectReason {
-                    column: Some(columns[i].name.clone()),
-                    reason,
-                }),
-            }
-        }
-    }
-}
-
-/// One line of `rejected.jsonl`: the row's line, why, and its fields (a cut record keeps
-/// its first bytes only; the raw file holds the rest).
-fn write_rejected(
-    out: &mut impl Write,
-    line: u64,
-    reasons: &[RejectReason],
-    record: &ByteRecord,
-    cut: bool,
-) -> std::io::Result<()> {
-    let entry = Rejected {
-        line,
-        reasons,
-        // A cut record keeps its first bytes only (the raw file holds the rest).
-        fields: if cut {
-            record
-                .iter()
-                .take(16)
-                .map(|f| field_text(&f[..f.len().min(256)]))
-                .collect()
-        } else {
-            record.iter().map(field_text).collect()
-        },
-    };
-    serde_json::to_writer(&mut *out, &entry).map_err(std::io::Error::other)?;
-    out.write_all(b"\n")?;
-    Ok(())
-}
-
-/// One accumulator per column: numeric ones know the column's range (its declared bounds
-/// within the inferred ones) for their histogram, each with its own seed.
-fn accumulators(columns: &[ColumnSchema], inference: &[Inference]) -> Vec<Acc> {
+/// One accumulator per column, each numeric one with its own seed (their histograms are
+/// made once the ranges are known: [`histograms`]).
+fn accumulators(columns: &[ColumnSchema]) -> Vec<Acc> {
     columns
         .iter()
-        .zip(inference)
         .enumerate()
-        .map(|(i, (c, s))| {
+        .map(|(i, c)| {
             if c.kind.is_numeric() {
-                let mut lo = s.min;
-                let mut hi = s.max;
-                if let Some(m) = c.min {
-                    lo = lo.max(m);
-                }
-                if let Some(m) = c.max {
-                    hi = hi.min(m);
-                }
-                let range = (lo.is_finite() && hi.is_finite() && lo <= hi).then_some((lo, hi));
-                Acc::Numeric(Box::new(NumericAcc::new(c.kind, range, 0x5EED + i as u64)))
+                Acc::Numeric(Box::new(NumericAcc::new(c.kind, None, 0x5EED + i as u64)))
             } else {
                 Acc::Category(CategoryAcc::new(c.kind))
             }
@@ -675,41 +579,185 @@ fn accumulators(columns: &[ColumnSchema], inference: &[Inference]) -> Vec<Acc> {
         .collect()
 }
 
-/// Appends an accepted row's values to the column builders and the profile.
-fn append(builders: &mut [Builder], accs: &mut [Acc], parsed: &[Value], record: &ByteRecord) {
-    for (i, value) in parsed.iter().enumerate() {
-        match (&mut builders[i], *value, &mut accs[i]) {
-            (Builder::Int(b), Value::Int(x), Acc::Numeric(a)) => {
-                b.append_value(x);
-                a.push(Some(x as f64));
+/// What [`validate`] counted.
+struct Tally {
+    inference: Vec<Inference>,
+    accepted: u64,
+    rejected: u64,
+    first_rejection: Option<(u64, String)>,
+}
+
+/// What each row is checked against.
+struct Validation<'a> {
+    columns: &'a [ColumnSchema],
+    nulls: &'a Nulls,
+    domains: &'a [Option<HashSet<&'a str>>],
+    label_index: usize,
+}
+
+/// A batch after pass two: the accepted rows as Arrow columns, the rejected ones as lines of
+/// `rejected.jsonl`.
+struct Checked {
+    inference: Vec<Inference>,
+    arrays: Result<Vec<ArrayRef>, DatasetError>,
+    accepted: u64,
+    rejected: u64,
+    rejected_lines: Vec<u8>,
+    first_rejection: Option<(u64, String)>,
+}
+
+/// Pass two over `reader`: every row checked against the schema on the parsing threads; in
+/// file order, the accepted rows go to `write` (one Arrow batch per batch of rows) and the
+/// profile, the rejected ones to `rejected_out`. Returns (accepted, rejected, the first
+/// rejection's line and reason).
+fn validate(
+    mut reader: Box<dyn RowReader>,
+    check: &Validation<'_>,
+    accs: &mut [Acc],
+    write: &mut dyn FnMut(Vec<ArrayRef>) -> Result<(), DatasetError>,
+    rejected_out: &mut dyn Write,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Tally, DatasetError> {
+    let work = |batch: &Batch| {
+        let mut builders: Vec<Builder> = check
+            .columns
+            .iter()
+            .map(|c| Builder::new(c.kind, batch.len))
+            .collect();
+        let mut parsed: Vec<Value> = Vec::with_capacity(check.columns.len());
+        let mut reasons: Vec<RejectReason> = Vec::new();
+        let mut out = Checked {
+            inference: new_inference(check.columns.len()),
+            arrays: Ok(Vec::new()),
+            accepted: 0,
+            rejected: 0,
+            rejected_lines: Vec::new(),
+            first_rejection: None,
+        };
+        for slot in batch.rows() {
+            parsed.clear();
+            reasons.clear();
+            check_row(
+                &Row {
+                    record: &slot.record,
+                    cut: slot.cut,
+                    label_index: check.label_index,
+                },
+                check.columns,
+                check.nulls,
+                check.domains,
+                &mut parsed,
+                &mut reasons,
+                &mut out.inference,
+            );
+            if reasons.is_empty() {
+                out.accepted += 1;
+                append(&mut builders, &parsed, &slot.record);
+                continue;
             }
-            (Builder::Float(b), Value::Float(x), Acc::Numeric(a)) => {
-                b.append_value(x);
-                a.push(Some(x));
+            out.rejected += 1;
+            if out.first_rejection.is_none() {
+                out.first_rejection = Some((slot.line, reasons[0].to_string()));
             }
-            (Builder::Bool(b), Value::Bool(x), Acc::Category(a)) => {
-                b.append_value(x);
-                a.push(Some(if x { "true" } else { "false" }));
-            }
-            (Builder::Str(b), Value::Str, Acc::Category(a)) => {
-                // Validated as UTF-8 by parse_field.
-                let text = std::str::from_utf8(&record[i]).unwrap_or_default().trim();
-                b.append_value(text);
-                a.push(Some(text));
-            }
-            (b, _, a) => {
-                match b {
-                    Builder::Int(b) => b.append_null(),
-                    Builder::Float(b) => b.append_null(),
-                    Builder::Bool(b) => b.append_null(),
-                    Builder::Str(b) => b.append_null(),
-                }
-                match a {
-                    Acc::Numeric(a) => a.push(None),
-                    Acc::Category(a) => a.push(None),
-                }
+            if let Err(e) = write_rejected(
+                &mut out.rejected_lines,
+                slot.line,
+                &reasons,
+                &slot.record,
+                slot.cut,
+            ) {
+                out.arrays = Err(e.into());
+                return out;
             }
         }
+        out.arrays = Ok(builders.iter_mut().map(Builder::finish).collect());
+        out
+    };
+    let (mut accepted, mut rejected, mut first_rejection) = (0u64, 0u64, None);
+    let mut inference = new_inference(check.columns.len());
+    let mut reported = 0u64;
+    let rows = pipeline(reader.as_mut(), &work, &mut |part, rows| {
+        for (s, p) in inference.iter_mut().zip(part.inference) {
+            s.merge(p);
+        }
+        rejected_out.write_all(&part.rejected_lines)?;
+        rejected += part.rejected;
+        if first_rejection.is_none() {
+            first_rejection = part.first_rejection;
+        }
+        let arrays = part.arrays?;
+        if part.accepted > 0 {
+            accepted += part.accepted;
+            for (array, acc) in arrays.iter().zip(accs.iter_mut()) {
+                profile_array(array.as_ref(), acc);
+            }
+            write(arrays)?;
+        }
+        if rows / CHUNK_ROWS as u64 > reported {
+            reported = rows / CHUNK_ROWS as u64;
+            progress(rows);
+        }
+        Ok(())
+    })?;
+    if rows == 0 {
+        return Err(DatasetError::NoRows);
+    }
+    Ok(Tally {
+        inference,
+        accepted,
+        rejected,
+        first_rejection,
+    })
+}
+
+/// Appends an accepted row's values to the column builders.
+fn append(builders: &mut [Builder], parsed: &[Value], record: &ByteRecord) {
+    for (i, value) in parsed.iter().enumerate() {
+        match (&mut builders[i], *value) {
+            (Builder::Int(b), Value::Int(x)) => b.append_value(x),
+            (Builder::Float(b), Value::Float(x)) => b.append_value(x),
+            (Builder::Bool(b), Value::Bool(x)) => b.append_value(x),
+            (Builder::Str(b), Value::Str) => {
+                // Validated as UTF-8 by parse_field.
+                let text = trim_field(std::str::from_utf8(&record[i]).unwrap_or_default());
+                b.append_value(text);
+            }
+            (Builder::Int(b), _) => b.append_null(),
+            (Builder::Float(b), _) => b.append_null(),
+            (Builder::Bool(b), _) => b.append_null(),
+            (Builder::Str(b), _) => b.append_null(),
+        }
+    }
+}
+
+/// Feeds a column of accepted rows to its profile, in row order (the same values, in the
+/// same order, as feeding it row by row).
+fn profile_array(array: &dyn arrow_array::Array, acc: &mut Acc) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
+    match (array.data_type(), acc) {
+        (DataType::Int64, Acc::Numeric(a)) => {
+            for x in array.as_primitive::<Int64Type>() {
+                a.push(x.map(|x| x as f64));
+            }
+        }
+        (DataType::Float64, Acc::Numeric(a)) => {
+            for x in array.as_primitive::<Float64Type>() {
+                a.push(x);
+            }
+        }
+        (DataType::Boolean, Acc::Category(a)) => {
+            for x in array.as_boolean() {
+                a.push(x.map(|x| if x { "true" } else { "false" }));
+            }
+        }
+        (DataType::Utf8, Acc::Category(a)) => {
+            for x in array.as_string::<i32>() {
+                a.push(x);
+            }
+        }
+        // The builders and accumulators are made from the same column types.
+        _ => {}
     }
 }
 
@@ -767,5 +815,8 @@ fn check_label_classes(
     Ok(())
 }
 
+mod check;
+mod histogram;
+mod pipeline;
 #[cfg(test)]
 mod tests;

@@ -127,6 +127,17 @@ impl SplitMix64 {
     }
 }
 
+/// The histogram bin of `x` over `(lo, hi)`: values outside are clamped into the end bins.
+pub(crate) fn bin_of(x: f64, (lo, hi): (f64, f64)) -> usize {
+    if hi > lo {
+        (((x - lo) / (hi - lo)) * BINS as f64)
+            .floor()
+            .clamp(0.0, (BINS - 1) as f64) as usize
+    } else {
+        0
+    }
+}
+
 /// Streaming accumulator for one numeric column.
 #[derive(Debug, Clone)]
 pub(crate) struct NumericAcc {
@@ -181,15 +192,22 @@ impl NumericAcc {
                 self.reservoir[j] = x;
             }
         }
-        if let Some((lo, hi)) = self.edges {
-            let bin = if hi > lo {
-                (((x - lo) / (hi - lo)) * BINS as f64)
-                    .floor()
-                    .clamp(0.0, (BINS - 1) as f64) as usize
-            } else {
-                0
-            };
-            self.bins[bin] += 1;
+        if let Some(range) = self.edges {
+            self.bins[bin_of(x, range)] += 1;
+        }
+    }
+
+    /// Sets the histogram's span after the values were pushed without one; the counts then
+    /// come from [`NumericAcc::add_bins`] (a later pass over the values).
+    pub(crate) fn set_range(&mut self, range: Option<(f64, f64)>) {
+        self.edges = range;
+        self.bins = [0; BINS];
+    }
+
+    /// Adds histogram counts made with [`bin_of`] over this column's range.
+    pub(crate) fn add_bins(&mut self, counts: &[u64; BINS]) {
+        for (b, c) in self.bins.iter_mut().zip(counts) {
+            *b += c;
         }
     }
 

@@ -259,6 +259,32 @@ impl Guard {
     /// Follows `bytes` as they are handed on; answers how many may go before the current
     /// record passes the limit (all of them when it does not).
     fn pass(&mut self, bytes: &[u8]) -> usize {
+        // The common case, without a byte-by-byte walk: outside quotes, no quote in `bytes`
+        // and no way for the record to pass the limit within them. Then every byte moves the
+        // scan to `Start` (a line break or the delimiter) or `Field` (any other), so the
+        // state after `bytes` is the last byte's, and the record so far is what follows the
+        // last line break.
+        if self.scan != Scan::Quoted
+            && self.in_record + bytes.len() as u64 <= self.record_limit
+            && memchr::memchr(b'"', bytes).is_none()
+        {
+            let Some(&last) = bytes.last() else {
+                return 0;
+            };
+            match memchr::memrchr2(b'\n', b'\r', bytes) {
+                Some(i) => {
+                    self.in_record = (bytes.len() - 1 - i) as u64;
+                    self.past_header = true;
+                }
+                None => self.in_record += bytes.len() as u64,
+            }
+            self.scan = if matches!(last, b'\n' | b'\r') || last == self.delimiter {
+                Scan::Start
+            } else {
+                Scan::Field
+            };
+            return bytes.len();
+        }
         for (i, &b) in bytes.iter().enumerate() {
             if self.step(b) {
                 self.in_record = 0;

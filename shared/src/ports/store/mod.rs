@@ -292,6 +292,17 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Size and etag of an object, or `None` when there is none.
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError>;
 
+    /// A local file with the object's current bytes that a later write of `key` leaves
+    /// alone, removed when dropped — for a store that keeps objects as files, so a reader
+    /// need not copy them (the file store: a hard link). `None` where the object has to be
+    /// downloaded ([`ObjectStore::get_stream`]) or the store cannot link it.
+    async fn local_snapshot(
+        &self,
+        _key: &ObjectKey,
+    ) -> Result<Option<tempfile::TempPath>, StoreError> {
+        Ok(None)
+    }
+
     /// One page (at most `limit` objects, in key order) of the objects whose keys start
     /// with `prefix`. Pass the returned `next` back as `token` for the following page.
     async fn list_page(

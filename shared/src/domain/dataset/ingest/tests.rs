@@ -3,6 +3,7 @@
 //! functions/ingest/tests.)
 
 use super::*;
+use crate::dataset::profile::BINS;
 use crate::dataset::{DatasetError, Format};
 
 fn config(label: &str, task: TaskKind) -> IngestConfig {
@@ -107,4 +108,59 @@ fn a_file_with_no_valid_row_or_one_class_is_refused_whole() {
         }
         other => panic!("{:?}", other.map(|o| o.0.profile)),
     }
+}
+
+#[test]
+fn a_schema_the_first_rows_mislead_is_corrected_by_the_whole_file() {
+    // Past the rows the schema is guessed from: x gains decimals, z its first missing values,
+    // and bad labels land in several batches of the parallel pass.
+    let rows = GUESS_ROWS as usize + 10_000;
+    let mut csv = String::from("x,z,y\n");
+    let mut bad_lines = Vec::new();
+    for i in 0..rows {
+        let x = if i > GUESS_ROWS as usize + 100 && i % 7 == 0 {
+            format!("{}.5", i % 100)
+        } else {
+            (i % 100).to_string()
+        };
+        let z = if i > GUESS_ROWS as usize && i % 11 == 0 {
+            "NA".to_string()
+        } else {
+            (i % 3).to_string()
+        };
+        let y = if i % 9_000 == 4_000 {
+            bad_lines.push(i as u64 + 2);
+            ""
+        } else if i % 2 == 0 {
+            "a"
+        } else {
+            "b"
+        };
+        csv.push_str(&format!("{x},{z},{y}\n"));
+    }
+    let (out, rejected) = ingest(&csv, &config("y", TaskKind::Binary)).unwrap();
+    let column = |name: &str| out.schema.columns.iter().find(|c| c.name == name).unwrap();
+    assert_eq!(column("x").kind, ColumnType::Float);
+    assert!(!column("x").nullable);
+    assert_eq!(column("z").kind, ColumnType::Integer);
+    assert!(column("z").nullable);
+    // Rejected rows come out in file order, each with its line.
+    let lines: Vec<u64> = rejected
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["line"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(lines, bad_lines);
+    assert_eq!(out.profile.rows, (rows - bad_lines.len()) as u64);
+    let x = &out.profile.columns["x"];
+    assert_eq!(x.max, Some(99.5));
+    let histogram = x.histogram.as_ref().unwrap();
+    assert_eq!(histogram.counts.iter().sum::<u64>(), x.count);
+    assert_eq!((histogram.edges[0], histogram.edges[BINS]), (0.0, 99.5));
+    let z = &out.profile.columns["z"];
+    assert!(z.missing > 0);
+    assert_eq!(z.count + z.missing, out.profile.rows);
 }
