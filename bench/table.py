@@ -55,14 +55,24 @@ for ours_name, peer_name, label in [
     else:
         row(label, "not run", "", "", "<= 0.5x the time", None)
 
-# Monitor: the in-process run against Evidently's DataDriftPreset on the same rows.
-runs = [r for r in lines("monitor.jsonl") if r.get("part") == "run"]
-if runs:
+# Monitor: the whole `lambdaml monitor` command (and the in-process run) against Evidently's
+# DataDriftPreset on the same rows.
+monitor = lines("monitor.jsonl")
+runs = [r for r in monitor if r.get("part") == "run"]
+commands = [r for r in monitor if r.get("part") == "command"]
+if commands:
+    c = commands[-1]
+    inproc = f" ({runs[-1]['rust_median_seconds']:.3f} s in-process)" if runs else ""
+    row("monitor run, 100k captured rows x 19, whole `lambdaml monitor` command",
+        f"{c['median_seconds']:.3f} s{inproc}",
+        f"Evidently DataDriftPreset {c['evidently_median_seconds']:.2f} s",
+        f"{c['speedup']:.0f}x as fast", ">= 100x (whole command)", c["speedup"] >= 100)
+elif runs:
     r = runs[-1]
-    row("monitor run, 100k captured rows x 19 (in-process)",
+    row("monitor run, 100k captured rows x 19 (in-process only)",
         f"{r['rust_median_seconds']:.3f} s",
         f"Evidently DataDriftPreset {r['evidently_median_seconds']:.2f} s",
-        f"{r['speedup']:.0f}x as fast", ">= 100x (whole command)", r["speedup"] >= 100)
+        f"{r['speedup']:.0f}x as fast", ">= 100x (whole command)", None)
 else:
     row("monitor run", "not run", "", "", ">= 100x", None)
 

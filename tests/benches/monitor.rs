@@ -202,8 +202,11 @@ fn request() -> MonitorRequest {
 }
 
 async fn run_part() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, version) = setup(dir.path()).await;
+    // Kept for bench/monitor.sh, which then times the whole `lambdaml monitor` command on it.
+    let dir = out_dir().join("run-store");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (store, version) = setup(&dir).await;
     let current = capture(&store, &version, 100_000, true, 0.06).await;
     let monitor = Monitor::new(store.clone(), None);
     let mut times = Vec::new();
@@ -277,6 +280,8 @@ async fn run_part() {
         "part": "run", "rows": 100_000, "features": FEATURES, "median_seconds": times[2],
         "best_seconds": times[0], "reference_rows": n, "dataset_drift": report.data_drift.dataset_drift,
         "drift_share": report.data_drift.drift_share, "features_verdicts": verdicts,
+        "store": dir.join("store").display().to_string(),
+        "from": request().from, "to": request().to,
     });
     std::fs::write(o.join("run_rust.json"), json.to_string()).unwrap();
     println!("  timings (ms): {:?}", report.timings_ms);
