@@ -50,6 +50,7 @@ pub async fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Command::Feedback(args) => crate::serve::feedback(&ctx, args).await,
         Command::Monitor(args) => crate::monitor::monitor(&ctx, &cli.store, args).await,
         Command::Report(args) => crate::monitor::report(&ctx, &cli.store, args).await,
+        Command::Captures { command } => crate::captures::captures(&ctx, command).await,
         Command::Local(args) => crate::emulate::local(&ctx, &cli.store, args).await,
         Command::Invoke(args) => crate::emulate::invoke(&ctx, args).await,
         Command::Stack { command } => crate::emulate::stack(ctx.json, command).await,

@@ -6,6 +6,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod captures;
 mod commands;
 mod ctx;
 mod demo;
@@ -87,6 +88,11 @@ pub enum Command {
     Monitor(monitor::MonitorArgs),
     /// Show (or --open) the newest monitoring report of a model.
     Report(monitor::ReportArgs),
+    /// Captured requests and answers: export them as CSV or Parquet.
+    Captures {
+        #[command(subcommand)]
+        command: captures::CapturesCommand,
+    },
     /// Run template.yaml's event sources here, without Docker: poll its SQS event sources,
     /// fire its schedules, serve its HTTP API on 127.0.0.1 — against AWS_ENDPOINT_URL (moto,
     /// LocalStack) or the embedded default.
