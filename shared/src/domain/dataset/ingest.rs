@@ -595,8 +595,8 @@ struct Validation<'a> {
     label_index: usize,
 }
 
-/// A batch after pass two: the accepted rows as Arrow columns, the rejected ones as lines of
-/// `rejected.jsonl`.
+/// A checked batch: the type counts of its fields, the accepted rows as Arrow columns, the
+/// rejected ones as lines of `rejected.jsonl`.
 struct Checked {
     inference: Vec<Inference>,
     arrays: Result<Vec<ArrayRef>, DatasetError>,
@@ -606,10 +606,9 @@ struct Checked {
     first_rejection: Option<(u64, String)>,
 }
 
-/// Pass two over `reader`: every row checked against the schema on the parsing threads; in
-/// file order, the accepted rows go to `write` (one Arrow batch per batch of rows) and the
-/// profile, the rejected ones to `rejected_out`. Returns (accepted, rejected, the first
-/// rejection's line and reason).
+/// One pass over `reader`: every row counted for type inference and checked against `check`
+/// on the parsing threads; in file order, the accepted rows go to `write` (one Arrow batch
+/// per batch of rows) and the profile, the rejected ones to `rejected_out`.
 fn validate(
     mut reader: Box<dyn RowReader>,
     check: &Validation<'_>,
