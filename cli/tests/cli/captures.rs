@@ -29,6 +29,20 @@ fn ok(dir: &Path, args: &[&str]) -> Value {
         .expect("--json prints one JSON object")
 }
 
+/// `lambdaml captures export --model breast-cancer --out OUT EXTRA…`, which must succeed.
+fn export(dir: &Path, out: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "captures",
+        "export",
+        "--model",
+        "breast-cancer",
+        "--out",
+        out,
+    ];
+    args.extend(extra);
+    ok(dir, &args)
+}
+
 #[test]
 fn captures_export_to_csv_and_parquet_with_feature_names_and_refused_requests() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,17 +76,7 @@ fn captures_export_to_csv_and_parquet_with_feature_names_and_refused_requests() 
     );
     assert!(!refused, "a non-numeric feature must be refused");
 
-    let done = ok(
-        dir.path(),
-        &[
-            "captures",
-            "export",
-            "--model",
-            "breast-cancer",
-            "--out",
-            "captures.csv",
-        ],
-    );
+    let done = export(dir.path(), "captures.csv", &[]);
     assert_eq!(done["rows"], 21, "{done}");
     assert_eq!(done["requests"], 2, "{done}");
     assert_eq!(done["refused"], 1, "{done}");
@@ -119,17 +123,7 @@ fn captures_export_to_csv_and_parquet_with_feature_names_and_refused_requests() 
     );
 
     // The same table as Parquet, numbers as doubles.
-    let parquet_done = ok(
-        dir.path(),
-        &[
-            "captures",
-            "export",
-            "--model",
-            "breast-cancer",
-            "--out",
-            "captures.parquet",
-        ],
-    );
+    let parquet_done = export(dir.path(), "captures.parquet", &[]);
     // CSV requests are captured as the text sent; every value of them is a number.
     assert_eq!(parquet_done["non_numeric_values"], 0, "{parquet_done}");
     let file = std::fs::File::open(dir.path().join("captures.parquet")).unwrap();
@@ -156,19 +150,7 @@ fn captures_export_to_csv_and_parquet_with_feature_names_and_refused_requests() 
     assert_eq!(radius.value(first), 17.99);
 
     // A window that ends before the traffic: nothing but the header.
-    let done = ok(
-        dir.path(),
-        &[
-            "captures",
-            "export",
-            "--model",
-            "breast-cancer",
-            "--out",
-            "none.csv",
-            "--to",
-            "2000-01-01T00:00:00Z",
-        ],
-    );
+    let done = export(dir.path(), "none.csv", &["--to", "2000-01-01T00:00:00Z"]);
     assert_eq!(done["rows"], 0);
     // Mistakes a user makes: an unknown model, an unknown extension, a bad time.
     for (args, says) in [
