@@ -675,28 +675,40 @@ fn validate(
     let (mut accepted, mut rejected, mut first_rejection) = (0u64, 0u64, None);
     let mut inference = new_inference(check.columns.len());
     let mut reported = 0u64;
-    let rows = pipeline(reader.as_mut(), &work, &mut |part, rows| {
-        for (s, p) in inference.iter_mut().zip(part.inference) {
-            s.merge(p);
-        }
-        rejected_out.write_all(&part.rejected_lines)?;
-        rejected += part.rejected;
-        if first_rejection.is_none() {
-            first_rejection = part.first_rejection;
-        }
-        let arrays = part.arrays?;
-        if part.accepted > 0 {
-            accepted += part.accepted;
-            for (array, acc) in arrays.iter().zip(accs.iter_mut()) {
-                profile_array(array.as_ref(), acc);
+    // The profile is fed on a thread of its own, in file order, while this one writes
+    // Parquet (both are serial and were this thread's whole work).
+    let (to_profile, profiled) = std::sync::mpsc::sync_channel::<Vec<ArrayRef>>(4);
+    let rows = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for arrays in profiled {
+                for (array, acc) in arrays.iter().zip(accs.iter_mut()) {
+                    profile_array(array.as_ref(), acc);
+                }
             }
-            write(arrays)?;
-        }
-        if rows / CHUNK_ROWS as u64 > reported {
-            reported = rows / CHUNK_ROWS as u64;
-            progress(rows);
-        }
-        Ok(())
+        });
+        let to_profile = to_profile;
+        pipeline(reader.as_mut(), &work, &mut |part, rows| {
+            for (s, p) in inference.iter_mut().zip(part.inference) {
+                s.merge(p);
+            }
+            rejected_out.write_all(&part.rejected_lines)?;
+            rejected += part.rejected;
+            if first_rejection.is_none() {
+                first_rejection = part.first_rejection;
+            }
+            let arrays = part.arrays?;
+            if part.accepted > 0 {
+                accepted += part.accepted;
+                // Cannot fail: the profile thread reads until this sender is dropped.
+                let _ = to_profile.send(arrays.clone());
+                write(arrays)?;
+            }
+            if rows / CHUNK_ROWS as u64 > reported {
+                reported = rows / CHUNK_ROWS as u64;
+                progress(rows);
+            }
+            Ok(())
+        })
     })?;
     if rows == 0 {
         return Err(DatasetError::NoRows);
