@@ -361,7 +361,7 @@ pub enum ClassWeight {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
-    /// The model family.
+    /// The model family (default: the task's linear family, see `ModelSpec::parse`).
     #[serde(default)]
     pub family: Family,
     /// The optimizer (default: L-BFGS for linear families, AdamW for the MLP).
@@ -642,9 +642,35 @@ pub fn is_valid_name(name: &str) -> bool {
 impl ModelSpec {
     /// Parses and validates a spec.
     pub fn parse(text: &str) -> Result<Self, SpecError> {
-        let spec: ModelSpec = toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let mut spec: ModelSpec =
+            toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let written: toml::Table =
+            toml::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?;
+        spec.task_defaults(&written);
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// The family and promotion metric a spec leaves out follow its task: a regression spec
+    /// trains `linear` and promotes on `rmse`, a multiclass one trains `softmax` (`logistic`
+    /// fits binary tasks only, `roc_auc` no regression).
+    fn task_defaults(&mut self, written: &toml::Table) {
+        let given = |section: &str, key: &str| {
+            written
+                .get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key(key))
+        };
+        if !given("train", "family") {
+            self.train.family = match self.task.kind {
+                TaskKind::Binary => Family::Logistic,
+                TaskKind::Multiclass => Family::Softmax,
+                TaskKind::Regression => Family::Linear,
+            };
+        }
+        if !given("promotion", "metric") && self.task.kind == TaskKind::Regression {
+            self.promotion.metric = "rmse".to_string();
+        }
     }
 
     /// The optimizer in force: the spec's, or the family's default.

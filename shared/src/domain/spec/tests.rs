@@ -25,6 +25,28 @@ fn a_minimal_spec_gets_the_documented_defaults() {
 }
 
 #[test]
+fn the_family_and_metric_left_out_follow_the_task() {
+    let regression = ModelSpec::parse(&MINIMAL.replace("binary", "regression")).unwrap();
+    assert_eq!(regression.train.family, Family::Linear);
+    assert_eq!(regression.promotion.metric, "rmse");
+    let multiclass = ModelSpec::parse(&MINIMAL.replace("binary", "multiclass")).unwrap();
+    assert_eq!(multiclass.train.family, Family::Softmax);
+    // What a spec says is kept, and still checked against the task.
+    let mlp = format!("{MINIMAL}[train]\nfamily = \"mlp\"\n[promotion]\nmetric = \"accuracy\"\n");
+    let mlp = ModelSpec::parse(&mlp).unwrap();
+    assert_eq!(
+        (mlp.train.family, mlp.promotion.metric.as_str()),
+        (Family::Mlp, "accuracy")
+    );
+    let wrong = format!(
+        "{}[train]\nfamily = \"logistic\"\n",
+        MINIMAL.replace("binary", "regression")
+    );
+    let err = ModelSpec::parse(&wrong).unwrap_err().to_string();
+    assert!(err.contains("train.family"), "{err}");
+}
+
+#[test]
 fn the_bundled_example_specs_parse() {
     for text in [
         include_str!("../../../../examples/specs/weather.toml"),
