@@ -7,10 +7,17 @@ use csv::ByteRecord;
 
 use crate::dataset::{DatasetError, RowReader};
 
-/// Rows per batch handed from the reading thread to the parsing threads.
+/// Rows per batch handed from the reading thread to the parsing threads...
 pub(super) const BATCH_ROWS: usize = 4096;
+/// ...or fewer: a batch is closed once its records hold this many bytes, so wide rows do not
+/// make batches (and the Arrow arrays made of them) bigger.
+const BATCH_BYTES: usize = 1 << 20;
+/// A slot whose last record was longer than this gets a fresh record before it is reused,
+/// so one long row does not leave its buffer behind in every batch.
+const KEEP_RECORD_BYTES: usize = 4 << 10;
 /// Batches in flight (read, being parsed, or waiting to be consumed in order): bounds the
-/// memory of the pipeline to this many batches of rows and their results.
+/// memory of the pipeline to this many batches of rows and their results — a few MB, or a
+/// few record-limit rows ([`crate::dataset::MAX_RECORD_BYTES`]) at worst.
 const BATCHES_IN_FLIGHT: usize = 8;
 
 /// One row as read, kept for a parsing thread.
@@ -79,16 +86,20 @@ pub(super) fn pipeline<R: Send>(
                 batch.seq = seq;
                 batch.len = 0;
                 batch.error = None;
-                let mut end = false;
-                while batch.len < BATCH_ROWS {
+                let (mut end, mut bytes) = (false, 0);
+                while batch.len < BATCH_ROWS && bytes < BATCH_BYTES {
                     if batch.len == batch.slots.len() {
                         batch.slots.push(Slot::default());
                     }
                     let slot = &mut batch.slots[batch.len];
+                    if slot.record.as_slice().len() > KEEP_RECORD_BYTES {
+                        slot.record = ByteRecord::new();
+                    }
                     match reader.next_row(&mut slot.record) {
                         Ok(Some(line)) => {
                             slot.line = line;
                             slot.cut = reader.cut();
+                            bytes += slot.record.as_slice().len();
                             batch.len += 1;
                         }
                         Ok(None) => {
@@ -139,4 +150,67 @@ pub(super) fn pipeline<R: Send>(
         }
         Ok(rows)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rows` records of `width` bytes each, numbered by their line.
+    struct Rows {
+        next: u64,
+        rows: u64,
+        width: usize,
+        headers: Vec<String>,
+    }
+
+    impl RowReader for Rows {
+        fn headers(&self) -> &[String] {
+            &self.headers
+        }
+
+        fn next_row(&mut self, record: &mut ByteRecord) -> Result<Option<u64>, DatasetError> {
+            if self.next == self.rows {
+                return Ok(None);
+            }
+            self.next += 1;
+            record.clear();
+            record.push_field(self.next.to_string().as_bytes());
+            record.push_field(&vec![b'x'; self.width]);
+            Ok(Some(self.next))
+        }
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_and_consumed_in_file_order() {
+        for (rows, width) in [(10_000, 10), (3_000, 3_000), (20, 200_000)] {
+            let mut reader = Rows {
+                next: 0,
+                rows,
+                width,
+                headers: vec!["n".into(), "pad".into()],
+            };
+            let work = |batch: &Batch| {
+                let bytes: usize = batch.rows().iter().map(|s| s.record.as_slice().len()).sum();
+                let first = batch.rows().first().map(|s| s.line);
+                (batch.len, bytes, first)
+            };
+            let (mut seen, mut batches) = (0u64, 0);
+            let read = pipeline(&mut reader, &work, &mut |(len, bytes, first), _| {
+                // Closed at the row that reached the byte bound, or at the row bound.
+                assert!(len <= BATCH_ROWS);
+                assert!(
+                    bytes < BATCH_BYTES + width + 10,
+                    "{bytes} bytes in {len} rows"
+                );
+                assert_eq!(first, (len > 0).then_some(seen + 1), "file order");
+                seen += len as u64;
+                batches += 1;
+                Ok(())
+            })
+            .expect("no reader error");
+            assert_eq!((read, seen), (rows, rows));
+            assert!(batches as u64 >= rows * width as u64 / BATCH_BYTES as u64);
+        }
+    }
 }
