@@ -257,19 +257,11 @@ async fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether a capture key's hour folder (`captures/<model>/<date>/<hour>/…`) can hold
-/// requests in `[from, to)`.
+/// Whether a capture key's hour folder can hold requests in `[from, to)`.
 fn hour_in(key: &str, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> bool {
-    let parts: Vec<&str> = key.split('/').collect();
-    if parts.len() != 5 {
-        return false;
-    }
-    let Ok(hour) = DateTime::parse_from_rfc3339(&format!("{}T{}:00:00Z", parts[2], parts[3]))
-    else {
-        return false;
-    };
-    let hour = hour.with_timezone(&Utc);
-    from.is_none_or(|f| hour + chrono::Duration::hours(1) > f) && to.is_none_or(|t| hour < t)
+    layout::record_hour(key).is_some_and(|hour| {
+        from.is_none_or(|f| hour + chrono::Duration::hours(1) > f) && to.is_none_or(|t| hour < t)
+    })
 }
 
 /// The columns from every registered version's manifest (production's first).

@@ -148,18 +148,10 @@ impl Monitor {
         let mut keys: Vec<ObjectKey> = metas
             .into_iter()
             .filter(|m| {
-                let parts: Vec<&str> = m.key.as_str().split('/').collect();
-                if parts.len() != 5 {
-                    return false;
-                }
-                let stamp = format!("{}T{}:00:00Z", parts[2], parts[3]);
-                match DateTime::parse_from_rfc3339(&stamp) {
-                    Ok(t) => {
-                        let h = t.timestamp().div_euclid(3600);
-                        h >= first_hour && h <= last_hour
-                    }
-                    Err(_) => false,
-                }
+                layout::record_hour(m.key.as_str()).is_some_and(|t| {
+                    let h = t.timestamp().div_euclid(3600);
+                    h >= first_hour && h <= last_hour
+                })
             })
             .map(|m| m.key)
             .collect();

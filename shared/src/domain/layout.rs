@@ -180,6 +180,18 @@ pub fn records_of_hour(root: &str, model: &str, at: DateTime<Utc>) -> String {
     format!("{root}/{model}/{}/", at.format("%Y-%m-%d/%H"))
 }
 
+/// The start of the hour folder a record file lies in (`<root>/<model>/<YYYY-MM-DD>/<HH>/<file>`,
+/// as [`record_file`] names it), or `None` for a key of another shape.
+pub fn record_hour(key: &str) -> Option<DateTime<Utc>> {
+    let parts: Vec<&str> = key.split('/').collect();
+    if parts.len() != 5 {
+        return None;
+    }
+    DateTime::parse_from_rfc3339(&format!("{}T{}:00:00Z", parts[2], parts[3]))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// `<hour folder><YYYYMMDDTHHMMSS.mmmZ>-<id>.jsonl`: one batch of records, time first so
 /// listings sort by time.
 pub fn record_file(
@@ -216,6 +228,18 @@ pub fn in_folder(folder: &str, file: &str) -> Result<ObjectKey, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_file_key_gives_back_its_hour() {
+        let at = DateTime::parse_from_rfc3339("2031-02-03T04:05:06.789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let file = record_file(&records_of_hour(CAPTURES, "m", at), at, "id").unwrap();
+        let hour = DateTime::parse_from_rfc3339("2031-02-03T04:00:00Z").unwrap();
+        assert_eq!(record_hour(file.as_str()), Some(hour.with_timezone(&Utc)));
+        assert_eq!(record_hour("captures/m/2031-02-03/file.jsonl"), None);
+        assert_eq!(record_hour("captures/m/not-a-day/04/f.jsonl"), None);
+    }
 
     #[test]
     fn keys_follow_the_documented_layout() {
