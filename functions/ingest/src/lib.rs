@@ -172,12 +172,11 @@ impl Ingest {
 
     /// Streams `key` into `path`, returning (size, sha256 hex).
     async fn download(&self, key: &ObjectKey, path: &Path) -> Result<(u64, String), StageError> {
-        let mut stream = self.store.get_stream(key).await.map_err(|e| match e {
-            StoreError::NotFound(_) => {
-                StageError::permanent(format!("raw object {key} does not exist"))
-            }
-            other => other.into(),
-        })?;
+        let mut stream = self
+            .store
+            .get_stream(key)
+            .await
+            .map_err(|e| missing_raw(key, e))?;
         let mut file =
             std::io::BufWriter::new(std::fs::File::create(path).map_err(StageError::from)?);
         let mut hasher = Sha256::new();
@@ -201,12 +200,11 @@ impl Ingest {
         key: &ObjectKey,
         dir: &Path,
     ) -> Result<(PathBuf, Option<tempfile::TempPath>, u64, String), StageError> {
-        let snapshot = self.store.local_snapshot(key).await.map_err(|e| match e {
-            StoreError::NotFound(_) => {
-                StageError::permanent(format!("raw object {key} does not exist"))
-            }
-            other => other.into(),
-        })?;
+        let snapshot = self
+            .store
+            .local_snapshot(key)
+            .await
+            .map_err(|e| missing_raw(key, e))?;
         if let Some(snapshot) = snapshot {
             let path = snapshot.to_path_buf();
             let hashed = path.clone();
@@ -614,6 +612,17 @@ impl Wire for Ingest {
     const FUNCTION: Function = Function::Ingest;
     fn wire(wired: &Wired) -> Result<Self, NoQueue> {
         Ok(Ingest::new(wired.store.clone(), wired.next()?))
+    }
+}
+
+/// A raw object that is not there can never be ingested; other store errors keep their
+/// class.
+fn missing_raw(key: &ObjectKey, e: StoreError) -> StageError {
+    match e {
+        StoreError::NotFound(_) => {
+            StageError::permanent(format!("raw object {key} does not exist"))
+        }
+        other => other.into(),
     }
 }
 

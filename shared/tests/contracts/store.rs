@@ -178,6 +178,38 @@ async fn streaming(store: &dyn ObjectStore) {
     );
 }
 
+/// A local snapshot, where an adapter gives one, holds the bytes of when it was taken
+/// whatever is written to the key afterwards, and goes when dropped; a missing object is
+/// `NotFound` (or no snapshot, from an adapter that never gives one).
+async fn snapshots(store: &dyn ObjectStore) -> bool {
+    let k = key("raw/snap/file.csv");
+    store
+        .put(&k, Bytes::from_static(b"a,b\n1,2\n"))
+        .await
+        .unwrap();
+    let Some(snapshot) = store.local_snapshot(&k).await.unwrap() else {
+        assert!(matches!(
+            store.local_snapshot(&key("raw/snap/none.csv")).await,
+            Ok(None) | Err(StoreError::NotFound(_))
+        ));
+        return false;
+    };
+    store
+        .put(&k, Bytes::from_static(b"a,b\n3,4\n"))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&snapshot).unwrap(), b"a,b\n1,2\n");
+    assert_eq!(&store.get(&k).await.unwrap().bytes[..], b"a,b\n3,4\n");
+    let path = snapshot.to_path_buf();
+    drop(snapshot);
+    assert!(!path.exists(), "a dropped snapshot is removed");
+    assert!(matches!(
+        store.local_snapshot(&key("raw/snap/none.csv")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    true
+}
+
 /// Compare-and-swap under contention: every increment lands exactly once.
 async fn concurrent_cas(store: Arc<dyn ObjectStore>, writers: usize) {
     let k = key("cas/counter.json");
@@ -219,6 +251,7 @@ async fn contract(store: Arc<dyn ObjectStore>) {
     immutable_writes(store.as_ref()).await;
     listing(store.as_ref()).await;
     streaming(store.as_ref()).await;
+    snapshots(store.as_ref()).await;
     concurrent_cas(store, 20).await;
 }
 
@@ -231,6 +264,9 @@ async fn memory_store_meets_the_contract() {
 async fn file_store_meets_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     contract(Arc::new(FileStore::open(dir.path()).unwrap())).await;
+    // The file store is the adapter that does give snapshots (ingest reads them in place).
+    let store = FileStore::open(dir.path().join("again")).unwrap();
+    assert!(snapshots(&store).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

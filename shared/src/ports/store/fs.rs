@@ -365,25 +365,29 @@ impl ObjectStore for FileStore {
         &self,
         key: &ObjectKey,
     ) -> Result<Option<tempfile::TempPath>, StoreError> {
-        // Objects are only ever replaced by a rename (`commit`), never written in place, so
-        // a second name for the file keeps today's bytes.
-        let path = self.path_of(key)?;
-        let link = self.temp_path();
-        match fs::hard_link(&path, &link) {
-            Ok(()) => match tempfile::TempPath::try_from_path(&link) {
-                Ok(snapshot) => Ok(Some(snapshot)),
-                // A relative store root: no snapshot rather than a link nobody removes.
-                Err(_) => {
-                    let _ = fs::remove_file(&link);
-                    Ok(None)
+        let (store, key) = (self.clone(), key.clone());
+        blocking(move || {
+            // Objects are only ever replaced by a rename (`commit`), never written in place,
+            // so a second name for the file keeps today's bytes.
+            let path = store.path_of(&key)?;
+            let link = store.temp_path();
+            match fs::hard_link(&path, &link) {
+                Ok(()) => match tempfile::TempPath::try_from_path(&link) {
+                    Ok(snapshot) => Ok(Some(snapshot)),
+                    // A relative store root: no snapshot rather than a link nobody removes.
+                    Err(_) => {
+                        let _ = fs::remove_file(&link);
+                        Ok(None)
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.exists() => {
+                    Err(StoreError::NotFound(key.to_string()))
                 }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.exists() => {
-                Err(StoreError::NotFound(key.to_string()))
+                // A file system without hard links: the caller reads a copy instead.
+                Err(_) => Ok(None),
             }
-            // A file system without hard links: the caller reads a copy instead.
-            Err(_) => Ok(None),
-        }
+        })
+        .await
     }
 
     async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError> {
