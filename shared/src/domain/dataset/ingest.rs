@@ -344,7 +344,6 @@ pub fn ingest_file(
             c
         })
         .collect();
-    let rejected_path = out_dir.join("rejected.jsonl");
     let mut pass = checked_pass(
         path,
         format,
@@ -383,8 +382,9 @@ pub fn ingest_file(
         accepted,
         rejected,
         first_rejection,
+        data_path,
+        rejected_path,
     } = pass;
-    let data_path = out_dir.join("data.parquet");
 
     if accepted == 0 {
         let (first_line, first_reason) = first_rejection.unwrap_or((0, String::new()));
@@ -425,6 +425,9 @@ struct CheckedPass {
     accepted: u64,
     rejected: u64,
     first_rejection: Option<(u64, String)>,
+    /// The files written.
+    data_path: PathBuf,
+    rejected_path: PathBuf,
 }
 
 /// One pass over the file: every row counted for type inference and checked against
@@ -442,7 +445,7 @@ fn checked_pass(
     out_dir: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CheckedPass, DatasetError> {
-    let (mut writer, arrow_schema, _) = parquet_writer(columns, out_dir)?;
+    let (mut writer, arrow_schema, data_path) = parquet_writer(columns, out_dir)?;
     let rejected_path = out_dir.join("rejected.jsonl");
     let mut rejected_out = BufWriter::new(File::create(&rejected_path)?);
     let domains: Vec<Option<HashSet<&str>>> = columns
@@ -492,6 +495,8 @@ fn checked_pass(
         accepted,
         rejected,
         first_rejection,
+        data_path,
+        rejected_path,
     })
 }
 
@@ -540,7 +545,7 @@ fn new_inference(columns: usize) -> Vec<Inference> {
 fn parquet_writer(
     columns: &[ColumnSchema],
     out_dir: &Path,
-) -> Result<(ArrowWriter<File>, Arc<ArrowSchema>, std::path::PathBuf), DatasetError> {
+) -> Result<(ArrowWriter<File>, Arc<ArrowSchema>, PathBuf), DatasetError> {
     let arrow_schema = Arc::new(ArrowSchema::new(
         columns
             .iter()
