@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::ProgressBar;
 use lambdaml::layout;
 use lambdaml::message::{IngestRequest, Stage};
-use lambdaml::pipeline::{Wire, wire};
+use lambdaml::pipeline::{Wire, Wired};
 use lambdaml::queue::{QueueStats, Queues, open_queues};
 use lambdaml::spec::ModelSpec;
 use lambdaml::stage::{DrainOptions, Handled, StageHandler, drain};
@@ -57,8 +57,13 @@ impl Ctx {
 
     /// Handler `H` over this context's store and queues, wired as everywhere
     /// ([`lambdaml::pipeline`]).
+    /// Registry events also go to EventBridge when `LAMBDAML_EVENT_BUS` names a bus.
     pub async fn wire<H: Wire>(&self) -> Result<H> {
-        Ok(wire::<H>(self.store.clone(), &self.queues).await?.0)
+        let bus = lambdaml::events::bus_from_env().await?;
+        let wired = Wired::open(H::FUNCTION, self.store.clone(), &self.queues)
+            .await?
+            .with_bus(bus);
+        Ok(H::wire(&wired)?)
     }
 
     /// Handler `H`, ready for [`drain`].

@@ -95,7 +95,9 @@ pub async fn build_with(
             NAMES.join(", ")
         );
     };
-    let wired = Wired::open(function, store.clone(), queues).await?;
+    let wired = Wired::open(function, store.clone(), queues)
+        .await?
+        .with_bus(lambdaml::events::bus_from_env().await?);
     async fn stage<H: Wire + StageHandler + 'static>(wired: &Wired) -> Result<Handler> {
         Ok(Handler::Stage(Arc::new(H::wire(wired)?)))
     }

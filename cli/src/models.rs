@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Subcommand};
+use lambdaml::events::RegistryEvent;
 use lambdaml::layout;
 use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage};
-use lambdaml::registry::{Action, Registry, RegistryStore};
+use lambdaml::registry::{Action, Registry, RegistryStore, Role};
 use lambdaml::stage::Handled;
 use lambdaml::store::ObjectStoreExt;
 use lambdaml_deploy::Deploy;
@@ -176,6 +177,53 @@ pub enum ModelsCommand {
         /// The model.
         model: String,
     },
+    /// Let a version score a copy of the live traffic beside production (its answers are
+    /// captured with role `shadow`, never returned); the monitor compares the two.
+    Shadow {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+        /// The share of requests it scores, in (0, 1].
+        #[arg(long, default_value_t = 1.0)]
+        share: f64,
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "shadow started by hand")]
+        reason: String,
+    },
+    /// Let a version answer a share of the live traffic (sticky per `x-lambdaml-key`); the
+    /// same command with the canary's own version changes its weight.
+    Canary {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+        /// The share of requests it answers, in (0, 1).
+        #[arg(long)]
+        weight: f64,
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "canary started by hand")]
+        reason: String,
+    },
+    /// End the rollout: the shadow and canary versions (or `--role` one) are retired and
+    /// production serves alone.
+    EndRollout {
+        /// The model.
+        model: String,
+        /// Only this role (`shadow` or `canary`).
+        #[arg(long)]
+        role: Option<String>,
+        /// Why (recorded in the history).
+        #[arg(long, default_value = "rollout ended by hand")]
+        reason: String,
+    },
+    /// Print registry events (registered, promoted, shadowed, canary step, retired, …) from
+    /// the deployments queue as they arrive. Events are consumed: one reader at a time.
+    Watch {
+        /// Print what is waiting and exit instead of following.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 fn actor() -> String {
@@ -191,6 +239,7 @@ fn render_registry(r: &Registry) -> String {
         r.model,
         r.production.as_deref().unwrap_or("none")
     );
+    s.push_str(&render_roles(r));
     s.push_str(&format!(
         "  {:>3}  {:<12}  {:<16}  {:<20}  metrics\n",
         "#", "version", "status", "registered"
@@ -213,6 +262,35 @@ fn render_registry(r: &Registry) -> String {
         ));
     }
     s
+}
+
+fn render_roles(r: &Registry) -> String {
+    let mut s = String::new();
+    for role in [Role::Shadow, Role::Canary] {
+        if let Some(slot) = r.slot(role) {
+            s.push_str(&format!(
+                "{role}: {} on {} of the traffic since {}\n",
+                slot.version, slot.weight, slot.since
+            ));
+        }
+    }
+    s
+}
+
+fn render_event(e: &RegistryEvent) -> String {
+    format!(
+        "{}  {:<12} {} {}{}  by {}: {}\n",
+        e.at,
+        e.event,
+        e.model,
+        e.version,
+        match &e.from_role {
+            Some(f) => format!(" ({f} → {})", e.to_role),
+            None => format!(" (→ {})", e.to_role),
+        },
+        e.actor,
+        e.reason
+    )
 }
 
 fn render_history(r: &Registry) -> String {
@@ -311,6 +389,50 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
             let r = manual(Action::Rollback, model, to, reason).await?;
             emit(ctx.json, &r, render_registry);
         }
+        ModelsCommand::Shadow {
+            model,
+            version,
+            share,
+            reason,
+        } => {
+            let r = deploy
+                .rollout(&model, Role::Shadow, &version, share, &actor(), &reason)
+                .await
+                .map_err(|e| anyhow!("{}", e.reason()))?;
+            emit(ctx.json, &r, render_registry);
+        }
+        ModelsCommand::Canary {
+            model,
+            version,
+            weight,
+            reason,
+        } => {
+            let r = deploy
+                .rollout(&model, Role::Canary, &version, weight, &actor(), &reason)
+                .await
+                .map_err(|e| anyhow!("{}", e.reason()))?;
+            emit(ctx.json, &r, render_registry);
+        }
+        ModelsCommand::EndRollout {
+            model,
+            role,
+            reason,
+        } => {
+            let role = match role.as_deref() {
+                None => None,
+                Some("shadow") => Some(Role::Shadow),
+                Some("canary") => Some(Role::Canary),
+                Some(other) => {
+                    anyhow::bail!("--role {other:?}: expected shadow or canary")
+                }
+            };
+            let r = deploy
+                .end_rollout(&model, role, &actor(), &reason)
+                .await
+                .map_err(|e| anyhow!("{}", e.reason()))?;
+            emit(ctx.json, &r, render_registry);
+        }
+        ModelsCommand::Watch { once } => watch(ctx, once).await?,
         ModelsCommand::History { model } => {
             let r = registry.get(&model).await?;
             emit(
@@ -321,4 +443,32 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `lambdaml models watch`: prints (and consumes) the deployments queue's registry events.
+async fn watch(ctx: &Ctx, once: bool) -> Result<()> {
+    let queue = ctx.queues.named(lambdaml::queue::DEPLOYMENTS).await?;
+    let wait = std::time::Duration::from_secs(if once { 1 } else { 10 });
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let received = queue
+            .receive(10, std::time::Duration::from_secs(30))
+            .await?;
+        if received.is_empty() {
+            if once {
+                return Ok(());
+            }
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        for m in received {
+            match serde_json::from_str::<RegistryEvent>(&m.body) {
+                // A redelivered decision is announced again with the same id.
+                Ok(e) if !seen.insert(e.event_id.clone()) => {}
+                Ok(e) => emit(ctx.json, &e, render_event),
+                Err(err) => eprintln!("not a registry event ({err}): {}", m.body),
+            }
+            queue.delete(&m.receipt).await?;
+        }
+    }
 }

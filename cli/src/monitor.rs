@@ -125,7 +125,9 @@ fn local_path(store_url: &str, key: &str) -> Option<std::path::PathBuf> {
 }
 
 pub async fn monitor(ctx: &Ctx, store_url: &str, args: MonitorArgs) -> Result<()> {
-    let wired = Wired::open(Function::Monitor, ctx.store.clone(), &ctx.queues).await?;
+    let wired = Wired::open(Function::Monitor, ctx.store.clone(), &ctx.queues)
+        .await?
+        .with_bus(lambdaml::events::bus_from_env().await?);
     let monitor = Monitor::from_wiring(&wired);
     let request = MonitorRequest {
         model: args.model.clone(),

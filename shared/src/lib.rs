@@ -29,7 +29,7 @@ pub use domain::{
     model, monitoring, registry, run, spec,
 };
 pub use lambda::{config, pipeline, stage, telemetry};
-pub use ports::{queue, store};
+pub use ports::{events, queue, store};
 
 /// This crate's version, recorded in every manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

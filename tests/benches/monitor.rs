@@ -166,6 +166,7 @@ async fn capture(
             timestamp: lambdaml::capture::millis(at),
             model: "bench".into(),
             version: Some(version.to_string()),
+            role: None,
             protocol: "v2".into(),
             status: 200,
             latency_us: 300 + (r % 50) as u64,

@@ -4,4 +4,5 @@
 
 mod monitor;
 mod pipeline;
+mod rollout;
 mod score;

@@ -509,6 +509,7 @@ fn record(
         timestamp: lambdaml::capture::millis(at),
         model: "mixed".into(),
         version: Some(version.into()),
+        role: None,
         protocol: "v2".into(),
         status: 200,
         latency_us: 250,

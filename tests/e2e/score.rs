@@ -22,16 +22,16 @@ const BREAST_CANCER: &[u8] = include_bytes!("../../data/sklearn_breast_cancer.cs
 const BREAST_SPEC: &str = include_str!("../../examples/specs/breast_cancer.toml");
 const CORPUS: &str = include_str!("../corpus/score_bad_requests.json");
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    store: Arc<dyn ObjectStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
     breast: String,
-    mixed: Vec<String>,
+    pub(crate) mixed: Vec<String>,
 }
 
 /// Trains once per test binary (on its own runtime): breast cancer, and the mixed model
 /// twice (two versions, the first in production).
-fn fixture() -> &'static Fixture {
+pub(crate) fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         std::thread::spawn(|| {
@@ -82,7 +82,7 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-fn test_config() -> ScoreConfig {
+pub(crate) fn test_config() -> ScoreConfig {
     ScoreConfig {
         default_model: Some("mixed".into()),
         max_rows: 100,
@@ -92,24 +92,24 @@ fn test_config() -> ScoreConfig {
     }
 }
 
-fn state_with(store: Arc<dyn ObjectStore>, config: ScoreConfig) -> Arc<ScoreState> {
+pub(crate) fn state_with(store: Arc<dyn ObjectStore>, config: ScoreConfig) -> Arc<ScoreState> {
     ScoreState::new(store, config, Instant::now())
 }
 
-struct Answer {
-    status: u16,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: axum::http::HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     state: &Arc<ScoreState>,
     method: &str,
     path: &str,
@@ -141,7 +141,7 @@ async fn call(
     }
 }
 
-async fn post_json(state: &Arc<ScoreState>, path: &str, body: &Value) -> Answer {
+pub(crate) async fn post_json(state: &Arc<ScoreState>, path: &str, body: &Value) -> Answer {
     call(
         state,
         "POST",
@@ -525,7 +525,7 @@ async fn every_malformed_request_in_the_corpus_gets_its_4xx_naming_the_field() {
     );
 }
 
-async fn captures(store: &dyn ObjectStore, prefix: &str) -> Vec<CaptureRecord> {
+pub(crate) async fn captures(store: &dyn ObjectStore, prefix: &str) -> Vec<CaptureRecord> {
     let mut out = Vec::new();
     for meta in store.list_all(prefix).await.unwrap() {
         let bytes = store.get(&meta.key).await.unwrap().bytes;
@@ -538,7 +538,7 @@ async fn captures(store: &dyn ObjectStore, prefix: &str) -> Vec<CaptureRecord> {
 
 /// A store of its own holding the mixed model (registry and versions copied), so a test can
 /// count captures exactly or change the registry without disturbing the others.
-async fn own_store_with_mixed(f: &Fixture) -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
+pub(crate) async fn own_store_with_mixed(f: &Fixture) -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> =
         Arc::new(lambdaml::store::FileStore::open(dir.path()).unwrap());

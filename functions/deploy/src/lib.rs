@@ -3,25 +3,29 @@
 //! A newly evaluated version is promoted when there is no champion, or when it beats the
 //! champion on the spec's metric by at least `min_improvement` on the same holdout rows and
 //! no guardrail trips (no class's recall drops by more than `max_recall_drop`). With
-//! `manual_approval` a passing version waits for a person instead. Every decision is one
-//! compare-and-swap on the registry with its reason and metrics, and is announced on the
-//! deployments queue. A version already decided is left alone, so a redelivered message
-//! changes nothing. Rollback returns production to the previous (or a named) version.
+//! `manual_approval` a passing version waits for a person instead. With `[rollout] mode =
+//! "shadow"` (or `"canary"`) a passing version that has a champion to replace becomes the
+//! shadow (the canary, on the first step's weight) instead, and the monitor promotes or
+//! retires it from live evidence; a shadow already there is retired in its favour. Every
+//! decision is one compare-and-swap on the registry with its reason and metrics, and is
+//! announced as a registry event ([`lambdaml::events`]). A version already decided is left
+//! alone, so a redelivered message changes nothing. Rollback returns production to the
+//! previous (or a named) version; `shadow`, `canary` and `end_rollout` change the rollout
+//! roles by hand.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use lambdaml::evaluation::Evaluation;
+use lambdaml::events::Announcer;
 use lambdaml::layout;
 use lambdaml::message::{DeployRequest, Envelope};
 use lambdaml::metrics::higher_is_better;
 use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
-use lambdaml::registry::{
-    Action, HistoryEntry, Registry, RegistryError, RegistryStore, VersionStatus,
-};
+use lambdaml::registry::{Action, Registry, RegistryError, RegistryStore, Role, VersionStatus};
 use lambdaml::run::RunManifest;
-use lambdaml::spec::PromotionSection;
+use lambdaml::spec::{PromotionSection, RolloutMode, RolloutSection};
 use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{JsonError, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
@@ -31,7 +35,7 @@ use tracing::{info, instrument};
 #[derive(Clone)]
 pub struct Deploy {
     store: Arc<dyn ObjectStore>,
-    deployments: Arc<dyn Queue>,
+    announcer: Announcer,
 }
 
 impl std::fmt::Debug for Deploy {
@@ -52,6 +56,10 @@ pub enum Verdict {
     Pending,
     /// Refused.
     Reject,
+    /// Passed; scores a copy of the traffic as the shadow until the monitor decides.
+    Shadow,
+    /// Passed; answers a share of the traffic as the canary until the monitor decides.
+    Canary,
 }
 
 /// A decision and its reason.
@@ -69,29 +77,6 @@ pub struct Decision {
     pub production: Option<String>,
     /// False when the version had been decided already (a redelivery).
     pub changed: bool,
-}
-
-/// Announced on the deployments queue after every change of production.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeploymentEvent {
-    /// `promote`, `rollback`, `reject` or `pending`.
-    pub action: String,
-    /// The model.
-    pub model: String,
-    /// The version concerned.
-    pub version: String,
-    /// The production version before.
-    pub previous: Option<String>,
-    /// Who or what decided.
-    pub actor: String,
-    /// Why.
-    pub reason: String,
-    /// RFC 3339 time.
-    pub at: String,
-    /// The same for every delivery of one decision (`model/version/action/at`): a decision is
-    /// announced again when its message is redelivered, and readers drop what they have seen.
-    #[serde(default)]
-    pub event_id: String,
 }
 
 /// Applies a promotion rule to an evaluation. Pure: the registry is not touched.
@@ -162,32 +147,20 @@ pub fn apply_rule(rule: &PromotionSection, evaluation: &Evaluation) -> (Verdict,
 impl Deploy {
     /// A handler over `store`, announcing on `deployments`.
     pub fn new(store: Arc<dyn ObjectStore>, deployments: Arc<dyn Queue>) -> Self {
-        Deploy { store, deployments }
-    }
-
-    /// Announces the registry's latest change.
-    async fn announce(&self, registry: &Registry) -> Result<(), StageError> {
-        match registry.history.last() {
-            Some(last) => self.announce_entry(&registry.model, last).await,
-            None => Ok(()),
+        Deploy {
+            store,
+            announcer: Announcer::new(Some(deployments), None),
         }
     }
 
-    async fn announce_entry(&self, model: &str, entry: &HistoryEntry) -> Result<(), StageError> {
-        let action = format!("{:?}", entry.action).to_lowercase();
-        let event = DeploymentEvent {
-            event_id: format!("{model}/{}/{action}/{}", entry.version, entry.at),
-            action,
-            model: model.to_string(),
-            version: entry.version.clone(),
-            previous: entry.previous.clone(),
-            actor: entry.actor.clone(),
-            reason: entry.reason.clone(),
-            at: entry.at.clone(),
-        };
-        self.deployments
-            .send(&serde_json::to_string(&event).map_err(StageError::invalid)?)
-            .await?;
+    /// A handler over `store`, announcing with `announcer`.
+    pub fn with_announcer(store: Arc<dyn ObjectStore>, announcer: Announcer) -> Self {
+        Deploy { store, announcer }
+    }
+
+    /// Announces the changes `registry.history[from..]`.
+    async fn announce_since(&self, registry: &Registry, from: usize) -> Result<(), StageError> {
+        self.announcer.announce_since(registry, from).await?;
         Ok(())
     }
 
@@ -205,11 +178,12 @@ impl Deploy {
             })
     }
 
-    /// The promotion rule of the spec run `run_id` trained with (a direct request carries
-    /// none).
-    async fn promotion(&self, run_id: &str) -> Result<PromotionSection, StageError> {
+    /// The promotion rule and rollout of the spec run `run_id` trained with (a direct
+    /// request carries neither).
+    async fn rules(&self, run_id: &str) -> Result<(PromotionSection, RolloutSection), StageError> {
         let run = RunManifest::read(self.store.as_ref(), run_id).await?;
-        Ok(run.spec(self.store.as_ref()).await?.promotion)
+        let spec = run.spec(self.store.as_ref()).await?;
+        Ok((spec.promotion, spec.rollout))
     }
 
     /// Decides on one evaluated version. See the crate docs.
@@ -228,14 +202,16 @@ impl Deploy {
                 .as_ref()
                 .map(|c| Some(c.version.clone())),
         };
-        let promotion = match &request.promotion {
-            Some(p) => p.clone(),
-            None => self.promotion(&evaluation.run_id).await?,
+        let (promotion, rollout) = match &request.promotion {
+            Some(p) => (p.clone(), request.rollout.clone().unwrap_or_default()),
+            None => self.rules(&evaluation.run_id).await?,
         };
         let (rule_verdict, rule_reason) = apply_rule(&promotion, &evaluation);
         let registry = RegistryStore::new(self.store.clone());
+        let mut start = 0;
         let (after, changed) = registry
             .update(&model, |r| {
+                start = r.history.len();
                 let status = r.versions.get(&version).map(|v| v.status).ok_or_else(|| {
                     RegistryError::UnknownVersion {
                         model: model.clone(),
@@ -260,10 +236,33 @@ impl Deploy {
                     ),
                     _ => (rule_verdict, rule_reason.clone()),
                 };
-                match verdict {
-                    Verdict::Promote => r.promote(&version, "deploy", &reason)?,
-                    Verdict::Pending => r.mark_pending(&version, "deploy", &reason)?,
-                    Verdict::Reject => r.reject(&version, "deploy", &reason)?,
+                // A version with a champion to replace reaches traffic as the spec's rollout
+                // says; the first version of a model has nothing to be compared with live.
+                let role = match (verdict, rollout.mode, &r.production) {
+                    (Verdict::Promote, RolloutMode::Shadow, Some(_)) => Some(Role::Shadow),
+                    (Verdict::Promote, RolloutMode::Canary, Some(_)) => Some(Role::Canary),
+                    _ => None,
+                };
+                match (verdict, role) {
+                    (Verdict::Promote, Some(role)) => {
+                        let weight = match role {
+                            Role::Shadow => rollout.shadow_share,
+                            Role::Canary => rollout.first_step(),
+                        };
+                        r.start_rollout(
+                            role,
+                            &version,
+                            weight,
+                            true,
+                            "deploy",
+                            &format!(
+                                "{reason}; enters as the {role} on {weight} of the traffic until the monitor decides from live evidence"
+                            ),
+                        )?;
+                    }
+                    (Verdict::Promote, None) => r.promote(&version, "deploy", &reason)?,
+                    (Verdict::Pending, _) => r.mark_pending(&version, "deploy", &reason)?,
+                    (_, _) => r.reject(&version, "deploy", &reason)?,
                 }
                 Ok(true)
             })
@@ -275,14 +274,18 @@ impl Deploy {
         let last = after
             .history
             .iter()
-            .rev()
-            .find(|h| h.version == version && h.actor == "deploy");
-        if let Some(entry) = last {
-            self.announce_entry(&model, entry).await?;
+            .rposition(|h| h.version == version && h.actor == "deploy");
+        if changed {
+            self.announce_since(&after, start).await?;
+        } else if let Some(i) = last {
+            self.announce_since(&after, i).await?;
         }
+        let last = last.map(|i| &after.history[i]);
         let verdict = match last.map(|h| h.action) {
             Some(Action::Promote) => Verdict::Promote,
             Some(Action::Pending) => Verdict::Pending,
+            Some(Action::Shadow) => Verdict::Shadow,
+            Some(Action::Canary) => Verdict::Canary,
             _ => Verdict::Reject,
         };
         let reason = last.map(|h| h.reason.clone()).unwrap_or_default();
@@ -313,8 +316,10 @@ impl Deploy {
                 .ok_or_else(|| StageError::permanent("a version is required"))
         };
         registry.get(model).await.map_err(StageError::from)?;
+        let mut start = 0;
         let (after, ()) = registry
             .update(model, |r| {
+                start = r.history.len();
                 match action {
                     Action::Promote => r.promote(
                         &need(version).map_err(|e| RegistryError::Invalid(e.to_string()))?,
@@ -333,31 +338,107 @@ impl Deploy {
                     Action::Rollback => {
                         r.rollback(version, actor, reason)?;
                     }
-                    Action::Register => {
-                        return Err(RegistryError::Invalid(
-                            "register happens on evaluation".into(),
-                        ));
+                    Action::Register
+                    | Action::Shadow
+                    | Action::Canary
+                    | Action::Retire => {
+                        return Err(RegistryError::Invalid(format!(
+                            "{action:?} is not a manual production change (register happens on evaluation; use rollout and end_rollout for roles)"
+                        ).to_lowercase()));
                     }
                 }
                 Ok(())
             })
             .await
             .map_err(StageError::from)?;
-        self.announce(&after).await?;
+        self.announce_since(&after, start).await?;
+        Ok(after)
+    }
+
+    /// Puts `version` in `role` on `weight` of the traffic by hand. Refused (nothing
+    /// changed) when another version holds the role, or the version is unknown, rejected
+    /// or in production.
+    pub async fn rollout(
+        &self,
+        model: &str,
+        role: Role,
+        version: &str,
+        weight: f64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Registry, StageError> {
+        let registry = RegistryStore::new(self.store.clone());
+        registry.get(model).await.map_err(StageError::from)?;
+        let mut start = 0;
+        let (after, ()) = registry
+            .update(model, |r| {
+                start = r.history.len();
+                if r.production.is_none() {
+                    return Err(RegistryError::Invalid(format!(
+                        "model {model} has no production version to compare a {role} with; promote one first"
+                    )));
+                }
+                match (role, r.canary.as_ref()) {
+                    // The canary's own version: a new weight is a step.
+                    (Role::Canary, Some(c)) if c.version == version => {
+                        r.step_canary(weight, actor, reason)
+                    }
+                    _ => r.start_rollout(role, version, weight, false, actor, reason),
+                }
+            })
+            .await
+            .map_err(StageError::from)?;
+        self.announce_since(&after, start).await?;
+        Ok(after)
+    }
+
+    /// Ends the rollout in `role` (or every rollout): the versions are retired, production
+    /// serves alone.
+    pub async fn end_rollout(
+        &self,
+        model: &str,
+        role: Option<Role>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Registry, StageError> {
+        let registry = RegistryStore::new(self.store.clone());
+        registry.get(model).await.map_err(StageError::from)?;
+        let mut start = 0;
+        let (after, _) = registry
+            .update(model, |r| {
+                start = r.history.len();
+                r.end_rollout(role, actor, reason)
+            })
+            .await
+            .map_err(StageError::from)?;
+        self.announce_since(&after, start).await?;
         Ok(after)
     }
 }
 
-/// The direct form: a deploy request, or a rollback.
+/// The direct form of a registry change: `rollback`, `shadow`, `canary` or `end_rollout`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Rollback {
+struct DirectChange {
     action: String,
     model: String,
+    /// Rollback's target.
     #[serde(default)]
     to: Option<String>,
+    /// The version put in a role.
+    #[serde(default)]
+    version: Option<String>,
+    /// A shadow's share or a canary's weight.
+    #[serde(default)]
+    weight: Option<f64>,
+    /// The role `end_rollout` ends (default: every one).
+    #[serde(default)]
+    role: Option<Role>,
     #[serde(default)]
     reason: Option<String>,
+    /// Who asked (default `invoke`).
+    #[serde(default)]
+    actor: Option<String>,
 }
 
 #[async_trait]
@@ -375,12 +456,13 @@ impl Handler for Deploy {
         self.deploy(&request).await
     }
 
-    /// `{"action": "rollback", "model", "to"?, "reason"?}` rolls back.
+    /// `{"action": "rollback" | "shadow" | "canary" | "end_rollout", "model", …}` changes
+    /// the registry by hand (see [`direct_change`]).
     async fn direct_action(
         &self,
         payload: &serde_json::Value,
     ) -> Option<Result<serde_json::Value, StageError>> {
-        direct_rollback(self, payload).await
+        direct_change(self, payload).await
     }
 }
 
@@ -388,42 +470,93 @@ impl Wire for Deploy {
     const FUNCTION: Function = Function::Deploy;
     /// Announces every registry change on the deployments queue.
     fn wire(wired: &Wired) -> Result<Self, NoQueue> {
-        Ok(Deploy::new(wired.store.clone(), wired.next()?))
+        wired.next()?;
+        Ok(Deploy::with_announcer(
+            wired.store.clone(),
+            wired.announcer(),
+        ))
     }
 }
 
-/// Handles a direct rollback payload `{"action": "rollback", "model", "to"?, "reason"?}`;
-/// `None` when the payload is not a rollback.
-pub async fn direct_rollback(
+/// The actions [`direct_change`] takes.
+pub const DIRECT_ACTIONS: [&str; 4] = ["rollback", "shadow", "canary", "end_rollout"];
+
+/// Handles a direct registry change: `{"action": "rollback", "model", "to"?}`,
+/// `{"action": "shadow", "model", "version", "weight"?}` (weight: the share of requests it
+/// scores, default 1), `{"action": "canary", "model", "version", "weight"}` (a new weight
+/// for the canary's own version is a step), `{"action": "end_rollout", "model", "role"?}`;
+/// each with `"reason"?` and `"actor"?`. `None` when the payload is none of these.
+pub async fn direct_change(
     deploy: &Deploy,
     payload: &serde_json::Value,
 ) -> Option<Result<serde_json::Value, StageError>> {
-    if payload.get("action").and_then(|a| a.as_str()) != Some("rollback") {
+    let action = payload.get("action").and_then(|a| a.as_str())?;
+    if !DIRECT_ACTIONS.contains(&action) {
         return None;
     }
-    let request: Rollback = match serde_json::from_value(payload.clone()) {
+    let request: DirectChange = match serde_json::from_value(payload.clone()) {
         Ok(r) => r,
         Err(e) => {
             return Some(Err(StageError::permanent(format!(
-                "invalid rollback request: {e}"
+                "invalid {action} request: {e}"
             ))));
         }
     };
-    let _ = &request.action;
+    Some(apply_direct(deploy, request).await)
+}
+
+async fn apply_direct(
+    deploy: &Deploy,
+    request: DirectChange,
+) -> Result<serde_json::Value, StageError> {
+    let actor = request.actor.clone().unwrap_or_else(|| "invoke".into());
     let reason = request
         .reason
         .clone()
-        .unwrap_or_else(|| "rollback requested".into());
-    Some(
-        deploy
-            .manual(
-                Action::Rollback,
-                &request.model,
-                request.to.as_deref(),
-                "invoke",
-                &reason,
-            )
-            .await
-            .map(|r| serde_json::json!({"model": r.model, "production": r.production})),
-    )
+        .unwrap_or_else(|| format!("{} requested", request.action));
+    let model = request.model.as_str();
+    let version = || {
+        request
+            .version
+            .clone()
+            .ok_or_else(|| StageError::permanent(format!("{} needs a \"version\"", request.action)))
+    };
+    let after = match request.action.as_str() {
+        "rollback" => {
+            deploy
+                .manual(
+                    Action::Rollback,
+                    model,
+                    request.to.as_deref(),
+                    &actor,
+                    &reason,
+                )
+                .await?
+        }
+        "shadow" => {
+            let weight = request.weight.unwrap_or(1.0);
+            deploy
+                .rollout(model, Role::Shadow, &version()?, weight, &actor, &reason)
+                .await?
+        }
+        "canary" => {
+            let weight = request.weight.ok_or_else(|| {
+                StageError::permanent("canary needs a \"weight\" in (0, 1), e.g. 0.1")
+            })?;
+            deploy
+                .rollout(model, Role::Canary, &version()?, weight, &actor, &reason)
+                .await?
+        }
+        _ => {
+            deploy
+                .end_rollout(model, request.role, &actor, &reason)
+                .await?
+        }
+    };
+    Ok(serde_json::json!({
+        "model": after.model,
+        "production": after.production,
+        "shadow": after.shadow,
+        "canary": after.canary,
+    }))
 }

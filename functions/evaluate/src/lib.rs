@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lambdaml::baseline::{Baseline, FeatureReference, PredictionBaseline};
 use lambdaml::dataset::read_parquet;
+use lambdaml::events::{Announcer, RegistryEvent};
 use lambdaml::features::LabelEncoding;
 use lambdaml::layout;
 use lambdaml::matrix::Matrix;
@@ -23,9 +24,9 @@ use lambdaml::metrics::{self, Metrics};
 use lambdaml::model::{Model, ModelManifest};
 use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
-use lambdaml::registry::{RegistryStore, VersionEntry, VersionStatus};
+use lambdaml::registry::{Action, RegistryStore, VersionEntry, VersionStatus};
 use lambdaml::run::{RunManifest, Split};
-use lambdaml::spec::{PromotionSection, TaskKind};
+use lambdaml::spec::{PromotionSection, RolloutSection, TaskKind};
 use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{
     JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
@@ -37,6 +38,7 @@ use tracing::{info, instrument, warn};
 pub struct Evaluate {
     store: Arc<dyn ObjectStore>,
     deploy: Arc<dyn Queue>,
+    announcer: Announcer,
 }
 
 impl std::fmt::Debug for Evaluate {
@@ -93,7 +95,11 @@ pub fn score_with_outputs(
 impl Evaluate {
     /// A handler over `store`, sending to `deploy`.
     pub fn new(store: Arc<dyn ObjectStore>, deploy: Arc<dyn Queue>) -> Self {
-        Evaluate { store, deploy }
+        Evaluate {
+            store,
+            deploy,
+            announcer: Announcer::default(),
+        }
     }
 
     /// Loads a version's manifest and model.
@@ -149,12 +155,23 @@ impl Evaluate {
             metrics: scalar_metrics(&evaluation.metrics),
             registered_at: lambdaml::now_rfc3339(),
         };
-        RegistryStore::new(self.store.clone())
+        let (registry, _) = RegistryStore::new(self.store.clone())
             .update(model, |r| Ok(r.register(entry.clone(), "evaluate")))
             .await?;
-        // Deploy gets what it decides with: the evaluation (when small) and the rule.
+        // Announced on every delivery (one event id), like deploy's decisions.
+        if let Some(i) = registry
+            .history
+            .iter()
+            .position(|h| h.action == Action::Register && &h.version == version)
+            && let Some(event) = RegistryEvent::of(&registry, i)
+        {
+            self.announcer.announce(&[event]).await?;
+        }
+        // Deploy gets what it decides with: the evaluation (when small) and the rules.
         let mut request = DeployRequest::new(model.clone(), version.clone());
-        request.promotion = Some(self.promotion(&manifest.run_id).await?);
+        let (promotion, rollout) = self.rules(&manifest.run_id).await?;
+        request.promotion = Some(promotion);
+        request.rollout = Some(rollout);
         if serde_json::to_vec(&evaluation).map_or(0, |j| j.len())
             <= DeployRequest::MAX_EVALUATION_BYTES
         {
@@ -169,10 +186,11 @@ impl Evaluate {
         Ok(evaluation)
     }
 
-    /// The promotion rule of the spec run `run_id` trained with.
-    async fn promotion(&self, run_id: &str) -> Result<PromotionSection, StageError> {
+    /// The promotion rule and rollout of the spec run `run_id` trained with.
+    async fn rules(&self, run_id: &str) -> Result<(PromotionSection, RolloutSection), StageError> {
         let run = RunManifest::read(self.store.as_ref(), run_id).await?;
-        Ok(run.spec(self.store.as_ref()).await?.promotion)
+        let spec = run.spec(self.store.as_ref()).await?;
+        Ok((spec.promotion, spec.rollout))
     }
 
     async fn build(
@@ -379,6 +397,8 @@ impl Handler for Evaluate {
 impl Wire for Evaluate {
     const FUNCTION: Function = Function::Evaluate;
     fn wire(wired: &Wired) -> Result<Self, NoQueue> {
-        Ok(Evaluate::new(wired.store.clone(), wired.next()?))
+        let mut evaluate = Evaluate::new(wired.store.clone(), wired.next()?);
+        evaluate.announcer = wired.announcer();
+        Ok(evaluate)
     }
 }

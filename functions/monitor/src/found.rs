@@ -25,6 +25,10 @@ pub(crate) struct Found {
     pub spec_changed: bool,
     /// Every version the registry knows.
     pub versions: HashSet<String>,
+    /// The registry as the run began (its rollout roles).
+    pub registry: lambdaml::registry::Registry,
+    /// The classes of the rollout's candidate, in its output order (classification).
+    pub candidate_classes: Option<Vec<String>>,
 }
 
 /// Where each baseline feature sits in a version's capture rows (its pipeline's input order).
@@ -93,6 +97,7 @@ impl Monitor {
                     let mut spec = trained.clone();
                     spec.monitor = live.monitor;
                     spec.retrain = live.retrain;
+                    spec.rollout = live.rollout;
                     (spec, changed)
                 }
                 Err(e) => {
@@ -103,12 +108,39 @@ impl Monitor {
             Err(StoreError::NotFound(_)) => (trained, false),
             Err(e) => return Err(e.into()),
         };
+        // A shadow or canary may order (or name) its classes differently: its outputs are
+        // compared by class name.
+        let candidate = [
+            lambdaml::registry::Role::Shadow,
+            lambdaml::registry::Role::Canary,
+        ]
+        .into_iter()
+        .find_map(|r| registry.slot(r).map(|s| s.version.clone()));
+        let candidate_classes = match candidate {
+            Some(v) => match self
+                .store
+                .get_json::<ModelManifest>(&layout::model_manifest(model, &v)?)
+                .await
+            {
+                Ok(m) => match m.pipeline.label {
+                    lambdaml::features::LabelEncoding::Classes { classes, .. } => Some(classes),
+                    lambdaml::features::LabelEncoding::Regression { .. } => None,
+                },
+                Err(e) => {
+                    warn!(%model, version = %v, error = %e, "the rollout's candidate has no readable manifest");
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(Found {
+            candidate_classes,
             manifest,
             baseline,
             spec,
             spec_changed,
             versions: registry.versions.keys().cloned().collect(),
+            registry,
         })
     }
 

@@ -238,6 +238,7 @@ pub fn render(r: &Report) -> String {
     data_drift(&mut s, r);
     prediction_drift(&mut s, r);
     performance(&mut s, r);
+    rollout(&mut s, r);
     data_quality(&mut s, r);
     processing(&mut s, r);
     input(&mut s, r);
@@ -421,6 +422,69 @@ fn performance(s: &mut String, r: &Report) {
 }
 
 /// Data quality: missing, out-of-range, invalid and unseen values per feature.
+/// Production against its shadow or canary, and the decision.
+fn rollout(s: &mut String, r: &Report) {
+    let Some(ro) = &r.rollout else {
+        return;
+    };
+    let _ = write!(
+        s,
+        "<h2>Rollout: {} {}</h2><p>Decision: <b>{}</b>{} — {}</p><table><tr><th></th><th>version</th><th>requests</th><th>rows</th><th>errors</th><th>labelled</th><th>metric</th><th>interval</th><th>latency p50 / p95 ms</th></tr>",
+        esc(&ro.role),
+        esc(&ro.candidate.version),
+        esc(&ro.decision),
+        if ro.applied { " (applied)" } else { "" },
+        esc(&ro.detail)
+    );
+    for (name, side) in [
+        ("production", &ro.production),
+        (ro.role.as_str(), &ro.candidate),
+    ] {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({:.2} %)</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td></tr>",
+            esc(name),
+            esc(&side.version),
+            side.requests,
+            side.rows,
+            side.errors,
+            100.0 * side.error_rate,
+            side.labelled,
+            num(side.metric),
+            side.interval
+                .map_or("—".into(), |[lo, hi]| format!("[{lo:.4}, {hi:.4}]")),
+            num(side.latency_p50_ms),
+            num(side.latency_p95_ms)
+        );
+    }
+    s.push_str("</table>");
+    let a = &ro.agreement;
+    let _ = write!(
+        s,
+        "<p>Paired rows {} · label agreement {} · prediction drift ({}) {}: <b>{}</b> · weight {} · requests skipped by the shadow {}</p>",
+        a.paired_rows,
+        num(a.label_agreement),
+        esc(&a.drift_method),
+        num(a.drift_score),
+        if a.drifted { "drifted" } else { "no drift" },
+        ro.weight,
+        ro.skipped_requests
+    );
+    if let Some(c) = &ro.comparison {
+        let _ = write!(
+            s,
+            "<p>{}: improvement {:+.4}, {:.0} % interval [{:+.4}, {:+.4}] on {} rows ({} bootstrap resamples).</p>",
+            esc(&c.metric),
+            c.improvement,
+            100.0 * c.confidence,
+            c.interval[0],
+            c.interval[1],
+            c.rows,
+            c.resamples
+        );
+    }
+}
+
 fn data_quality(s: &mut String, r: &Report) {
     let q = &r.data_quality;
     let _ = write!(

@@ -19,6 +19,7 @@ mod found;
 pub mod html;
 mod interval;
 mod retrain;
+mod rollout;
 mod scan;
 mod verdict;
 pub mod window;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
+use lambdaml::events::Announcer;
 use lambdaml::layout;
 use lambdaml::pipeline::Wired;
 use lambdaml::queue::Queue;
@@ -137,6 +139,7 @@ pub struct Monitor {
     store: Arc<dyn ObjectStore>,
     ingest: Option<Arc<dyn Queue>>,
     config: MonitorConfig,
+    announcer: Announcer,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -155,13 +158,16 @@ impl Monitor {
             store,
             ingest,
             config: MonitorConfig::default(),
+            announcer: Announcer::default(),
         }
     }
 
     /// The handler over its function's wiring: retrains go to the queue the pipeline table
-    /// names ([`lambdaml::pipeline`]).
+    /// names ([`lambdaml::pipeline`]); rollout decisions are announced as registry events.
     pub fn from_wiring(wired: &Wired) -> Self {
-        Self::new(wired.store.clone(), wired.next_queue())
+        let mut monitor = Self::new(wired.store.clone(), wired.next_queue());
+        monitor.announcer = wired.announcer();
+        monitor
     }
 
     /// The same handler with other limits.
@@ -195,6 +201,7 @@ impl Monitor {
             classes,
             labelled_csv,
             labelled_rows,
+            rollout,
         } = scanned;
         let baseline = &found.baseline;
         let labelled = std::mem::take(&mut acc.labelled);
@@ -215,8 +222,39 @@ impl Monitor {
             window_ms,
         );
         timings.lap("analysis");
-        let notes = verdict::notes(&interval, &captures, &feedback, &data_drift);
+        let mut notes = verdict::notes(&interval, &captures, &feedback, &data_drift);
         let verdict = verdict::verdict(&found, &data_drift, &performance);
+        let rollout = match rollout {
+            Some(acc) => {
+                let (role, candidate) = (acc.role(), acc.candidate().to_string());
+                let mut section = acc.finish(
+                    &found.spec.rollout,
+                    found.spec.rollout_metric(),
+                    classes.as_deref(),
+                );
+                self.apply_rollout(&found, role, &candidate, &mut section, request.retrain)
+                    .await?;
+                if section.skipped_requests > 0 {
+                    notes.push(format!(
+                        "{} requests were scored by production only: they lack features the shadow takes",
+                        section.skipped_requests
+                    ));
+                }
+                Some(section)
+            }
+            None => None,
+        };
+        let rollout_hold = rollout.as_ref().and_then(|r| match r.decision.as_str() {
+            "end" if r.applied => None,
+            "promote" if r.applied => Some(format!(
+                "the {} {} was promoted by this run: it is the fresher version",
+                r.role, r.candidate.version
+            )),
+            _ => Some(format!(
+                "a rollout is in progress ({} {}): it is decided before another version is trained",
+                r.role, r.candidate.version
+            )),
+        });
 
         let Interval { from, to, at } = interval;
         let stamp = at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
@@ -236,6 +274,7 @@ impl Monitor {
                 run_prefix: &run_prefix,
                 labelled_path: labelled_csv.path(),
                 labelled_rows,
+                rollout_hold: rollout_hold.as_deref(),
             })
             .await?;
 
@@ -259,6 +298,7 @@ impl Monitor {
             processing,
             verdict,
             retrain,
+            rollout,
             notes,
             timings_ms: timings.into_map(),
         };
@@ -276,6 +316,65 @@ impl Monitor {
             html_key: html_key.to_string(),
             emf,
         })
+    }
+
+    /// Applies a rollout decision (`promote`, `step`, `end`) as one compare-and-swap, unless
+    /// the run is report-only or the registry's rollout changed since the run began; then
+    /// announces it.
+    async fn apply_rollout(
+        &self,
+        found: &found::Found,
+        role: lambdaml::registry::Role,
+        candidate: &str,
+        section: &mut report::RolloutReport,
+        allowed: bool,
+    ) -> Result<(), StageError> {
+        if section.decision == "wait" {
+            return Ok(());
+        }
+        if !allowed {
+            section
+                .detail
+                .push_str(" (not applied: the request asked for a report only)");
+            return Ok(());
+        }
+        let model = found.manifest.model.as_str();
+        let before = found.registry.slot(role).cloned();
+        let production = found.registry.production.clone();
+        let (decision, detail, next) = (
+            section.decision.clone(),
+            section.detail.clone(),
+            section.next_weight,
+        );
+        let mut start = 0;
+        let (after, applied) = RegistryStore::new(self.store.clone())
+            .update(model, |r| {
+                start = r.history.len();
+                // Decided on what the run saw: a person may have changed it meanwhile.
+                if r.slot(role) != before.as_ref() || r.production != production {
+                    return Ok(false);
+                }
+                match (decision.as_str(), next) {
+                    ("promote", _) => r.promote(candidate, "monitor", &detail)?,
+                    ("step", Some(w)) => r.step_canary(w, "monitor", &detail)?,
+                    _ => {
+                        r.retire(role, "monitor", &detail)?;
+                    }
+                }
+                Ok(true)
+            })
+            .await
+            .map_err(StageError::from)?;
+        section.applied = applied;
+        if applied {
+            self.announcer.announce_since(&after, start).await?;
+            info!(%model, %candidate, %role, decision = %section.decision, "rollout decided");
+        } else {
+            section
+                .detail
+                .push_str(" (not applied: the registry's rollout changed during the run)");
+        }
+        Ok(())
     }
 
     /// The newest report of `model`: (key, report).

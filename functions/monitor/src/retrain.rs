@@ -33,6 +33,9 @@ pub(crate) struct Breach<'a> {
     /// The window's labelled rows, as CSV, and how many.
     pub labelled_path: &'a Path,
     pub labelled_rows: u64,
+    /// Why a rollout holds retraining back this run (one in progress, or one that just
+    /// put a fresher version in production), if it does.
+    pub rollout_hold: Option<&'a str>,
 }
 
 /// The retrain bookkeeping: `monitoring/<model>/retrain-state.json`.
@@ -206,6 +209,9 @@ impl Monitor {
                 "dry_run",
                 "the request asked for a report only".into(),
             ));
+        }
+        if let Some(hold) = breach.rollout_hold {
+            return Ok(decision("suppressed", hold.to_string()));
         }
         let Some(queue) = &self.ingest else {
             return Ok(decision("dry_run", "no ingest queue configured".into()));

@@ -18,6 +18,7 @@ use tempfile::NamedTempFile;
 use crate::found::{Found, input_map};
 use crate::interval::Interval;
 use crate::report::{CaptureSummary, FeedbackSummary};
+use crate::rollout::RolloutAcc;
 use crate::window::{Labelled, Line, Val, VersionMaps, WindowAcc};
 use crate::{Monitor, MonitorConfig};
 
@@ -57,6 +58,8 @@ pub(crate) struct Scanned {
     /// The labelled rows as CSV (features, then the label), for a retrain.
     pub labelled_csv: NamedTempFile,
     pub labelled_rows: u64,
+    /// The rollout's accumulator, when one is in progress.
+    pub rollout: Option<RolloutAcc>,
 }
 
 /// The fold over a window's records.
@@ -72,6 +75,7 @@ struct Scan<'f> {
     captures: CaptureSummary,
     window_ms: (i64, i64),
     labelled_file: NamedTempFile,
+    rollout: Option<RolloutAcc>,
 }
 
 impl Monitor {
@@ -211,6 +215,11 @@ impl<'f> Scan<'f> {
             .max(1);
         let acc = WindowAcc::new(baseline, types, sample_rows);
         let classes = acc.classes().map(<[String]>::to_vec);
+        let rollout = RolloutAcc::new(
+            &found.registry,
+            classes.as_deref(),
+            found.candidate_classes.as_deref(),
+        );
         let mut maps: VersionMaps = HashMap::new();
         maps.insert(
             found.manifest.version.clone(),
@@ -242,6 +251,7 @@ impl<'f> Scan<'f> {
                 interval.to.timestamp_millis(),
             ),
             labelled_file: file,
+            rollout,
         })
     }
 
@@ -268,6 +278,22 @@ impl<'f> Scan<'f> {
             return Ok(());
         }
         self.captures.records_in_window += 1;
+        if let Some(rollout) = &mut self.rollout {
+            let (labels, classes) = (&self.labels.by_row, &self.classes);
+            rollout.fold(&record, |id, r| {
+                let label = labels.get(&(id.to_string(), r))?;
+                match classes {
+                    Some(c) => c.iter().position(|x| x == label).map(|i| i as f64),
+                    None => label.parse::<f64>().ok().filter(|x| x.is_finite()),
+                }
+            });
+        }
+        // A shadow's copies are compared in the rollout section alone: production's
+        // traffic is what the rest of the report describes.
+        if record.role == Some(lambdaml::registry::Role::Shadow) {
+            self.captures.shadow_records += 1;
+            return Ok(());
+        }
         self.acc.request(&record);
         if record.status >= 400 {
             return Ok(());
@@ -363,6 +389,7 @@ impl<'f> Scan<'f> {
             classes: self.classes,
             labelled_csv: self.labelled_file,
             labelled_rows: self.labelled_rows,
+            rollout: self.rollout,
         })
     }
 }

@@ -24,6 +24,9 @@ pub struct Line<'a> {
     /// The model version that answered.
     #[serde(default, borrow)]
     pub version: Option<Cow<'a, str>>,
+    /// Its rollout role (`shadow`, `canary`); absent for production.
+    #[serde(default)]
+    pub role: Option<lambdaml::registry::Role>,
     /// HTTP status.
     pub status: u16,
     /// Latency in microseconds.

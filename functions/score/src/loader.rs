@@ -8,6 +8,10 @@
 //! so a promotion takes effect within the interval without a redeploy. One request at a
 //! time refreshes; the others keep using the version they have. When the store cannot be
 //! reached, the last known version keeps serving and the failure is logged.
+//!
+//! The registry's rollout roles are resolved with production ([`Serving`]): the shadow and
+//! the canary version, with their weights, change within the same interval. A role whose
+//! version cannot be loaded is left out (and logged): production keeps serving.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 use lambdaml::features::LabelEncoding;
 use lambdaml::layout;
 use lambdaml::model::{DenseModel, ModelManifest};
-use lambdaml::registry::RegistryStore;
+use lambdaml::registry::{RegistryStore, Role};
 use lambdaml::store::{ObjectKey, ObjectStore, StoreError};
 
 use crate::error::ApiError;
@@ -112,8 +116,75 @@ pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// What a model serves: its production version and the versions in rollout roles.
+#[derive(Debug)]
+pub struct Serving {
+    /// The production version.
+    pub production: Arc<LoadedModel>,
+    /// The shadow and the share of requests it scores.
+    pub shadow: Option<(Arc<LoadedModel>, f64)>,
+    /// The canary and the share of requests it answers.
+    pub canary: Option<(Arc<LoadedModel>, f64)>,
+}
+
+/// A stable number in [0, 1) for `key` (FNV-1a, then a 64-bit mix): the same key always
+/// lands on the same side of a weight, in every process.
+pub fn key_fraction(salt: &str, key: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.bytes().chain([0u8]).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64's finaliser spreads FNV's low-entropy high bits.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Serving {
+    /// The version that answers a request: the canary for its weight's share (by `key`
+    /// when the caller sent one, so a caller sticks to one version; at random otherwise),
+    /// production for the rest. True when it is the canary.
+    pub fn answerer(&self, key: Option<&str>) -> (&Arc<LoadedModel>, bool) {
+        if let Some((canary, weight)) = &self.canary {
+            let u = match key {
+                Some(k) => key_fraction(&canary.name, k),
+                None => rand::random::<f64>(),
+            };
+            if u < *weight {
+                return (canary, true);
+            }
+        }
+        (&self.production, false)
+    }
+
+    /// The shadow, when this request is in its share.
+    pub fn shadow_for(&self, key: Option<&str>) -> Option<&Arc<LoadedModel>> {
+        let (shadow, share) = self.shadow.as_ref()?;
+        if *share >= 1.0 {
+            return Some(shadow);
+        }
+        let u = match key {
+            Some(k) => key_fraction("shadow", k),
+            None => rand::random::<f64>(),
+        };
+        (u < *share).then_some(shadow)
+    }
+
+    /// The widest input of the versions that may answer (a JSON body's parse budget).
+    pub fn width(&self) -> usize {
+        self.canary
+            .as_ref()
+            .map_or(0, |(c, _)| c.width())
+            .max(self.production.width())
+    }
+}
+
 struct Pointer {
-    model: Option<Arc<LoadedModel>>,
+    model: Option<Arc<Serving>>,
     etag: String,
     checked: Instant,
 }
@@ -176,14 +247,18 @@ impl ModelCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out: Vec<(String, String)> = map
             .iter()
-            .filter_map(|(m, p)| p.model.as_ref().map(|l| (m.clone(), l.version.clone())))
+            .filter_map(|(m, p)| {
+                p.model
+                    .as_ref()
+                    .map(|l| (m.clone(), l.production.version.clone()))
+            })
             .collect();
         out.sort();
         out
     }
 
     /// The cached pointer: fresh, stale (with the etag to check), or none.
-    fn cached_pointer(&self, model: &str) -> Option<(Option<Arc<LoadedModel>>, Option<String>)> {
+    fn cached_pointer(&self, model: &str) -> Option<(Option<Arc<Serving>>, Option<String>)> {
         let map = self
             .production
             .read()
@@ -196,6 +271,11 @@ impl ModelCache {
 
     /// The production version of `model`.
     pub async fn production(&self, model: &str) -> Result<Arc<LoadedModel>, ApiError> {
+        Ok(self.serving(model).await?.production.clone())
+    }
+
+    /// What `model` serves: production and its rollout roles.
+    pub async fn serving(&self, model: &str) -> Result<Arc<Serving>, ApiError> {
         check_name("model", model)?;
         let no_production = || {
             ApiError::unavailable(format!(
@@ -252,7 +332,7 @@ impl ModelCache {
         &self,
         model: &str,
         etag: Option<&str>,
-    ) -> Result<Option<Option<Arc<LoadedModel>>>, ApiError> {
+    ) -> Result<Option<Option<Arc<Serving>>>, ApiError> {
         let key = layout::registry(model).map_err(|e| ApiError::not_found(e.to_string()))?;
         self.checks.fetch_add(1, Ordering::Relaxed);
         let head = match self.store.head(&key).await {
@@ -277,12 +357,33 @@ impl ModelCache {
             Err(e) => return Err(ApiError::internal(format!("reading the registry: {e}"))),
         };
         let loaded = match &registry.production {
-            Some(version) => Some(self.version(model, version).await?),
+            Some(version) => {
+                let production = self.version(model, version).await?;
+                tracing::info!(model, version = %production.version, "production version resolved");
+                let mut roles = [None, None];
+                for (slot, role) in roles.iter_mut().zip([Role::Shadow, Role::Canary]) {
+                    let Some(s) = registry.slot(role) else {
+                        continue;
+                    };
+                    match self.version(model, &s.version).await {
+                        Ok(m) => {
+                            tracing::info!(model, version = %s.version, %role, weight = s.weight, "rollout version resolved");
+                            *slot = Some((m, s.weight));
+                        }
+                        Err(e) => {
+                            tracing::error!(model, version = %s.version, %role, error = %e.error, "the {role} version cannot be loaded; production serves alone");
+                        }
+                    }
+                }
+                let [shadow, canary] = roles;
+                Some(Arc::new(Serving {
+                    production,
+                    shadow,
+                    canary,
+                }))
+            }
             None => None,
         };
-        if let Some(l) = &loaded {
-            tracing::info!(model, version = %l.version, "production version resolved");
-        }
         let mut map = self
             .production
             .write()

@@ -2,12 +2,14 @@
 //! per-request [`Call`] (validation, capture, outcome) and running large bodies off the
 //! async workers.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use lambdaml::capture::{CaptureRecord, CapturedValue, millis};
+use lambdaml::capture::{CaptureRecord, CaptureWriter, CapturedValue, FieldError, millis};
 use lambdaml::features::RawValue;
+use lambdaml::registry::Role;
 
 use crate::error::{ApiError, Errors};
 use crate::loader::LoadedModel;
@@ -99,6 +101,10 @@ pub(crate) struct Call<'a> {
     pub(crate) model: Option<String>,
     pub(crate) version: Option<String>,
     pub(crate) client_id: Option<String>,
+    /// The answering version's rollout role (None: production or an explicit version).
+    pub(crate) role: Option<Role>,
+    /// The shadow that also scores this request, when it is in the shadow's share.
+    pub(crate) shadow: Option<Arc<LoadedModel>>,
 }
 
 impl<'a> Call<'a> {
@@ -112,7 +118,18 @@ impl<'a> Call<'a> {
             model: None,
             version: None,
             client_id: None,
+            role: None,
+            shadow: None,
         }
+    }
+
+    /// Answers with `model` (and its `role`), mirrored to `shadow`.
+    pub(crate) fn routed(&mut self, picked: crate::state::Picked) -> Arc<LoadedModel> {
+        self.model = Some(picked.model.name.clone());
+        self.version = Some(picked.model.version.clone());
+        self.role = picked.role;
+        self.shadow = picked.shadow;
+        picked.model
     }
 
     pub(crate) fn capture(&self, record: CaptureRecord) {
@@ -132,6 +149,7 @@ impl<'a> Call<'a> {
                 .clone()
                 .unwrap_or_else(|| "_unrouted".to_string()),
             version: self.version.clone(),
+            role: self.role,
             protocol: self.protocol.to_string(),
             status,
             latency_us: self.started.elapsed().as_micros() as u64,
@@ -189,9 +207,42 @@ impl<'a> Call<'a> {
             record.labels = scored.labels.iter().map(|i| classes[*i].clone()).collect();
         }
         record.outputs = scored.outputs;
+        let shadow = self.shadow.clone().map(|shadow| ShadowJob {
+            capture: self.state.capture.clone(),
+            flush_async: !self.state.config.flush_each_request,
+            shadow,
+            production: model
+                .manifest
+                .pipeline
+                .inputs
+                .iter()
+                .map(|f| f.name.clone())
+                .collect(),
+            inputs: record.inputs.clone(),
+            base: CaptureRecord {
+                status: 200,
+                latency_us: 0,
+                rows: 0,
+                inputs: Vec::new(),
+                labels: Vec::new(),
+                outputs: Vec::new(),
+                ..record.clone()
+            },
+        });
         self.capture(record);
+        if let Some(job) = shadow {
+            job.start();
+        }
+        let mut resp = json_response(StatusCode::OK, response, Some(&self.request_id));
+        if let Ok(v) = HeaderValue::from_str(&model.version) {
+            resp.headers_mut().insert("x-lambdaml-version", v);
+        }
+        resp.headers_mut().insert(
+            "x-lambdaml-role",
+            HeaderValue::from_static(self.role.map_or("production", Role::name)),
+        );
         with_outcome(
-            json_response(StatusCode::OK, response, Some(&self.request_id)),
+            resp,
             Outcome {
                 route: self.protocol,
                 model: Some(model.name.clone()),
@@ -200,6 +251,141 @@ impl<'a> Call<'a> {
                 validation_errors: 0,
             },
         )
+    }
+}
+
+/// A production request scored again by the shadow, off the response path: its answer is
+/// captured under the same request id with role `shadow` and never returned. Whatever the
+/// shadow does — refuse a row, fail, panic — the caller's answer was production's alone.
+pub(crate) struct ShadowJob {
+    capture: Arc<CaptureWriter>,
+    /// Whether flushing is left to a background task (false in Lambda, where the
+    /// invocation's end writes every buffer).
+    flush_async: bool,
+    shadow: Arc<LoadedModel>,
+    /// Production's input names, in the order of `inputs`' values.
+    production: Vec<String>,
+    inputs: Vec<Vec<CapturedValue>>,
+    /// The production record's request id, time, model, protocol and client id.
+    base: CaptureRecord,
+}
+
+/// Rows × inputs from which a shadow's scoring leaves the async workers.
+const SHADOW_INLINE_VALUES: usize = 4096;
+
+impl ShadowJob {
+    /// Runs the job: on a blocking thread for large frames, as a task for small ones, and
+    /// in place in Lambda (the invocation's end must find its capture record; the
+    /// response is already built).
+    pub(crate) fn start(self) {
+        let values = self.inputs.len() * self.production.len();
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(rt) if self.flush_async => {
+                if values > SHADOW_INLINE_VALUES {
+                    rt.spawn_blocking(move || self.run());
+                } else {
+                    rt.spawn(async move { self.run() });
+                }
+            }
+            _ => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+            }
+        }
+    }
+
+    /// Scores the inputs with the shadow and captures the result.
+    pub(crate) fn run(self) {
+        let started = Instant::now();
+        let shadow = &self.shadow;
+        let mut record = self.base;
+        record.version = Some(shadow.version.clone());
+        record.role = Some(Role::Shadow);
+        // The shadow's inputs by name among production's; a spec change may have added
+        // features production's requests do not carry.
+        let positions: Vec<Option<usize>> = shadow
+            .manifest
+            .pipeline
+            .inputs
+            .iter()
+            .map(|f| self.production.iter().position(|p| *p == f.name))
+            .collect();
+        let missing: Vec<&str> = shadow
+            .manifest
+            .pipeline
+            .inputs
+            .iter()
+            .zip(&positions)
+            .filter(|(_, p)| p.is_none())
+            .map(|(f, _)| f.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            // 424: the request lacked what the shadow depends on (not the shadow's fault;
+            // the monitor counts it as skipped).
+            record.status = 424;
+            record.errors = vec![FieldError::new(
+                None,
+                None,
+                format!(
+                    "skipped: the shadow takes {} that production's requests do not carry; scored by production only",
+                    missing.join(", ")
+                ),
+            )];
+        } else {
+            let inputs: Vec<Vec<CapturedValue>> = self
+                .inputs
+                .iter()
+                .map(|row| {
+                    positions
+                        .iter()
+                        .map(|p| {
+                            p.and_then(|p| row.get(p).cloned())
+                                .unwrap_or(CapturedValue::Null)
+                        })
+                        .collect()
+                })
+                .collect();
+            let values: Vec<RawValue<'_>> = inputs
+                .iter()
+                .flatten()
+                .map(|v| match v {
+                    CapturedValue::Null => RawValue::Missing,
+                    CapturedValue::Number(x) => RawValue::Number(*x),
+                    CapturedValue::Text(t) => RawValue::Text(t),
+                })
+                .collect();
+            let frame = Frame {
+                rows: inputs.len(),
+                values,
+                ignored: Vec::new(),
+            };
+            match score_frame(shadow, &frame) {
+                Ok(scored) => {
+                    record.rows = scored.rows;
+                    if let Some(classes) = &shadow.classes {
+                        record.labels = scored.labels.iter().map(|i| classes[*i].clone()).collect();
+                    }
+                    record.outputs = scored.outputs;
+                    drop(frame);
+                    record.inputs = inputs;
+                }
+                Err(e) => {
+                    record.status = e.status.as_u16();
+                    record.errors = if e.details.is_empty() {
+                        vec![FieldError::new(None, None, e.error.clone())]
+                    } else {
+                        e.details.clone()
+                    };
+                }
+            }
+        }
+        record.latency_us = started.elapsed().as_micros() as u64;
+        if self.capture.record(&record) && self.flush_async {
+            let writer = self.capture.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { writer.flush_due().await });
+            }
+        }
     }
 }
 

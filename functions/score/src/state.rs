@@ -12,9 +12,72 @@ use lambdaml::store::ObjectStore;
 use crate::budget;
 use crate::config::ScoreConfig;
 use crate::error::ApiError;
-use crate::loader::{LoadedModel, ModelCache};
+use crate::loader::{LoadedModel, ModelCache, Serving};
 use crate::metrics::{Gauges, Metrics};
 use crate::parse::Limits;
+use lambdaml::registry::Role;
+
+/// What a request was routed to before its body says which key it carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// An explicitly requested version: no canary, no shadow.
+    Version(Arc<LoadedModel>),
+    /// The model's production version and rollout roles.
+    Serving(Arc<Serving>),
+}
+
+/// The version that answers one request, its role, and the shadow that mirrors it.
+#[derive(Debug, Clone)]
+pub(crate) struct Picked {
+    pub model: Arc<LoadedModel>,
+    pub role: Option<Role>,
+    pub shadow: Option<Arc<LoadedModel>>,
+}
+
+impl Target {
+    /// The widest input of the versions that may answer.
+    pub(crate) fn width(&self) -> usize {
+        match self {
+            Target::Version(m) => m.width(),
+            Target::Serving(s) => s.width(),
+        }
+    }
+
+    /// The version that answers a request carrying `key` (see [`Serving::answerer`]); a
+    /// request production answers is mirrored to the shadow when in its share.
+    pub(crate) fn pick(&self, key: Option<&str>) -> Picked {
+        match self {
+            Target::Version(m) => Picked {
+                model: m.clone(),
+                role: None,
+                shadow: None,
+            },
+            Target::Serving(s) => {
+                let (model, canary) = s.answerer(key);
+                Picked {
+                    model: model.clone(),
+                    role: canary.then_some(Role::Canary),
+                    shadow: if canary {
+                        None
+                    } else {
+                        s.shadow_for(key).cloned()
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// The routing key of a request: the `x-lambdaml-key` header (a user, a session), which
+/// keeps a caller on one side of a canary split.
+pub(crate) fn header_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-lambdaml-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| k.chars().take(256).collect())
+}
 
 /// Everything the routes share.
 #[derive(Debug)]
@@ -100,6 +163,24 @@ impl ScoreState {
         match version {
             Some(v) => self.cache.version(model, v).await,
             None => self.production(model).await,
+        }
+    }
+
+    /// What answers a request for `model`: an explicit `version` alone, or what the model
+    /// serves (production, its canary and shadow).
+    pub(crate) async fn target(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<Target, ApiError> {
+        match version {
+            Some(v) => Ok(Target::Version(self.cache.version(model, v).await?)),
+            None => {
+                let serving = self.cache.serving(model).await?;
+                self.cold_start
+                    .get_or_init(|| self.started.elapsed().as_secs_f64());
+                Ok(Target::Serving(serving))
+            }
         }
     }
 

@@ -718,7 +718,7 @@ async fn train_evaluate_and_deploy_answer_their_sample_events() {
     assert_eq!(out, serde_json::json!({"batchItemFailures": []}));
     // Nothing to roll back to yet: a clear error, not a crash.
     let deploy = env.deploy().await;
-    let err = lambdaml_deploy::direct_rollback(
+    let err = lambdaml_deploy::direct_change(
         &deploy,
         &event(include_str!("../../../events/deploy-rollback.json")),
     )

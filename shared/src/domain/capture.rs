@@ -74,6 +74,11 @@ pub struct CaptureRecord {
     pub model: String,
     /// The version that answered (or would have), when one was resolved.
     pub version: Option<String>,
+    /// The version's rollout role: `canary` (it answered a canary's share) or `shadow`
+    /// (a copy of a production request, never returned, under the same `request_id`);
+    /// absent for production and explicitly requested versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::registry::Role>,
     /// `v2` or `mlflow`.
     pub protocol: String,
     /// The HTTP status answered.
@@ -521,6 +526,7 @@ mod tests {
             timestamp: now_millis(),
             model: "m".into(),
             version: Some("v".into()),
+            role: None,
             protocol: "v2".into(),
             status,
             latency_us: 10,

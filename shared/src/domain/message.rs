@@ -124,6 +124,9 @@ pub struct DeployRequest {
     /// The promotion rule of the spec the version was trained with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<crate::spec::PromotionSection>,
+    /// How a passing version reaches traffic (the same spec's `[rollout]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::spec::RolloutSection>,
 }
 
 impl DeployRequest {
@@ -137,6 +140,7 @@ impl DeployRequest {
             version: version.into(),
             evaluation: None,
             promotion: None,
+            rollout: None,
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct Report {
     pub verdict: Verdict,
     /// What was done about a breach.
     pub retrain: RetrainDecision,
+    /// The comparison of production with its shadow or canary version, and the decision
+    /// taken on it; absent when no rollout is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutReport>,
     /// Stated outcomes for anything unusual in the input.
     pub notes: Vec<String>,
     /// Where this run's time went, in milliseconds (`baseline`, `feedback`, `captures`,
@@ -70,6 +74,10 @@ pub struct CaptureSummary {
     pub records: u64,
     /// Records inside the window.
     pub records_in_window: u64,
+    /// Records of a shadow version (compared in the rollout section, not counted as
+    /// production's traffic).
+    #[serde(default)]
+    pub shadow_records: u64,
     /// Lines that were not capture records (truncated or corrupt), skipped.
     pub malformed_lines: u64,
     /// Records of versions the registry does not know, by version: counted, not tested.
@@ -288,4 +296,107 @@ pub struct RetrainDecision {
     /// Labelled rows in it.
     #[serde(default)]
     pub labelled_rows: u64,
+}
+
+/// One side of a rollout comparison: production, or the shadow/canary version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutSide {
+    /// The version.
+    pub version: String,
+    /// Requests it scored (a shadow: the copies it received).
+    pub requests: u64,
+    /// Rows it scored.
+    pub rows: u64,
+    /// Requests it failed (5xx; for a shadow, any refusal of a request production took,
+    /// skipped ones aside).
+    pub errors: u64,
+    /// `errors / requests`.
+    pub error_rate: f64,
+    /// Its rows with a feedback label.
+    pub labelled: u64,
+    /// The rollout metric on its labelled rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<f64>,
+    /// The metric's bootstrap interval at the rollout's confidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
+    /// Median latency in milliseconds (a shadow's: its scoring alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p50_ms: Option<f64>,
+    /// 95th percentile latency in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95_ms: Option<f64>,
+}
+
+/// The metric difference of a rollout, candidate minus production, signed so that a
+/// positive value means the candidate is better.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutComparison {
+    /// The metric.
+    pub metric: String,
+    /// Candidate better by this much (negative: worse).
+    pub improvement: f64,
+    /// Its bootstrap interval (paired for a shadow, on the same rows).
+    pub interval: [f64; 2],
+    /// The interval's confidence.
+    pub confidence: f64,
+    /// Rows the difference was computed on (a shadow: labelled rows both scored).
+    pub rows: u64,
+    /// Bootstrap resamples.
+    pub resamples: u32,
+}
+
+/// How production's and the candidate's outputs differ.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutAgreement {
+    /// Rows both scored (a shadow only: the same request's rows).
+    pub paired_rows: u64,
+    /// Share of paired rows with the same predicted label (classification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_agreement: Option<f64>,
+    /// Mean of candidate − production predictions (regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_difference: Option<f64>,
+    /// Median and 95th percentile of |candidate − production| (regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abs_difference_p50_p95: Option<[f64; 2]>,
+    /// Drift of the candidate's predictions from production's: `jensen_shannon` of the
+    /// predicted-label frequencies (classification, drifted above 0.1) or the `ks` p-value
+    /// of the predictions (regression, drifted below 0.05).
+    pub drift_method: String,
+    /// The drift score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_score: Option<f64>,
+    /// Whether the predictions drifted.
+    pub drifted: bool,
+}
+
+/// The rollout section of a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutReport {
+    /// `shadow` or `canary`.
+    pub role: String,
+    /// The candidate's share of the traffic during the window.
+    pub weight: f64,
+    /// Production's side.
+    pub production: RolloutSide,
+    /// The candidate's side.
+    pub candidate: RolloutSide,
+    /// Requests the shadow skipped because they lack features it takes (a spec change).
+    pub skipped_requests: u64,
+    /// How the outputs differ.
+    pub agreement: RolloutAgreement,
+    /// The metric difference, once both sides have enough labelled rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<RolloutComparison>,
+    /// `wait`, `promote`, `step` or `end`.
+    pub decision: String,
+    /// Why, in words.
+    pub detail: String,
+    /// The canary's weight after a step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_weight: Option<f64>,
+    /// Whether the decision was applied to the registry (false for a report-only run, or
+    /// when the registry changed since the run began).
+    pub applied: bool,
 }

@@ -77,6 +77,10 @@ pub enum VersionStatus {
     Rejected,
     /// Served before; replaced.
     Archived,
+    /// Scores a copy of live traffic; its answers are never returned.
+    Shadow,
+    /// Answers a share of live traffic.
+    Canary,
 }
 
 /// One version in the registry.
@@ -114,6 +118,65 @@ pub enum Action {
     Pending,
     /// Production went back to an earlier version.
     Rollback,
+    /// A version became the shadow.
+    Shadow,
+    /// A version became the canary, or the canary's weight changed (a step).
+    Canary,
+    /// A shadow or canary version was taken off traffic without being promoted.
+    Retire,
+}
+
+impl Action {
+    /// The event name of this action (`registered`, `promoted`, `shadowed`, …).
+    pub fn event(self) -> &'static str {
+        match self {
+            Action::Register => "registered",
+            Action::Promote => "promoted",
+            Action::Reject => "rejected",
+            Action::Pending => "pending",
+            Action::Rollback => "rolled_back",
+            Action::Shadow => "shadowed",
+            Action::Canary => "canary_step",
+            Action::Retire => "retired",
+        }
+    }
+}
+
+/// The two rollout roles beside production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Scores a copy of the traffic; never answers.
+    Shadow,
+    /// Answers a share of the traffic.
+    Canary,
+}
+
+impl Role {
+    /// `shadow` or `canary`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Shadow => "shadow",
+            Role::Canary => "canary",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A version in a rollout role: which, on what share of the traffic, since when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutSlot {
+    /// The version.
+    pub version: String,
+    /// The share of requests it scores (shadow) or answers (canary), in (0, 1].
+    pub weight: f64,
+    /// RFC 3339 time it took the role.
+    pub since: String,
 }
 
 /// One decision in the history.
@@ -148,6 +211,12 @@ pub struct Registry {
     pub versions: BTreeMap<String, VersionEntry>,
     /// Every decision, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// The shadow version: scores a copy of the traffic, never answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<RolloutSlot>,
+    /// The canary version: answers its weight's share of the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<RolloutSlot>,
 }
 
 impl Registry {
@@ -158,7 +227,180 @@ impl Registry {
             production: None,
             versions: BTreeMap::new(),
             history: Vec::new(),
+            shadow: None,
+            canary: None,
         }
+    }
+
+    /// The version in `role`, if any.
+    pub fn slot(&self, role: Role) -> Option<&RolloutSlot> {
+        match role {
+            Role::Shadow => self.shadow.as_ref(),
+            Role::Canary => self.canary.as_ref(),
+        }
+    }
+
+    fn slot_mut(&mut self, role: Role) -> &mut Option<RolloutSlot> {
+        match role {
+            Role::Shadow => &mut self.shadow,
+            Role::Canary => &mut self.canary,
+        }
+    }
+
+    /// The role `version` holds, if it holds one.
+    pub fn role_of(&self, version: &str) -> Option<Role> {
+        [Role::Shadow, Role::Canary]
+            .into_iter()
+            .find(|r| self.slot(*r).is_some_and(|s| s.version == version))
+    }
+
+    /// Puts `version` in `role` on `weight` of the traffic. The version must be registered,
+    /// not rejected and not in production or the other role; a role already held by another
+    /// version is refused (naming it) unless `replace`, which retires that version first.
+    pub fn start_rollout(
+        &mut self,
+        role: Role,
+        version: &str,
+        weight: f64,
+        replace: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), RegistryError> {
+        let max = match role {
+            Role::Shadow => 1.0,
+            Role::Canary => 1.0 - f64::EPSILON,
+        };
+        if !(weight > 0.0 && weight <= max) {
+            return Err(RegistryError::Invalid(match role {
+                Role::Shadow => format!("a shadow's share must be in (0, 1], got {weight}"),
+                Role::Canary => format!("a canary's weight must be in (0, 1), got {weight}"),
+            }));
+        }
+        let model = self.model.clone();
+        let status = self.entry(version)?.status;
+        match status {
+            VersionStatus::Rejected => {
+                return Err(RegistryError::Invalid(format!(
+                    "version {version} of {model} was rejected; it cannot take live traffic"
+                )));
+            }
+            VersionStatus::Production => {
+                return Err(RegistryError::Invalid(format!(
+                    "version {version} is already in production"
+                )));
+            }
+            _ => {}
+        }
+        if let Some(held) = self.role_of(version) {
+            if held == role {
+                return Err(RegistryError::Invalid(format!(
+                    "version {version} is already the {role}"
+                )));
+            }
+            return Err(RegistryError::Invalid(format!(
+                "version {version} is the {held}; end that rollout first"
+            )));
+        }
+        if let Some(current) = self.slot(role).cloned() {
+            if !replace {
+                return Err(RegistryError::Invalid(format!(
+                    "model {model} already has {role} version {} (on {} of the traffic since {}); end the rollout first (`lambdaml models end-rollout {model}`)",
+                    current.version, current.weight, current.since
+                )));
+            }
+            self.retire(role, actor, &format!("replaced by {version}"))?;
+        }
+        self.entry(version)?.status = match role {
+            Role::Shadow => VersionStatus::Shadow,
+            Role::Canary => VersionStatus::Canary,
+        };
+        *self.slot_mut(role) = Some(RolloutSlot {
+            version: version.to_string(),
+            weight,
+            since: crate::now_rfc3339(),
+        });
+        let metrics = self.entry(version)?.metrics.clone();
+        let action = match role {
+            Role::Shadow => Action::Shadow,
+            Role::Canary => Action::Canary,
+        };
+        let mut metrics = metrics;
+        metrics.insert("weight".into(), weight);
+        let previous = self.production.clone();
+        self.record(action, version, previous, actor, reason, metrics);
+        Ok(())
+    }
+
+    /// Moves the canary to `weight` (a step of its rollout).
+    pub fn step_canary(
+        &mut self,
+        weight: f64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), RegistryError> {
+        let model = self.model.clone();
+        let Some(slot) = self.canary.as_mut() else {
+            return Err(RegistryError::Invalid(format!(
+                "model {model} has no canary version"
+            )));
+        };
+        if !(weight > 0.0 && weight < 1.0) {
+            return Err(RegistryError::Invalid(format!(
+                "a canary's weight must be in (0, 1), got {weight}; promote it to give it all the traffic"
+            )));
+        }
+        slot.weight = weight;
+        let version = slot.version.clone();
+        let mut metrics = BTreeMap::new();
+        metrics.insert("weight".into(), weight);
+        let previous = self.production.clone();
+        self.record(Action::Canary, &version, previous, actor, reason, metrics);
+        Ok(())
+    }
+
+    /// Takes the version in `role` off traffic (archived, not promoted).
+    pub fn retire(
+        &mut self,
+        role: Role,
+        actor: &str,
+        reason: &str,
+    ) -> Result<String, RegistryError> {
+        let model = self.model.clone();
+        let Some(slot) = self.slot_mut(role).take() else {
+            return Err(RegistryError::Invalid(format!(
+                "model {model} has no {role} version"
+            )));
+        };
+        self.entry(&slot.version)?.status = VersionStatus::Archived;
+        let metrics = self.entry(&slot.version)?.metrics.clone();
+        self.record(Action::Retire, &slot.version, None, actor, reason, metrics);
+        Ok(slot.version)
+    }
+
+    /// Ends every rollout of the model (`role` None) or one; returns the versions retired.
+    pub fn end_rollout(
+        &mut self,
+        role: Option<Role>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Vec<String>, RegistryError> {
+        let roles: Vec<Role> = match role {
+            Some(r) => vec![r],
+            None => [Role::Shadow, Role::Canary]
+                .into_iter()
+                .filter(|r| self.slot(*r).is_some())
+                .collect(),
+        };
+        if roles.is_empty() {
+            return Err(RegistryError::Invalid(format!(
+                "model {} has no rollout in progress (no shadow or canary version)",
+                self.model
+            )));
+        }
+        roles
+            .into_iter()
+            .map(|r| self.retire(r, actor, reason))
+            .collect()
     }
 
     /// The production version's entry.
@@ -233,6 +475,10 @@ impl Registry {
         if let Some(prev) = &previous {
             self.entry(prev)?.status = VersionStatus::Archived;
         }
+        // A shadow or canary promoted leaves its role.
+        if let Some(role) = self.role_of(version) {
+            *self.slot_mut(role) = None;
+        }
         self.entry(version)?.status = VersionStatus::Production;
         self.production = Some(version.to_string());
         self.record(Action::Promote, version, previous, actor, reason, metrics);
@@ -246,12 +492,16 @@ impl Registry {
         actor: &str,
         reason: &str,
     ) -> Result<(), RegistryError> {
-        let entry = self.entry(version)?;
-        if entry.status == VersionStatus::Production {
+        if self.entry(version)?.status == VersionStatus::Production {
             return Err(RegistryError::Invalid(format!(
                 "version {version} is in production; roll back first"
             )));
         }
+        // A shadow or canary rejected leaves its role.
+        if let Some(role) = self.role_of(version) {
+            *self.slot_mut(role) = None;
+        }
+        let entry = self.entry(version)?;
         entry.status = VersionStatus::Rejected;
         let metrics = entry.metrics.clone();
         self.record(Action::Reject, version, None, actor, reason, metrics);
@@ -320,6 +570,9 @@ impl Registry {
             )));
         }
         self.entry(&current)?.status = VersionStatus::Archived;
+        if let Some(role) = self.role_of(&target) {
+            *self.slot_mut(role) = None;
+        }
         self.entry(&target)?.status = VersionStatus::Production;
         self.production = Some(target.clone());
         let metrics = self.entry(&target)?.metrics.clone();
@@ -467,5 +720,82 @@ mod tests {
             r.approve("b", "cli").is_err(),
             "only pending versions are approved"
         );
+    }
+
+    #[test]
+    fn rollout_roles_are_exclusive_and_end_in_promotion_or_retirement() {
+        let mut r = Registry::new("m");
+        for (v, auc) in [("a", 0.9), ("b", 0.91), ("c", 0.92), ("d", 0.5)] {
+            r.register(entry(v, auc), "train");
+        }
+        r.promote("a", "deploy", "first").unwrap();
+        r.reject("d", "deploy", "worse").unwrap();
+        // Refusals name what is wrong and change nothing.
+        let before = r.clone();
+        let e = r
+            .start_rollout(Role::Shadow, "d", 1.0, false, "cli", "x")
+            .unwrap_err();
+        assert!(e.to_string().contains("rejected"), "{e}");
+        let e = r
+            .start_rollout(Role::Shadow, "a", 1.0, false, "cli", "x")
+            .unwrap_err();
+        assert!(e.to_string().contains("production"), "{e}");
+        let e = r
+            .start_rollout(Role::Canary, "b", 1.0, false, "cli", "x")
+            .unwrap_err();
+        assert!(e.to_string().contains("(0, 1)"), "{e}");
+        assert!(
+            r.start_rollout(Role::Shadow, "zz", 1.0, false, "cli", "x")
+                .is_err()
+        );
+        assert!(r.end_rollout(None, "cli", "x").is_err(), "nothing to end");
+        assert_eq!(r, before);
+
+        r.start_rollout(Role::Shadow, "b", 1.0, false, "cli", "try b")
+            .unwrap();
+        assert_eq!(r.versions["b"].status, VersionStatus::Shadow);
+        assert_eq!(r.role_of("b"), Some(Role::Shadow));
+        let e = r
+            .start_rollout(Role::Shadow, "c", 1.0, false, "cli", "x")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("already has shadow version b"),
+            "{e}"
+        );
+        let e = r
+            .start_rollout(Role::Canary, "b", 0.1, false, "cli", "x")
+            .unwrap_err();
+        assert!(e.to_string().contains("is the shadow"), "{e}");
+        // Replacing retires the old shadow.
+        r.start_rollout(Role::Shadow, "c", 0.5, true, "deploy", "fresher")
+            .unwrap();
+        assert_eq!(r.versions["b"].status, VersionStatus::Archived);
+        assert_eq!(r.shadow.as_ref().unwrap().version, "c");
+        let n = r.history.len();
+        assert_eq!(r.history[n - 2].action, Action::Retire);
+        assert_eq!(r.history[n - 1].action, Action::Shadow);
+        // A canary beside the shadow, stepped, then promoted: its role is cleared.
+        r.start_rollout(Role::Canary, "b", 0.05, false, "cli", "canary b")
+            .unwrap();
+        r.step_canary(0.25, "monitor", "step").unwrap();
+        assert_eq!(r.canary.as_ref().unwrap().weight, 0.25);
+        assert_eq!(r.history.last().unwrap().metrics["weight"], 0.25);
+        r.promote("b", "monitor", "won").unwrap();
+        assert!(r.canary.is_none());
+        assert_eq!(r.production.as_deref(), Some("b"));
+        assert_eq!(r.versions["a"].status, VersionStatus::Archived);
+        assert!(r.step_canary(0.5, "monitor", "step").is_err());
+        // Ending the rollout retires the shadow.
+        assert_eq!(
+            r.end_rollout(None, "cli", "enough").unwrap(),
+            vec!["c".to_string()]
+        );
+        assert!(r.shadow.is_none());
+        assert_eq!(r.versions["c"].status, VersionStatus::Archived);
+        assert_eq!(r.history.last().unwrap().action.event(), "retired");
+        // A document written before roles existed still reads.
+        let old = r#"{"model":"m","production":null,"versions":{},"history":[]}"#;
+        let parsed: Registry = serde_json::from_str(old).unwrap();
+        assert!(parsed.shadow.is_none() && parsed.canary.is_none());
     }
 }

@@ -8,6 +8,7 @@
 //! evaluate   ← evaluate queue                          → deploy queue
 //! deploy     ← deploy queue                            → deployments queue (announcements)
 //! monitor    ← schedule or direct invocation           → ingest queue (retrains)
+//! evaluate, deploy, monitor: every registry change     → deployments queue (+ EventBridge)
 //! score      ← HTTP                                    (no queue)
 //! ```
 //!
@@ -108,6 +109,16 @@ impl Function {
             Function::Score => None,
         }
     }
+
+    /// Whether it changes the registry, and so announces registry events on the
+    /// deployments queue: evaluate registers versions, deploy decides them, the monitor
+    /// decides rollouts.
+    pub fn announces(self) -> bool {
+        matches!(
+            self,
+            Function::Evaluate | Function::Deploy | Function::Monitor
+        )
+    }
 }
 
 impl std::fmt::Display for Function {
@@ -126,6 +137,7 @@ pub struct Wired {
     pub store: Arc<dyn ObjectStore>,
     own: Option<Arc<dyn Queue>>,
     next: Option<Arc<dyn Queue>>,
+    announcer: crate::events::Announcer,
 }
 
 impl std::fmt::Debug for Wired {
@@ -164,12 +176,30 @@ impl Wired {
             Some(Next::Deployments) => Some(queues.named(DEPLOYMENTS).await?),
             None => None,
         };
+        let deployments = if function.announces() {
+            Some(queues.named(DEPLOYMENTS).await?)
+        } else {
+            None
+        };
         Ok(Wired {
             function,
             store,
             own,
             next,
+            announcer: crate::events::Announcer::new(deployments, None),
         })
+    }
+
+    /// This wiring with registry events also published to `bus` (EventBridge).
+    pub fn with_bus(mut self, bus: Option<Arc<dyn crate::events::EventSink>>) -> Self {
+        self.announcer = self.announcer.with_bus(bus);
+        self
+    }
+
+    /// Where this function announces registry changes (empty for functions that make
+    /// none).
+    pub fn announcer(&self) -> crate::events::Announcer {
+        self.announcer.clone()
     }
 
     /// The queue this function consumes.
@@ -236,8 +266,11 @@ pub async fn wire_from_env<H: Wire>()
     let config = crate::config::FunctionConfig::from_env()?;
     let store = crate::store::open_store(&config.store).await?;
     let queues = crate::queue::open_queues(&config.queues, config.max_receives).await?;
-    let (handler, wired) = wire::<H>(store, &queues).await?;
-    Ok((handler, wired, config.max_receives))
+    let bus = crate::events::bus_from_env().await?;
+    let wired = Wired::open(H::FUNCTION, store, &queues)
+        .await?
+        .with_bus(bus);
+    Ok((H::wire(&wired)?, wired, config.max_receives))
 }
 
 /// A stage function's Lambda `main`: telemetry, its wiring from the environment, then the

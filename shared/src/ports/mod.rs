@@ -2,7 +2,8 @@
 //! queues ([`queue`]: a durable local queue, SQS). The AWS adapters are behind the `s3`
 //! and `sqs` features, so a function builds only the SDKs it uses.
 
-#[cfg(any(feature = "s3", feature = "sqs"))]
+#[cfg(any(feature = "s3", feature = "sqs", feature = "eventbridge"))]
 pub(crate) mod aws;
+pub mod events;
 pub mod queue;
 pub mod store;

@@ -15,7 +15,7 @@ use crate::loader::LoadedModel;
 use crate::parse::{Frame, Limits};
 use crate::respond::{content_type, parse_json, read_body, to_json};
 use crate::scoring::{Call, Scored, off_worker, score_frame};
-use crate::state::ScoreState;
+use crate::state::{ScoreState, header_key};
 use crate::{parse, stream};
 
 /// `?model=&version=` on `/invocations`.
@@ -23,6 +23,8 @@ use crate::{parse, stream};
 pub struct Target {
     model: Option<String>,
     version: Option<String>,
+    /// The routing key of a canary split (also the `x-lambdaml-key` header).
+    key: Option<String>,
 }
 
 pub(crate) struct MlflowPredictions<'a> {
@@ -117,12 +119,12 @@ pub(crate) async fn invocations(
             &bytes,
         );
     };
-    let model = match state.resolve(&model_name, target.version.as_deref()).await {
-        Ok(m) => m,
+    let routed = match state.target(&model_name, target.version.as_deref()).await {
+        Ok(t) => t,
         Err(e) => return call.reject(e, &bytes),
     };
-    call.model = Some(model.name.clone());
-    call.version = Some(model.version.clone());
+    let key = header_key(&headers).or(target.key);
+    let model = call.routed(routed.pick(key.as_deref()));
     let limits = state.limits();
     off_worker(bytes.len(), || {
         mlflow_body(&call, &model, &headers, &bytes, limits)

@@ -16,7 +16,7 @@ use crate::loader::LoadedModel;
 use crate::parse;
 use crate::respond::{content_type, parse_json, read_body, to_json};
 use crate::scoring::{Call, Scored, off_worker, score_frame};
-use crate::state::ScoreState;
+use crate::state::{ScoreState, Target, header_key};
 
 #[derive(Serialize)]
 pub(crate) struct V2Output<'a> {
@@ -135,12 +135,18 @@ pub(crate) async fn infer_common(
         Ok(b) => b,
         Err(e) => return call.reject(e, &[]),
     };
-    let model = match state.resolve(&model_name, version.as_deref()).await {
-        Ok(m) => m,
+    let target = match state.target(&model_name, version.as_deref()).await {
+        Ok(t) => t,
         Err(e) => return call.reject(e, &bytes),
     };
-    call.model = Some(model.name.clone());
-    call.version = Some(model.version.clone());
+    // Until the body names a key, a refusal is production's (or the version asked for).
+    let fallback = target.pick(None);
+    call.model = Some(fallback.model.name.clone());
+    call.version = Some(match &target {
+        Target::Version(m) => m.version.clone(),
+        Target::Serving(s) => s.production.version.clone(),
+    });
+    let key = header_key(&headers);
     let header_len = headers
         .get("inference-header-content-length")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -156,14 +162,18 @@ pub(crate) async fn infer_common(
         }
     }
     off_worker(bytes.len(), || {
-        v2_body(&mut call, &model, &bytes, header_len.as_deref())
+        v2_body(&mut call, &target, key, &bytes, header_len.as_deref())
     })
 }
 
 /// Parses, scores and answers a V2 infer body (synchronous: CPU only).
+///
+/// The version that answers is picked once the body is read: a canary split follows the
+/// `x-lambdaml-key` header or the request's `parameters.key`.
 pub(crate) fn v2_body(
     call: &mut Call<'_>,
-    model: &LoadedModel,
+    target: &Target,
+    key: Option<String>,
     bytes: &Bytes,
     header_len: Option<&str>,
 ) -> Response {
@@ -172,10 +182,21 @@ pub(crate) fn v2_body(
         Ok(parts) => parts,
         Err(e) => return call.reject(e, bytes),
     };
-    let json = match parse_json(json_part, state.json_budget(model.width())) {
+    let json = match parse_json(json_part, state.json_budget(target.width())) {
         Ok(v) => v,
         Err(e) => return call.reject(e, bytes),
     };
+    let key = key.or_else(|| {
+        json.get("parameters")
+            .and_then(|p| p.get("key"))
+            .and_then(|k| match k {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    });
+    let model = call.routed(target.pick(key.as_deref()));
+    let model = model.as_ref();
     let request = match parse::v2_request(model, &json, binary, state.limits()) {
         Ok(r) => r,
         Err(e) => {

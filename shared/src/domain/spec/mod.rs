@@ -69,6 +69,9 @@ pub struct ModelSpec {
     /// Automatic retraining.
     #[serde(default)]
     pub retrain: RetrainSection,
+    /// How a version that passes the promotion rule reaches live traffic.
+    #[serde(default)]
+    pub rollout: RolloutSection,
 }
 
 /// `[model]`.
@@ -613,6 +616,118 @@ impl Default for RetrainSection {
     }
 }
 
+/// How a version that passes the promotion rule reaches live traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutMode {
+    /// Straight to production (the holdout decides alone).
+    #[default]
+    Direct,
+    /// First as the shadow: scores a copy of the traffic; the monitor promotes or retires it.
+    Shadow,
+    /// First as a canary on `steps[0]` of the traffic; the monitor steps, promotes or
+    /// retires it.
+    Canary,
+}
+
+/// `[rollout]`: how versions reach traffic, and how the monitor decides a shadow or canary
+/// from live evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSection {
+    /// Where a retrained version that passes the holdout rule goes.
+    #[serde(default)]
+    pub mode: RolloutMode,
+    /// The share of requests a shadow scores; in (0, 1].
+    #[serde(default = "one")]
+    pub shadow_share: f64,
+    /// A canary's weights, increasing, each in (0, 1]: it starts on the first; each monitor
+    /// run that finds it good moves it to the next; past the last below 1 it is promoted.
+    #[serde(default = "default_steps")]
+    pub steps: Vec<f64>,
+    /// Rows each side must have scored in the window before a decision; > 0.
+    #[serde(default = "default_rollout_rows")]
+    pub min_rows: usize,
+    /// Labelled rows each side needs before the metric decides; > 0.
+    #[serde(default = "default_rollout_labelled")]
+    pub min_labelled: usize,
+    /// The metric compared (default: the promotion metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// The candidate is promoted (or stepped) when it is, with `confidence`, worse than
+    /// production by less than this; ended when it is worse by more; >= 0.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+    /// The confidence of the metric difference's interval; in (0.5, 1).
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// Ended when more than this share of its requests fail (5xx, or an error scoring a
+    /// row production scored); in [0, 1].
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
+    /// Ended when its median latency is more than this many times production's; >= 1.
+    #[serde(default = "default_max_latency_ratio")]
+    pub max_latency_ratio: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_steps() -> Vec<f64> {
+    vec![0.05, 0.25, 0.5, 1.0]
+}
+fn default_rollout_rows() -> usize {
+    200
+}
+fn default_rollout_labelled() -> usize {
+    100
+}
+fn default_margin() -> f64 {
+    0.01
+}
+fn default_confidence() -> f64 {
+    0.95
+}
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+fn default_max_latency_ratio() -> f64 {
+    3.0
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        RolloutSection {
+            mode: RolloutMode::Direct,
+            shadow_share: one(),
+            steps: default_steps(),
+            min_rows: default_rollout_rows(),
+            min_labelled: default_rollout_labelled(),
+            metric: None,
+            margin: default_margin(),
+            confidence: default_confidence(),
+            max_error_rate: default_max_error_rate(),
+            max_latency_ratio: default_max_latency_ratio(),
+        }
+    }
+}
+
+impl RolloutSection {
+    /// The weight after `current` (None: promote).
+    pub fn next_step(&self, current: f64) -> Option<f64> {
+        self.steps
+            .iter()
+            .copied()
+            .find(|s| *s > current + 1e-9)
+            .filter(|s| *s < 1.0)
+    }
+
+    /// The first canary weight.
+    pub fn first_step(&self) -> f64 {
+        self.steps.first().copied().unwrap_or(0.05).min(0.5)
+    }
+}
+
 /// Parses `"90s"`, `"30m"`, `"24h"` or `"7d"` into seconds.
 pub fn parse_duration_secs(text: &str) -> Option<u64> {
     let text = text.trim();
@@ -679,6 +794,14 @@ impl ModelSpec {
             Family::Mlp => Optimizer::Adamw,
             _ => Optimizer::Lbfgs,
         })
+    }
+
+    /// The metric a rollout is decided on: `[rollout] metric`, or the promotion metric.
+    pub fn rollout_metric(&self) -> &str {
+        self.rollout
+            .metric
+            .as_deref()
+            .unwrap_or(self.promotion.metric.as_str())
     }
 
     /// Whether `column` is a feature of this model (the label never is).

@@ -168,9 +168,8 @@ impl ModelSpec {
         Ok(())
     }
 
-    /// `[promotion]`: a metric that exists and fits the task.
-    fn check_promotion(&self) -> Result<(), SpecError> {
-        let p = &self.promotion;
+    /// A metric name that exists and fits the task.
+    fn check_metric(&self, key: &str, metric: &str) -> Result<(), SpecError> {
         const METRICS: [&str; 9] = [
             "roc_auc",
             "accuracy",
@@ -182,23 +181,30 @@ impl ModelSpec {
             "rmse",
             "r2",
         ];
-        if !METRICS.contains(&p.metric.as_str()) && p.metric != "mae" {
+        if !METRICS.contains(&metric) && metric != "mae" {
             return Err(invalid(
-                "promotion.metric",
+                key,
                 format!(
                     "unknown metric {:?}; one of {}, mae",
-                    p.metric,
+                    metric,
                     METRICS.join(", ")
                 ),
             ));
         }
-        let regression_metric = matches!(p.metric.as_str(), "rmse" | "r2" | "mae");
+        let regression_metric = matches!(metric, "rmse" | "r2" | "mae");
         if regression_metric != (self.task.kind == TaskKind::Regression) {
             return Err(invalid(
-                "promotion.metric",
-                format!("{:?} does not fit a {:?} task", p.metric, self.task.kind).to_lowercase(),
+                key,
+                format!("{:?} does not fit a {:?} task", metric, self.task.kind).to_lowercase(),
             ));
         }
+        Ok(())
+    }
+
+    /// `[promotion]`: a metric that exists and fits the task.
+    fn check_promotion(&self) -> Result<(), SpecError> {
+        let p = &self.promotion;
+        self.check_metric("promotion.metric", &p.metric)?;
         if !(p.min_improvement.is_finite() && p.min_improvement >= 0.0) {
             return Err(invalid("promotion.min_improvement", "must be >= 0"));
         }
@@ -251,6 +257,49 @@ impl ModelSpec {
         }
         if r.window_rows == 0 {
             return Err(invalid("retrain.window_rows", "must be at least 1"));
+        }
+        self.check_rollout()
+    }
+
+    /// `[rollout]`.
+    fn check_rollout(&self) -> Result<(), SpecError> {
+        let r = &self.rollout;
+        if !(r.shadow_share > 0.0 && r.shadow_share <= 1.0) {
+            return Err(invalid("rollout.shadow_share", "must be in (0, 1]"));
+        }
+        if r.steps.is_empty()
+            || r.steps.iter().any(|s| !(*s > 0.0 && *s <= 1.0))
+            || r.steps.windows(2).any(|w| w[0] >= w[1])
+            || r.steps[0] >= 1.0
+        {
+            return Err(invalid(
+                "rollout.steps",
+                format!(
+                    "must be increasing weights in (0, 1], the first below 1 (e.g. [0.05, 0.25, 0.5, 1.0]); got {:?}",
+                    r.steps
+                ),
+            ));
+        }
+        if r.min_rows == 0 {
+            return Err(invalid("rollout.min_rows", "must be at least 1"));
+        }
+        if r.min_labelled == 0 {
+            return Err(invalid("rollout.min_labelled", "must be at least 1"));
+        }
+        if let Some(metric) = &r.metric {
+            self.check_metric("rollout.metric", metric)?;
+        }
+        if !(r.margin.is_finite() && r.margin >= 0.0) {
+            return Err(invalid("rollout.margin", "must be >= 0"));
+        }
+        if !(r.confidence > 0.5 && r.confidence < 1.0) {
+            return Err(invalid("rollout.confidence", "must be in (0.5, 1)"));
+        }
+        if !(0.0..=1.0).contains(&r.max_error_rate) {
+            return Err(invalid("rollout.max_error_rate", "must be in [0, 1]"));
+        }
+        if !(r.max_latency_ratio.is_finite() && r.max_latency_ratio >= 1.0) {
+            return Err(invalid("rollout.max_latency_ratio", "must be >= 1"));
         }
         Ok(())
     }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{BackendKind, Cause, Classify, Retry};
 
-#[cfg(any(feature = "s3", feature = "sqs"))]
+#[cfg(any(feature = "s3", feature = "sqs", feature = "eventbridge"))]
 pub use crate::ports::aws::sdk_config;
 pub use fs::FileStore;
 pub use memory::MemoryStore;
