@@ -101,6 +101,10 @@ struct PeriodRow {
     retrain_detail: String,
     new_version: Option<String>,
     promoted: Option<bool>,
+    /// The deploy rule's verdict on the retrained version (`promote`, `shadow`, `reject`…).
+    verdict: Option<String>,
+    /// The monitor's rollout decision on the shadow this period, with its evidence.
+    rollout: Option<String>,
     report: String,
 }
 
@@ -112,6 +116,9 @@ struct StreamReport {
     never_retrained_accuracy: f64,
     retrains: usize,
     promoted: usize,
+    /// Shadows the monitor promoted and retired from live evidence.
+    shadows_promoted: usize,
+    shadows_retired: usize,
     seconds: f64,
     rejected_example: serde_json::Value,
     captured: u64,
@@ -140,16 +147,24 @@ fn day_record(header: &[&str], line: &str) -> (serde_json::Map<String, serde_jso
 }
 
 fn table_header() -> String {
-    "   year  days  live version      accuracy  drifted  perf. drop  breach  retrain\n".to_string()
+    "   year  days  live version      accuracy  drifted  perf. drop  breach  retrain / rollout\n"
+        .to_string()
 }
 
 fn table_row(r: &PeriodRow) -> String {
     let retrain = match (r.retrain.as_str(), &r.new_version, r.promoted) {
+        ("sent", Some(v), _) if r.verdict.as_deref() == Some("shadow") => {
+            format!("sent → {v} enters as shadow")
+        }
         ("sent", Some(v), Some(true)) => format!("sent → {v} promoted"),
         ("sent", Some(v), Some(false)) => format!("sent → {v} refused by the deploy rule"),
         ("sent", _, _) => "sent".to_string(),
         ("not_needed", _, _) => "—".to_string(),
         (d, _, _) => format!("{d}: {}", r.retrain_detail),
+    };
+    let retrain = match &r.rollout {
+        Some(d) => format!("{d}; {retrain}"),
+        None => retrain,
     };
     format!(
         "   {:>4}  {:>4}  {:<16}  {:.4}    {:>2}/{:<2}{}  {:>10}  {:<6}  {}\n",
@@ -242,9 +257,28 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
         }
         state.capture.flush().await;
         let from = day_time(first) - chrono::Duration::hours(12);
-        let (outcome, new_version, promoted) =
+        let (outcome, new_version, verdict) =
             monitor_period(ctx, &monitor, model, from, to).await?;
         let r = &outcome.report;
+        let promoted = verdict.as_ref().map(|v| v == "promote");
+        let rollout = r.rollout.as_ref().map(|ro| {
+            let evidence = ro.comparison.as_ref().map_or(String::new(), |c| {
+                format!(
+                    " ({} {:+.4} [{:+.4}, {:+.4}], agreement {:.2})",
+                    c.metric,
+                    c.improvement,
+                    c.interval[0],
+                    c.interval[1],
+                    ro.agreement.label_agreement.unwrap_or(f64::NAN)
+                )
+            });
+            let what = match ro.decision.as_str() {
+                "promote" => "promoted",
+                "end" => "retired",
+                other => other,
+            };
+            format!("shadow {} {what}{evidence}", ro.candidate.version)
+        });
         last_report = outcome.html_key.clone();
         let row = PeriodRow {
             period: p + 1,
@@ -263,6 +297,8 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
             retrain_detail: r.retrain.detail.clone(),
             new_version,
             promoted,
+            verdict,
+            rollout,
             report: outcome.report_key.clone(),
         };
         if !ctx.json {
@@ -280,6 +316,18 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
         never_retrained_accuracy: mean(&never),
         retrains: periods.iter().filter(|r| r.retrain == "sent").count(),
         promoted: periods.iter().filter(|r| r.promoted == Some(true)).count(),
+        shadows_promoted: periods
+            .iter()
+            .filter(|r| {
+                r.rollout
+                    .as_deref()
+                    .is_some_and(|d| d.contains(" promoted"))
+            })
+            .count(),
+        shadows_retired: periods
+            .iter()
+            .filter(|r| r.rollout.as_deref().is_some_and(|d| d.contains(" retired")))
+            .count(),
         periods,
         seconds,
         rejected_example,
@@ -289,8 +337,9 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
     })
 }
 
-/// Runs the monitor on one period; when it sends a retrain, runs the pipeline through the
-/// local queues and returns the version made and whether it was promoted.
+/// Runs the monitor on one period (which also decides a shadow from the period's live
+/// days); when it sends a retrain, runs the pipeline through the local queues and returns
+/// the version made and the deploy rule's verdict on it.
 async fn monitor_period(
     ctx: &Ctx,
     monitor: &lambdaml_monitor::Monitor,
@@ -300,7 +349,7 @@ async fn monitor_period(
 ) -> Result<(
     lambdaml_monitor::MonitorOutcome,
     Option<String>,
-    Option<bool>,
+    Option<String>,
 )> {
     use lambdaml_monitor::MonitorRequest;
     let outcome = monitor
@@ -314,7 +363,7 @@ async fn monitor_period(
         })
         .await
         .map_err(|e| anyhow!("monitor: {}", e.reason()))?;
-    let (mut new_version, mut promoted) = (None, None);
+    let (mut new_version, mut verdict) = (None, None);
     if outcome.report.retrain.decision == "sent" {
         let handled = ctx.drain().await?;
         if let Some(d) = handled
@@ -323,10 +372,10 @@ async fn monitor_period(
             .find(|h| h.stage == Stage::Deploy && h.outcome == "ok")
         {
             new_version = d.detail["version"].as_str().map(str::to_string);
-            promoted = Some(d.detail["verdict"].as_str() == Some("promote"));
+            verdict = d.detail["verdict"].as_str().map(str::to_string);
         }
     }
-    Ok((outcome, new_version, promoted))
+    Ok((outcome, new_version, verdict))
 }
 
 /// POSTs a JSON body to the router; the status and the JSON answer.
@@ -735,13 +784,14 @@ fn render_tail(
     let st = &r.stream;
     let every = st.periods.len();
     let mut s = format!(
-        "\n   {} days in {} yearly periods ({:.1}s): mean accuracy {:.4} with {} retrains ({} promoted);\n   the first version never retrained: {:.4}; retraining every year would be {} retrains.\n",
+        "\n   {} days in {} yearly periods ({:.1}s): mean accuracy {:.4} with {} retrains; each passing version\n   entered as the shadow ([rollout] mode = \"shadow\") and the monitor, comparing it with production on\n   the next year's live days, promoted {} and retired {};\n   the first version never retrained: {:.4}; retraining every year would be {} retrains.\n",
         st.days,
         every,
         st.seconds,
         st.mean_accuracy,
         st.retrains,
-        st.promoted,
+        st.shadows_promoted,
+        st.shadows_retired,
         st.never_retrained_accuracy,
         every
     );

@@ -2,6 +2,8 @@
 //! shadow that never answers and never fails a request, and the monitor deciding both from
 //! live evidence, every change announced as a registry event.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +82,7 @@ async fn undecided(store: &Arc<dyn ObjectStore>, version: &str) {
 fn one_row(i: usize) -> Value {
     let colors = ["red", "green", "blue"];
     json!({"dataframe_records": [{"amount": (i % 97) as f64, "count": i % 10,
-        "member": i % 3 == 0, "color": colors[i % 3]}]})
+        "member": i.is_multiple_of(3), "color": colors[i % 3]}]})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

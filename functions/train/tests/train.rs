@@ -604,7 +604,26 @@ async fn a_worse_challenger_is_refused_and_rollback_restores_the_champion() {
         .receive(10, Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(events.len(), 4);
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.body).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "registered",
+            "promoted",
+            "registered",
+            "rejected",
+            "promoted",
+            "rolled_back"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
