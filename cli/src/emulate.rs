@@ -317,6 +317,15 @@ fn render(a: &Activity) -> String {
             a.detail.as_str().unwrap_or_default(),
             a.trigger
         ),
+        "registry" => format!(
+            "{:>8.2}s  ⚑ {} {} {} by {}: {}",
+            a.t,
+            a.function,
+            a.trigger,
+            a.detail["version"].as_str().unwrap_or_default(),
+            a.detail["actor"].as_str().unwrap_or_default(),
+            a.detail["reason"].as_str().unwrap_or_default()
+        ),
         _ => format!("{:>8.2}s  {} {} {}", a.t, a.kind, a.function, a.detail),
     }
 }

@@ -245,6 +245,7 @@ impl Local {
             .await?;
         tasks.extend(this.schedules(&options, &shutdown, &activity)?);
         tasks.extend(this.notifications(&options, &shutdown, &activity).await?);
+        tasks.extend(this.registry_events(&options, &shutdown, &activity).await?);
         let app = this.http_api(&activity)?;
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
@@ -278,6 +279,61 @@ impl Local {
             let _ = task.await;
         }
         Ok(())
+    }
+
+    /// The registry events the functions announce on the template's `DeploymentsQueue`
+    /// (registered, promoted, shadowed, canary step, retired, …), shown as `registry`
+    /// activity and consumed, as a subscriber of the EventBridge bus would see them.
+    async fn registry_events(
+        &self,
+        options: &LocalOptions,
+        shutdown: &watch::Receiver<bool>,
+        activity: &Activities,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        const ID: &str = "DeploymentsQueue";
+        if !self.template_has_queue(ID) {
+            return Ok(Vec::new());
+        }
+        let queue = self.queue(ID).await?;
+        let activity = activity.clone();
+        let mut stop = shutdown.clone();
+        let poll = options.poll;
+        Ok(vec![tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                let received = queue
+                    .receive(10, Duration::from_secs(30))
+                    .await
+                    .unwrap_or_default();
+                if received.is_empty() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(poll) => {}
+                        _ = stopped(&mut stop) => return,
+                    }
+                    continue;
+                }
+                for m in received {
+                    if let Ok(e) = serde_json::from_str::<lambdaml::events::RegistryEvent>(&m.body)
+                        && seen.insert(e.event_id.clone())
+                    {
+                        let detail = serde_json::to_value(&e).unwrap_or(Value::Null);
+                        activity("registry", &e.model, &e.event, detail);
+                    }
+                    let _ = queue.delete(&m.receipt).await;
+                }
+            }
+        })])
+    }
+
+    fn template_has_queue(&self, id: &str) -> bool {
+        self.stack
+            .template
+            .of_kind("AWS::SQS::Queue")
+            .iter()
+            .any(|q| *q == id)
     }
 
     /// One polling task per enabled SQS event source mapping.

@@ -590,3 +590,124 @@ async fn rollout_changes_by_hand_are_checked_and_announced() {
         .collect();
     assert_eq!(names, ["canary_step", "canary_step", "retired"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_events_reach_an_eventbridge_rule_target_on_the_emulator() {
+    if lambdaml_e2e::emulator("registry_events_reach_an_eventbridge_rule_target_on_the_emulator")
+        .is_none()
+    {
+        return;
+    }
+    use aws_sdk_eventbridge::types::Target;
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let config = lambdaml::store::sdk_config().await;
+    let events = aws_sdk_eventbridge::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let bus = format!("e2e{id}-registry");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("e2e{id}-rollout-decisions"))
+        .send()
+        .await
+        .unwrap();
+    let url = queue.queue_url().unwrap().to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    // The template's sample rule: rollout decisions only.
+    events
+        .put_rule()
+        .name(format!("e2e{id}-rollout"))
+        .event_bus_name(&bus)
+        .event_pattern(
+            json!({"source": ["lambdaml"], "detail-type": ["lambdaml registry change"],
+                   "detail": {"event": ["shadowed", "canary_step", "promoted", "retired", "rolled_back"]}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(format!("e2e{id}-rollout"))
+        .event_bus_name(&bus)
+        .targets(Target::builder().id("q").arn(arn).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    // A registration (not a rollout decision), then a shadow started and promoted.
+    let mut r = lambdaml::registry::Registry::new("m");
+    let entry = lambdaml::registry::VersionEntry {
+        version: "a".into(),
+        number: 0,
+        status: VersionStatus::Candidate,
+        run_id: "r".into(),
+        dataset_version: "d".into(),
+        manifest: String::new(),
+        metrics: BTreeMap::from([("roc_auc".to_string(), 0.9)]),
+        registered_at: String::new(),
+    };
+    r.register(entry.clone(), "evaluate");
+    r.promote("a", "deploy", "first").unwrap();
+    r.register(
+        lambdaml::registry::VersionEntry {
+            version: "b".into(),
+            ..entry
+        },
+        "evaluate",
+    );
+    r.start_rollout(Role::Shadow, "b", 1.0, false, "deploy", "passed")
+        .unwrap();
+    r.promote("b", "monitor", "better live").unwrap();
+    let sink = lambdaml::events::EventBridgeBus::new(events.clone(), bus.clone());
+    lambdaml::events::Announcer::new(None, Some(Arc::new(sink)))
+        .announce_since(&r, 0)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages() {
+            let envelope: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            assert_eq!(envelope["source"], "lambdaml");
+            assert_eq!(envelope["detail-type"], "lambdaml registry change");
+            got.push(envelope["detail"].clone());
+        }
+        if got.len() >= 3 {
+            break;
+        }
+    }
+    // Queues do not promise order: compare as a multiset.
+    let mut names: Vec<&str> = got.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["promoted", "promoted", "shadowed"], "{got:?}");
+    let from_shadow = got
+        .iter()
+        .find(|d| d["from_role"] == "shadow")
+        .expect("the promotion from the shadow");
+    assert_eq!(from_shadow["actor"], "monitor");
+    assert_eq!(from_shadow["previous"], "a");
+    // A bus that does not exist: a clear error, not a silent loss.
+    let missing = lambdaml::events::EventBridgeBus::new(events, format!("e2e{id}-nope"));
+    let err = lambdaml::events::Announcer::new(None, Some(Arc::new(missing)))
+        .announce_since(&r, 0)
+        .await;
+    assert!(err.is_err(), "publishing to a missing bus must fail");
+}

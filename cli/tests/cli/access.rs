@@ -315,6 +315,91 @@ async fn every_key_each_function_touches_is_granted_and_every_grant_is_used() {
         out.response
     );
     drain(&functions).await;
+
+    // A rollout: the other version scores a copy of the traffic as the shadow (started by a
+    // direct invocation of deploy), and the next monitor run decides it.
+    let registry = lambdaml::registry::RegistryStore::new(base.clone());
+    let production = registry
+        .get("breast-cancer")
+        .await
+        .unwrap()
+        .production
+        .unwrap();
+    let (after, _) = registry
+        .update("breast-cancer", |r| {
+            let other = r
+                .versions
+                .keys()
+                .find(|v| **v != production)
+                .cloned()
+                .expect("the retrain made a second version");
+            // Whatever the rule said of it, an operator wants it compared live.
+            if let Some(v) = r.versions.get_mut(&other) {
+                v.status = lambdaml::registry::VersionStatus::Candidate;
+            }
+            Ok(other)
+        })
+        .await
+        .unwrap();
+    let other = after
+        .versions
+        .keys()
+        .find(|v| **v != production)
+        .cloned()
+        .unwrap();
+    functions["deploy"]
+        .invoke(serde_json::json!({"action": "shadow", "model": "breast-cancer", "version": other}))
+        .await
+        .unwrap();
+    put(
+        "specs/breast-cancer.toml",
+        format!("{SPEC}\n[rollout]\nmin_rows = 10\nmin_labelled = 10\nmargin = 1.0\nmax_error_rate = 1.0\n"),
+    )
+    .await;
+    // A fresh score function reads the roles at once (as after its refresh interval).
+    let score_def = stack
+        .functions()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.binary == "score")
+        .unwrap();
+    let score: Arc<Function> = Arc::new(
+        build_with(
+            "score",
+            Arc::new(Recording {
+                inner: base.clone(),
+                function: score_def.id.clone(),
+                log: log.clone(),
+            }),
+            &queues,
+            &score_def.environment,
+            3,
+        )
+        .await
+        .unwrap(),
+    );
+    let scored = http(
+        &score,
+        "POST",
+        "/invocations?model=breast-cancer",
+        body.to_string(),
+    )
+    .await;
+    let feedback = serde_json::json!({"request_id": scored["request_id"], "labels": labels});
+    http(
+        &score,
+        "POST",
+        "/v2/models/breast-cancer/feedback",
+        feedback.to_string(),
+    )
+    .await;
+    let out = monitor
+        .invoke(serde_json::json!({"model": "breast-cancer", "window": "1h"}))
+        .await
+        .unwrap();
+    let rollout = &out.response["runs"][0]["rollout"];
+    assert_eq!(rollout["decision"], "promote", "{}", out.response);
+    assert_eq!(rollout["applied"], true, "{}", out.response);
     monitor
         .invoke(
             serde_json::from_str(include_str!("../../../events/monitor-schedule.json")).unwrap(),

@@ -32,6 +32,8 @@ fn template() -> String {
 struct Runner {
     child: Child,
     lines: mpsc::Receiver<Value>,
+    /// Registry events seen while waiting for something else.
+    registry: Vec<Value>,
     http: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -77,6 +79,7 @@ impl Runner {
         let mut runner = Runner {
             child,
             lines,
+            registry: Vec::new(),
             http: "127.0.0.1:1".parse().unwrap(),
             _dir: dir,
         };
@@ -86,6 +89,14 @@ impl Runner {
         runner
     }
 
+    /// A registry event seen so far (they arrive beside other activity) or within `secs`.
+    fn registry_event(&mut self, name: &str, what: impl Fn(&Value) -> bool, secs: u64) -> Value {
+        if let Some(v) = self.registry.iter().find(|v| what(v)) {
+            return v.clone();
+        }
+        self.wait_for(name, |v| v["kind"] == "registry" && what(v), secs)
+    }
+
     /// The first activity line matching `what`, within `secs`.
     fn wait_for(&mut self, name: &str, what: impl Fn(&Value) -> bool, secs: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -93,6 +104,7 @@ impl Runner {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(v) if what(&v) => return v,
+                Ok(v) if v["kind"] == "registry" => self.registry.push(v),
                 Ok(v) => {
                     if v["kind"] == "error" {
                         eprintln!("runner: {v}");
@@ -270,6 +282,15 @@ async fn a_csv_in_raw_flows_to_scoring_monitoring_and_a_retrain_on_the_emulator(
     })
     .await;
     let version = production(&store).await.unwrap();
+    // The registry's events reach the deployments queue and `lambdaml local` shows them.
+    let promoted = runner.registry_event(
+        "the promotion as a registry event",
+        |v| v["trigger"] == "promoted",
+        30,
+    );
+    assert_eq!(promoted["function"], "breast-cancer");
+    assert_eq!(promoted["detail"]["version"], version.as_str());
+    assert_eq!(promoted["detail"]["from_role"], "candidate");
     // The artifacts of the run.
     for name in [
         "model.safetensors",

@@ -50,14 +50,14 @@ fn allowed_sends() -> BTreeMap<&'static str, Vec<&'static str>> {
         ),
         (
             "EvaluateFunction",
-            vec!["DeployQueue", "EvaluateDeadLetterQueue"],
+            vec!["DeployQueue", "EvaluateDeadLetterQueue", "DeploymentsQueue"],
         ),
         (
             "DeployFunction",
             vec!["DeploymentsQueue", "DeployDeadLetterQueue"],
         ),
         ("ScoreFunction", vec![]),
-        ("MonitorFunction", vec!["IngestQueue"]),
+        ("MonitorFunction", vec!["IngestQueue", "DeploymentsQueue"]),
     ])
 }
 

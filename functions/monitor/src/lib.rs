@@ -484,6 +484,13 @@ impl Monitor {
                         "breach": outcome.report.verdict.breach,
                         "reasons": outcome.report.verdict.reasons,
                         "retrain": outcome.report.retrain.decision,
+                        "rollout": outcome.report.rollout.as_ref().map(|r| serde_json::json!({
+                            "role": r.role,
+                            "candidate": r.candidate.version,
+                            "decision": r.decision,
+                            "applied": r.applied,
+                            "detail": r.detail,
+                        })),
                     }));
                 }
                 Err(e) => {
