@@ -76,6 +76,31 @@ load lambdaml "http://127.0.0.1:18080/v2/models/breast-cancer/infer" "$PID"
 kill -INT "$PID"; wait "$PID" || true
 echo "captured: $(cat "$STORE"/captures/breast-cancer/*/*/*.jsonl | wc -l) requests" >&2
 
+# The same server with a shadow version scoring a copy of every request, off the response
+# path (issue 15: goal ≥ 90 % of the throughput above, p50 unchanged within noise). A second
+# version from another split seed; whichever the rule kept, the other one is the shadow.
+sed -e 's/^seed = .*/seed = 7/' examples/specs/breast_cancer.toml > "$OUT/breast_shadow.toml"
+"$BIN" --store "file://$STORE" train --spec "$OUT/breast_shadow.toml" \
+  --data data/sklearn_breast_cancer.csv >/dev/null
+read -r PROD OTHER < <("$BIN" --store "file://$STORE" --json models show breast-cancer | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print(r["production"], next(v for v in r["versions"] if v != r["production"]))')
+if [ "$("$BIN" --store "file://$STORE" --json models show breast-cancer | python3 -c '
+import json, sys; r = json.load(sys.stdin); print(r["versions"][sys.argv[1]]["status"])' "$OTHER")" = rejected ]; then
+  "$BIN" --store "file://$STORE" models promote breast-cancer "$OTHER" --reason "bench: swap" >/dev/null
+  read -r PROD OTHER <<<"$OTHER $PROD"
+fi
+"$BIN" --store "file://$STORE" models shadow breast-cancer "$OTHER" >/dev/null
+rm -rf "$STORE/captures"
+"${SERVER_CPU[@]}" "$BIN" --store "file://$STORE" serve --addr 127.0.0.1:18083 --model breast-cancer 2>"$OUT/serve-shadow.log" &
+PID=$!
+until curl -sf 127.0.0.1:18083/v2/health/ready >/dev/null; do sleep 0.05; done
+load lambdaml-shadow-100pct "http://127.0.0.1:18083/v2/models/breast-cancer/infer" "$PID"
+kill -INT "$PID"; wait "$PID" || true
+echo "captured with a shadow: $(cat "$STORE"/captures/breast-cancer/*/*/*.jsonl | grep -vc '"role":"shadow"') production and $(cat "$STORE"/captures/breast-cancer/*/*/*.jsonl | grep -c '"role":"shadow"') shadow records" >&2
+"$BIN" --store "file://$STORE" models end-rollout breast-cancer >/dev/null
+
 "${SERVER_CPU[@]}" "$BARE" 127.0.0.1:18081 2>/dev/null &
 PID=$!
 until curl -sf -d x 127.0.0.1:18081/v2/models/m/infer >/dev/null; do sleep 0.05; done

@@ -27,6 +27,13 @@ use crate::score::{
 /// same weights): with `unseen_category = "error"` it refuses every row whose colour is not
 /// among them.
 async fn variant(store: &Arc<dyn ObjectStore>, from: &str, to: &str, colors: [&str; 3]) {
+    let map: Vec<(&str, &str)> = ["red", "green", "blue"].into_iter().zip(colors).collect();
+    renamed(store, from, to, &map).await;
+}
+
+/// Registers a copy of version `from` as `to` with the strings of its pipeline renamed by
+/// `map` (the same weights).
+async fn renamed(store: &Arc<dyn ObjectStore>, from: &str, to: &str, map: &[(&str, &str)]) {
     let key = layout::model_manifest("mixed", from).unwrap();
     let mut manifest: Value = store.get_json(&key).await.unwrap();
     fn rename(v: &mut Value, map: &BTreeMap<&str, &str>) {
@@ -41,7 +48,7 @@ async fn variant(store: &Arc<dyn ObjectStore>, from: &str, to: &str, colors: [&s
             _ => {}
         }
     }
-    let map: BTreeMap<&str, &str> = ["red", "green", "blue"].into_iter().zip(colors).collect();
+    let map: BTreeMap<&str, &str> = map.iter().copied().collect();
     rename(&mut manifest["pipeline"], &map);
     manifest["version"] = json!(to);
     store
@@ -98,7 +105,14 @@ async fn a_canary_answers_its_weight_sticky_per_key_and_says_which_version_answe
         })
         .await
         .unwrap();
-    let state = state_with(store.clone(), test_config());
+    let refresh = Duration::from_millis(300);
+    let state = state_with(
+        store.clone(),
+        lambdaml_score::ScoreConfig {
+            refresh,
+            ..test_config()
+        },
+    );
     let mut by_key = Vec::new();
     let mut canary = 0;
     for i in 0..10_000 {
@@ -184,15 +198,17 @@ async fn a_canary_answers_its_weight_sticky_per_key_and_says_which_version_answe
             .all(|r| (r.version.as_deref() == Some(b.as_str())) == (r.role == Some(Role::Canary))),
         "every canary answer, and only those, carries role canary"
     );
-    // Ending the rollout: production answers everyone at the next refresh.
+    // Ending the rollout: the same server answers everyone with production once its
+    // refresh interval has passed, as for a promotion.
     registry
         .update("mixed", |r| r.end_rollout(None, "test", "done"))
         .await
         .unwrap();
-    let fresh = state_with(store.clone(), test_config());
+    tokio::time::sleep(refresh + Duration::from_millis(100)).await;
+    post_json(&state, "/invocations", &one_row(0)).await;
     for (key, _) in by_key.iter().take(50) {
         let answer = call(
-            &fresh,
+            &state,
             "POST",
             "/invocations",
             Some("application/json"),
@@ -272,6 +288,37 @@ async fn a_shadow_that_fails_every_row_leaves_every_answer_correct() {
         ids
     };
     assert_eq!(ids(&shadow), ids(&production), "same request ids");
+
+    // A shadow taking a feature production's requests do not carry (a spec change):
+    // those requests are scored by production only, and the shadow's record says so.
+    renamed(&store, &b, "renamed", &[("count", "visits")]).await;
+    registry
+        .update("mixed", |r| {
+            r.end_rollout(None, "test", "next")?;
+            r.start_rollout(Role::Shadow, "renamed", 1.0, false, "test", "x")
+        })
+        .await
+        .unwrap();
+    let state = state_with(store.clone(), test_config());
+    for i in 0..5 {
+        let answer = post_json(&state, "/invocations", &one_row(i)).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["model_version"], a.as_str());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    state.capture.flush().await;
+    let skipped: Vec<_> = captures(store.as_ref(), "captures/mixed/")
+        .await
+        .into_iter()
+        .filter(|r| r.version.as_deref() == Some("renamed"))
+        .collect();
+    assert_eq!(skipped.len(), 5);
+    assert!(
+        skipped
+            .iter()
+            .all(|r| r.status == 424 && r.errors[0].reason.contains("visits")),
+        "{skipped:?}"
+    );
 
     // A shadow whose version cannot be loaded at all: production serves alone.
     registry

@@ -655,4 +655,57 @@ mod tests {
         assert_eq!(r.decision, "end");
         assert!(r.detail.contains("latency"), "{}", r.detail);
     }
+
+    #[test]
+    fn records_fold_by_role_version_and_status() {
+        let mut a = acc(Role::Shadow);
+        fn line(json: &'static str) -> Line<'static> {
+            serde_json::from_str(json).unwrap()
+        }
+        let none = |_: &str, _: usize| None;
+        let truth = |_: &str, _: usize| Some(1.0);
+        a.fold(
+            &line(r#"{"request_id":"r1","timestamp":"t","version":"p","status":200,"latency_us":900,"outputs":[0.2,0.8]}"#),
+            truth,
+        );
+        a.fold(
+            &line(r#"{"request_id":"r1","timestamp":"t","version":"c","role":"shadow","status":200,"latency_us":50,"outputs":[0.6,0.4]}"#),
+            truth,
+        );
+        // Skipped (a feature production's request lacks), failed, another version, and a
+        // client's mistake on production's side.
+        a.fold(
+            &line(
+                r#"{"request_id":"r2","timestamp":"t","version":"c","role":"shadow","status":424}"#,
+            ),
+            none,
+        );
+        a.fold(
+            &line(
+                r#"{"request_id":"r3","timestamp":"t","version":"c","role":"shadow","status":422}"#,
+            ),
+            none,
+        );
+        a.fold(
+            &line(r#"{"request_id":"r4","timestamp":"t","version":"zz","status":200,"outputs":[0.5,0.5]}"#),
+            none,
+        );
+        a.fold(
+            &line(r#"{"request_id":"r5","timestamp":"t","version":"p","status":400}"#),
+            none,
+        );
+        assert_eq!(a.skipped, 1);
+        assert_eq!((a.production.requests, a.production.rows), (1, 1));
+        assert_eq!(
+            (a.candidate.requests, a.candidate.rows, a.candidate.errors),
+            (2, 1, 1)
+        );
+        let r = a.finish(&RolloutSection::default(), "accuracy", Some(&classes()));
+        assert_eq!(r.agreement.paired_rows, 1);
+        assert_eq!(r.agreement.label_agreement, Some(0.0), "1 vs 0");
+        assert_eq!(r.production.labelled, 1);
+        assert_eq!(r.skipped_requests, 1);
+        assert_eq!(r.candidate.error_rate, 0.5);
+        assert_eq!(r.decision, "end", "half its requests failed: {}", r.detail);
+    }
 }

@@ -219,15 +219,7 @@ impl<'a> Call<'a> {
                 .map(|f| f.name.clone())
                 .collect(),
             inputs: record.inputs.clone(),
-            base: CaptureRecord {
-                status: 200,
-                latency_us: 0,
-                rows: 0,
-                inputs: Vec::new(),
-                labels: Vec::new(),
-                outputs: Vec::new(),
-                ..record.clone()
-            },
+            base: self.base_record(200, body_bytes),
         });
         self.capture(record);
         if let Some(job) = shadow {
@@ -365,9 +357,9 @@ impl ShadowJob {
                     if let Some(classes) = &shadow.classes {
                         record.labels = scored.labels.iter().map(|i| classes[*i].clone()).collect();
                     }
+                    // The inputs are production's record's (the same request id): a shadow
+                    // record carries only what the shadow answered, half the capture cost.
                     record.outputs = scored.outputs;
-                    drop(frame);
-                    record.inputs = inputs;
                 }
                 Err(e) => {
                     record.status = e.status.as_u16();

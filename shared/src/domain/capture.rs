@@ -75,7 +75,8 @@ pub struct CaptureRecord {
     /// The version that answered (or would have), when one was resolved.
     pub version: Option<String>,
     /// The version's rollout role: `canary` (it answered a canary's share) or `shadow`
-    /// (a copy of a production request, never returned, under the same `request_id`);
+    /// (a copy of a production request, never returned, under the same `request_id`; its
+    /// record holds the shadow's outputs, not the inputs, which are production's record's);
     /// absent for production and explicitly requested versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<crate::registry::Role>,
