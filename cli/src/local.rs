@@ -329,11 +329,7 @@ impl Local {
     }
 
     fn template_has_queue(&self, id: &str) -> bool {
-        self.stack
-            .template
-            .of_kind("AWS::SQS::Queue")
-            .iter()
-            .any(|q| *q == id)
+        self.stack.template.of_kind("AWS::SQS::Queue").contains(&id)
     }
 
     /// One polling task per enabled SQS event source mapping.
