@@ -125,6 +125,18 @@ pub struct Serving {
     pub shadow: Option<(Arc<LoadedModel>, f64)>,
     /// The canary and the share of requests it answers.
     pub canary: Option<(Arc<LoadedModel>, f64)>,
+    /// For each of the shadow's inputs, its position among production's (None: production's
+    /// requests do not carry it), worked out once per resolution, not per request.
+    pub shadow_inputs: Arc<[Option<usize>]>,
+}
+
+/// A shadow to run on a request: the version and where its inputs are in production's.
+#[derive(Debug, Clone)]
+pub struct ShadowRun {
+    /// The shadow version.
+    pub model: Arc<LoadedModel>,
+    /// Its inputs' positions among production's.
+    pub inputs: Arc<[Option<usize>]>,
 }
 
 /// A stable number in [0, 1) for `key` (FNV-1a, then a 64-bit mix): the same key always
@@ -162,16 +174,21 @@ impl Serving {
     }
 
     /// The shadow, when this request is in its share.
-    pub fn shadow_for(&self, key: Option<&str>) -> Option<&Arc<LoadedModel>> {
+    pub fn shadow_for(&self, key: Option<&str>) -> Option<ShadowRun> {
         let (shadow, share) = self.shadow.as_ref()?;
-        if *share >= 1.0 {
-            return Some(shadow);
+        if *share < 1.0 {
+            let u = match key {
+                Some(k) => key_fraction("shadow", k),
+                None => rand::random::<f64>(),
+            };
+            if u >= *share {
+                return None;
+            }
         }
-        let u = match key {
-            Some(k) => key_fraction("shadow", k),
-            None => rand::random::<f64>(),
-        };
-        (u < *share).then_some(shadow)
+        Some(ShadowRun {
+            model: shadow.clone(),
+            inputs: self.shadow_inputs.clone(),
+        })
     }
 
     /// The widest input of the versions that may answer (a JSON body's parse budget).
@@ -376,10 +393,21 @@ impl ModelCache {
                     }
                 }
                 let [shadow, canary] = roles;
+                let shadow_inputs: Arc<[Option<usize>]> = match &shadow {
+                    Some((s, _)) => s
+                        .manifest
+                        .pipeline
+                        .inputs
+                        .iter()
+                        .map(|f| production.index.get(&f.name).copied())
+                        .collect(),
+                    None => Arc::from(Vec::new()),
+                };
                 Some(Arc::new(Serving {
                     production,
                     shadow,
                     canary,
+                    shadow_inputs,
                 }))
             }
             None => None,

@@ -104,7 +104,7 @@ pub(crate) struct Call<'a> {
     /// The answering version's rollout role (None: production or an explicit version).
     pub(crate) role: Option<Role>,
     /// The shadow that also scores this request, when it is in the shadow's share.
-    pub(crate) shadow: Option<Arc<LoadedModel>>,
+    pub(crate) shadow: Option<crate::loader::ShadowRun>,
 }
 
 impl<'a> Call<'a> {
@@ -132,8 +132,8 @@ impl<'a> Call<'a> {
         picked.model
     }
 
-    pub(crate) fn capture(&self, record: CaptureRecord) {
-        if self.state.capture.record(&record) && !self.state.config.flush_each_request {
+    pub(crate) fn capture(&self, record: &CaptureRecord) {
+        if self.state.capture.record(record) && !self.state.config.flush_each_request {
             let writer = self.state.capture.clone();
             tokio::spawn(async move { writer.flush_due().await });
         }
@@ -177,7 +177,7 @@ impl<'a> Call<'a> {
         };
         const KEEP: usize = 64 << 10;
         record.body = Some(String::from_utf8_lossy(&body[..body.len().min(KEEP)]).into_owned());
-        self.capture(record);
+        self.capture(&record);
         let resp = error_response(&e, &self.request_id);
         with_outcome(
             resp,
@@ -207,23 +207,19 @@ impl<'a> Call<'a> {
             record.labels = scored.labels.iter().map(|i| classes[*i].clone()).collect();
         }
         record.outputs = scored.outputs;
-        let shadow = self.shadow.clone().map(|shadow| ShadowJob {
-            capture: self.state.capture.clone(),
-            flush_async: !self.state.config.flush_each_request,
-            shadow,
-            production: model
-                .manifest
-                .pipeline
-                .inputs
-                .iter()
-                .map(|f| f.name.clone())
-                .collect(),
-            inputs: record.inputs.clone(),
-            base: self.base_record(200, body_bytes),
-        });
-        self.capture(record);
-        if let Some(job) = shadow {
-            job.start();
+        self.capture(&record);
+        if let Some(shadow) = self.shadow.clone() {
+            ShadowJob {
+                capture: self.state.capture.clone(),
+                flush_async: !self.state.config.flush_each_request,
+                shadow: shadow.model,
+                positions: shadow.inputs,
+                width: model.width(),
+                // Captured already: the shadow takes the rows instead of a copy.
+                inputs: std::mem::take(&mut record.inputs),
+                base: self.base_record(200, body_bytes),
+            }
+            .start();
         }
         let mut resp = json_response(StatusCode::OK, response, Some(&self.request_id));
         if let Ok(v) = HeaderValue::from_str(&model.version) {
@@ -255,8 +251,10 @@ pub(crate) struct ShadowJob {
     /// invocation's end writes every buffer).
     flush_async: bool,
     shadow: Arc<LoadedModel>,
-    /// Production's input names, in the order of `inputs`' values.
-    production: Vec<String>,
+    /// Where each of the shadow's inputs is among production's (the order of `inputs`).
+    positions: Arc<[Option<usize>]>,
+    /// Production's input count.
+    width: usize,
     inputs: Vec<Vec<CapturedValue>>,
     /// The production record's request id, time, model, protocol and client id.
     base: CaptureRecord,
@@ -270,7 +268,7 @@ impl ShadowJob {
     /// in place in Lambda (the invocation's end must find its capture record; the
     /// response is already built).
     pub(crate) fn start(self) {
-        let values = self.inputs.len() * self.production.len();
+        let values = self.inputs.len() * self.width;
         let runtime = tokio::runtime::Handle::try_current();
         match runtime {
             Ok(rt) if self.flush_async => {
@@ -289,25 +287,24 @@ impl ShadowJob {
     /// Scores the inputs with the shadow and captures the result.
     pub(crate) fn run(self) {
         let started = Instant::now();
-        let shadow = &self.shadow;
-        let mut record = self.base;
+        let ShadowJob {
+            capture,
+            flush_async,
+            shadow,
+            positions,
+            inputs,
+            base: mut record,
+            ..
+        } = self;
         record.version = Some(shadow.version.clone());
         record.role = Some(Role::Shadow);
-        // The shadow's inputs by name among production's; a spec change may have added
-        // features production's requests do not carry.
-        let positions: Vec<Option<usize>> = shadow
-            .manifest
-            .pipeline
-            .inputs
-            .iter()
-            .map(|f| self.production.iter().position(|p| *p == f.name))
-            .collect();
+        // A spec change may have added features production's requests do not carry.
         let missing: Vec<&str> = shadow
             .manifest
             .pipeline
             .inputs
             .iter()
-            .zip(&positions)
+            .zip(positions.iter())
             .filter(|(_, p)| p.is_none())
             .map(|(f, _)| f.name.as_str())
             .collect();
@@ -324,26 +321,17 @@ impl ShadowJob {
                 ),
             )];
         } else {
-            let inputs: Vec<Vec<CapturedValue>> = self
-                .inputs
-                .iter()
-                .map(|row| {
-                    positions
-                        .iter()
-                        .map(|p| {
-                            p.and_then(|p| row.get(p).cloned())
-                                .unwrap_or(CapturedValue::Null)
-                        })
-                        .collect()
-                })
-                .collect();
+            // Production's values in the shadow's input order, borrowed.
             let values: Vec<RawValue<'_>> = inputs
                 .iter()
-                .flatten()
-                .map(|v| match v {
-                    CapturedValue::Null => RawValue::Missing,
-                    CapturedValue::Number(x) => RawValue::Number(*x),
-                    CapturedValue::Text(t) => RawValue::Text(t),
+                .flat_map(|row| {
+                    positions
+                        .iter()
+                        .map(move |p| match p.and_then(|p| row.get(p)) {
+                            None | Some(CapturedValue::Null) => RawValue::Missing,
+                            Some(CapturedValue::Number(x)) => RawValue::Number(*x),
+                            Some(CapturedValue::Text(t)) => RawValue::Text(t),
+                        })
                 })
                 .collect();
             let frame = Frame {
@@ -351,7 +339,7 @@ impl ShadowJob {
                 values,
                 ignored: Vec::new(),
             };
-            match score_frame(shadow, &frame) {
+            match score_frame(&shadow, &frame) {
                 Ok(scored) => {
                     record.rows = scored.rows;
                     if let Some(classes) = &shadow.classes {
@@ -372,10 +360,9 @@ impl ShadowJob {
             }
         }
         record.latency_us = started.elapsed().as_micros() as u64;
-        if self.capture.record(&record) && self.flush_async {
-            let writer = self.capture.clone();
+        if capture.record(&record) && flush_async {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { writer.flush_due().await });
+                rt.spawn(async move { capture.flush_due().await });
             }
         }
     }

@@ -12,7 +12,7 @@ use lambdaml::store::ObjectStore;
 use crate::budget;
 use crate::config::ScoreConfig;
 use crate::error::ApiError;
-use crate::loader::{LoadedModel, ModelCache, Serving};
+use crate::loader::{LoadedModel, ModelCache, Serving, ShadowRun};
 use crate::metrics::{Gauges, Metrics};
 use crate::parse::Limits;
 use lambdaml::registry::Role;
@@ -31,7 +31,7 @@ pub(crate) enum Target {
 pub(crate) struct Picked {
     pub model: Arc<LoadedModel>,
     pub role: Option<Role>,
-    pub shadow: Option<Arc<LoadedModel>>,
+    pub shadow: Option<ShadowRun>,
 }
 
 impl Target {
@@ -57,11 +57,7 @@ impl Target {
                 Picked {
                     model: model.clone(),
                     role: canary.then_some(Role::Canary),
-                    shadow: if canary {
-                        None
-                    } else {
-                        s.shadow_for(key).cloned()
-                    },
+                    shadow: if canary { None } else { s.shadow_for(key) },
                 }
             }
         }
