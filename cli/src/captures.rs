@@ -85,6 +85,9 @@ struct Exported {
     refused: u64,
     /// Lines that were not capture records (left out, counted).
     unreadable_lines: u64,
+    /// A shadow version's copies of requests (left out: not traffic; `lambdaml monitor`
+    /// compares them with production).
+    shadow_records: u64,
     /// Values a numeric column could not hold (text that is not a number; empty in
     /// Parquet, kept in CSV).
     non_numeric_values: u64,
@@ -207,6 +210,7 @@ async fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
         rows: 0,
         refused: 0,
         unreadable_lines: 0,
+        shadow_records: 0,
         non_numeric_values: 0,
     };
     for key in &keys {
@@ -227,6 +231,10 @@ async fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
             let inside =
                 at.is_some_and(|at| from.is_none_or(|f| at >= f) && to.is_none_or(|t| at < t));
             if !inside {
+                continue;
+            }
+            if record.role == Some(lambdaml::registry::Role::Shadow) {
+                done.shadow_records += 1;
                 continue;
             }
             done.requests += 1;
@@ -252,7 +260,14 @@ async fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
             } else {
                 String::new()
             }
-        )
+        ) + &if d.shadow_records > 0 {
+            format!(
+                "{} shadow records left out (a shadow's copies of requests, not traffic)\n",
+                d.shadow_records
+            )
+        } else {
+            String::new()
+        }
     });
     Ok(())
 }

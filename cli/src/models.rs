@@ -188,8 +188,8 @@ pub enum ModelsCommand {
         #[arg(long, default_value_t = 1.0)]
         share: f64,
         /// Why (recorded in the history).
-        #[arg(long, default_value = "shadow started by hand")]
-        reason: String,
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Let a version answer a share of the live traffic (sticky per `x-lambdaml-key`); the
     /// same command with the canary's own version changes its weight.
@@ -202,8 +202,8 @@ pub enum ModelsCommand {
         #[arg(long)]
         weight: f64,
         /// Why (recorded in the history).
-        #[arg(long, default_value = "canary started by hand")]
-        reason: String,
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// End the rollout: the shadow and canary versions (or `--role` one) are retired and
     /// production serves alone.
@@ -269,12 +269,20 @@ fn render_roles(r: &Registry) -> String {
     for role in [Role::Shadow, Role::Canary] {
         if let Some(slot) = r.slot(role) {
             s.push_str(&format!(
-                "{role}: {} on {} of the traffic since {}\n",
-                slot.version, slot.weight, slot.since
+                "{role}: {} on {} % of the traffic since {}\n",
+                slot.version,
+                percent(slot.weight),
+                slot.since
             ));
         }
     }
     s
+}
+
+/// A weight as a percentage without trailing zeros: 0.05 → "5", 0.125 → "12.5".
+fn percent(weight: f64) -> String {
+    let p = (weight * 1e4).round() / 100.0;
+    format!("{p}")
 }
 
 fn render_event(e: &RegistryEvent) -> String {
@@ -395,6 +403,9 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
             share,
             reason,
         } => {
+            let reason = reason.unwrap_or_else(|| {
+                format!("shadow on {} % of the traffic, by hand", percent(share))
+            });
             let r = deploy
                 .rollout(&model, Role::Shadow, &version, share, &actor(), &reason)
                 .await
@@ -407,6 +418,9 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
             weight,
             reason,
         } => {
+            let reason = reason.unwrap_or_else(|| {
+                format!("canary on {} % of the traffic, by hand", percent(weight))
+            });
             let r = deploy
                 .rollout(&model, Role::Canary, &version, weight, &actor(), &reason)
                 .await
