@@ -360,10 +360,11 @@ impl ShadowJob {
             }
         }
         record.latency_us = started.elapsed().as_micros() as u64;
-        if capture.record(&record) && flush_async {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { capture.flush_due().await });
-            }
+        if capture.record(&record)
+            && flush_async
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move { capture.flush_due().await });
         }
     }
 }
