@@ -255,6 +255,9 @@ async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
         if !status.is_success() {
             return Err(anyhow!("posting feedback failed: {answer}"));
         }
+        // The shadow's copies are captured off the response path: all of them before the
+        // monitor reads the year.
+        state.settle(std::time::Duration::from_secs(30)).await;
         state.capture.flush().await;
         let from = day_time(first) - chrono::Duration::hours(12);
         let (outcome, new_version, verdict) =

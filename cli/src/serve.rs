@@ -210,6 +210,7 @@ pub async fn predict(ctx: &Ctx, started: Instant, args: PredictArgs) -> Result<(
     let response = router(state.clone()).oneshot(request).await?;
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+    state.settle(std::time::Duration::from_secs(10)).await;
     state.capture.flush().await;
     let value: serde_json::Value = serde_json::from_slice(&body)?;
     if !status.is_success() {

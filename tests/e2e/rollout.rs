@@ -259,7 +259,10 @@ async fn a_shadow_that_fails_every_row_leaves_every_answer_correct() {
         assert_eq!(answer.headers["x-lambdaml-role"], "production");
     }
     // The shadow's work is off the response path: wait for it, then flush.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        state.settle(Duration::from_secs(10)).await,
+        "shadow jobs finish"
+    );
     state.capture.flush().await;
     let records = captures(store.as_ref(), "captures/mixed/").await;
     let shadow: Vec<_> = records
@@ -305,7 +308,10 @@ async fn a_shadow_that_fails_every_row_leaves_every_answer_correct() {
         assert_eq!(answer.status, 200);
         assert_eq!(answer.json()["model_version"], a.as_str());
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        state.settle(Duration::from_secs(10)).await,
+        "shadow jobs finish"
+    );
     state.capture.flush().await;
     let skipped: Vec<_> = captures(store.as_ref(), "captures/mixed/")
         .await
@@ -340,6 +346,12 @@ async fn a_shadow_that_fails_every_row_leaves_every_answer_correct() {
 
 /// Scores `rows` of the mixed data through `state` and posts their labels as feedback.
 async fn traffic_with_labels(state: &Arc<lambdaml_score::ScoreState>, rows: usize) {
+    traffic_with(state, rows, false).await;
+}
+
+/// Scores `rows` of the mixed data through `state` and posts their labels (each flipped
+/// when `flip`: the world changed) as feedback.
+pub(crate) async fn traffic_with(state: &Arc<lambdaml_score::ScoreState>, rows: usize, flip: bool) {
     let csv = mixed_csv(rows);
     let mut feedback = Vec::new();
     for line in csv.lines().skip(1) {
@@ -353,7 +365,12 @@ async fn traffic_with_labels(state: &Arc<lambdaml_score::ScoreState>, rows: usiz
             "{}",
             String::from_utf8_lossy(&answer.body)
         );
-        feedback.push(json!({"request_id": answer.json()["request_id"], "row": 0, "label": v[4]}));
+        let label = match (flip, v[4]) {
+            (true, "1") => "0",
+            (true, _) => "1",
+            (false, l) => l,
+        };
+        feedback.push(json!({"request_id": answer.json()["request_id"], "row": 0, "label": label}));
     }
     let answer = post_json(
         state,
@@ -366,13 +383,16 @@ async fn traffic_with_labels(state: &Arc<lambdaml_score::ScoreState>, rows: usiz
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        state.settle(Duration::from_secs(10)).await,
+        "shadow jobs finish"
+    );
     state.capture.flush().await;
 }
 
 /// A store with everything of the fixture's (runs, specs, datasets, models) and `[rollout]`
 /// settings in the live spec.
-async fn whole_store(rollout: &str) -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
+pub(crate) async fn whole_store(rollout: &str) -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> =
@@ -399,7 +419,7 @@ async fn whole_store(rollout: &str) -> (tempfile::TempDir, Arc<dyn ObjectStore>)
     (dir, store)
 }
 
-async fn run_monitor(
+pub(crate) async fn run_monitor(
     dir: &std::path::Path,
     store: &Arc<dyn ObjectStore>,
 ) -> lambdaml_monitor::MonitorOutcome {

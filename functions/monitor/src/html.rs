@@ -238,6 +238,7 @@ pub fn render(r: &Report) -> String {
     data_drift(&mut s, r);
     prediction_drift(&mut s, r);
     performance(&mut s, r);
+    concept(&mut s, r);
     rollout(&mut s, r);
     data_quality(&mut s, r);
     processing(&mut s, r);
@@ -422,6 +423,39 @@ fn performance(s: &mut String, r: &Report) {
 }
 
 /// Data quality: missing, out-of-range, invalid and unseen values per feature.
+/// The concept-drift detector on the error stream.
+fn concept(s: &mut String, r: &Report) {
+    let Some(c) = &r.concept_drift else {
+        return;
+    };
+    let _ = write!(
+        s,
+        "<h2>Concept drift ({})</h2><p>{} labelled rows fed this run ({} since the detector started on version {}), mean error {}{}: <b>{}</b>{}</p>",
+        esc(&c.detector),
+        c.fed,
+        c.fed_total,
+        esc(&c.version),
+        num(c.mean_error),
+        if c.warning {
+            ", in the warning zone"
+        } else {
+            ""
+        },
+        if c.changes.is_empty() {
+            "no change".to_string()
+        } else {
+            c.changes
+                .iter()
+                .map(|ch| format!("change at row {} ({})", ch.position, esc(&ch.at)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        c.restarted
+            .as_ref()
+            .map_or(String::new(), |w| format!(" — {}", esc(w)))
+    );
+}
+
 /// Production against its shadow or canary, and the decision.
 fn rollout(s: &mut String, r: &Report) {
     let Some(ro) = &r.rollout else {

@@ -15,6 +15,7 @@
 //! schedule (every model in the registry, the window since the previous run's length).
 
 pub mod analysis;
+mod concept;
 mod found;
 pub mod html;
 mod interval;
@@ -24,6 +25,7 @@ mod scan;
 mod verdict;
 pub mod window;
 
+pub use concept::ConceptState;
 pub use interval::{Interval, schedule_period};
 /// The report's types live in `shared` ([`lambdaml::monitoring`]) so readers of reports
 /// (the CLI, dashboards) need not link the monitor.
@@ -222,8 +224,23 @@ impl Monitor {
             window_ms,
         );
         timings.lap("analysis");
+        let concept_drift = self
+            .concept_drift(
+                model,
+                &found.manifest.version,
+                found.spec.monitor.trigger,
+                &labelled,
+                classes.is_some(),
+            )
+            .await?;
         let mut notes = verdict::notes(&interval, &captures, &feedback, &data_drift);
-        let verdict = verdict::verdict(&found, &data_drift, &performance);
+        let verdict = verdict::verdict(&found, &data_drift, &performance, concept_drift.as_ref());
+        if concept_drift.is_some() && performance.breach {
+            notes.push(format!(
+                "the window's {} dropped beyond performance_drop, which is reported, not a breach: [monitor] trigger = {:?} decides",
+                performance.metric, found.spec.monitor.trigger
+            ).to_lowercase());
+        }
         let rollout = match rollout {
             Some(acc) => {
                 let (role, candidate) = (acc.role(), acc.candidate().to_string());
@@ -298,6 +315,7 @@ impl Monitor {
             processing,
             verdict,
             retrain,
+            concept_drift,
             rollout,
             notes,
             timings_ms: timings.into_map(),

@@ -5,7 +5,9 @@ use chrono::SecondsFormat;
 
 use crate::found::Found;
 use crate::interval::Interval;
-use crate::report::{CaptureSummary, DataDrift, FeedbackSummary, Performance, Verdict};
+use crate::report::{
+    CaptureSummary, ConceptDrift, DataDrift, FeedbackSummary, Performance, Verdict,
+};
 
 /// The notes on what was read: an empty window, skipped lines, unknown versions, feedback
 /// that joined nothing, features the baseline cannot test.
@@ -70,7 +72,12 @@ pub(crate) fn notes(
 }
 
 /// The verdict: every reason for a breach.
-pub(crate) fn verdict(found: &Found, data_drift: &DataDrift, performance: &Performance) -> Verdict {
+pub(crate) fn verdict(
+    found: &Found,
+    data_drift: &DataDrift,
+    performance: &Performance,
+    concept: Option<&ConceptDrift>,
+) -> Verdict {
     let mut reasons = Vec::new();
     if data_drift.dataset_drift {
         reasons.push(format!(
@@ -81,7 +88,18 @@ pub(crate) fn verdict(found: &Found, data_drift: &DataDrift, performance: &Perfo
             data_drift.drift_share_threshold
         ));
     }
-    if performance.breach {
+    // With a concept-drift trigger the detector, not the window's threshold, decides.
+    if let Some(c) = concept {
+        for change in &c.changes {
+            reasons.push(format!(
+                "concept drift: {} found a change in the error stream at row {} (captured {}); mean error of the rows fed this run {:.4}",
+                c.detector,
+                change.position,
+                change.at,
+                c.mean_error.unwrap_or(f64::NAN)
+            ));
+        }
+    } else if performance.breach {
         reasons.push(format!(
             "performance drop: live {} {:.4} vs holdout {:.4}",
             performance.metric,

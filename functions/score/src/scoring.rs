@@ -218,6 +218,7 @@ impl<'a> Call<'a> {
                 // Captured already: the shadow takes the rows instead of a copy.
                 inputs: std::mem::take(&mut record.inputs),
                 base: self.base_record(200, body_bytes),
+                guard: self.state.shadows.enter(),
             }
             .start();
         }
@@ -258,6 +259,52 @@ pub(crate) struct ShadowJob {
     inputs: Vec<Vec<CapturedValue>>,
     /// The production record's request id, time, model, protocol and client id.
     base: CaptureRecord,
+    /// Counted in flight until the record is captured.
+    guard: InFlightGuard,
+}
+
+/// Shadow jobs started and not finished: what [`ScoreState::settle`] waits for, so a
+/// shutdown or the end of a simulated period writes every shadow record.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    n: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+/// Counts one job in flight until dropped.
+pub(crate) struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+
+    /// Jobs in flight now.
+    pub fn count(&self) -> usize {
+        self.n.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until no job is in flight.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
 }
 
 /// Rows × inputs from which a shadow's scoring leaves the async workers.
@@ -294,6 +341,7 @@ impl ShadowJob {
             positions,
             inputs,
             base: mut record,
+            guard,
             ..
         } = self;
         record.version = Some(shadow.version.clone());
@@ -366,6 +414,7 @@ impl ShadowJob {
         {
             rt.spawn(async move { capture.flush_due().await });
         }
+        drop(guard);
     }
 }
 

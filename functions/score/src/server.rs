@@ -81,6 +81,9 @@ pub async fn serve(
         tracing::warn!("connections still open after the grace period; closing them");
     }
     flusher.abort();
+    if !state.settle(Duration::from_secs(5)).await {
+        tracing::warn!("shadow scoring still running after 5 s; its records may be lost");
+    }
     state.capture.flush().await;
     Ok(())
 }

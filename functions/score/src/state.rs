@@ -97,6 +97,8 @@ pub struct ScoreState {
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// The service name metrics carry (see [`lambdaml::telemetry::service`]).
     pub(crate) service: String,
+    /// Shadow jobs not finished yet.
+    pub(crate) shadows: Arc<crate::scoring::InFlight>,
 }
 
 impl ScoreState {
@@ -123,6 +125,7 @@ impl ScoreState {
             cold_start: OnceLock::new(),
             first_request: AtomicBool::new(true),
             service: lambdaml::telemetry::service(),
+            shadows: Arc::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 config
                     .max_in_flight
@@ -178,6 +181,15 @@ impl ScoreState {
                 Ok(Target::Serving(serving))
             }
         }
+    }
+
+    /// Waits (up to `limit`) until every shadow job started so far has captured its record;
+    /// false when some were still running at the limit. A shutdown calls it before the last
+    /// flush, and a simulation before it reads the captures.
+    pub async fn settle(&self, limit: std::time::Duration) -> bool {
+        tokio::time::timeout(limit, self.shadows.settled())
+            .await
+            .is_ok()
     }
 
     /// Loads the default model's production version now (cold start work done before the

@@ -17,6 +17,7 @@
 //! feedback/<model>/<YYYY-MM-DD>/<HH>/<id>.jsonl      ground truth sent back
 //! monitoring/<model>/<time>-<salt>/report.{json,html}, labelled.csv   a monitor run
 //! monitoring/<model>/retrain-state.json              the retrain cooldown's state
+//! monitoring/<model>/concept-state.json              the concept-drift detector between runs
 //! ```
 //!
 //! Functions returning an [`ObjectKey`] check the key rules (a model or dataset name with a
@@ -218,6 +219,12 @@ pub fn monitor_run(model: &str, stamp: &str, salt: &str) -> String {
 /// `monitoring/<model>/retrain-state.json`.
 pub fn retrain_state(model: &str) -> Result<ObjectKey, StoreError> {
     key(format!("monitoring/{model}/retrain-state.json"))
+}
+
+/// `monitoring/<model>/concept-state.json`: the concept-drift detector's state between
+/// monitor runs.
+pub fn concept_state(model: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("monitoring/{model}/concept-state.json"))
 }
 
 /// `<folder>/<file>`: a file in a folder this module named.

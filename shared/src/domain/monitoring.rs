@@ -44,6 +44,10 @@ pub struct Report {
     pub verdict: Verdict,
     /// What was done about a breach.
     pub retrain: RetrainDecision,
+    /// The concept-drift detector on the labelled error stream (`[monitor] trigger =
+    /// "adwin" | "ddm"`); absent with the threshold trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concept_drift: Option<ConceptDrift>,
     /// The comparison of production with its shadow or canary version, and the decision
     /// taken on it; absent when no rollout is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -399,4 +403,39 @@ pub struct RolloutReport {
     /// Whether the decision was applied to the registry (false for a report-only run, or
     /// when the registry changed since the run began).
     pub applied: bool,
+}
+
+/// A change the concept-drift detector found in the error stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConceptChange {
+    /// Its position in the error stream the detector has seen since it started (0-based,
+    /// across runs).
+    pub position: u64,
+    /// The capture time of the labelled row it was found at.
+    pub at: String,
+}
+
+/// The concept-drift detector's part of a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConceptDrift {
+    /// `adwin` or `ddm`.
+    pub detector: String,
+    /// The production version whose errors it watches (it starts over with a new one).
+    pub version: String,
+    /// Labelled rows fed this run (rows an earlier run fed are not fed again).
+    pub fed: u64,
+    /// Labelled rows fed since the detector started.
+    pub fed_total: u64,
+    /// The error rate (classification) or mean absolute error (regression) of the rows fed
+    /// this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_error: Option<f64>,
+    /// Changes detected this run.
+    pub changes: Vec<ConceptChange>,
+    /// DDM only: the last row was in the warning zone.
+    #[serde(default)]
+    pub warning: bool,
+    /// Why the detector started over this run, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted: Option<String>,
 }

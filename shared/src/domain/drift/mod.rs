@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::quantile_sorted;
 
+pub mod concept;
 mod ks;
 
 use ks::{gcd, outer_prob_inside, prob_outside_square};

@@ -535,6 +535,25 @@ pub struct MonitorSection {
     /// Per-feature test overrides.
     #[serde(default)]
     pub features: BTreeMap<String, FeatureDrift>,
+    /// What turns the labels into a breach: `threshold` (the window's metric dropped by more
+    /// than `performance_drop`), or a concept-drift detector on the labelled error stream,
+    /// its state kept from run to run: `adwin` (any task) or `ddm` (classification).
+    #[serde(default)]
+    pub trigger: Trigger,
+}
+
+/// `[monitor] trigger`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The window's metric against the holdout's, by `performance_drop`.
+    #[default]
+    Threshold,
+    /// ADWIN (River's defaults) on the errors: 0/1 for classification, absolute for
+    /// regression.
+    Adwin,
+    /// DDM (River's defaults) on the 0/1 errors of a classifier.
+    Ddm,
 }
 
 fn default_schedule() -> String {
@@ -558,6 +577,7 @@ impl Default for MonitorSection {
             min_samples: default_min_samples(),
             performance_drop: default_performance_drop(),
             features: BTreeMap::new(),
+            trigger: Trigger::Threshold,
         }
     }
 }

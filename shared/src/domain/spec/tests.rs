@@ -47,6 +47,29 @@ fn the_family_and_metric_left_out_follow_the_task() {
 }
 
 #[test]
+fn ddm_watches_classifiers_only() {
+    let regression = format!(
+        "{}[monitor]\ntrigger = \"ddm\"\n",
+        MINIMAL.replace("binary", "regression")
+    );
+    match ModelSpec::parse(&regression) {
+        Err(SpecError::Invalid { key, reason }) => {
+            assert_eq!(key, "monitor.trigger");
+            assert!(reason.contains("adwin"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let adwin = format!(
+        "{}[monitor]\ntrigger = \"adwin\"\n",
+        MINIMAL.replace("binary", "regression")
+    );
+    assert_eq!(
+        ModelSpec::parse(&adwin).unwrap().monitor.trigger,
+        Trigger::Adwin
+    );
+}
+
+#[test]
 fn the_bundled_example_specs_parse() {
     for text in [
         include_str!("../../../../examples/specs/weather.toml"),
@@ -96,6 +119,24 @@ fn out_of_range_values_name_their_key() {
         invalid_key("[monitor]\ndrift_share = 0"),
         "monitor.drift_share"
     );
+    assert_eq!(
+        invalid_key("[rollout]\nsteps = [0.5, 0.25]"),
+        "rollout.steps"
+    );
+    assert_eq!(invalid_key("[rollout]\nsteps = []"), "rollout.steps");
+    assert_eq!(
+        invalid_key("[rollout]\nshadow_share = 0"),
+        "rollout.shadow_share"
+    );
+    assert_eq!(
+        invalid_key("[rollout]\nconfidence = 1.0"),
+        "rollout.confidence"
+    );
+    assert_eq!(
+        invalid_key("[rollout]\nmetric = \"rmse\""),
+        "rollout.metric"
+    );
+    assert_eq!(invalid_key("[rollout]\nmargin = -1"), "rollout.margin");
     assert_eq!(
         invalid_key("[retrain]\ncooldown = \"soon\""),
         "retrain.cooldown"

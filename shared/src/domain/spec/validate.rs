@@ -234,6 +234,12 @@ impl ModelSpec {
         if !(m.performance_drop > 0.0 && m.performance_drop <= 1.0) {
             return Err(invalid("monitor.performance_drop", "must be in (0, 1]"));
         }
+        if m.trigger == super::Trigger::Ddm && self.task.kind == TaskKind::Regression {
+            return Err(invalid(
+                "monitor.trigger",
+                "ddm watches a classifier's 0/1 errors; for a regression model use \"adwin\" (absolute errors) or \"threshold\"",
+            ));
+        }
         for (name, f) in &m.features {
             if !(f.threshold.is_finite() && f.threshold > 0.0) {
                 return Err(invalid(
