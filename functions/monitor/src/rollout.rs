@@ -45,6 +45,9 @@ struct Row {
     predicted: f64,
     outputs: Vec<f64>,
     truth: Option<f64>,
+    /// Capture time: rows are resampled in (time, request id, row) order, the same on
+    /// every replay of the same traffic.
+    at_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -155,7 +158,12 @@ impl RolloutAcc {
     }
 
     /// Folds one record of the window; `label` finds a row's truth (class index or value).
-    pub(crate) fn fold(&mut self, record: &Line<'_>, label: impl Fn(&str, usize) -> Option<f64>) {
+    pub(crate) fn fold(
+        &mut self,
+        record: &Line<'_>,
+        at_ms: i64,
+        label: impl Fn(&str, usize) -> Option<f64>,
+    ) {
         let Some(version) = record.version.as_deref() else {
             return;
         };
@@ -217,6 +225,7 @@ impl RolloutAcc {
                     predicted,
                     truth: label(&record.request_id, r),
                     outputs,
+                    at_ms,
                 },
             );
         }
@@ -243,7 +252,7 @@ impl RolloutAcc {
                 .filter(|(k, r)| r.truth.is_some() && self.candidate.kept.contains_key(*k))
                 .map(|(k, _)| k)
                 .collect();
-            keys.sort();
+            keys.sort_by_key(|k| (self.production.kept[*k].at_ms, *k));
             keys.iter()
                 .map(|k| (&self.production.kept[*k], &self.candidate.kept[*k]))
                 .unzip()
@@ -350,7 +359,7 @@ impl RolloutAcc {
 fn labelled(s: &Side) -> Vec<&Row> {
     let mut v: Vec<(&(String, usize), &Row)> =
         s.kept.iter().filter(|(_, r)| r.truth.is_some()).collect();
-    v.sort_by(|a, b| a.0.cmp(b.0));
+    v.sort_by(|a, b| (a.1.at_ms, a.0).cmp(&(b.1.at_ms, b.0)));
     v.into_iter().map(|(_, r)| r).collect()
 }
 
@@ -546,6 +555,7 @@ mod tests {
             predicted,
             outputs: vec![1.0 - p1, p1],
             truth: Some(truth),
+            at_ms: 0,
         }
     }
 
@@ -666,10 +676,12 @@ mod tests {
         let truth = |_: &str, _: usize| Some(1.0);
         a.fold(
             &line(r#"{"request_id":"r1","timestamp":"t","version":"p","status":200,"latency_us":900,"outputs":[0.2,0.8]}"#),
+            0,
             truth,
         );
         a.fold(
             &line(r#"{"request_id":"r1","timestamp":"t","version":"c","role":"shadow","status":200,"latency_us":50,"outputs":[0.6,0.4]}"#),
+            0,
             truth,
         );
         // Skipped (a feature production's request lacks), failed, another version, and a
@@ -678,20 +690,24 @@ mod tests {
             &line(
                 r#"{"request_id":"r2","timestamp":"t","version":"c","role":"shadow","status":424}"#,
             ),
+            0,
             none,
         );
         a.fold(
             &line(
                 r#"{"request_id":"r3","timestamp":"t","version":"c","role":"shadow","status":422}"#,
             ),
+            0,
             none,
         );
         a.fold(
             &line(r#"{"request_id":"r4","timestamp":"t","version":"zz","status":200,"outputs":[0.5,0.5]}"#),
+            0,
             none,
         );
         a.fold(
             &line(r#"{"request_id":"r5","timestamp":"t","version":"p","status":400}"#),
+            0,
             none,
         );
         assert_eq!(a.skipped, 1);

@@ -280,7 +280,7 @@ impl<'f> Scan<'f> {
         self.captures.records_in_window += 1;
         if let Some(rollout) = &mut self.rollout {
             let (labels, classes) = (&self.labels.by_row, &self.classes);
-            rollout.fold(&record, |id, r| {
+            rollout.fold(&record, at_ms, |id, r| {
                 let label = labels.get(&(id.to_string(), r))?;
                 match classes {
                     Some(c) => c.iter().position(|x| x == label).map(|i| i as f64),
