@@ -403,13 +403,7 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
             share,
             reason,
         } => {
-            let reason = reason.unwrap_or_else(|| {
-                format!("shadow on {} % of the traffic, by hand", percent(share))
-            });
-            let r = deploy
-                .rollout(&model, Role::Shadow, &version, share, &actor(), &reason)
-                .await
-                .map_err(|e| anyhow!("{}", e.reason()))?;
+            let r = rollout(&deploy, &model, Role::Shadow, &version, share, reason).await?;
             emit(ctx.json, &r, render_registry);
         }
         ModelsCommand::Canary {
@@ -418,13 +412,7 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
             weight,
             reason,
         } => {
-            let reason = reason.unwrap_or_else(|| {
-                format!("canary on {} % of the traffic, by hand", percent(weight))
-            });
-            let r = deploy
-                .rollout(&model, Role::Canary, &version, weight, &actor(), &reason)
-                .await
-                .map_err(|e| anyhow!("{}", e.reason()))?;
+            let r = rollout(&deploy, &model, Role::Canary, &version, weight, reason).await?;
             emit(ctx.json, &r, render_registry);
         }
         ModelsCommand::EndRollout {
@@ -457,6 +445,23 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `models shadow` / `models canary`: `version` in `role` on `weight` of the traffic.
+async fn rollout(
+    deploy: &Deploy,
+    model: &str,
+    role: Role,
+    version: &str,
+    weight: f64,
+    reason: Option<String>,
+) -> Result<Registry> {
+    let reason = reason
+        .unwrap_or_else(|| format!("{role} on {} % of the traffic, by hand", percent(weight)));
+    deploy
+        .rollout(model, role, version, weight, &actor(), &reason)
+        .await
+        .map_err(|e| anyhow!("{}", e.reason()))
 }
 
 /// `lambdaml models watch`: prints (and consumes) the deployments queue's registry events.

@@ -310,16 +310,11 @@ impl Deploy {
         actor: &str,
         reason: &str,
     ) -> Result<Registry, StageError> {
-        let registry = RegistryStore::new(self.store.clone());
         let need = |v: Option<&str>| {
             v.map(str::to_string)
                 .ok_or_else(|| StageError::permanent("a version is required"))
         };
-        registry.get(model).await.map_err(StageError::from)?;
-        let mut start = 0;
-        let (after, ()) = registry
-            .update(model, |r| {
-                start = r.history.len();
+        self.change(model, |r| {
                 match action {
                     Action::Promote => r.promote(
                         &need(version).map_err(|e| RegistryError::Invalid(e.to_string()))?,
@@ -350,6 +345,23 @@ impl Deploy {
                 Ok(())
             })
             .await
+    }
+
+    /// One change of an existing model's registry by compare-and-swap, announced.
+    async fn change<T>(
+        &self,
+        model: &str,
+        mut edit: impl FnMut(&mut Registry) -> Result<T, RegistryError>,
+    ) -> Result<Registry, StageError> {
+        let registry = RegistryStore::new(self.store.clone());
+        registry.get(model).await.map_err(StageError::from)?;
+        let mut start = 0;
+        let (after, _) = registry
+            .update(model, |r| {
+                start = r.history.len();
+                edit(r)
+            })
+            .await
             .map_err(StageError::from)?;
         self.announce_since(&after, start).await?;
         Ok(after)
@@ -367,12 +379,7 @@ impl Deploy {
         actor: &str,
         reason: &str,
     ) -> Result<Registry, StageError> {
-        let registry = RegistryStore::new(self.store.clone());
-        registry.get(model).await.map_err(StageError::from)?;
-        let mut start = 0;
-        let (after, ()) = registry
-            .update(model, |r| {
-                start = r.history.len();
+        self.change(model, |r| {
                 if r.production.is_none() {
                     return Err(RegistryError::Invalid(format!(
                         "model {model} has no production version to compare a {role} with; promote one first"
@@ -387,9 +394,6 @@ impl Deploy {
                 }
             })
             .await
-            .map_err(StageError::from)?;
-        self.announce_since(&after, start).await?;
-        Ok(after)
     }
 
     /// Ends the rollout in `role` (or every rollout): the versions are retired, production
@@ -401,18 +405,8 @@ impl Deploy {
         actor: &str,
         reason: &str,
     ) -> Result<Registry, StageError> {
-        let registry = RegistryStore::new(self.store.clone());
-        registry.get(model).await.map_err(StageError::from)?;
-        let mut start = 0;
-        let (after, _) = registry
-            .update(model, |r| {
-                start = r.history.len();
-                r.end_rollout(role, actor, reason)
-            })
+        self.change(model, |r| r.end_rollout(role, actor, reason))
             .await
-            .map_err(StageError::from)?;
-        self.announce_since(&after, start).await?;
-        Ok(after)
     }
 }
 

@@ -587,24 +587,10 @@ pub fn performance(
             .into();
         return p;
     }
-    let live: Metrics = match classes {
-        Some(classes) => {
-            let truth: Vec<usize> = labelled.iter().map(|l| l.truth as usize).collect();
-            let proba: Vec<f64> = labelled
-                .iter()
-                .flat_map(|l| l.outputs.iter().copied())
-                .collect();
-            Metrics::Classification(metrics::classification(&truth, &proba, classes))
-        }
-        None => {
-            let truth: Vec<f64> = labelled.iter().map(|l| l.truth).collect();
-            let pred: Vec<f64> = labelled
-                .iter()
-                .map(|l| l.outputs.first().copied().unwrap_or(f64::NAN))
-                .collect();
-            Metrics::Regression(metrics::regression(&truth, &pred))
-        }
-    };
+    let live = metrics_of(
+        classes,
+        labelled.iter().map(|l| (l.truth, l.outputs.as_slice())),
+    );
     for name in [
         "roc_auc", "accuracy", "f1_macro", "log_loss", "brier", "rmse", "mae", "r2",
     ] {
@@ -698,4 +684,26 @@ fn over_time(
             },
         })
         .collect()
+}
+
+/// The metrics of labelled rows, each its truth (class index or value) and outputs
+/// (probabilities, or the predicted value first).
+pub(crate) fn metrics_of<'r>(
+    classes: Option<&[String]>,
+    rows: impl Iterator<Item = (f64, &'r [f64])> + Clone,
+) -> Metrics {
+    match classes {
+        Some(classes) => {
+            let truth: Vec<usize> = rows.clone().map(|(t, _)| t as usize).collect();
+            let proba: Vec<f64> = rows.flat_map(|(_, o)| o.iter().copied()).collect();
+            Metrics::Classification(metrics::classification(&truth, &proba, classes))
+        }
+        None => {
+            let truth: Vec<f64> = rows.clone().map(|(t, _)| t).collect();
+            let pred: Vec<f64> = rows
+                .map(|(_, o)| o.first().copied().unwrap_or(f64::NAN))
+                .collect();
+            Metrics::Regression(metrics::regression(&truth, &pred))
+        }
+    }
 }

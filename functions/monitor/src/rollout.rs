@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use lambdaml::dataset::SplitMix64;
-use lambdaml::metrics::{self, Metrics, higher_is_better};
+use lambdaml::metrics::higher_is_better;
 use lambdaml::monitoring::{RolloutAgreement, RolloutComparison, RolloutReport, RolloutSide};
 use lambdaml::registry::{Registry, Role};
 use lambdaml::spec::RolloutSection;
@@ -368,24 +368,11 @@ fn metric_of(rows: &[&Row], metric: &str, classes: Option<&[String]>) -> Option<
     if rows.is_empty() {
         return None;
     }
-    let m = match classes {
-        Some(classes) => {
-            let truth: Vec<usize> = rows
-                .iter()
-                .map(|r| r.truth.unwrap_or(0.0) as usize)
-                .collect();
-            let proba: Vec<f64> = rows
-                .iter()
-                .flat_map(|r| r.outputs.iter().copied())
-                .collect();
-            Metrics::Classification(metrics::classification(&truth, &proba, classes))
-        }
-        None => {
-            let truth: Vec<f64> = rows.iter().map(|r| r.truth.unwrap_or(f64::NAN)).collect();
-            let pred: Vec<f64> = rows.iter().map(|r| r.predicted).collect();
-            Metrics::Regression(metrics::regression(&truth, &pred))
-        }
-    };
+    let m = crate::analysis::metrics_of(
+        classes,
+        rows.iter()
+            .map(|r| (r.truth.unwrap_or(f64::NAN), r.outputs.as_slice())),
+    );
     m.get(metric).filter(|v| v.is_finite())
 }
 

@@ -681,10 +681,11 @@ impl RegistryStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn entry(v: &str, auc: f64) -> VersionEntry {
+    /// A candidate `v` with ROC AUC `auc` (for tests of the registry and its events).
+    pub(crate) fn entry(v: &str, auc: f64) -> VersionEntry {
         VersionEntry {
             version: v.into(),
             number: 0,

@@ -273,19 +273,10 @@ impl EventSink for EventBridgeBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Role, VersionEntry, VersionStatus};
+    use crate::registry::Role;
 
-    fn entry(v: &str) -> VersionEntry {
-        VersionEntry {
-            version: v.into(),
-            number: 0,
-            status: VersionStatus::Candidate,
-            run_id: "r".into(),
-            dataset_version: "d".into(),
-            manifest: String::new(),
-            metrics: BTreeMap::from([("accuracy".to_string(), 0.9)]),
-            registered_at: String::new(),
-        }
+    fn entry(v: &str) -> crate::registry::VersionEntry {
+        crate::registry::tests::entry(v, 0.9)
     }
 
     #[test]
