@@ -53,6 +53,21 @@ pub fn emulator(test: &str) -> Option<String> {
     }
 }
 
+/// The ARN of the queue at `url` (on the emulator).
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .expect("the queue has an ARN")
+}
+
 /// An S3 `ObjectCreated` notification for `key` (URL-encoded, as S3 sends it).
 pub fn s3_notification(bucket: &str, key: &str) -> serde_json::Value {
     let encoded: String = key

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use bytes::Bytes;
 use lambdaml::store::{ObjectKey, ObjectStoreExt};
 use lambdaml_e2e::MIXED_SPEC;
 
@@ -13,15 +12,7 @@ use crate::score::{fixture, state_with, test_config};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adwin_on_the_error_stream_breaches_when_the_labels_turn_and_keeps_its_state() {
     let f = fixture();
-    let (dir, store) = whole_store("").await;
-    let spec = format!("{MIXED_SPEC}\n[monitor]\ntrigger = \"adwin\"\n");
-    store
-        .put(
-            &ObjectKey::new("specs/mixed.toml").unwrap(),
-            Bytes::from(spec),
-        )
-        .await
-        .unwrap();
+    let (dir, store) = whole_store("[monitor]\ntrigger = \"adwin\"").await;
     let state = state_with(store.clone(), test_config());
     // A first stretch the model gets mostly right: fed, no change, no breach from it.
     traffic_with(&state, 400, false).await;

@@ -209,16 +209,7 @@ async fn a_file_uploaded_to_s3_flows_through_sqs_on_the_emulator() {
             .send()
             .await
             .unwrap();
-        let dlq_arn = sqs
-            .get_queue_attributes()
-            .queue_url(dlq.queue_url().unwrap())
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes()
-            .unwrap()[&QueueAttributeName::QueueArn]
-            .clone();
+        let dlq_arn = lambdaml_e2e::queue_arn(&sqs, dlq.queue_url().unwrap()).await;
         let q = sqs
             .create_queue()
             .queue_name(format!("{prefix}{stage}"))
@@ -231,16 +222,7 @@ async fn a_file_uploaded_to_s3_flows_through_sqs_on_the_emulator() {
             .await
             .unwrap();
         if stage == Stage::Ingest {
-            ingest_arn = sqs
-                .get_queue_attributes()
-                .queue_url(q.queue_url().unwrap())
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .unwrap()
-                .attributes()
-                .unwrap()[&QueueAttributeName::QueueArn]
-                .clone();
+            ingest_arn = lambdaml_e2e::queue_arn(&sqs, q.queue_url().unwrap()).await;
         }
     }
     let bucket = format!("e2e-{id}");

@@ -390,9 +390,9 @@ pub(crate) async fn traffic_with(state: &Arc<lambdaml_score::ScoreState>, rows: 
     state.capture.flush().await;
 }
 
-/// A store with everything of the fixture's (runs, specs, datasets, models) and `[rollout]`
-/// settings in the live spec.
-pub(crate) async fn whole_store(rollout: &str) -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
+/// A store with everything of the fixture's (runs, specs, datasets, models) and `extra`
+/// sections (`[rollout]`, `[monitor]`) in the live spec.
+pub(crate) async fn whole_store(extra: &str) -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> =
@@ -408,7 +408,7 @@ pub(crate) async fn whole_store(rollout: &str) -> (tempfile::TempDir, Arc<dyn Ob
         let bytes = f.store.get(&meta.key).await.unwrap().bytes;
         store.put(&meta.key, bytes).await.unwrap();
     }
-    let spec = format!("{MIXED_SPEC}\n[rollout]\n{rollout}\n");
+    let spec = format!("{MIXED_SPEC}\n{extra}\n");
     store
         .put(
             &ObjectKey::new("specs/mixed.toml").unwrap(),
@@ -466,7 +466,8 @@ async fn the_monitor_promotes_a_shadow_no_worse_than_production_and_ends_a_worse
     let f = fixture();
     let (a, b) = (f.mixed[0].clone(), f.mixed[1].clone());
     // A fair challenger: promoted once the paired interval clears the margin.
-    let (dir, store) = whole_store("min_rows = 100\nmin_labelled = 100\nmargin = 0.05").await;
+    let (dir, store) =
+        whole_store("[rollout]\nmin_rows = 100\nmin_labelled = 100\nmargin = 0.05").await;
     undecided(&store, &b).await;
     let registry = RegistryStore::new(store.clone());
     registry
@@ -516,7 +517,7 @@ async fn the_monitor_promotes_a_shadow_no_worse_than_production_and_ends_a_worse
     assert_eq!(promoted.previous.as_deref(), Some(a.as_str()));
 
     // A shadow that answers the opposite class: ended, production untouched.
-    let (dir, store) = whole_store("min_rows = 100\nmin_labelled = 100").await;
+    let (dir, store) = whole_store("[rollout]\nmin_rows = 100\nmin_labelled = 100").await;
     variant(&store, &b, "inverted", ["red", "green", "blue"]).await;
     let key = layout::model_manifest("mixed", "inverted").unwrap();
     let mut manifest: Value = store.get_json(&key).await.unwrap();
@@ -666,7 +667,6 @@ async fn registry_events_reach_an_eventbridge_rule_target_on_the_emulator() {
         return;
     }
     use aws_sdk_eventbridge::types::Target;
-    use aws_sdk_sqs::types::QueueAttributeName;
     let config = lambdaml::store::sdk_config().await;
     let events = aws_sdk_eventbridge::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
@@ -680,16 +680,7 @@ async fn registry_events_reach_an_eventbridge_rule_target_on_the_emulator() {
         .await
         .unwrap();
     let url = queue.queue_url().unwrap().to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
+    let arn = lambdaml_e2e::queue_arn(&sqs, &url).await;
     // The template's sample rule: rollout decisions only.
     events
         .put_rule()
