@@ -291,6 +291,13 @@ async fn a_shadow_that_fails_every_row_leaves_every_answer_correct() {
         ids
     };
     assert_eq!(ids(&shadow), ids(&production), "same request ids");
+    let metrics = call(&state, "GET", "/metrics", None, &[], Vec::new()).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("lambdaml_shadow_requests_total{outcome=\"refused\"} 60"),
+        "{text}"
+    );
+    assert!(text.contains("lambdaml_shadow_in_flight 0"), "{text}");
 
     // A shadow taking a feature production's requests do not carry (a spec change):
     // those requests are scored by production only, and the shadow's record says so.

@@ -75,6 +75,8 @@ pub struct Gauges {
     pub production: Vec<(String, String)>,
     /// Capture counters.
     pub captures: lambdaml::capture::CaptureStats,
+    /// Shadow requests scored, refused and skipped, and shadow jobs in flight.
+    pub shadow: ([u64; 3], usize),
 }
 
 fn escape(label: &str) -> String {
@@ -228,6 +230,11 @@ impl Metrics {
             c.failed_writes,
             c.dropped,
             c.pending_bytes
+        );
+        let ([scored, refused, skipped], in_flight) = gauges.shadow;
+        let _ = writeln!(
+            out,
+            "# HELP lambdaml_shadow_requests_total Copies of production requests a shadow version scored, refused (its failure) or skipped (a feature it takes was not sent).\n# TYPE lambdaml_shadow_requests_total counter\nlambdaml_shadow_requests_total{{outcome=\"scored\"}} {scored}\nlambdaml_shadow_requests_total{{outcome=\"refused\"}} {refused}\nlambdaml_shadow_requests_total{{outcome=\"skipped\"}} {skipped}\n# HELP lambdaml_shadow_in_flight Shadow scorings started and not yet captured.\n# TYPE lambdaml_shadow_in_flight gauge\nlambdaml_shadow_in_flight {in_flight}"
         );
         out
     }

@@ -269,6 +269,9 @@ pub(crate) struct ShadowJob {
 pub struct InFlight {
     n: std::sync::atomic::AtomicUsize,
     done: tokio::sync::Notify,
+    /// Shadow outcomes so far: scored, refused (the shadow failed a request production
+    /// took), skipped (the request lacks a feature the shadow takes).
+    outcomes: [std::sync::atomic::AtomicU64; 3],
 }
 
 /// Counts one job in flight until dropped.
@@ -278,6 +281,22 @@ impl InFlight {
     pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
         self.n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         InFlightGuard(self.clone())
+    }
+
+    /// Shadow requests scored, refused and skipped so far.
+    pub fn outcomes(&self) -> [u64; 3] {
+        self.outcomes
+            .each_ref()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn outcome(&self, status: u16) {
+        let i = match status {
+            200 => 0,
+            424 => 2,
+            _ => 1,
+        };
+        self.outcomes[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Jobs in flight now.
@@ -408,6 +427,7 @@ impl ShadowJob {
             }
         }
         record.latency_us = started.elapsed().as_micros() as u64;
+        guard.0.outcome(record.status);
         if capture.record(&record)
             && flush_async
             && let Ok(rt) = tokio::runtime::Handle::try_current()

@@ -206,6 +206,7 @@ impl ScoreState {
             registry_checks: self.cache.checks(),
             production: self.cache.resolved(),
             captures: self.capture.stats(),
+            shadow: (self.shadows.outcomes(), self.shadows.count()),
         }
     }
 }
