@@ -44,6 +44,8 @@ pub struct LoadedModel {
     pub ignorable: BTreeSet<String>,
     /// The classes (classification), in output order.
     pub classes: Option<Vec<String>>,
+    /// The version as the `x-lambdaml-version` response header (made once, not per answer).
+    pub version_header: Option<axum::http::HeaderValue>,
 }
 
 impl LoadedModel {
@@ -85,6 +87,7 @@ impl LoadedModel {
         Ok(LoadedModel {
             name: manifest.model.clone(),
             version: manifest.version.clone(),
+            version_header: axum::http::HeaderValue::from_str(&manifest.version).ok(),
             dense,
             index,
             ignorable,

@@ -223,8 +223,8 @@ impl<'a> Call<'a> {
             .start();
         }
         let mut resp = json_response(StatusCode::OK, response, Some(&self.request_id));
-        if let Ok(v) = HeaderValue::from_str(&model.version) {
-            resp.headers_mut().insert("x-lambdaml-version", v);
+        if let Some(v) = &model.version_header {
+            resp.headers_mut().insert("x-lambdaml-version", v.clone());
         }
         resp.headers_mut().insert(
             "x-lambdaml-role",
