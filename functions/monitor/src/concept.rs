@@ -19,34 +19,64 @@ use tracing::warn;
 use crate::Monitor;
 use crate::window::Labelled;
 
+/// A detector and its state: `{"detector": "adwin" | "ddm", "state": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "detector", content = "state", rename_all = "snake_case")]
+pub enum Detector {
+    /// ADWIN on 0/1 or absolute errors.
+    Adwin(Adwin),
+    /// DDM on 0/1 errors.
+    Ddm(Ddm),
+}
+
+impl Detector {
+    /// A fresh detector for `trigger` (none for the threshold trigger).
+    fn fresh(trigger: Trigger) -> Option<Self> {
+        match trigger {
+            Trigger::Threshold => None,
+            Trigger::Adwin => Some(Detector::Adwin(Adwin::default())),
+            Trigger::Ddm => Some(Detector::Ddm(Ddm::default())),
+        }
+    }
+
+    /// `adwin` or `ddm`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Detector::Adwin(_) => "adwin",
+            Detector::Ddm(_) => "ddm",
+        }
+    }
+
+    /// Feeds one error; true when a change is detected at it.
+    fn update(&mut self, error: f64) -> bool {
+        match self {
+            Detector::Adwin(a) => a.update(error),
+            Detector::Ddm(d) => d.update(error != 0.0),
+        }
+    }
+}
+
 /// The detector's state between runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConceptState {
-    /// `adwin` or `ddm`.
-    pub detector: String,
+    /// The detector and its state.
+    #[serde(flatten)]
+    pub detector: Detector,
     /// The production version whose errors it has seen.
     pub version: String,
     /// Rows fed since it started.
     pub fed: u64,
     /// The capture time (epoch milliseconds) of the newest row fed.
     pub last_at_ms: i64,
-    /// ADWIN's state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adwin: Option<Adwin>,
-    /// DDM's state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ddm: Option<Ddm>,
 }
 
 impl ConceptState {
-    fn fresh(detector: &str, version: &str) -> Self {
+    fn fresh(detector: Detector, version: &str) -> Self {
         ConceptState {
-            detector: detector.to_string(),
+            detector,
             version: version.to_string(),
             fed: 0,
             last_at_ms: i64::MIN,
-            adwin: (detector == "adwin").then(Adwin::default),
-            ddm: (detector == "ddm").then(Ddm::default),
         }
     }
 }
@@ -84,11 +114,7 @@ pub(crate) fn feed(
         let Some(e) = error(row, classification) else {
             continue;
         };
-        let detected = match (&mut state.adwin, &mut state.ddm) {
-            (Some(a), _) => a.update(e),
-            (None, Some(d)) => d.update(e != 0.0),
-            (None, None) => false,
-        };
+        let detected = state.detector.update(e);
         if detected {
             changes.push(ConceptChange {
                 position: state.fed,
@@ -103,13 +129,13 @@ pub(crate) fn feed(
         sum += e;
     }
     ConceptDrift {
-        detector: state.detector.clone(),
+        detector: state.detector.name().to_string(),
         version: state.version.clone(),
         fed,
         fed_total: state.fed,
         mean_error: (fed > 0).then(|| sum / fed as f64),
         changes,
-        warning: state.ddm.as_ref().is_some_and(Ddm::warning),
+        warning: matches!(&state.detector, Detector::Ddm(d) if d.warning()),
         restarted: None,
     }
 }
@@ -126,11 +152,10 @@ impl Monitor {
         rows: &[Labelled],
         classification: bool,
     ) -> Result<Option<ConceptDrift>, StageError> {
-        let detector = match trigger {
-            Trigger::Threshold => return Ok(None),
-            Trigger::Adwin => "adwin",
-            Trigger::Ddm => "ddm",
+        let Some(fresh) = Detector::fresh(trigger) else {
+            return Ok(None);
         };
+        let detector = fresh.name();
         let key = layout::concept_state(model)?;
         for _attempt in 0..20 {
             let (loaded, etag) = match self.store.get(&key).await {
@@ -144,29 +169,34 @@ impl Monitor {
                 Err(StoreError::NotFound(_)) => (None, None),
                 Err(e) => return Err(e.into()),
             };
+            let start = || ConceptState::fresh(fresh.clone(), version);
             let (mut state, restarted) = match loaded {
-                Some(s) if s.version == version && s.detector == detector => (s, None),
+                Some(s) if s.version == version && s.detector.name() == detector => (s, None),
                 Some(s) if s.version != version => (
-                    ConceptState::fresh(detector, version),
+                    start(),
                     Some(format!(
                         "production changed from {} to {version}: the detector starts over",
                         s.version
                     )),
                 ),
                 Some(s) => (
-                    ConceptState::fresh(detector, version),
+                    start(),
                     Some(format!(
                         "the trigger changed from {} to {detector}: the detector starts over",
-                        s.detector
+                        s.detector.name()
                     )),
                 ),
                 None if etag.is_some() => (
-                    ConceptState::fresh(detector, version),
+                    start(),
                     Some(format!("{key} did not parse: the detector starts over")),
                 ),
-                None => (ConceptState::fresh(detector, version), None),
+                None => (start(), None),
             };
             let mut section = feed(&mut state, rows, classification);
+            // Nothing new and nothing restarted: the stored state stands, no write.
+            if section.fed == 0 && restarted.is_none() && etag.is_some() {
+                return Ok(Some(section));
+            }
             section.restarted = restarted;
             let bytes = to_json_bytes(&state);
             let written = match &etag {
@@ -209,7 +239,7 @@ mod tests {
                 row(truth, p1, 1_000 + i as i64)
             })
             .collect();
-        let mut state = ConceptState::fresh("adwin", "v1");
+        let mut state = ConceptState::fresh(Detector::Adwin(Adwin::default()), "v1");
         let first = feed(&mut state, &rows[..1000], true);
         assert_eq!(first.fed, 1000);
         let mut reversed: Vec<Labelled> = rows[900..].to_vec();
@@ -232,14 +262,14 @@ mod tests {
             "no change before the jump: {all:?}"
         );
         // The same rows in one run find the same changes at the same positions.
-        let mut once = ConceptState::fresh("adwin", "v1");
+        let mut once = ConceptState::fresh(Detector::Adwin(Adwin::default()), "v1");
         let single = feed(&mut once, &rows, true);
         let positions: Vec<u64> = single.changes.iter().map(|c| c.position).collect();
         assert_eq!(positions, all);
         // 900 rows at 10 % and 100 at 50 %.
         assert!((first.mean_error.unwrap() - 0.14).abs() < 1e-9);
         // DDM on the same stream.
-        let mut ddm = ConceptState::fresh("ddm", "v1");
+        let mut ddm = ConceptState::fresh(Detector::Ddm(Ddm::default()), "v1");
         let d = feed(&mut ddm, &rows, true);
         assert!(d.changes.iter().any(|c| c.position > 900), "{d:?}");
     }

@@ -25,7 +25,7 @@ mod scan;
 mod verdict;
 pub mod window;
 
-pub use concept::ConceptState;
+pub use concept::{ConceptState, Detector};
 pub use interval::{Interval, schedule_period};
 /// The report's types live in `shared` ([`lambdaml::monitoring`]) so readers of reports
 /// (the CLI, dashboards) need not link the monitor.
