@@ -1,9 +1,10 @@
 //! Registry events: every change of a model's registry (registered, approved, rejected,
-//! promoted, shadowed, canary step, rolled back, retired), announced to the deployments
-//! queue — which `lambdaml local` and `lambdaml models watch` read — and, when a bus is
-//! configured (`LAMBDAML_EVENT_BUS`), to Amazon EventBridge as `source = "lambdaml"`,
-//! `detail-type = "lambdaml registry change"`, the event as `detail` (the `eventbridge`
-//! feature).
+//! promoted, shadowed, canary step, rolled back, retired), published to every
+//! [`EventSink`] of an [`Announcer`]: the deployments queue ([`QueueSink`]) — which
+//! `lambdaml local` and `lambdaml models watch` read — and, when a bus is configured
+//! (`LAMBDAML_EVENT_BUS`), Amazon EventBridge ([`EventBridgeBus`]: `source = "lambdaml"`,
+//! `detail-type = "lambdaml registry change"`, the event as `detail`; the `eventbridge`
+//! feature). The sinks' one contract suite is `shared/tests/contracts/events.rs`.
 //!
 //! An event is derived from the registry's history, so it says exactly what the
 //! compare-and-swap recorded: the action, the version, the role it left and the role it
@@ -119,46 +120,67 @@ pub trait EventSink: Send + Sync + std::fmt::Debug {
     async fn publish(&self, events: &[RegistryEvent]) -> Result<(), QueueError>;
 }
 
-/// Announces registry events to the deployments queue and an optional bus.
+/// A queue as an event sink: one message per event, the event as its body (the deployments
+/// queue; `lambdaml models watch` reads it).
+#[derive(Debug, Clone)]
+pub struct QueueSink {
+    queue: Arc<dyn Queue>,
+}
+
+impl QueueSink {
+    /// Events as messages of `queue`.
+    pub fn new(queue: Arc<dyn Queue>) -> Self {
+        QueueSink { queue }
+    }
+}
+
+#[async_trait]
+impl EventSink for QueueSink {
+    async fn publish(&self, events: &[RegistryEvent]) -> Result<(), QueueError> {
+        for e in events {
+            let body = serde_json::to_string(e).map_err(|err| QueueError::Corrupt {
+                path: self.queue.name().to_string(),
+                reason: err.to_string(),
+            })?;
+            self.queue.send(&body).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Announces registry events to every sink it holds: the deployments queue, and a bus.
 #[derive(Debug, Clone, Default)]
 pub struct Announcer {
-    queue: Option<Arc<dyn Queue>>,
-    bus: Option<Arc<dyn EventSink>>,
+    sinks: Vec<Arc<dyn EventSink>>,
 }
 
 impl Announcer {
     /// Announces to `queue` and `bus` (either may be absent).
     pub fn new(queue: Option<Arc<dyn Queue>>, bus: Option<Arc<dyn EventSink>>) -> Self {
-        Announcer { queue, bus }
+        let queue = queue.map(|q| Arc::new(QueueSink::new(q)) as Arc<dyn EventSink>);
+        Announcer {
+            sinks: queue.into_iter().chain(bus).collect(),
+        }
     }
 
     /// This announcer with `bus` as well.
     pub fn with_bus(mut self, bus: Option<Arc<dyn EventSink>>) -> Self {
-        self.bus = bus;
+        self.sinks.extend(bus);
         self
     }
 
     /// Whether it announces anywhere.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_none() && self.bus.is_none()
+        self.sinks.is_empty()
     }
 
-    /// Announces `events`: one queue message each, then one batch to the bus.
+    /// Announces `events` to every sink, in order.
     pub async fn announce(&self, events: &[RegistryEvent]) -> Result<(), QueueError> {
         if events.is_empty() {
             return Ok(());
         }
-        if let Some(queue) = &self.queue {
-            for e in events {
-                let body = serde_json::to_string(e).map_err(|err| QueueError::Corrupt {
-                    path: queue.name().to_string(),
-                    reason: err.to_string(),
-                })?;
-                queue.send(&body).await?;
-            }
-        }
-        if let Some(bus) = &self.bus {
-            bus.publish(events).await?;
+        for sink in &self.sinks {
+            sink.publish(events).await?;
         }
         Ok(())
     }

@@ -226,16 +226,7 @@ async fn sqs_queue(max_receives: u32) -> SqsQueue {
         .send()
         .await
         .unwrap();
-    let dlq_arn = client
-        .get_queue_attributes()
-        .queue_url(dlq.queue_url().unwrap())
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let dlq_arn = common::queue_arn(&client, dlq.queue_url().unwrap()).await;
     let policy =
         serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives});
     let queue = client
