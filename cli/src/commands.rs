@@ -6,8 +6,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use lambdaml::dataset::{DatasetManifest, Profile, Schema};
 use lambdaml::layout;
-use lambdaml::message::{PreprocessRequest, Stage};
-use lambdaml::stage::Handled;
+use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage};
+use lambdaml::record::{TriggerKind, new_run_id};
+use lambdaml::stage::{Handled, StageHandler};
 use lambdaml::store::{ObjectStore, ObjectStoreExt};
 use lambdaml_ingest::IngestOutcome;
 use lambdaml_preprocess::{Preprocess, PreprocessOutcome};
@@ -51,6 +52,9 @@ pub async fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Command::Monitor(args) => crate::monitor::monitor(&ctx, &cli.store, args).await,
         Command::Report(args) => crate::monitor::report(&ctx, &cli.store, args).await,
         Command::Captures { command } => crate::captures::captures(&ctx, command).await,
+        Command::Runs { command } => crate::runs::runs(&ctx, command).await,
+        Command::Lineage(args) => crate::lineage::command(&ctx, args).await,
+        Command::Ui(args) => crate::ui::ui(&ctx, &cli.store, args).await,
         Command::Local(args) => crate::emulate::local(&ctx, &cli.store, args).await,
         Command::Invoke(args) => crate::emulate::invoke(&ctx, args).await,
         Command::Stack { command } => crate::emulate::stack(ctx.json, command).await,
@@ -172,14 +176,21 @@ async fn preprocess(ctx: &Ctx, args: PreprocessArgs) -> Result<()> {
         .put_immutable(&snapshot, bytes::Bytes::from(text))
         .await?;
     let handler = ctx.wire::<Preprocess>().await?;
-    let outcome: PreprocessOutcome = handler
-        .preprocess(&PreprocessRequest {
+    let message = Message::new(
+        new_run_id(TriggerKind::Manual),
+        Some(spec.model.name.clone()),
+        StageMessage::Preprocess(PreprocessRequest {
             dataset: args.dataset,
             dataset_version: version,
             spec: snapshot,
-        })
-        .await
-        .map_err(|e| anyhow!("{}", e.reason()))?;
+            salt: None,
+        }),
+    );
+    let outcome: PreprocessOutcome = serde_json::from_value(
+        StageHandler::handle(&handler, message)
+            .await
+            .map_err(|e| anyhow!("{}", e.reason()))?,
+    )?;
     emit(ctx.json, &outcome, |o| {
         format!(
             "run {}{}: {} train / {} holdout rows, {} features{}\n",

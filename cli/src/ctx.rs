@@ -6,9 +6,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::ProgressBar;
 use lambdaml::layout;
-use lambdaml::message::{IngestRequest, Stage};
+use lambdaml::message::{IngestRequest, Message, Stage, StageMessage};
 use lambdaml::pipeline::{Wire, Wired};
 use lambdaml::queue::{QueueStats, Queues, open_queues};
+use lambdaml::record::{TriggerKind, new_run_id};
 use lambdaml::spec::ModelSpec;
 use lambdaml::stage::{DrainOptions, Handled, StageHandler, drain};
 use lambdaml::store::{ObjectKey, ObjectStore, open_store};
@@ -142,10 +143,16 @@ impl Ctx {
             .wire::<Ingest>()
             .await?
             .with_progress(Arc::new(move |rows| progress_bar.set_position(rows)));
-        let outcome = handler
-            .ingest(&IngestRequest { key, dataset })
+        // A command is a run of its own, recorded like any other.
+        let message = Message::new(
+            new_run_id(TriggerKind::Manual),
+            None,
+            StageMessage::Ingest(IngestRequest { key, dataset }),
+        );
+        let outcome = StageHandler::handle(&handler, message)
             .await
-            .map_err(|e| anyhow!("{}", e.reason()));
+            .map_err(|e| anyhow!("{}", e.reason()))
+            .and_then(|v| Ok(serde_json::from_value::<IngestOutcome>(v)?));
         bar.finish_and_clear();
         outcome
     }

@@ -11,11 +11,15 @@ mod commands;
 mod ctx;
 mod demo;
 mod emulate;
+mod history;
+mod lineage;
 mod models;
 mod monitor;
 mod output;
 mod render;
+mod runs;
 mod serve;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -86,6 +90,16 @@ pub enum Command {
     /// Compare a window of live traffic and feedback with the production baseline: drift,
     /// data quality, performance; retrain on a breach.
     Monitor(monitor::MonitorArgs),
+    /// Pipeline runs: every stage's status, times, inputs, outputs and failures.
+    Runs {
+        #[command(subcommand)]
+        command: runs::RunsCommand,
+    },
+    /// Where a model version came from and what became of it (or start from a request id).
+    Lineage(lineage::LineageArgs),
+    /// A read-only web dashboard of the store: models, versions, monitoring over time, runs,
+    /// lineage, reports (on 127.0.0.1:8090).
+    Ui(ui::UiArgs),
     /// Show (or --open) the newest monitoring report of a model.
     Report(monitor::ReportArgs),
     /// Captured requests and answers: export them as CSV or Parquet.

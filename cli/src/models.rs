@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use lambdaml::events::RegistryEvent;
 use lambdaml::layout;
 use lambdaml::message::{Message, PreprocessRequest, Stage, StageMessage};
+use lambdaml::record::{TriggerKind, new_run_id};
 use lambdaml::registry::{Action, Registry, RegistryStore, Role};
 use lambdaml::stage::Handled;
 use lambdaml::store::ObjectStoreExt;
@@ -27,6 +28,10 @@ pub struct TrainArgs {
     /// Ingest this file first (else the dataset's latest version is used).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Preprocess and train again even when a run with the same inputs and spec sections
+    /// exists (a new version; nothing earlier is reused).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Serialize)]
@@ -41,6 +46,7 @@ pub async fn train_spec(
     ctx: &Ctx,
     spec_text: &str,
     origin: &str,
+    no_cache: bool,
 ) -> Result<(String, Vec<Handled>)> {
     let spec = ctx.put_spec(spec_text, origin).await?;
     let dataset = latest_version(ctx.store.as_ref(), &spec.dataset.name).await?;
@@ -50,19 +56,18 @@ pub async fn train_spec(
         .put_immutable(&snapshot, bytes::Bytes::from(spec_text.to_string()))
         .await?;
     let message = Message::new(
-        format!("train-{}", spec.model.name),
+        new_run_id(TriggerKind::Manual),
         Some(spec.model.name.clone()),
         StageMessage::Preprocess(PreprocessRequest {
             dataset: spec.dataset.name.clone(),
             dataset_version: dataset.version.clone(),
             spec: snapshot,
+            // A forced run: nothing earlier is reused.
+            salt: no_cache.then(|| uuid::Uuid::new_v4().simple().to_string()),
         }),
     );
-    ctx.queues
-        .get(Stage::Preprocess)
-        .await?
-        .send(&message.to_body())
-        .await?;
+    let queue = ctx.queues.get(Stage::Preprocess).await?;
+    lambdaml::recorder::send(ctx.store.as_ref(), queue.as_ref(), &message).await?;
     Ok((dataset.version, ctx.drain().await?))
 }
 
@@ -100,7 +105,7 @@ pub async fn train(ctx: &Ctx, args: TrainArgs) -> Result<()> {
                 .await?;
             (outcome.version, ctx.drain().await?)
         }
-        None => train_spec(ctx, &text, &origin).await?,
+        None => train_spec(ctx, &text, &origin, args.no_cache).await?,
     };
     let registry = RegistryStore::new(ctx.store.clone())
         .load(&spec.model.name)

@@ -26,9 +26,9 @@ pub mod ports;
 pub use domain::train;
 pub use domain::{
     baseline, capture, dataset, drift, evaluation, features, layout, matrix, message, metrics,
-    model, monitoring, registry, run, spec,
+    model, monitoring, record, registry, run, spec,
 };
-pub use lambda::{config, pipeline, stage, telemetry};
+pub use lambda::{config, pipeline, recorder, stage, telemetry};
 pub use ports::{events, queue, store};
 
 /// This crate's version, recorded in every manifest.

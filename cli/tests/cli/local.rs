@@ -282,6 +282,66 @@ async fn a_csv_in_raw_flows_to_scoring_monitoring_and_a_retrain_on_the_emulator(
     })
     .await;
     let version = production(&store).await.unwrap();
+    // The upload is one recorded run on the bucket, every stage succeeded; the CLI reads it
+    // (and the version's lineage, and the dashboard) from S3.
+    let bucket_url = format!("s3://{stack}-123456789012-us-east-1");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lambdaml"))
+            .args([
+                "--store",
+                &bucket_url,
+                "--queues",
+                &format!("sqs://{stack}-"),
+                "--json",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let runs = cli(&["runs", "list"]);
+    let upload = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["trigger"] == "s3_object")
+        .unwrap_or_else(|| panic!("the upload's run: {runs}"))
+        .clone();
+    assert!(
+        upload["run"].as_str().unwrap().starts_with("s3-"),
+        "{upload}"
+    );
+    assert_eq!(upload["detail"], "raw/breast-cancer/first upload (1).csv");
+    let record = cli(&["runs", "show", upload["run"].as_str().unwrap()]);
+    let statuses: Vec<(&str, &str)> = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("ingest", "succeeded"),
+            ("preprocess", "succeeded"),
+            ("train", "succeeded"),
+            ("evaluate", "succeeded"),
+            ("deploy", "succeeded")
+        ],
+        "{record}"
+    );
+    let lineage = cli(&["lineage", "breast-cancer", &version]);
+    assert_eq!(
+        lineage["raw"]["key"],
+        "raw/breast-cancer/first upload (1).csv"
+    );
+    assert_eq!(lineage["pipeline_run"], upload["run"]);
     // The registry's events reach the deployments queue and `lambdaml local` shows them.
     let promoted = runner.registry_event(
         "the promotion as a registry event",
@@ -483,7 +543,15 @@ async fn a_killed_runner_resumes_without_duplicates_and_poison_is_dead_lettered(
             String::from_utf8_lossy(&resp.body)
         );
     }
-    let runs_before = store.list_all("runs/").await.unwrap().len();
+    // Preprocess runs' files, not run records (the duplicate is a run of its own, below).
+    let run_files = |store: Arc<dyn ObjectStore>| async move {
+        let all = store.list_all("runs/").await.unwrap();
+        let (records, files): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|m| m.key.as_str().ends_with("/record.json"));
+        (files.len(), records)
+    };
+    let (runs_before, records_before) = run_files(store.clone()).await;
     let datasets_before = store.list_all("datasets/").await.unwrap().len();
 
     // The same notification delivered again (SQS is at-least-once): nothing new.
@@ -525,7 +593,41 @@ async fn a_killed_runner_resumes_without_duplicates_and_poison_is_dead_lettered(
         store.list_all("datasets/").await.unwrap().len(),
         datasets_before
     );
-    assert_eq!(store.list_all("runs/").await.unwrap().len(), runs_before);
+    // The duplicate's run found everything made: each of its steps is skipped-cached (its
+    // record is final once deploy has ended, which the queues' depths can run ahead of).
+    let new_record = || {
+        let (store, records_before) = (store.clone(), records_before.clone());
+        async move {
+            let (_, after) = run_files(store.clone()).await;
+            let new: Vec<_> = after
+                .into_iter()
+                .filter(|m| !records_before.iter().any(|b| b.key == m.key))
+                .collect();
+            assert!(new.len() <= 1, "one run for the duplicate: {new:?}");
+            let record: lambdaml::record::RunRecord =
+                store.get_json(&new.first()?.key).await.ok()?;
+            Some(record)
+        }
+    };
+    eventually("the duplicate's run to end", 60, || {
+        let next = new_record();
+        async move {
+            next.await
+                .is_some_and(|r| r.status() != lambdaml::record::RunStatus::Running)
+        }
+    })
+    .await;
+    let (runs_after, _) = run_files(store.clone()).await;
+    assert_eq!(runs_after, runs_before);
+    let record = new_record().await.unwrap();
+    assert!(!record.steps.is_empty());
+    for s in &record.steps {
+        assert_eq!(
+            s.status,
+            lambdaml::record::StepStatus::SkippedCached,
+            "{record:?}"
+        );
+    }
 
     // A poison message is parked in the stage's dead-letter queue with its reason.
     let preprocess = queue(&stack, "preprocess").await;
@@ -657,7 +759,7 @@ fn invoke_takes_every_sample_event() {
             })
             .unwrap_or_else(|| vec!["(not a batch answer)"])
     }
-    const VERSION: &str = "08ae349df462";
+    const VERSION: &str = "510c7ffc31b6";
     type Check<'a> = &'a dyn Fn(&Value) -> bool;
     let table: Vec<(&str, Result<Check, &str>)> = vec![
         ("bad-s3-outside-raw.json", Err("is outside raw/")),
@@ -719,7 +821,7 @@ fn invoke_takes_every_sample_event() {
         ),
         (
             "preprocess-direct.json",
-            Ok(&|r: &Value| r["run_id"] == "breast-cancer-40258c0b6d80" && r["created"] == false),
+            Ok(&|r: &Value| r["run_id"] == "breast-cancer-277f9ab0ec69" && r["created"] == false),
         ),
         ("preprocess-sqs.json", Ok(&|r: &Value| failed(r).is_empty())),
         (

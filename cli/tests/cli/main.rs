@@ -6,5 +6,6 @@
 
 mod access;
 mod captures;
+mod dashboard;
 mod local;
 mod template;

@@ -272,7 +272,7 @@ fn each_check_fails_on_a_template_that_breaks_it() {
             "Action *",
         ),
         (
-            "Resource: !Sub arn:${AWS::Partition}:s3:::${AWS::StackName}-${AWS::AccountId}-${AWS::Region}/registry/*",
+            "Resource:\n                - !Sub arn:${AWS::Partition}:s3:::${AWS::StackName}-${AWS::AccountId}-${AWS::Region}/registry/*\n                - !Sub arn:${AWS::Partition}:s3:::${AWS::StackName}-${AWS::AccountId}-${AWS::Region}/runs/*/record.json",
             "Resource: \"*\"",
             "Resource \"*\"",
         ),

@@ -24,7 +24,6 @@ use lambdaml::metrics::higher_is_better;
 use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::registry::{Action, Registry, RegistryError, RegistryStore, Role, VersionStatus};
-use lambdaml::run::RunManifest;
 use lambdaml::spec::{PromotionSection, RolloutMode, RolloutSection};
 use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{JsonError, ObjectStore, ObjectStoreExt};
@@ -178,11 +177,18 @@ impl Deploy {
             })
     }
 
-    /// The promotion rule and rollout of the spec run `run_id` trained with (a direct
+    /// The promotion rule and rollout of the spec `version` was trained with (a direct
     /// request carries neither).
-    async fn rules(&self, run_id: &str) -> Result<(PromotionSection, RolloutSection), StageError> {
-        let run = RunManifest::read(self.store.as_ref(), run_id).await?;
-        let spec = run.spec(self.store.as_ref()).await?;
+    async fn rules(
+        &self,
+        model: &str,
+        version: &str,
+    ) -> Result<(PromotionSection, RolloutSection), StageError> {
+        let manifest: lambdaml::model::ModelManifest = self
+            .store
+            .get_json(&layout::model_manifest(model, version)?)
+            .await?;
+        let spec = lambdaml::run::trained_spec(self.store.as_ref(), &manifest).await?;
         Ok((spec.promotion, spec.rollout))
     }
 
@@ -204,7 +210,7 @@ impl Deploy {
         };
         let (promotion, rollout) = match &request.promotion {
             Some(p) => (p.clone(), request.rollout.clone().unwrap_or_default()),
-            None => self.rules(&evaluation.run_id).await?,
+            None => self.rules(&model, &version).await?,
         };
         let (rule_verdict, rule_reason) = apply_rule(&promotion, &evaluation);
         let registry = RegistryStore::new(self.store.clone());
@@ -448,6 +454,10 @@ impl Handler for Deploy {
         request: DeployRequest,
     ) -> Result<Decision, StageError> {
         self.deploy(&request).await
+    }
+
+    fn run_records(&self) -> Option<&dyn ObjectStore> {
+        Some(self.store.as_ref())
     }
 
     /// `{"action": "rollback" | "shadow" | "canary" | "end_rollout", "model", …}` changes

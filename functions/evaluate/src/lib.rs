@@ -131,15 +131,20 @@ impl Evaluate {
         Ok((manifest, net))
     }
 
-    /// Evaluates one version. See the crate docs.
+    /// Evaluates one version (see the crate docs); also says whether its evaluation
+    /// existed (a redelivery, or a spec that changed only its promotion rule).
     #[instrument(skip(self))]
-    pub async fn evaluate(&self, request: &EvaluateRequest) -> Result<Evaluation, StageError> {
+    pub async fn evaluate(
+        &self,
+        request: &EvaluateRequest,
+    ) -> Result<(Evaluation, bool), StageError> {
         let (model, version) = (&request.model, &request.version);
+        let decided_by = request.spec.as_ref();
         let eval_key = layout::evaluation(model, version)?;
-        let evaluation = match self.store.get_json::<Evaluation>(&eval_key).await {
-            Ok(existing) => existing,
+        let (evaluation, cached) = match self.store.get_json::<Evaluation>(&eval_key).await {
+            Ok(existing) => (existing, true),
             Err(JsonError::Store(StoreError::NotFound(_))) => {
-                self.build(model, version, &eval_key).await?
+                (self.build(model, version, &eval_key).await?, false)
             }
             Err(e) => return Err(e.into()),
         };
@@ -169,7 +174,7 @@ impl Evaluate {
         }
         // Deploy gets what it decides with: the evaluation (when small) and the rules.
         let mut request = DeployRequest::new(model.clone(), version.clone());
-        let (promotion, rollout) = self.rules(&manifest.run_id).await?;
+        let (promotion, rollout) = self.rules(&manifest, decided_by).await?;
         request.promotion = Some(promotion);
         request.rollout = Some(rollout);
         if serde_json::to_vec(&evaluation).map_or(0, |j| j.len())
@@ -177,19 +182,29 @@ impl Evaluate {
         {
             request.evaluation = Some(Box::new(evaluation.clone()));
         }
-        let message = Message::new(
-            manifest.run_id.clone(),
-            Some(model.clone()),
-            StageMessage::Deploy(request),
-        );
-        self.deploy.send(&message.to_body()).await?;
-        Ok(evaluation)
+        let run = lambdaml::recorder::run_or(|| {
+            lambdaml::record::new_run_id(lambdaml::record::TriggerKind::Direct)
+        });
+        let message = Message::new(run, Some(model.clone()), StageMessage::Deploy(request));
+        lambdaml::recorder::send(self.store.as_ref(), self.deploy.as_ref(), &message).await?;
+        Ok((evaluation, cached))
     }
 
-    /// The promotion rule and rollout of the spec run `run_id` trained with.
-    async fn rules(&self, run_id: &str) -> Result<(PromotionSection, RolloutSection), StageError> {
-        let run = RunManifest::read(self.store.as_ref(), run_id).await?;
-        let spec = run.spec(self.store.as_ref()).await?;
+    /// The promotion rule and rollout of `spec` (the request's), else of the spec the
+    /// version was trained with.
+    async fn rules(
+        &self,
+        manifest: &ModelManifest,
+        spec: Option<&ObjectKey>,
+    ) -> Result<(PromotionSection, RolloutSection), StageError> {
+        let spec = match spec {
+            Some(key) => {
+                lambdaml::run::read_spec(self.store.as_ref(), key.as_str())
+                    .await?
+                    .0
+            }
+            None => lambdaml::run::trained_spec(self.store.as_ref(), manifest).await?,
+        };
         Ok((spec.promotion, spec.rollout))
     }
 
@@ -383,14 +398,19 @@ impl Handler for Evaluate {
         _envelope: &Envelope,
         request: EvaluateRequest,
     ) -> Result<serde_json::Value, StageError> {
-        let e = self.evaluate(&request).await?;
+        let (e, cached) = self.evaluate(&request).await?;
         Ok(serde_json::json!({
+            "cached": cached,
             "model": e.model,
             "version": e.version,
             "holdout_rows": e.holdout_rows,
             "metrics": scalar_metrics(&e.metrics),
             "champion": e.champion.as_ref().map(|c| serde_json::json!({"version": c.version, "metrics": scalar_metrics(&c.metrics)})),
         }))
+    }
+
+    fn run_records(&self) -> Option<&dyn ObjectStore> {
+        Some(self.store.as_ref())
     }
 }
 

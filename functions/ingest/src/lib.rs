@@ -30,6 +30,7 @@ use lambdaml::message::{
 };
 use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
+use lambdaml::record::TriggerKind;
 use lambdaml::spec::RetrainData;
 use lambdaml::spec::{ModelSpec, is_valid_name};
 use lambdaml::stage::{Handler, StageError};
@@ -286,16 +287,21 @@ impl Ingest {
             self.store
                 .put_immutable(&snapshot, found.bytes.clone())
                 .await?;
+            let run = lambdaml::recorder::run_or(|| {
+                lambdaml::record::new_run_id(lambdaml::record::TriggerKind::Direct)
+            });
             let message = Message::new(
-                format!("ingest-{dataset}-{version}"),
+                run,
                 Some(model.clone()),
                 StageMessage::Preprocess(PreprocessRequest {
                     dataset: dataset.clone(),
                     dataset_version: version.clone(),
                     spec: snapshot,
+                    salt: None,
                 }),
             );
-            self.preprocess.send(&message.to_body()).await?;
+            lambdaml::recorder::send(self.store.as_ref(), self.preprocess.as_ref(), &message)
+                .await?;
             models.push(model);
         }
         info!(%dataset, %version, rows = manifest.rows, rejected = manifest.rejected, created, "ingested");
@@ -459,6 +465,7 @@ impl Ingest {
                 .collect(),
             label: output.schema.label.clone(),
             artifacts,
+            pipeline_run: lambdaml::recorder::current_run(),
             created_at: lambdaml::now_rfc3339(),
             lambdaml_version: lambdaml::VERSION.to_string(),
         };
@@ -601,10 +608,19 @@ impl Handler for Ingest {
         }
     }
 
+    /// A notification is run `s3-<hash of bucket, key, etag, sequencer>`: redelivered, it
+    /// is the same run; the same key uploaded again is a new one.
     fn s3_message(&self, object: &S3Object) -> Result<Message, StageError> {
         let key = ObjectKey::new(object.key.clone()).map_err(StageError::invalid)?;
         Self::dataset_of(key.as_str())?;
-        Ok(IngestRequest { key, dataset: None }.into_message())
+        let seed = format!("{}/{}/{}", object.bucket, object.key, object.version);
+        let mut message = IngestRequest { key, dataset: None }.into_message();
+        message.run_id = lambdaml::record::stable_run_id(TriggerKind::S3Object, &seed);
+        Ok(message)
+    }
+
+    fn run_records(&self) -> Option<&dyn ObjectStore> {
+        Some(self.store.as_ref())
     }
 }
 

@@ -8,7 +8,6 @@ use lambdaml::baseline::Baseline;
 use lambdaml::layout;
 use lambdaml::model::ModelManifest;
 use lambdaml::registry::RegistryStore;
-use lambdaml::run::RunManifest;
 use lambdaml::spec::ModelSpec;
 use lambdaml::stage::StageError;
 use lambdaml::store::{ObjectKey, ObjectStoreExt, StoreError};
@@ -80,8 +79,7 @@ impl Monitor {
             }
             Err(e) => return Err(e.into()),
         };
-        let run = RunManifest::read(self.store.as_ref(), &manifest.run_id).await?;
-        let trained = run.spec(self.store.as_ref()).await?;
+        let trained = lambdaml::run::trained_spec(self.store.as_ref(), &manifest).await?;
         // The live spec's monitoring and retraining settings apply at once (an operator may
         // switch retraining off); a change anywhere that shapes the model — data, features,
         // split, preprocessing, training — means "rebuild with new features".

@@ -346,7 +346,7 @@ impl Monitor {
                 report: Some(breach.report_key.clone()),
             }),
         );
-        queue.send(&message.to_body()).await?;
+        lambdaml::recorder::send(self.store.as_ref(), queue, &message).await?;
         Ok(labelled)
     }
 

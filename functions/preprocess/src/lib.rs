@@ -99,7 +99,13 @@ impl Preprocess {
         }
         let model = spec.model.name.clone();
         let spec_sha = lambdaml::sha256_hex(&spec_bytes);
-        let run = run_id(&model, &request.dataset_version, &spec_sha);
+        // Keyed by the sections preprocess reads (lambdaml::spec's cache module), so a spec
+        // that changes only `[train]` or `[monitor]` reuses this run.
+        let cache_key = match &request.salt {
+            Some(salt) => format!("{}\n{salt}", spec.preprocess_key()),
+            None => spec.preprocess_key(),
+        };
+        let run = run_id(&model, &request.dataset_version, &cache_key);
         let run_key = |name: &str| layout::run_file(&run, name);
         let manifest_key = run_key("manifest.json")?;
 
@@ -116,15 +122,20 @@ impl Preprocess {
             Err(e) => return Err(e.into()),
         };
 
+        let pipeline_run = lambdaml::recorder::run_or(|| {
+            lambdaml::record::new_run_id(lambdaml::record::TriggerKind::Direct)
+        });
         let message = Message::new(
-            run.clone(),
+            pipeline_run,
             Some(model.clone()),
             StageMessage::Train(TrainRequest {
                 run_manifest: manifest_key.clone(),
                 checkpoint: None,
+                spec: Some(request.spec.clone()),
+                salt: request.salt.clone(),
             }),
         );
-        self.train.send(&message.to_body()).await?;
+        lambdaml::recorder::send(self.store.as_ref(), self.train.as_ref(), &message).await?;
         info!(%run, %model, train = manifest.train_rows, holdout = manifest.holdout_rows, created, "preprocessed");
         Ok(PreprocessOutcome {
             run_id: run,
@@ -240,6 +251,7 @@ impl Preprocess {
                 .map(|d| format!("{}: {}", d.name, d.reason))
                 .collect(),
             artifacts,
+            pipeline_run: lambdaml::recorder::current_run(),
             created_at: lambdaml::now_rfc3339(),
             lambdaml_version: lambdaml::VERSION.to_string(),
         };
@@ -267,6 +279,10 @@ impl Handler for Preprocess {
         request: PreprocessRequest,
     ) -> Result<PreprocessOutcome, StageError> {
         self.preprocess(&request).await
+    }
+
+    fn run_records(&self) -> Option<&dyn ObjectStore> {
+        Some(self.store.as_ref())
     }
 }
 

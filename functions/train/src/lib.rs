@@ -73,9 +73,14 @@ pub struct TrainOutcome {
     pub manifest: Option<String>,
 }
 
-/// The version id of the model trained on `run_id`.
-pub fn model_version(run_id: &str) -> String {
-    lambdaml::sha256_hex(run_id.as_bytes())[..12].to_string()
+/// The version id of the model trained on preprocess run `run_id` with a spec whose
+/// `[train]` hashes to `train_key` (`ModelSpec::train_key`), salted by a forced run.
+pub fn model_version(run_id: &str, train_key: &str, salt: Option<&str>) -> String {
+    let seed = match salt {
+        Some(salt) => format!("{run_id}\n{train_key}\n{salt}"),
+        None => format!("{run_id}\n{train_key}"),
+    };
+    lambdaml::sha256_hex(seed.as_bytes())[..12].to_string()
 }
 
 fn key(k: String) -> Result<ObjectKey, StageError> {
@@ -94,6 +99,9 @@ struct Job<'a> {
     request: &'a TrainRequest,
     run: &'a RunManifest,
     spec: &'a ModelSpec,
+    /// The spec snapshot's key and SHA-256.
+    spec_key: &'a ObjectKey,
+    spec_sha: &'a str,
     model: &'a str,
     version: &'a str,
     manifest_key: &'a ObjectKey,
@@ -157,12 +165,20 @@ impl Train {
                 })
                 .and_then(|k| key(k.clone()))
         };
-        let spec = run.spec(self.store.as_ref()).await?;
+        // The message's spec (a run is shared by specs that differ only where preprocess
+        // does not read), else the run's.
+        let spec_key = match &request.spec {
+            Some(k) => k.clone(),
+            None => run.spec_key()?,
+        };
+        let (spec, spec_sha) = lambdaml::run::read_spec(self.store.as_ref(), spec_key.as_str())
+            .await
+            .map_err(|e| StageError::context("reading the spec", e))?;
         let model = spec.model.name.clone();
-        let version = model_version(&run.run_id);
+        let version = model_version(&run.run_id, &spec.train_key(), request.salt.as_deref());
         let manifest_key = layout::model_manifest(&model, &version)?;
         if let Some(done) = self
-            .trained_before(&run, &model, &version, &manifest_key)
+            .trained_before(&spec_key, &model, &version, &manifest_key)
             .await?
         {
             return Ok(done);
@@ -236,6 +252,8 @@ impl Train {
             request,
             run: &run,
             spec: &spec,
+            spec_key: &spec_key,
+            spec_sha: &spec_sha,
             model: &model,
             version: &version,
             manifest_key: &manifest_key,
@@ -258,7 +276,7 @@ impl Train {
     /// is asked for again (idempotent), nothing is trained.
     async fn trained_before(
         &self,
-        run: &RunManifest,
+        spec_key: &ObjectKey,
         model: &str,
         version: &str,
         manifest_key: &ObjectKey,
@@ -267,7 +285,7 @@ impl Train {
             return Ok(None);
         };
         let manifest: ModelManifest = self.store.get_json(&existing.key).await?;
-        self.send_evaluate(&run.run_id, model, version).await?;
+        self.send_evaluate(model, version, spec_key).await?;
         Ok(Some(TrainOutcome {
             model: model.to_string(),
             version: version.to_string(),
@@ -324,16 +342,21 @@ impl Train {
         self.store
             .put(&layout::checkpoint_state(&base)?, to_json_bytes(&meta))
             .await?;
+        let run = lambdaml::recorder::run_or(|| {
+            lambdaml::record::new_run_id(lambdaml::record::TriggerKind::Direct)
+        });
         let mut message = Message::new(
-            job.run.run_id.clone(),
+            run,
             Some(model.to_string()),
             StageMessage::Train(TrainRequest {
                 run_manifest: job.request.run_manifest.clone(),
                 checkpoint: Some(base),
+                spec: Some(job.spec_key.clone()),
+                salt: job.request.salt.clone(),
             }),
         );
         message.attempt = attempt + 1;
-        self.train.send(&message.to_body()).await?;
+        lambdaml::recorder::send(self.store.as_ref(), self.train.as_ref(), &message).await?;
         info!(%model, %version, step = checkpoint.state.step, "deadline near: checkpointed and re-queued");
         Ok(TrainOutcome {
             model: model.to_string(),
@@ -371,7 +394,7 @@ impl Train {
             run_id: run.run_id.clone(),
             dataset: run.dataset.clone(),
             dataset_version: run.dataset_version.clone(),
-            spec_sha256: run.spec_sha256.clone(),
+            spec_sha256: job.spec_sha.to_string(),
             training: TrainingSummary {
                 rows,
                 steps: trained.steps,
@@ -384,6 +407,8 @@ impl Train {
             artifacts: [("weights".to_string(), weights_key.to_string())]
                 .into_iter()
                 .collect(),
+            spec: Some(job.spec_key.to_string()),
+            pipeline_run: lambdaml::recorder::current_run(),
             lambdaml_version: lambdaml::VERSION.to_string(),
             git_revision: option_env!("LAMBDAML_GIT_REVISION").map(str::to_string),
             created_at: lambdaml::now_rfc3339(),
@@ -396,7 +421,7 @@ impl Train {
             Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.send_evaluate(&run.run_id, model, version).await?;
+        self.send_evaluate(model, version, job.spec_key).await?;
         let seconds = job.seconds;
         info!(%model, %version, steps = trained.steps, loss = trained.loss, seconds, "trained");
         Ok(TrainOutcome {
@@ -409,21 +434,26 @@ impl Train {
         })
     }
 
+    /// Asks evaluate for `version`, decided by the spec at `spec` (in this run).
     async fn send_evaluate(
         &self,
-        run_id: &str,
         model: &str,
         version: &str,
+        spec: &ObjectKey,
     ) -> Result<(), StageError> {
+        let run = lambdaml::recorder::run_or(|| {
+            lambdaml::record::new_run_id(lambdaml::record::TriggerKind::Direct)
+        });
         let message = Message::new(
-            run_id,
+            run,
             Some(model.to_string()),
             StageMessage::Evaluate(EvaluateRequest {
                 model: model.to_string(),
                 version: version.to_string(),
+                spec: Some(spec.clone()),
             }),
         );
-        self.evaluate.send(&message.to_body()).await?;
+        lambdaml::recorder::send(self.store.as_ref(), self.evaluate.as_ref(), &message).await?;
         Ok(())
     }
 }
@@ -441,6 +471,10 @@ impl Handler for Train {
         request: TrainRequest,
     ) -> Result<TrainOutcome, StageError> {
         self.train(&request, envelope.attempt).await
+    }
+
+    fn run_records(&self) -> Option<&dyn ObjectStore> {
+        Some(self.store.as_ref())
     }
 }
 

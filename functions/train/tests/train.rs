@@ -452,6 +452,7 @@ async fn corrupted_weights_unknown_versions_and_a_corrupt_registry_are_clear_err
         .evaluate(&EvaluateRequest {
             model: "breast-cancer".into(),
             version: "nope".into(),
+            spec: None,
         })
         .await
         .unwrap_err();

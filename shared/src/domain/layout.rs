@@ -8,7 +8,8 @@
 //! datasets/<dataset>/<version>/{data.parquet, schema.json, profile.json, rejected.jsonl,
 //!                               manifest.json}      a dataset version
 //! quarantine/<dataset>/<version>/<file>              rows and files ingest refused
-//! runs/<run>/{manifest.json, pipeline.json, train.*, holdout.*, …}   a pipeline run
+//! runs/<run>/{manifest.json, pipeline.json, train.*, holdout.*, …}   a preprocess run
+//! runs/<run>/record.json                             a pipeline run's record (s3-…, retrain-…)
 //! models/<model>/<version>/{model.safetensors, manifest.json, evaluation.json,
 //!                           baseline.json, baseline.samples, error.json,
 //!                           checkpoints/<step>.*}    a model version
@@ -95,6 +96,14 @@ pub fn run_file(run: &str, file: &str) -> Result<ObjectKey, StoreError> {
 /// `runs/<run>/manifest.json`.
 pub fn run_manifest(run: &str) -> Result<ObjectKey, StoreError> {
     run_file(run, "manifest.json")
+}
+
+/// `runs/`: every run's folder.
+pub const RUNS: &str = "runs/";
+
+/// `runs/<run>/record.json`: a pipeline run's record (see [`crate::record`]).
+pub fn run_record(run: &str) -> Result<ObjectKey, StoreError> {
+    run_file(run, "record.json")
 }
 
 /// `models/<model>/<version>` (no trailing slash).

@@ -78,6 +78,10 @@ pub struct PreprocessRequest {
     pub dataset_version: String,
     /// The model spec to apply, as stored (`specs/<model>.toml`).
     pub spec: ObjectKey,
+    /// Mixed into the cache keys of this run's preprocess and train: set by a forced run
+    /// (`lambdaml train --no-cache`), so nothing earlier is reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
 }
 
 /// Asks train to fit a model on a preprocessed run.
@@ -89,6 +93,14 @@ pub struct TrainRequest {
     /// A checkpoint to resume from (set when a previous invocation ran out of time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<ObjectKey>,
+    /// The spec snapshot to train with, when it is not the one the run was preprocessed
+    /// with: a preprocess run is shared by specs that differ only in sections preprocess
+    /// does not read (`[train]`, `[promotion]`, `[monitor]`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ObjectKey>,
+    /// The forced run's salt ([`PreprocessRequest::salt`]), mixed into the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
 }
 
 /// Asks evaluate to score a trained version (and the champion) on the run's holdout.
@@ -101,6 +113,11 @@ pub struct EvaluateRequest {
     /// The model version (`model_version` on the wire: `version` is the message format's).
     #[serde(rename = "model_version")]
     pub version: String,
+    /// The spec snapshot whose `[promotion]` and `[rollout]` decide it, when it is not the
+    /// one the version was trained with (a spec that changed only those sections reuses
+    /// the trained version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ObjectKey>,
 }
 
 /// Asks deploy to apply the promotion rule to an evaluated version.
@@ -262,31 +279,28 @@ pub trait DirectRequest: serde::de::DeserializeOwned {
 
 impl DirectRequest for IngestRequest {
     fn into_message(self) -> Message {
-        Message::new(
-            format!("ingest-{}", self.key),
-            None,
-            StageMessage::Ingest(self),
-        )
+        let run = crate::record::new_run_id(crate::record::TriggerKind::Direct);
+        Message::new(run, None, StageMessage::Ingest(self))
     }
 }
 
 impl DirectRequest for PreprocessRequest {
     fn into_message(self) -> Message {
-        let run = format!("preprocess-{}", self.dataset_version);
+        let run = crate::record::new_run_id(crate::record::TriggerKind::Direct);
         Message::new(run, None, StageMessage::Preprocess(self))
     }
 }
 
 impl DirectRequest for TrainRequest {
     fn into_message(self) -> Message {
-        let run = format!("train-{}", self.run_manifest);
+        let run = crate::record::new_run_id(crate::record::TriggerKind::Direct);
         Message::new(run, None, StageMessage::Train(self))
     }
 }
 
 impl DirectRequest for EvaluateRequest {
     fn into_message(self) -> Message {
-        let run = format!("evaluate-{}-{}", self.model, self.version);
+        let run = crate::record::new_run_id(crate::record::TriggerKind::Direct);
         let model = Some(self.model.clone());
         Message::new(run, model, StageMessage::Evaluate(self))
     }
@@ -294,7 +308,7 @@ impl DirectRequest for EvaluateRequest {
 
 impl DirectRequest for DeployRequest {
     fn into_message(self) -> Message {
-        let run = format!("deploy-{}-{}", self.model, self.version);
+        let run = crate::record::new_run_id(crate::record::TriggerKind::Direct);
         let model = Some(self.model.clone());
         Message::new(run, model, StageMessage::Deploy(self))
     }
@@ -406,6 +420,7 @@ mod tests {
                 dataset: "weather".into(),
                 dataset_version: "abc".into(),
                 spec: ObjectKey::new("specs/weather-rain.toml").unwrap(),
+                salt: None,
             }),
         )
     }
@@ -442,6 +457,7 @@ mod tests {
             StageMessage::Evaluate(EvaluateRequest {
                 model: "m".into(),
                 version: "abc123".into(),
+                spec: None,
             }),
         );
         let body = m.to_body();

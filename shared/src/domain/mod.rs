@@ -14,6 +14,7 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod monitoring;
+pub mod record;
 pub mod registry;
 pub mod run;
 pub mod spec;

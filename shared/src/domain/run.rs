@@ -32,6 +32,9 @@ pub struct RunManifest {
     pub dropped: Vec<String>,
     /// Artifact keys: `spec`, `pipeline`, `split`, `train`, `holdout`.
     pub artifacts: BTreeMap<String, String>,
+    /// The pipeline run that wrote it (`runs/<run>/record.json`), when it ran in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_run: Option<String>,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// The lambdaml version that wrote it.
@@ -83,23 +86,55 @@ impl RunManifest {
         &self,
         store: &dyn crate::store::ObjectStore,
     ) -> Result<crate::spec::ModelSpec, RunSpecError> {
+        Ok(read_spec(store, self.spec_key()?.as_str()).await?.0)
+    }
+
+    /// The key of the spec snapshot this run was made with.
+    pub fn spec_key(&self) -> Result<crate::store::ObjectKey, RunSpecError> {
         let text = self
             .artifacts
             .get("spec")
             .ok_or_else(|| RunSpecError::NoSpec(self.run_id.clone()))?;
-        let key =
-            crate::store::ObjectKey::new(text.as_str()).map_err(crate::store::JsonError::from)?;
-        let bytes = store
-            .get(&key)
-            .await
-            .map_err(crate::store::JsonError::from)?
-            .bytes;
+        crate::store::ObjectKey::new(text.as_str())
+            .map_err(|e| RunSpecError::Store(crate::store::JsonError::from(e)))
+    }
+}
+
+/// The spec stored at `key`, parsed, and the SHA-256 of its bytes.
+pub async fn read_spec(
+    store: &dyn crate::store::ObjectStore,
+    key: &str,
+) -> Result<(crate::spec::ModelSpec, String), RunSpecError> {
+    let key = crate::store::ObjectKey::new(key).map_err(crate::store::JsonError::from)?;
+    let bytes = store
+        .get(&key)
+        .await
+        .map_err(crate::store::JsonError::from)?
+        .bytes;
+    let spec =
         crate::spec::ModelSpec::parse(&String::from_utf8_lossy(&bytes)).map_err(|source| {
             RunSpecError::Spec {
                 key: key.to_string(),
                 source,
             }
-        })
+        })?;
+    Ok((spec, crate::sha256_hex(&bytes)))
+}
+
+/// The spec a model version was trained with: the snapshot its manifest names, or (for a
+/// manifest written before versions named theirs) its run's.
+pub async fn trained_spec(
+    store: &dyn crate::store::ObjectStore,
+    manifest: &crate::model::ModelManifest,
+) -> Result<crate::spec::ModelSpec, RunSpecError> {
+    match &manifest.spec {
+        Some(key) => Ok(read_spec(store, key).await?.0),
+        None => {
+            RunManifest::read(store, &manifest.run_id)
+                .await?
+                .spec(store)
+                .await
+        }
     }
 }
 
@@ -113,7 +148,8 @@ pub struct Split {
     pub holdout: Vec<usize>,
 }
 
-/// The run id for a model, a dataset version and a spec hash.
+/// The run id for a model, a dataset version and the cache key of what preprocess reads
+/// (`ModelSpec::preprocess_key`).
 pub fn run_id(model: &str, dataset_version: &str, spec_sha256: &str) -> String {
     let digest = crate::sha256_hex(format!("{dataset_version}\n{spec_sha256}").as_bytes());
     format!("{model}-{}", &digest[..12])

@@ -21,6 +21,9 @@ pub struct S3Object {
     pub bucket: String,
     /// The key, decoded.
     pub key: String,
+    /// What makes this notification one upload: the object's etag and the event's
+    /// sequencer (a redelivered notification has the same; a re-upload does not).
+    pub version: String,
 }
 
 /// One record of an SQS event.
@@ -152,6 +155,11 @@ pub fn s3_objects(event: &Value) -> Option<Result<Vec<S3Object>, EventError>> {
                     (Some(bucket), Some(key)) => Ok(S3Object {
                         bucket: bucket.to_string(),
                         key: decode_s3_key(key),
+                        version: ["/s3/object/eTag", "/s3/object/sequencer", "/eventTime"]
+                            .iter()
+                            .filter_map(|p| r.pointer(p).and_then(Value::as_str))
+                            .collect::<Vec<_>>()
+                            .join("/"),
                     }),
                     _ => Err(EventError::Malformed(
                         "S3 record without s3.bucket.name or s3.object.key".to_string(),
@@ -236,7 +244,8 @@ mod tests {
             classify(s3).unwrap(),
             Incoming::S3(vec![S3Object {
                 bucket: "b".into(),
-                key: "raw/w/a b.csv".into()
+                key: "raw/w/a b.csv".into(),
+                version: String::new(),
             }])
         );
         let sqs = serde_json::json!({"Records": [{"eventSource": "aws:sqs", "messageId": "m1",

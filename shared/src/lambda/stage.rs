@@ -227,6 +227,10 @@ pub trait Handler: Send + Sync {
         request: Self::Request,
     ) -> Result<Self::Outcome, StageError>;
 
+    /// Where its runs are recorded (`runs/<run>/record.json`, see
+    /// [`crate::recorder`]); `None` records nothing.
+    fn run_records(&self) -> Option<&dyn crate::store::ObjectStore>;
+
     /// Handles a direct payload that is neither a message nor the direct form (deploy's
     /// rollback); `None` reads it as a message or the direct form.
     async fn direct_action(
@@ -254,16 +258,33 @@ impl<H: Handler> StageHandler for H {
         H::Request::STAGE
     }
 
+    /// Handles the request in the message's run ([`crate::recorder::current_run`]), its
+    /// step recorded as it starts and ends.
     async fn handle(&self, message: Message) -> Result<serde_json::Value, StageError> {
-        let (envelope, body) = message.into_parts();
-        let request = H::Request::from_body(body).map_err(|other| {
-            StageError::permanent(format!(
-                "a {other} message reached the {} stage",
-                H::Request::STAGE
-            ))
-        })?;
-        let outcome = self.handle_request(&envelope, request).await?;
-        serde_json::to_value(outcome).map_err(StageError::invalid)
+        let store = self.run_records();
+        let copy = store.map(|_| message.clone());
+        if let (Some(store), Some(m)) = (store, &copy) {
+            crate::recorder::started(store, m).await;
+        }
+        let started = std::time::Instant::now();
+        let run = message.run_id.clone();
+        let result = crate::recorder::with_run(run, async move {
+            let (envelope, body) = message.into_parts();
+            let request = H::Request::from_body(body).map_err(|other| {
+                StageError::permanent(format!(
+                    "a {other} message reached the {} stage",
+                    H::Request::STAGE
+                ))
+            })?;
+            let outcome = self.handle_request(&envelope, request).await?;
+            serde_json::to_value(outcome).map_err(StageError::invalid)
+        })
+        .await;
+        if let (Some(store), Some(m)) = (store, &copy) {
+            let seconds = started.elapsed().as_secs_f64();
+            crate::recorder::ended(store, m, result.as_ref(), seconds).await;
+        }
+        result
     }
 
     /// A whole message (it has `version` or `stage`), or the stage's direct form.
@@ -374,7 +395,14 @@ pub async fn handle_sqs_batch(
 ) -> BatchResponse {
     let mut response = BatchResponse::default();
     for record in records {
-        match handle_body(handler, &record.body).await {
+        let delivery = crate::recorder::Delivery {
+            message_id: Some(record.message_id.clone()),
+            receive_count: record.receive_count(),
+            max_receives: source.map(|s| s.max_receives.max(1)),
+        };
+        let handled =
+            crate::recorder::with_delivery(delivery, handle_body(handler, &record.body)).await;
+        match handled {
             Ok(summary) => info!(message_id = %record.message_id, %summary, "message handled"),
             Err(err) => {
                 let receives = record.receive_count();
@@ -471,10 +499,31 @@ pub async fn drain(
             let received = queue.receive(10, options.visibility).await?;
             for message in received {
                 progressed = true;
-                let (outcome, detail) = match handle_body(handler.as_ref(), &message.body).await {
+                let delivery = crate::recorder::Delivery {
+                    message_id: Some(message.id.clone()),
+                    receive_count: message.receive_count,
+                    max_receives: queue.max_receives(),
+                };
+                let last = delivery
+                    .max_receives
+                    .is_some_and(|m| message.receive_count >= m);
+                let handled = crate::recorder::with_delivery(
+                    delivery,
+                    handle_body(handler.as_ref(), &message.body),
+                )
+                .await;
+                let (outcome, detail) = match handled {
                     Ok(summary) => {
                         queue.delete(&message.receipt).await?;
                         ("ok", summary)
+                    }
+                    Err(StageError::Retryable { reason, .. }) if last => {
+                        let reason = format!(
+                            "failed on delivery {} of {}: {reason}",
+                            message.receive_count, message.receive_count
+                        );
+                        queue.dead_letter(&message, &reason).await?;
+                        ("dead_letter", serde_json::Value::String(reason))
                     }
                     Err(StageError::Retryable { reason, .. }) => {
                         queue
@@ -543,9 +592,13 @@ pub async fn serve_lambda(
                     queue,
                     max_receives,
                 });
-                with_deadline(
-                    deadline,
-                    handle_lambda_event(handler.as_ref(), event.payload, source),
+                let request_id = event.context.request_id.clone();
+                crate::recorder::with_request_id(
+                    request_id,
+                    with_deadline(
+                        deadline,
+                        handle_lambda_event(handler.as_ref(), event.payload, source),
+                    ),
                 )
                 .await
                 .map_err(lambda_runtime::Error::from)

@@ -239,6 +239,9 @@ pub struct DatasetManifest {
     pub label: String,
     /// Artifact keys by name (`data`, `schema`, `profile`, `rejected`).
     pub artifacts: BTreeMap<String, String>,
+    /// The pipeline run that wrote it (`runs/<run>/record.json`), when it ran in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_run: Option<String>,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// The lambdaml version that wrote it.

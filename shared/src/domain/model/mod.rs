@@ -86,6 +86,13 @@ pub struct ModelManifest {
     pub training: TrainingSummary,
     /// Artifact keys (`weights`).
     pub artifacts: std::collections::BTreeMap<String, String>,
+    /// The spec snapshot it was trained with (`specs/history/…`); older manifests name
+    /// only the run's ([`crate::run::RunManifest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    /// The pipeline run that wrote it (`runs/<run>/record.json`), when it ran in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_run: Option<String>,
     /// The lambdaml version.
     pub lambdaml_version: String,
     /// The git revision it was built from, when known.

@@ -410,4 +410,8 @@ impl Queue for LocalQueue {
     fn name(&self) -> String {
         self.dir.display().to_string()
     }
+
+    fn max_receives(&self) -> Option<u32> {
+        Some(self.max_receives)
+    }
 }

@@ -188,6 +188,12 @@ pub trait Queue: Send + Sync + Debug {
 
     /// A human-readable name (directory or queue URL).
     fn name(&self) -> String;
+
+    /// The delivery after which the queue gives a message up to its dead-letter queue, when
+    /// this side knows it (a local queue does; SQS's redrive policy is the queue's own).
+    fn max_receives(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// The queue deploy announces promotions and rollbacks on, for whoever listens (the score
