@@ -484,19 +484,17 @@ async fn never_retrained(
 /// file again through the ingest queue and lets the runner handle it.
 async fn redeliver(ctx: &Ctx, raw: ObjectKey) -> Result<(IngestOutcome, Vec<Handled>)> {
     // file again through the ingest queue and let the runner handle it.
+    // A run of its own, recorded: every step of it skipped-cached.
     let again = Message::new(
-        "demo-redelivery",
+        lambdaml::record::new_run_id(lambdaml::record::TriggerKind::Manual),
         None,
         StageMessage::Ingest(IngestRequest {
             key: raw,
             dataset: None,
         }),
     );
-    ctx.queues
-        .get(Stage::Ingest)
-        .await?
-        .send(&again.to_body())
-        .await?;
+    let queue = ctx.queues.get(Stage::Ingest).await?;
+    lambdaml::recorder::send(ctx.store.as_ref(), queue.as_ref(), &again).await?;
     let second = ctx.drain().await?;
     let redelivery: IngestOutcome = second
         .iter()

@@ -36,9 +36,23 @@ pub fn seconds(t: &str) -> Option<f64> {
 }
 
 fn date(s: f64) -> String {
+    stamp(s, "%Y-%m-%d")
+}
+
+fn stamp(s: f64, format: &str) -> String {
     chrono::DateTime::from_timestamp(s as i64, 0)
-        .map(|d| d.format("%Y-%m-%d").to_string())
+        .map(|d| d.format(format).to_string())
         .unwrap_or_default()
+}
+
+/// The x axis's end labels: dates, or times of day when the plot spans under two days.
+fn ends(x0: f64, x1: f64) -> (String, String) {
+    if x1 - x0 < 2.0 * 86_400.0 {
+        let f = "%Y-%m-%d %H:%M:%S";
+        (stamp(x0, f), stamp(x1, f))
+    } else {
+        (date(x0), date(x1))
+    }
 }
 
 /// A time plot of `series` with `marks`; `limit` draws a dashed horizontal line (a
@@ -115,7 +129,11 @@ pub fn time_plot(
             s,
             r#"<line x1="{LEFT}" x2="{RIGHT}" y1="{0:.1}" y2="{0:.1}" class="limit"/><text x="{RIGHT}" y="{1:.1}" text-anchor="end" class="tick">{2} {3}</text>"#,
             y(v),
-            y(v) - 4.0,
+            if y(v) < TOP + 16.0 {
+                y(v) + 14.0
+            } else {
+                y(v) - 4.0
+            },
             esc(label),
             short(v)
         );
@@ -157,6 +175,7 @@ pub fn time_plot(
 
 /// The axes, three value ticks (position, value) and the first and last dates.
 fn axes(s: &mut String, ticks: [(f64, f64); 3], (x0, x1): (f64, f64)) {
+    let (first, last) = ends(x0, x1);
     let _ = write!(
         s,
         r#"<line x1="{LEFT}" x2="{RIGHT}" y1="{BOTTOM}" y2="{BOTTOM}" class="axis"/><line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{BOTTOM}" class="axis"/>"#
@@ -174,9 +193,9 @@ fn axes(s: &mut String, ticks: [(f64, f64); 3], (x0, x1): (f64, f64)) {
         s,
         r#"<text x="{LEFT}" y="{:.1}" class="tick">{}</text><text x="{RIGHT}" y="{:.1}" text-anchor="end" class="tick">{}</text>"#,
         BOTTOM + 16.0,
-        date(x0),
+        first,
         BOTTOM + 16.0,
-        date(x1)
+        last
     );
 }
 
@@ -214,6 +233,11 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 2, "NaN points are left out");
         assert_eq!(svg.matches("class=\"mark retrain\"").count(), 1);
         assert!(svg.contains("1970-01-01") && svg.contains("1970-01-03"));
+        assert_eq!(
+            ends(0.0, 60.0).1,
+            "1970-01-01 00:01:00",
+            "times within two days"
+        );
         let empty = time_plot("e", "t", &[], &[], None);
         assert!(!empty.contains("<svg") && empty.contains("nothing to plot"));
     }
