@@ -3,31 +3,10 @@
 //! the export read back as CSV and as Parquet.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-fn lambdaml(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lambdaml"))
-        .current_dir(dir)
-        .env("RAYON_NUM_THREADS", "1")
-        .args(["--store", "file://store", "--json"])
-        .args(args)
-        .output()
-        .expect("the lambdaml binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(dir: &Path, args: &[&str]) -> Value {
-    let (success, stdout, stderr) = lambdaml(dir, args);
-    assert!(success, "lambdaml {args:?} failed: {stdout}{stderr}");
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .expect("--json prints one JSON object")
-}
+use crate::bin::{lambdaml, ok};
 
 /// `lambdaml captures export --model breast-cancer --out OUT EXTRA…`, which must succeed.
 fn export(dir: &Path, out: &str, extra: &[&str]) -> Value {

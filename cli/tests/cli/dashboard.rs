@@ -13,27 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-fn lambdaml(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lambdaml"))
-        .current_dir(dir)
-        .env("RAYON_NUM_THREADS", "1")
-        .args(["--store", "file://store", "--json"])
-        .args(args)
-        .output()
-        .expect("the lambdaml binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(dir: &Path, args: &[&str]) -> Value {
-    let (success, stdout, stderr) = lambdaml(dir, args);
-    assert!(success, "lambdaml {args:?} failed: {stdout}{stderr}");
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .expect("--json prints one JSON object")
-}
+use crate::bin::{lambdaml, ok};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -518,4 +498,81 @@ fn check_in_chromium(url: &str, name: &str, min_plots: usize) {
         "{url}: no screenshot; {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The dashboard after the demo's loop (45 years of the weather stream, retrains, a
+/// shadow): every page in headless Chromium, the plots drawn, the retrains on the model
+/// page, a retrain's run and the production version's lineage.
+#[test]
+fn the_dashboard_after_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = Command::new(env!("CARGO_BIN_EXE_lambdaml"))
+        .current_dir(d)
+        .env("RAYON_NUM_THREADS", "1")
+        .args(["--store", "file://store", "demo"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("lambdaml --store file://store ui"),
+        "the demo ends with the ui command: {printed}"
+    );
+    let runs = ok(d, &["runs", "list", "--limit", "100"]);
+    let runs = runs["runs"].as_array().unwrap();
+    let retrains: Vec<&Value> = runs.iter().filter(|r| r["trigger"] == "retrain").collect();
+    assert!(retrains.len() >= 5, "{runs:?}");
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    let registry: Value =
+        serde_json::from_slice(&std::fs::read(d.join("store/registry/weather-rain.json")).unwrap())
+            .unwrap();
+    let production = registry["production"].as_str().unwrap();
+    let lineage = ok(d, &["lineage", "weather-rain", production]);
+    assert!(
+        lineage["pipeline_run"]
+            .as_str()
+            .unwrap()
+            .starts_with("retrain-"),
+        "{lineage}"
+    );
+
+    let ui = Ui::start(d);
+    let (_, model_page) = ui.get("/models/weather-rain");
+    let retrain_marks = model_page.matches("class=\"mark retrain\"").count();
+    assert!(
+        retrain_marks >= 2 * retrains.len(),
+        "retrains marked on both monitoring plots: {retrain_marks}"
+    );
+    let report = model_page
+        .split("href=\"/report/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let pages = [
+        ("demo-index", "/".to_string(), 0),
+        ("demo-model", "/models/weather-rain".to_string(), 3),
+        ("demo-runs", "/runs".to_string(), 0),
+        (
+            "demo-retrain-run",
+            format!("/runs/{}", retrains[0]["run"].as_str().unwrap()),
+            0,
+        ),
+        (
+            "demo-lineage",
+            format!("/lineage/weather-rain/{production}"),
+            0,
+        ),
+        ("demo-report", format!("/report/{report}"), 6),
+    ];
+    for (name, path, min_plots) in &pages {
+        let (status, body) = ui.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        check_in_chromium(&ui.url(path), name, *min_plots);
+    }
 }

@@ -5,6 +5,7 @@
 //! (`template`).
 
 mod access;
+mod bin;
 mod captures;
 mod dashboard;
 mod local;

@@ -178,17 +178,28 @@ impl Deploy {
     }
 
     /// The promotion rule and rollout of the spec `version` was trained with (a direct
-    /// request carries neither).
+    /// request carries neither): its manifest's, else (an evaluation with no manifest
+    /// beside it) that of the run it was evaluated from.
     async fn rules(
         &self,
         model: &str,
         version: &str,
+        run_id: &str,
     ) -> Result<(PromotionSection, RolloutSection), StageError> {
-        let manifest: lambdaml::model::ModelManifest = self
+        let manifest = self
             .store
-            .get_json(&layout::model_manifest(model, version)?)
-            .await?;
-        let spec = lambdaml::run::trained_spec(self.store.as_ref(), &manifest).await?;
+            .get_json::<lambdaml::model::ModelManifest>(&layout::model_manifest(model, version)?)
+            .await;
+        let spec = match manifest {
+            Ok(m) => lambdaml::run::trained_spec(self.store.as_ref(), &m).await?,
+            Err(JsonError::Store(lambdaml::store::StoreError::NotFound(_))) => {
+                lambdaml::run::RunManifest::read(self.store.as_ref(), run_id)
+                    .await?
+                    .spec(self.store.as_ref())
+                    .await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok((spec.promotion, spec.rollout))
     }
 
@@ -210,7 +221,7 @@ impl Deploy {
         };
         let (promotion, rollout) = match &request.promotion {
             Some(p) => (p.clone(), request.rollout.clone().unwrap_or_default()),
-            None => self.rules(&model, &version).await?,
+            None => self.rules(&model, &version, &evaluation.run_id).await?,
         };
         let (rule_verdict, rule_reason) = apply_rule(&promotion, &evaluation);
         let registry = RegistryStore::new(self.store.clone());

@@ -186,7 +186,7 @@ impl Evaluate {
             lambdaml::record::new_run_id(lambdaml::record::TriggerKind::Direct)
         });
         let message = Message::new(run, Some(model.clone()), StageMessage::Deploy(request));
-        lambdaml::recorder::send(self.store.as_ref(), self.deploy.as_ref(), &message).await?;
+        lambdaml::recorder::forward(self.store.as_ref(), self.deploy.as_ref(), &message).await?;
         Ok((evaluation, cached))
     }
 

@@ -300,7 +300,7 @@ impl Ingest {
                     salt: None,
                 }),
             );
-            lambdaml::recorder::send(self.store.as_ref(), self.preprocess.as_ref(), &message)
+            lambdaml::recorder::forward(self.store.as_ref(), self.preprocess.as_ref(), &message)
                 .await?;
             models.push(model);
         }

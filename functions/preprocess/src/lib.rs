@@ -135,7 +135,7 @@ impl Preprocess {
                 salt: request.salt.clone(),
             }),
         );
-        lambdaml::recorder::send(self.store.as_ref(), self.train.as_ref(), &message).await?;
+        lambdaml::recorder::forward(self.store.as_ref(), self.train.as_ref(), &message).await?;
         info!(%run, %model, train = manifest.train_rows, holdout = manifest.holdout_rows, created, "preprocessed");
         Ok(PreprocessOutcome {
             run_id: run,

@@ -356,7 +356,7 @@ impl Train {
             }),
         );
         message.attempt = attempt + 1;
-        lambdaml::recorder::send(self.store.as_ref(), self.train.as_ref(), &message).await?;
+        lambdaml::recorder::forward(self.store.as_ref(), self.train.as_ref(), &message).await?;
         info!(%model, %version, step = checkpoint.state.step, "deadline near: checkpointed and re-queued");
         Ok(TrainOutcome {
             model: model.to_string(),
@@ -453,7 +453,7 @@ impl Train {
                 spec: Some(spec.clone()),
             }),
         );
-        lambdaml::recorder::send(self.store.as_ref(), self.evaluate.as_ref(), &message).await?;
+        lambdaml::recorder::forward(self.store.as_ref(), self.evaluate.as_ref(), &message).await?;
         Ok(())
     }
 }

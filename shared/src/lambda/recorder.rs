@@ -301,8 +301,22 @@ pub fn step_name(stage: Stage, model: Option<&str>) -> String {
     }
 }
 
+/// What a stage sends on within its run: like [`send`] while a handler works for a run,
+/// a plain send when the stage was called directly (a test, a library user), which asked
+/// for no record.
+pub async fn forward(
+    store: &dyn ObjectStore,
+    queue: &dyn crate::queue::Queue,
+    message: &Message,
+) -> Result<String, crate::queue::QueueError> {
+    if current_run().is_some() {
+        queued(store, message).await;
+    }
+    queue.send(&message.to_body()).await
+}
+
 /// Sends `message` to `queue`, its step marked queued first (so the stage that takes it can
-/// never be overtaken by the mark).
+/// never be overtaken by the mark): how a run is started (a command, a retrain).
 pub async fn send(
     store: &dyn ObjectStore,
     queue: &dyn crate::queue::Queue,

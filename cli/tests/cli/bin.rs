@@ -1,0 +1,31 @@
+//! The `lambdaml` binary as the CLI suites run it: in a folder, on `file://store`, with
+//! `--json`.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// `lambdaml --store file://store --json ARGS…` in `dir`: success, stdout, stderr.
+pub fn lambdaml(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lambdaml"))
+        .current_dir(dir)
+        .env("RAYON_NUM_THREADS", "1")
+        .args(["--store", "file://store", "--json"])
+        .args(args)
+        .output()
+        .expect("the lambdaml binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The JSON a command that must succeed printed.
+pub fn ok(dir: &Path, args: &[&str]) -> Value {
+    let (success, stdout, stderr) = lambdaml(dir, args);
+    assert!(success, "lambdaml {args:?} failed: {stdout}{stderr}");
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .expect("--json prints one JSON object")
+}
