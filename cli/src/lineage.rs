@@ -28,7 +28,7 @@ use crate::output::emit;
 pub struct LineageArgs {
     /// The model.
     pub model: Option<String>,
-    /// The version.
+    /// The version (default: the model's production version).
     pub version: Option<String>,
     /// Start from a scored request instead: its capture record, the version that answered,
     /// and that version's lineage.
@@ -384,9 +384,33 @@ pub async fn command(ctx: &Ctx, args: LineageArgs) -> Result<()> {
         });
         return Ok(());
     }
-    let (Some(model), Some(version)) = (&args.model, &args.version) else {
-        bail!("give MODEL VERSION, or --request-id ID (see `lambdaml lineage --help`)");
+    let Some(model) = &args.model else {
+        bail!("give MODEL [VERSION], or --request-id ID (see `lambdaml lineage --help`)");
     };
+    let version = match &args.version {
+        Some(v) => v.clone(),
+        None => match history::registry(store, model).await? {
+            Some(Ok(r)) => r.production.clone().ok_or_else(|| {
+                anyhow!(
+                    "model {model} has no production version; name one of its versions: {}",
+                    r.versions.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?,
+            Some(Err(u)) => bail!("{}: {}", u.key, u.reason),
+            None => {
+                let models: Vec<String> = history::registries(store).await?.into_keys().collect();
+                bail!(
+                    "there is no model {model:?}; the models are: {}",
+                    if models.is_empty() {
+                        "none yet".into()
+                    } else {
+                        models.join(", ")
+                    }
+                )
+            }
+        },
+    };
+    let version = &version;
     let l = lineage(store, model, version)
         .await
         .with_context(|| format!("the lineage of {model} {version}"))?;
@@ -405,7 +429,7 @@ pub fn render(l: &Lineage) -> String {
                 "{} ({} bytes, sha256 {}, etag {})",
                 r.key,
                 r.bytes,
-                &r.sha256[..r.sha256.len().min(16)],
+                r.sha256.chars().take(16).collect::<String>(),
                 r.etag.as_deref().unwrap_or("gone")
             ),
         );

@@ -29,8 +29,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Preprocess and train again even when a run with the same inputs and spec sections
-    /// exists (a new version; nothing earlier is reused).
-    #[arg(long)]
+    /// exists (a new version; nothing earlier is reused). Trains the dataset's latest
+    /// version: ingest a new file first (`lambdaml ingest`), then train with it.
+    #[arg(long, conflicts_with = "data")]
     pub no_cache: bool,
 }
 

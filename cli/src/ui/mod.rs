@@ -24,9 +24,9 @@ use crate::ctx::Ctx;
 /// `lambdaml ui`.
 #[derive(Debug, Args)]
 pub struct UiArgs {
-    /// Where to listen.
+    /// Where to listen: HOST:PORT (`localhost:8090`, `127.0.0.1:0` for any free port).
     #[arg(long, default_value = "127.0.0.1:8090")]
-    pub addr: SocketAddr,
+    pub addr: String,
     /// Allow an address other than loopback (the dashboard has no authentication: anyone
     /// who can reach it reads every model's history).
     #[arg(long)]
@@ -169,7 +169,16 @@ async fn report(State(store): State<Store>, Path(key): Path<String>) -> Response
         }
     };
     match store.get(&key).await {
-        Ok(o) => html(StatusCode::OK, &String::from_utf8_lossy(&o.bytes)),
+        // Served from the dashboard's origin, so sandboxed: its one script (counting the
+        // plots drawn) runs in an origin of its own.
+        Ok(o) => {
+            let mut response = html(StatusCode::OK, &String::from_utf8_lossy(&o.bytes));
+            response.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static("sandbox allow-scripts"),
+            );
+            response
+        }
         Err(lambdaml::store::StoreError::NotFound(_)) => respond(
             "not found",
             Err(PageError::NotFound(format!("there is no report {key}"))),
@@ -210,10 +219,20 @@ pub fn check_addr(addr: SocketAddr, public: bool) -> Result<()> {
 }
 
 pub async fn ui(ctx: &Ctx, store_url: &str, args: UiArgs) -> Result<()> {
-    check_addr(args.addr, args.public)?;
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let addr = tokio::net::lookup_host(args.addr.as_str())
         .await
-        .with_context(|| format!("binding {}", args.addr))?;
+        .ok()
+        .and_then(|mut found| found.next())
+        .with_context(|| {
+            format!(
+                "--addr {:?} is not HOST:PORT (e.g. 127.0.0.1:8090 or localhost:8090)",
+                args.addr
+            )
+        })?;
+    check_addr(addr, args.public)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     // One line a script can read the port from (with --addr 127.0.0.1:0).
     println!("lambdaml ui: http://{local}/ (store {store_url}; read-only; Ctrl-C stops)");

@@ -22,7 +22,7 @@ fn status_class(status: &str) -> &'static str {
     match status {
         "succeeded" | "skipped-cached" | "production" | "promote" => "ok",
         "failed" | "dead-lettered" | "rejected" => "bad",
-        "running" | "queued" | "shadow" | "canary" => "warn",
+        "running" | "queued" | "retrying" | "shadow" | "canary" => "warn",
         _ => "",
     }
 }
@@ -49,7 +49,12 @@ fn runs_table(records: &[&RunRecord]) -> String {
         let failure = r
             .steps
             .iter()
-            .find(|st| matches!(st.status, StepStatus::DeadLettered | StepStatus::Failed))
+            .find(|st| {
+                matches!(
+                    st.status,
+                    StepStatus::DeadLettered | StepStatus::Failed | StepStatus::Retrying
+                )
+            })
             .map(|st| {
                 format!(
                     "{} {}: {}",
@@ -149,7 +154,7 @@ pub async fn index(store: &dyn ObjectStore) -> Page {
             esc(model),
             r.production
                 .as_deref()
-                .map(|v| format!(r#"<a href="/lineage/{}/{v}">{v}</a>"#, esc(model)))
+                .map(|v| format!(r#"<a href="/lineage/{}/{1}">{1}</a>"#, esc(model), esc(v)))
                 .unwrap_or_else(|| "none".into()),
             slot(&r.shadow),
             slot(&r.canary),
@@ -462,8 +467,9 @@ pub async fn run(store: &dyn ObjectStore, run: &str) -> Page {
         ) {
             (lambdaml::message::Stage::Train, Some(m), Some(v)) => {
                 format!(
-                    r#"{outputs}<br><a href="/lineage/{}/{v}">lineage of {v}</a>"#,
-                    esc(m)
+                    r#"{outputs}<br><a href="/lineage/{}/{1}">lineage of {1}</a>"#,
+                    esc(m),
+                    esc(v)
                 )
             }
             _ => outputs,

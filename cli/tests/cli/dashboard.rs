@@ -246,6 +246,11 @@ fn runs_lineage_caching_and_the_dashboard_over_a_whole_loop() {
         lineage["retrains"][0]["run"], retrain["run"],
         "the retrain it caused: {lineage}"
     );
+    let production_lineage = ok(d, &["lineage", "breast-cancer"]);
+    assert!(
+        production_lineage["version"].is_string(),
+        "no VERSION: production's lineage"
+    );
     let from_request = ok(d, &["lineage", "--request-id", &request_id]);
     assert_eq!(from_request["version"], production.as_str());
     assert_eq!(from_request["lineage"]["version"], production.as_str());
@@ -304,6 +309,8 @@ fn runs_lineage_caching_and_the_dashboard_over_a_whole_loop() {
     );
 
     // 8. The dashboard, in headless Chromium.
+    let (refused, stdout, stderr) = lambdaml(d, &["ui", "--addr", "nonsense"]);
+    assert!(!refused && format!("{stdout}{stderr}").contains("HOST:PORT"));
     let (refused, stdout, stderr) = lambdaml(d, &["ui", "--addr", "0.0.0.0:0"]);
     let stderr = format!("{stdout}{stderr}");
     assert!(!refused && stderr.contains("--public"), "{stderr}");

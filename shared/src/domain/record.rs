@@ -6,8 +6,9 @@
 //! run id travels unchanged in every message it causes (the envelope's `run_id`). Each stage
 //! of the run is a [`StepRecord`], keyed by stage and model (one raw file feeds every spec of
 //! its dataset): queued when a message for it is sent, running while a handler has it, then
-//! succeeded, skipped-cached (its output existed: the run that made it is named), failed
-//! (will be retried) or dead-lettered (with the reason).
+//! succeeded, skipped-cached (its output existed: the run that made it is named), retrying
+//! (its queue delivers it again), failed (a command or direct invocation: nothing retries
+//! it) or dead-lettered (with the reason).
 //!
 //! Pipeline run ids have a prefix that says where they came from (`s3-`, `retrain-`,
 //! `manual-`, `direct-`), so they never collide with the content-hashed preprocess runs that
@@ -153,7 +154,9 @@ pub enum StepStatus {
     Succeeded,
     /// Its output existed; nothing was computed.
     SkippedCached,
-    /// Failed; it will be retried.
+    /// Failed; its queue will deliver it again.
+    Retrying,
+    /// Failed, and nothing will retry it (a command or a direct invocation failed).
     Failed,
     /// Failed for good; the message is in the dead-letter queue.
     DeadLettered,
@@ -167,6 +170,7 @@ impl StepStatus {
             StepStatus::Running => "running",
             StepStatus::Succeeded => "succeeded",
             StepStatus::SkippedCached => "skipped-cached",
+            StepStatus::Retrying => "retrying",
             StepStatus::Failed => "failed",
             StepStatus::DeadLettered => "dead-lettered",
         }
@@ -176,7 +180,10 @@ impl StepStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            StepStatus::Succeeded | StepStatus::SkippedCached | StepStatus::DeadLettered
+            StepStatus::Succeeded
+                | StepStatus::SkippedCached
+                | StepStatus::Failed
+                | StepStatus::DeadLettered
         )
     }
 }
@@ -265,7 +272,7 @@ pub enum RunStatus {
     Running,
     /// Every step succeeded (or was cached).
     Succeeded,
-    /// A step was dead-lettered.
+    /// A step was dead-lettered or failed for good.
     Failed,
 }
 
@@ -333,13 +340,13 @@ impl RunRecord {
         &mut self.steps[i]
     }
 
-    /// Failed when a step was dead-lettered, running while a step is not over, else
-    /// succeeded.
+    /// Failed when a step was dead-lettered or failed for good, running while a step is
+    /// not over, else succeeded.
     pub fn status(&self) -> RunStatus {
         if self
             .steps
             .iter()
-            .any(|s| s.status == StepStatus::DeadLettered)
+            .any(|s| matches!(s.status, StepStatus::DeadLettered | StepStatus::Failed))
         {
             RunStatus::Failed
         } else if self.steps.iter().all(|s| s.status.is_final()) {

@@ -182,6 +182,8 @@ pub async fn started(store: &dyn ObjectStore, message: &Message) {
         step.status = StepStatus::Running;
         step.started_at.get_or_insert_with(now);
         step.attempts += 1;
+        step.ended_at = None;
+        step.reason = None;
         step.inputs.clone_from(&inputs);
         if let Some(id) = delivery.as_ref().and_then(|d| d.message_id.clone())
             && !step.message_ids.contains(&id)
@@ -216,19 +218,22 @@ pub async fn ended(
             let status = if summary.get("status").and_then(serde_json::Value::as_str)
                 == Some("checkpointed")
             {
-                // The same step goes on in the next invocation.
-                StepStatus::Queued
+                // The same step goes on in the next invocation, whose message marked it
+                // queued before this answer (and may have started, even ended, since):
+                // the status is left to it.
+                None
             } else if cached {
-                StepStatus::SkippedCached
+                Some(StepStatus::SkippedCached)
             } else {
-                StepStatus::Succeeded
+                Some(StepStatus::Succeeded)
             };
             let outputs = record::outputs_of(stage, summary);
             (status, None, Some(summary.clone()), outputs, reused)
         }
         Err(err) => {
             let delivery = delivery();
-            let last = delivery.as_ref().is_some_and(|d| {
+            // Without a delivery (a command, a direct invocation) nothing retries it.
+            let last = delivery.as_ref().is_none_or(|d| {
                 !err.is_retryable() || d.max_receives.is_some_and(|m| d.receive_count >= m)
             });
             let reason = match &delivery {
@@ -244,19 +249,19 @@ pub async fn ended(
                 }
                 _ => err.reason().to_string(),
             };
-            let status = if last {
-                StepStatus::DeadLettered
-            } else {
-                StepStatus::Failed
+            let status = match (last, &delivery) {
+                (false, _) => StepStatus::Retrying,
+                (true, Some(_)) => StepStatus::DeadLettered,
+                (true, None) => StepStatus::Failed,
             };
-            (status, Some(reason), None, Vec::new(), None)
+            (Some(status), Some(reason), None, Vec::new(), None)
         }
     };
     update(store, &message.run_id, trigger_of(message), |r| {
         let step: &mut StepRecord = r.step_mut(stage, model.as_deref());
-        step.status = status;
         step.seconds += seconds;
-        if status != StepStatus::Queued {
+        if let Some(status) = status {
+            step.status = status;
             step.ended_at = Some(now());
         }
         step.reason.clone_from(&reason);
@@ -265,22 +270,6 @@ pub async fn ended(
             step.outputs.clone_from(&outputs);
         }
         step.reused_run.clone_from(&reused);
-    })
-    .await;
-}
-
-/// A step was parked in the dead-letter queue by its runner (after the handler's last
-/// attempt, or because the message could not be read at all).
-pub async fn dead_lettered(store: &dyn ObjectStore, body: &str, reason: &str) {
-    let Ok(message) = Message::parse(body) else {
-        return;
-    };
-    let (stage, model) = (message.body.stage(), model_of(&message));
-    update(store, &message.run_id, trigger_of(&message), |r| {
-        let step = r.step_mut(stage, model.as_deref());
-        step.status = StepStatus::DeadLettered;
-        step.reason = Some(reason.to_string());
-        step.ended_at = Some(now());
     })
     .await;
 }
@@ -401,7 +390,7 @@ mod tests {
         })
         .await;
         let r = read(&store, "manual-x").await;
-        assert_eq!(r.steps[0].status, StepStatus::Failed);
+        assert_eq!(r.steps[0].status, StepStatus::Retrying);
         assert_eq!(r.status(), RunStatus::Running, "a retry is coming");
         with_delivery(delivery(3), async {
             started(&store, &m).await;
@@ -418,6 +407,33 @@ mod tests {
             Some("failed on delivery 3 of 3: the store did not answer")
         );
         assert_eq!(r.status(), RunStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_failure_nothing_retries_fails_the_run_and_a_checkpoint_leaves_the_status() {
+        let store = MemoryStore::new();
+        let m = preprocess("manual-z", "m");
+        started(&store, &m).await;
+        let err = crate::stage::StageError::retryable("the store did not answer");
+        ended(&store, &m, Err(&err), 0.1).await;
+        let r = read(&store, "manual-z").await;
+        assert_eq!(
+            r.steps[0].status,
+            StepStatus::Failed,
+            "a command is not retried"
+        );
+        assert_eq!(r.status(), RunStatus::Failed);
+        // A checkpointed invocation ends after its continuation was queued and started.
+        let m = preprocess("manual-w", "m");
+        started(&store, &m).await;
+        queued(&store, &m).await;
+        started(&store, &m).await;
+        let paused = serde_json::json!({"status": "checkpointed"});
+        ended(&store, &m, Ok(&paused), 2.0).await;
+        let r = read(&store, "manual-w").await;
+        assert_eq!(r.steps[0].status, StepStatus::Running, "the continuation's");
+        assert_eq!(r.steps[0].attempts, 2);
+        assert_eq!(r.steps[0].seconds, 2.0);
     }
 
     #[tokio::test]

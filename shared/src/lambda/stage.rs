@@ -504,9 +504,8 @@ pub async fn drain(
                     receive_count: message.receive_count,
                     max_receives: queue.max_receives(),
                 };
-                let last = delivery
-                    .max_receives
-                    .is_some_and(|m| message.receive_count >= m);
+                let max = delivery.max_receives;
+                let last = max.is_some_and(|m| message.receive_count >= m);
                 let handled = crate::recorder::with_delivery(
                     delivery,
                     handle_body(handler.as_ref(), &message.body),
@@ -520,7 +519,8 @@ pub async fn drain(
                     Err(StageError::Retryable { reason, .. }) if last => {
                         let reason = format!(
                             "failed on delivery {} of {}: {reason}",
-                            message.receive_count, message.receive_count
+                            message.receive_count,
+                            max.unwrap_or(message.receive_count)
                         );
                         queue.dead_letter(&message, &reason).await?;
                         ("dead_letter", serde_json::Value::String(reason))

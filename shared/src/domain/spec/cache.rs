@@ -6,7 +6,7 @@
 //! |------------|------------------------------------------------------------|
 //! | preprocess | model name, dataset, task, features, split, preprocess     |
 //! | train      | those (through the preprocess run) + train                 |
-//! | evaluate   | the version (its metrics); `[promotion]` and `[rollout]` travel with the request, so a change to them is applied without retraining |
+//! | evaluate   | the version (its metrics); `[promotion]` and `[rollout]` travel with the request, so a change to them trains nothing and decides the versions trained from then on |
 //!
 //! A section is hashed as the spec parsed it (defaults filled in), as JSON: comments,
 //! whitespace and key order do not change a key; a default written out does not either.
