@@ -24,7 +24,7 @@ use lambdaml::metrics::higher_is_better;
 use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::registry::{Action, Registry, RegistryError, RegistryStore, Role, VersionStatus};
-use lambdaml::spec::{PromotionSection, RolloutMode, RolloutSection};
+use lambdaml::spec::{PromotionRule, PromotionSection, RolloutMode, RolloutSection};
 use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{JsonError, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
@@ -78,6 +78,29 @@ pub struct Decision {
     pub changed: bool,
 }
 
+/// The refusal of `max_recall_drop`, when a class's recall drops by more.
+fn recall_guardrail(
+    rule: &PromotionSection,
+    evaluation: &Evaluation,
+    champion: &lambdaml::evaluation::Scored,
+) -> Option<(Verdict, String)> {
+    let max_drop = rule.max_recall_drop?;
+    let before = champion.metrics.recalls();
+    for (class, recall) in evaluation.metrics.recalls() {
+        if let Some(old) = before.get(&class)
+            && old - recall > max_drop
+        {
+            return Some((
+                Verdict::Reject,
+                format!(
+                    "guardrail: recall of class {class:?} drops from {old:.4} to {recall:.4}, more than {max_drop}"
+                ),
+            ));
+        }
+    }
+    None
+}
+
 /// Applies a promotion rule to an evaluation. Pure: the registry is not touched.
 pub fn apply_rule(rule: &PromotionSection, evaluation: &Evaluation) -> (Verdict, String) {
     let metric = rule.metric.as_str();
@@ -113,6 +136,39 @@ pub fn apply_rule(rule: &PromotionSection, evaluation: &Evaluation) -> (Verdict,
     } else {
         incumbent - challenger
     };
+    let bootstrap = match (rule.rule, &evaluation.comparison) {
+        (PromotionRule::Bootstrap, Some(c)) if c.metric == metric => Some(c),
+        _ => None,
+    };
+    if let Some(c) = bootstrap {
+        // Non-inferiority on the interval: noise neither promotes nor refuses.
+        let interval = format!(
+            "{metric} {challenger:.4} vs champion {} {incumbent:.4} on the same {} rows: difference {:+.4}, {:.0} % interval [{:+.4}, {:+.4}] ({} paired resamples)",
+            champion.version,
+            c.rows,
+            c.difference,
+            100.0 * c.confidence,
+            c.lower,
+            c.upper,
+            c.resamples
+        );
+        if c.lower < -rule.margin {
+            return (
+                Verdict::Reject,
+                format!(
+                    "{interval}: it may be worse by more than the margin {}",
+                    rule.margin
+                ),
+            );
+        }
+        if let Some(refused) = recall_guardrail(rule, evaluation, champion) {
+            return refused;
+        }
+        return pass(format!(
+            "{interval}: not worse than the champion by more than {}",
+            rule.margin
+        ));
+    }
     if improvement < rule.min_improvement {
         return (
             Verdict::Reject,
@@ -122,20 +178,8 @@ pub fn apply_rule(rule: &PromotionSection, evaluation: &Evaluation) -> (Verdict,
             ),
         );
     }
-    if let Some(max_drop) = rule.max_recall_drop {
-        let before = champion.metrics.recalls();
-        for (class, recall) in evaluation.metrics.recalls() {
-            if let Some(old) = before.get(&class)
-                && old - recall > max_drop
-            {
-                return (
-                    Verdict::Reject,
-                    format!(
-                        "guardrail: recall of class {class:?} drops from {old:.4} to {recall:.4}, more than {max_drop}"
-                    ),
-                );
-            }
-        }
+    if let Some(refused) = recall_guardrail(rule, evaluation, champion) {
+        return refused;
     }
     pass(format!(
         "{metric} {challenger:.4} beats champion {} {incumbent:.4} by {improvement:+.4}",

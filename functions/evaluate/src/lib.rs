@@ -70,6 +70,33 @@ pub fn score(model: &Model, label: &LabelEncoding, matrix: &Matrix) -> Result<Me
     Ok(score_with_outputs(model, label, matrix)?.0)
 }
 
+/// The paired bootstrap of `metric` between the challenger's and the champion's outputs on
+/// the holdout `matrix` (see `lambdaml::compare`).
+fn compare(
+    label: &LabelEncoding,
+    matrix: &Matrix,
+    challenger: &[f64],
+    champion: &[f64],
+    metric: &str,
+) -> Option<lambdaml::compare::Comparison> {
+    use lambdaml::compare::{Truth, paired_bootstrap};
+    match label {
+        LabelEncoding::Classes { classes, .. } => {
+            let truth: Vec<usize> = matrix.y.iter().map(|v| *v as usize).collect();
+            paired_bootstrap(
+                Truth::Classes(&truth, classes),
+                challenger,
+                champion,
+                metric,
+            )
+        }
+        LabelEncoding::Regression { .. } => {
+            let truth: Vec<f64> = matrix.y.iter().map(|v| f64::from(*v)).collect();
+            paired_bootstrap(Truth::Values(&truth), challenger, champion, metric)
+        }
+    }
+}
+
 /// Metrics of `model` on `matrix`, and its outputs (row-major probabilities or values).
 pub fn score_with_outputs(
     model: &Model,
@@ -141,15 +168,18 @@ impl Evaluate {
         let (model, version) = (&request.model, &request.version);
         let decided_by = request.spec.as_ref();
         let eval_key = layout::evaluation(model, version)?;
+        let (manifest, _) = Self::load(self.store.as_ref(), model, version).await?;
+        let (promotion, rollout) = self.rules(&manifest, decided_by).await?;
         let (evaluation, cached) = match self.store.get_json::<Evaluation>(&eval_key).await {
             Ok(existing) => (existing, true),
-            Err(JsonError::Store(StoreError::NotFound(_))) => {
-                (self.build(model, version, &eval_key).await?, false)
-            }
+            Err(JsonError::Store(StoreError::NotFound(_))) => (
+                self.build(model, version, &eval_key, &promotion.metric)
+                    .await?,
+                false,
+            ),
             Err(e) => return Err(e.into()),
         };
         // Register (idempotent) and hand to deploy, also on a redelivery.
-        let (manifest, _) = Self::load(self.store.as_ref(), model, version).await?;
         let entry = VersionEntry {
             version: version.clone(),
             number: 0,
@@ -174,7 +204,6 @@ impl Evaluate {
         }
         // Deploy gets what it decides with: the evaluation (when small) and the rules.
         let mut request = DeployRequest::new(model.clone(), version.clone());
-        let (promotion, rollout) = self.rules(&manifest, decided_by).await?;
         request.promotion = Some(promotion);
         request.rollout = Some(rollout);
         if serde_json::to_vec(&evaluation).map_or(0, |j| j.len())
@@ -208,11 +237,14 @@ impl Evaluate {
         Ok((spec.promotion, spec.rollout))
     }
 
+    /// Scores the version and the champion on the holdout; `metric` (the promotion rule's)
+    /// is the one their paired comparison is made on.
     async fn build(
         &self,
         model: &str,
         version: &str,
         eval_key: &ObjectKey,
+        metric: &str,
     ) -> Result<Evaluation, StageError> {
         let (manifest, net) = Self::load(self.store.as_ref(), model, version).await?;
         let run: RunManifest = self
@@ -238,16 +270,26 @@ impl Evaluate {
             .as_ref()
             .and_then(|r| r.production.clone())
             .filter(|v| v != version);
+        let mut comparison = None;
         let (champion, champion_note) = match champion_version {
             None => (None, None),
             Some(cv) => match self.score_champion(model, &cv, &run).await {
-                Ok(m) => (
-                    Some(Scored {
-                        version: cv,
-                        metrics: m,
-                    }),
-                    None,
-                ),
+                Ok((m, champion_outputs)) => {
+                    comparison = compare(
+                        &manifest.pipeline.label,
+                        &holdout,
+                        &outputs,
+                        &champion_outputs,
+                        metric,
+                    );
+                    (
+                        Some(Scored {
+                            version: cv,
+                            metrics: m,
+                        }),
+                        None,
+                    )
+                }
                 Err(e) => {
                     warn!(%model, champion = %cv, error = %e, "champion could not be scored on this holdout");
                     (
@@ -271,6 +313,7 @@ impl Evaluate {
             against: Some(Against {
                 production: production_then,
             }),
+            comparison,
             created_at: lambdaml::now_rfc3339(),
         };
         match self
@@ -351,7 +394,7 @@ impl Evaluate {
         model: &str,
         champion: &str,
         run: &RunManifest,
-    ) -> Result<Metrics, StageError> {
+    ) -> Result<(Metrics, Vec<f64>), StageError> {
         let (manifest, net) = Self::load(self.store.as_ref(), model, champion).await?;
         let split: Split = self
             .store
@@ -381,7 +424,7 @@ impl Evaluate {
                     .map_err(StageError::invalid)
             })
             .await??;
-        score(&net, &manifest.pipeline.label, &matrix)
+        score_with_outputs(&net, &manifest.pipeline.label, &matrix)
     }
 }
 

@@ -843,3 +843,76 @@ async fn two_candidates_evaluated_against_one_champion_are_not_both_promoted() {
         after.production
     );
 }
+
+/// `promotion.rule = "bootstrap"`: a retrained version that is the champion within the noise
+/// of 114 holdout rows is promoted (the threshold rule with a margin refuses it on its point
+/// estimate), and a clearly worse one is refused, each with the paired interval in its
+/// reason and the comparison in `evaluation.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_rule_decides_on_the_interval_not_the_point_estimate() {
+    let env = Env::new().await;
+    let handled = env.run(BREAST_SPEC, "breast-cancer", BREAST_CANCER).await;
+    assert!(failures(&handled).is_empty(), "{:?}", failures(&handled));
+    let decision = |handled: &[Handled]| {
+        handled
+            .iter()
+            .rev()
+            .find(|h| h.stage == Stage::Deploy)
+            .unwrap()
+            .detail
+            .clone()
+    };
+    // A [train] change: a new version, the same model within the noise.
+    let retrained = |tolerance: &str, promotion: &str| {
+        BREAST_SPEC
+            .replace("tolerance = 1e-6", &format!("tolerance = {tolerance}"))
+            .replace("[promotion]\n", &format!("[promotion]\n{promotion}\n"))
+    };
+    let strict = retrained("1e-7", "min_improvement = 0.005");
+    let d = decision(&env.run(&strict, "breast-cancer", BREAST_CANCER).await);
+    assert_eq!(d["verdict"], "reject", "threshold: {d}");
+    let noise = retrained("1e-8", "rule = \"bootstrap\"\nmargin = 0.01");
+    let d = decision(&env.run(&noise, "breast-cancer", BREAST_CANCER).await);
+    assert_eq!(d["verdict"], "promote", "bootstrap: {d}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("95 % interval") && reason.contains("114 rows"),
+        "{reason}"
+    );
+    let version = d["version"].as_str().unwrap();
+    let evaluation: serde_json::Value = serde_json::from_slice(
+        &env.store
+            .get(&key(&format!(
+                "models/breast-cancer/{version}/evaluation.json"
+            )))
+            .await
+            .unwrap()
+            .bytes,
+    )
+    .unwrap();
+    let c = &evaluation["comparison"];
+    assert_eq!(c["metric"], "roc_auc", "{evaluation}");
+    assert_eq!(c["rows"], 114);
+    let (lo, diff, hi) = (
+        c["lower"].as_f64().unwrap(),
+        c["difference"].as_f64().unwrap(),
+        c["upper"].as_f64().unwrap(),
+    );
+    assert!(lo <= diff && diff <= hi && lo >= -0.01, "{c}");
+    // One weak feature: worse beyond the margin.
+    let worse = BREAST_SPEC
+        .replace(
+            "[split]",
+            "[features]\ninclude = [\"mean fractal dimension\"]\n\n[split]",
+        )
+        .replace("[promotion]\n", "[promotion]\nrule = \"bootstrap\"\n");
+    let d = decision(&env.run(&worse, "breast-cancer", BREAST_CANCER).await);
+    assert_eq!(d["verdict"], "reject", "{d}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("worse by more than the margin"),
+        "{d}"
+    );
+}

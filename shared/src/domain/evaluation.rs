@@ -36,6 +36,10 @@ pub struct Evaluation {
     /// still this version (absent in evaluations written before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub against: Option<Against>,
+    /// The challenger minus the champion on the same rows, with its paired bootstrap
+    /// interval (`promotion.rule = "bootstrap"` decides on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<crate::compare::Comparison>,
     /// RFC 3339 time.
     pub created_at: String,
 }

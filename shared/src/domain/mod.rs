@@ -4,6 +4,7 @@
 
 pub mod baseline;
 pub mod capture;
+pub mod compare;
 pub mod dataset;
 pub mod drift;
 pub mod evaluation;

@@ -470,6 +470,30 @@ pub struct PromotionSection {
     /// Leave versions pending for a person to approve.
     #[serde(default)]
     pub manual_approval: bool,
+    /// `threshold`: the challenger's metric must beat the champion's by `min_improvement`.
+    /// `bootstrap`: promote when, with 95 % confidence (the paired bootstrap of the
+    /// difference on the holdout rows), the challenger is not worse than the champion by
+    /// more than `margin` — so on a small holdout noise neither promotes nor refuses.
+    #[serde(default)]
+    pub rule: PromotionRule,
+    /// The worst the interval's lower bound may be, with `rule = "bootstrap"`; >= 0.
+    #[serde(default = "default_promotion_margin")]
+    pub margin: f64,
+}
+
+/// How the promotion rule compares a challenger with the champion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionRule {
+    /// The point estimate against `min_improvement`.
+    #[default]
+    Threshold,
+    /// The paired bootstrap interval's lower bound against `-margin`.
+    Bootstrap,
+}
+
+fn default_promotion_margin() -> f64 {
+    0.01
 }
 
 fn default_metric() -> String {
@@ -483,6 +507,8 @@ impl Default for PromotionSection {
             min_improvement: 0.0,
             max_recall_drop: None,
             manual_approval: false,
+            rule: PromotionRule::Threshold,
+            margin: default_promotion_margin(),
         }
     }
 }

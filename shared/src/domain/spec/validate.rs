@@ -208,6 +208,9 @@ impl ModelSpec {
         if !(p.min_improvement.is_finite() && p.min_improvement >= 0.0) {
             return Err(invalid("promotion.min_improvement", "must be >= 0"));
         }
+        if !(p.margin.is_finite() && p.margin >= 0.0) {
+            return Err(invalid("promotion.margin", "must be >= 0"));
+        }
         if let Some(drop) = p.max_recall_drop
             && !(0.0..=1.0).contains(&drop)
         {
