@@ -129,11 +129,31 @@ impl Evaluate {
         }
     }
 
-    /// Loads a version's manifest and model.
+    /// Loads a version's manifest and model (the weights it serves).
     pub async fn load(
         store: &dyn ObjectStore,
         model: &str,
         version: &str,
+    ) -> Result<(ModelManifest, Model), StageError> {
+        Self::load_weights(store, model, version, "weights").await
+    }
+
+    /// Loads a version's manifest and the model its holdout evaluates: with `train.refit =
+    /// "all"` the split fit, not the served refit.
+    pub async fn load_evaluated(
+        store: &dyn ObjectStore,
+        model: &str,
+        version: &str,
+    ) -> Result<(ModelManifest, Model), StageError> {
+        Self::load_weights(store, model, version, "evaluated_weights").await
+    }
+
+    /// The manifest and the model of artifact `which` (else `weights`).
+    async fn load_weights(
+        store: &dyn ObjectStore,
+        model: &str,
+        version: &str,
+        which: &str,
     ) -> Result<(ModelManifest, Model), StageError> {
         let manifest: ModelManifest = match store
             .get_json(&layout::model_manifest(model, version)?)
@@ -149,7 +169,8 @@ impl Evaluate {
         };
         let weights_key = manifest
             .artifacts
-            .get("weights")
+            .get(which)
+            .or_else(|| manifest.artifacts.get("weights"))
             .cloned()
             .unwrap_or_default();
         let weights = store.get(&key(weights_key)?).await?;
@@ -246,7 +267,7 @@ impl Evaluate {
         eval_key: &ObjectKey,
         metric: &str,
     ) -> Result<Evaluation, StageError> {
-        let (manifest, net) = Self::load(self.store.as_ref(), model, version).await?;
+        let (manifest, net) = Self::load_evaluated(self.store.as_ref(), model, version).await?;
         let run: RunManifest = self
             .store
             .get_json(&layout::run_manifest(&manifest.run_id)?)

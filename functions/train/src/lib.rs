@@ -23,7 +23,7 @@ use lambdaml::model::{Architecture, ModelManifest, TrainingSummary};
 use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::run::RunManifest;
-use lambdaml::spec::ModelSpec;
+use lambdaml::spec::{ModelSpec, Refit};
 use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{
     JsonError, ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes,
@@ -268,7 +268,14 @@ impl Train {
                 )))
             }
             Outcome::Paused(checkpoint) => self.pause(&job, checkpoint, attempt).await,
-            Outcome::Done(trained) => self.finish(&job, trained, arch, pipeline, rows).await,
+            Outcome::Done(trained) => {
+                let refit = match spec.train.refit {
+                    Refit::All => self.refit(&run, &arch, &spec, classes, deadline).await?,
+                    Refit::Split => None,
+                };
+                self.finish(&job, trained, refit, arch, pipeline, rows)
+                    .await
+            }
         }
     }
 
@@ -369,19 +376,94 @@ impl Train {
     }
 
     /// Writes the weights, then the manifest that names them, and asks for evaluation.
+    /// `train.refit = "all"`: the same fit again on the training split and the holdout
+    /// together (no checkpoints: when the deadline comes first, the split fit is served and
+    /// the manifest says so by having no `refit_rows`). Returns the weights and the rows.
+    async fn refit(
+        &self,
+        run: &RunManifest,
+        arch: &Architecture,
+        spec: &ModelSpec,
+        classes: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(Vec<u8>, usize)>, StageError> {
+        let matrix = |name: &str| -> Result<ObjectKey, StageError> {
+            run.artifacts
+                .get(name)
+                .ok_or_else(|| StageError::permanent(format!("run {} has no {name}", run.run_id)))
+                .and_then(|k| key(k.clone()))
+        };
+        let mut all = Matrix::from_safetensors(&self.store.get(&matrix("train")?).await?.bytes)
+            .map_err(StageError::invalid)?;
+        let holdout = Matrix::from_safetensors(&self.store.get(&matrix("holdout")?).await?.bytes)
+            .map_err(StageError::invalid)?;
+        all.x.extend_from_slice(&holdout.x);
+        all.y.extend_from_slice(&holdout.y);
+        all.rows += holdout.rows;
+        let (arch, params, optimizer) = (arch.clone(), spec.train.clone(), spec.optimizer());
+        let rows = all.rows;
+        let outcome = lambdaml::stage::run_blocking("refitting on the whole window", move || {
+            train(
+                &arch,
+                &params,
+                optimizer,
+                &all,
+                classes,
+                &Options {
+                    deadline,
+                    step_budget: None,
+                    resume: None,
+                    progress: &|_| {},
+                },
+            )
+        })
+        .await?;
+        match outcome {
+            Ok(Outcome::Done(t)) => Ok(Some((t.weights, rows))),
+            Ok(Outcome::Paused(_)) => {
+                tracing::warn!(run = %run.run_id, "the refit ran out of time; serving the split fit");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(run = %run.run_id, error = %e, "the refit failed; serving the split fit");
+                Ok(None)
+            }
+        }
+    }
+
     async fn finish(
         &self,
         job: &Job<'_>,
         trained: Trained,
+        refit: Option<(Vec<u8>, usize)>,
         arch: Architecture,
         pipeline: FeaturePipeline,
         rows: usize,
     ) -> Result<TrainOutcome, StageError> {
         let (run, spec, model, version) = (job.run, job.spec, job.model, job.version);
         let weights_key = layout::weights(model, version)?;
-        self.store
-            .put_immutable(&weights_key, Bytes::from(trained.weights))
-            .await?;
+        let mut artifacts = std::collections::BTreeMap::new();
+        let refit_rows = match refit {
+            // Served: the refit; evaluated: the split fit.
+            Some((weights, rows)) => {
+                let evaluated = layout::evaluated_weights(model, version)?;
+                self.store
+                    .put_immutable(&evaluated, Bytes::from(trained.weights))
+                    .await?;
+                self.store
+                    .put_immutable(&weights_key, Bytes::from(weights))
+                    .await?;
+                artifacts.insert("evaluated_weights".to_string(), evaluated.to_string());
+                Some(rows)
+            }
+            None => {
+                self.store
+                    .put_immutable(&weights_key, Bytes::from(trained.weights))
+                    .await?;
+                None
+            }
+        };
+        artifacts.insert("weights".to_string(), weights_key.to_string());
         let manifest = ModelManifest {
             model: model.to_string(),
             version: version.to_string(),
@@ -403,10 +485,9 @@ impl Train {
                 converged: trained.converged,
                 seconds: job.seconds,
                 invocations: job.invocations,
+                refit_rows,
             },
-            artifacts: [("weights".to_string(), weights_key.to_string())]
-                .into_iter()
-                .collect(),
+            artifacts,
             spec: Some(job.spec_key.to_string()),
             pipeline_run: lambdaml::recorder::current_run(),
             lambdaml_version: lambdaml::VERSION.to_string(),

@@ -916,3 +916,80 @@ async fn the_bootstrap_rule_decides_on_the_interval_not_the_point_estimate() {
         "{d}"
     );
 }
+
+/// `train.refit = "all"`: the version serves weights fitted again on the training split and
+/// the holdout, and carries the split fit's evaluation — the same metrics the same spec
+/// without the refit gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refit_all_serves_the_whole_window_and_keeps_the_split_fits_evaluation() {
+    let env = Env::new().await;
+    let handled = env.run(BREAST_SPEC, "breast-cancer", BREAST_CANCER).await;
+    assert!(failures(&handled).is_empty(), "{:?}", failures(&handled));
+    let refit_spec = BREAST_SPEC.replace("tolerance = 1e-6", "tolerance = 1e-6\nrefit = \"all\"");
+    let handled = env.run(&refit_spec, "breast-cancer", BREAST_CANCER).await;
+    assert!(failures(&handled).is_empty(), "{:?}", failures(&handled));
+    let versions = |h: &[Handled]| -> String {
+        h.iter()
+            .rev()
+            .find(|h| h.stage == Stage::Train)
+            .unwrap()
+            .detail["version"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let refit = versions(&handled);
+    let json = |k: String| {
+        let env = &env;
+        async move {
+            serde_json::from_slice::<serde_json::Value>(
+                &env.store.get(&key(&k)).await.unwrap().bytes,
+            )
+            .unwrap()
+        }
+    };
+    let manifest = json(format!("models/breast-cancer/{refit}/manifest.json")).await;
+    assert_eq!(manifest["training"]["refit_rows"], 569, "{manifest}");
+    assert_eq!(manifest["training"]["rows"], 455);
+    let (served, evaluated) = (
+        manifest["artifacts"]["weights"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        manifest["artifacts"]["evaluated_weights"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let bytes = |k: String| {
+        let env = &env;
+        async move { env.store.get(&key(&k)).await.unwrap().bytes }
+    };
+    assert_ne!(
+        bytes(served).await,
+        bytes(evaluated).await,
+        "the refit saw more rows"
+    );
+    // The evaluation is the split fit's: equal to the first version's, trained the same way.
+    let registry = RegistryStore::new(env.store.clone())
+        .get("breast-cancer")
+        .await
+        .unwrap();
+    let first = registry
+        .versions
+        .values()
+        .find(|v| v.version != refit)
+        .unwrap()
+        .version
+        .clone();
+    let a = json(format!("models/breast-cancer/{first}/evaluation.json")).await;
+    let b = json(format!("models/breast-cancer/{refit}/evaluation.json")).await;
+    assert_eq!(a["metrics"], b["metrics"]);
+    // A spec that does not say keeps its version id (the default is left out of the key).
+    let split = lambdaml::spec::ModelSpec::parse(BREAST_SPEC).unwrap();
+    let said = lambdaml::spec::ModelSpec::parse(
+        &BREAST_SPEC.replace("tolerance = 1e-6", "tolerance = 1e-6\nrefit = \"split\""),
+    )
+    .unwrap();
+    assert_eq!(split.train_key(), said.train_key());
+}

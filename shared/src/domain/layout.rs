@@ -131,6 +131,12 @@ pub fn weights(model: &str, version: &str) -> Result<ObjectKey, StoreError> {
     model_file(model, version, "model.safetensors")
 }
 
+/// `models/<model>/<version>/model.evaluated.safetensors`: with `train.refit = "all"`, the
+/// split fit the holdout evaluated (the served weights are the refit).
+pub fn evaluated_weights(model: &str, version: &str) -> Result<ObjectKey, StoreError> {
+    model_file(model, version, "model.evaluated.safetensors")
+}
+
 /// `models/<model>/<version>/error.json`: why training failed.
 pub fn train_error(model: &str, version: &str) -> Result<ObjectKey, StoreError> {
     model_file(model, version, "error.json")

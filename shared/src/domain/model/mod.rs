@@ -118,6 +118,10 @@ pub struct TrainingSummary {
     pub seconds: f64,
     /// Invocations it took (more than one when it hit the deadline).
     pub invocations: u32,
+    /// With `train.refit = "all"`: the rows the served weights were fitted again on (the
+    /// training split and the holdout); the evaluation is of the split fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refit_rows: Option<usize>,
 }
 
 /// The shape of a model: everything needed to rebuild it around its weights.

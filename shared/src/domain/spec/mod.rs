@@ -406,6 +406,31 @@ pub struct TrainSection {
     /// Convergence tolerance of L-BFGS; > 0.
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
+    /// What the served weights are fitted on: `split` (the training split, the weights the
+    /// holdout evaluated) or `all` (after that fit, the whole window — training split and
+    /// holdout — fitted again with the same settings; the version carries the split fit's
+    /// evaluation, its served weights saw the latest rows too).
+    #[serde(default, skip_serializing_if = "Refit::is_split")]
+    pub refit: Refit,
+}
+
+/// See [`TrainSection::refit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refit {
+    /// Serve the weights the holdout evaluated.
+    #[default]
+    Split,
+    /// Serve weights fitted again on the training split and the holdout.
+    All,
+}
+
+impl Refit {
+    /// Whether it is the default (left out of the hashed section, so a spec that does not
+    /// say keeps its version ids).
+    pub fn is_split(&self) -> bool {
+        *self == Refit::Split
+    }
 }
 
 fn default_epochs() -> u32 {
@@ -450,6 +475,7 @@ impl Default for TrainSection {
             validation_fraction: default_validation(),
             seed: default_seed(),
             tolerance: default_tolerance(),
+            refit: Refit::Split,
         }
     }
 }
