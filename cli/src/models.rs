@@ -326,6 +326,30 @@ fn render_history(r: &Registry) -> String {
     s
 }
 
+/// `lambdaml models list`.
+async fn list(ctx: &Ctx, registry: &RegistryStore) -> Result<()> {
+    let mut all = Vec::new();
+    for model in registry.models().await? {
+        all.push(registry.get(&model).await?);
+    }
+    emit(ctx.json, &serde_json::json!({"models": all}), |_| {
+        if all.is_empty() {
+            return "no models yet: try `lambdaml demo` or `lambdaml train --spec SPEC`\n".into();
+        }
+        all.iter()
+            .map(|r| {
+                format!(
+                    "{:<24} production {:<12} {} versions\n",
+                    r.model,
+                    r.production.as_deref().unwrap_or("none"),
+                    r.versions.len()
+                )
+            })
+            .collect()
+    });
+    Ok(())
+}
+
 pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
     let registry = RegistryStore::new(ctx.store.clone());
     let deploy = ctx.wire::<Deploy>().await?;
@@ -339,28 +363,7 @@ pub async fn models(ctx: &Ctx, command: ModelsCommand) -> Result<()> {
         }
     };
     match command {
-        ModelsCommand::List => {
-            let mut all = Vec::new();
-            for model in registry.models().await? {
-                all.push(registry.get(&model).await?);
-            }
-            emit(ctx.json, &serde_json::json!({"models": all}), |_| {
-                if all.is_empty() {
-                    return "no models yet: try `lambdaml demo` or `lambdaml train --spec SPEC`\n"
-                        .into();
-                }
-                all.iter()
-                    .map(|r| {
-                        format!(
-                            "{:<24} production {:<12} {} versions\n",
-                            r.model,
-                            r.production.as_deref().unwrap_or("none"),
-                            r.versions.len()
-                        )
-                    })
-                    .collect()
-            });
-        }
+        ModelsCommand::List => list(ctx, &registry).await?,
         ModelsCommand::Show {
             model,
             version: None,

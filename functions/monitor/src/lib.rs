@@ -194,8 +194,6 @@ impl Monitor {
         let interval = Interval::resolve(request, &found.spec.monitor.schedule, generated)?;
         let labels = self.read_labels(model, &interval).await?;
         timings.lap("feedback");
-        let scanned = self.scan(&found, &interval, labels).await?;
-        timings.lap("captures");
         let Scanned {
             mut acc,
             captures,
@@ -204,7 +202,8 @@ impl Monitor {
             labelled_csv,
             labelled_rows,
             rollout,
-        } = scanned;
+        } = self.scan(&found, &interval, labels).await?;
+        timings.lap("captures");
         let baseline = &found.baseline;
         let labelled = std::mem::take(&mut acc.labelled);
         let data_drift = analysis::data_drift(baseline, &mut acc, &found.spec);
@@ -235,52 +234,19 @@ impl Monitor {
             .await?;
         let mut notes = verdict::notes(&interval, &captures, &feedback, &data_drift);
         let verdict = verdict::verdict(&found, &data_drift, &performance, concept_drift.as_ref());
-        if concept_drift.is_some() && performance.breach {
-            notes.push(format!(
-                "the window's {} dropped beyond performance_drop, which is reported, not a breach: [monitor] trigger = {:?} decides",
-                performance.metric, found.spec.monitor.trigger
-            ).to_lowercase());
-        }
-        let rollout = match rollout {
-            Some(acc) => {
-                let (role, candidate) = (acc.role(), acc.candidate().to_string());
-                let mut section = acc.finish(
-                    &found.spec.rollout,
-                    found.spec.rollout_metric(),
-                    classes.as_deref(),
-                );
-                self.apply_rollout(&found, role, &candidate, &mut section, request.retrain)
-                    .await?;
-                if section.skipped_requests > 0 {
-                    notes.push(format!(
-                        "{} requests were scored by production only: they lack features the shadow takes",
-                        section.skipped_requests
-                    ));
-                }
-                Some(section)
-            }
-            None => None,
-        };
-        let rollout_hold = rollout.as_ref().and_then(|r| match r.decision.as_str() {
-            "end" if r.applied => None,
-            "promote" if r.applied => Some(format!(
-                "the {} {} was promoted by this run: it is the fresher version",
-                r.role, r.candidate.version
-            )),
-            _ => Some(format!(
-                "a rollout is in progress ({} {}): it is decided before another version is trained",
-                r.role, r.candidate.version
-            )),
-        });
+        notes.extend(trigger_note(&found, &performance, concept_drift.is_some()));
+        let (rollout, rollout_hold) = self
+            .rollout(
+                &found,
+                rollout,
+                classes.as_deref(),
+                request.retrain,
+                &mut notes,
+            )
+            .await?;
 
         let Interval { from, to, at } = interval;
-        let stamp = at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
-        let salt = lambdaml::sha256_hex(
-            format!("{from}{to}{}", generated.timestamp_nanos_opt().unwrap_or(0)).as_bytes(),
-        );
-        let run_prefix = layout::monitor_run(model, &stamp, &salt[..6]);
-        let report_key = layout::in_folder(&run_prefix, "report.json")?;
-        let html_key = layout::in_folder(&run_prefix, "report.html")?;
+        let (run_prefix, report_key, html_key) = run_keys(model, &interval, generated)?;
         let retrain = self
             .decide(&Breach {
                 request,
@@ -323,9 +289,8 @@ impl Monitor {
         self.store
             .put_if_absent(&report_key, to_json_bytes(&report))
             .await?;
-        self.store
-            .put_if_absent(&html_key, Bytes::from(html::render(&report)))
-            .await?;
+        let html = Bytes::from(html::render(&report));
+        self.store.put_if_absent(&html_key, html).await?;
         let emf = emf_lines(&report, at.timestamp_millis());
         info!(%model, %version, breach = report.verdict.breach, retrain = %report.retrain.decision, report = %report_key, "monitored");
         Ok(MonitorOutcome {
@@ -334,6 +299,47 @@ impl Monitor {
             html_key: html_key.to_string(),
             emf,
         })
+    }
+
+    /// The rollout section of a model with a shadow or canary (decided and applied), and
+    /// why a breach may not retrain while it runs.
+    async fn rollout(
+        &self,
+        found: &found::Found,
+        rollout: Option<rollout::RolloutAcc>,
+        classes: Option<&[String]>,
+        retrain: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<(Option<report::RolloutReport>, Option<String>), StageError> {
+        let rollout = match rollout {
+            Some(acc) => {
+                let (role, candidate) = (acc.role(), acc.candidate().to_string());
+                let mut section =
+                    acc.finish(&found.spec.rollout, found.spec.rollout_metric(), classes);
+                self.apply_rollout(found, role, &candidate, &mut section, retrain)
+                    .await?;
+                if section.skipped_requests > 0 {
+                    notes.push(format!(
+                        "{} requests were scored by production only: they lack features the shadow takes",
+                        section.skipped_requests
+                    ));
+                }
+                Some(section)
+            }
+            None => None,
+        };
+        let rollout_hold = rollout.as_ref().and_then(|r| match r.decision.as_str() {
+            "end" if r.applied => None,
+            "promote" if r.applied => Some(format!(
+                "the {} {} was promoted by this run: it is the fresher version",
+                r.role, r.candidate.version
+            )),
+            _ => Some(format!(
+                "a rollout is in progress ({} {}): it is decided before another version is trained",
+                r.role, r.candidate.version
+            )),
+        });
+        Ok((rollout, rollout_hold))
     }
 
     /// Applies a rollout decision (`promote`, `step`, `end`) as one compare-and-swap, unless
@@ -535,6 +541,39 @@ fn truncate(text: &str, max: usize) -> String {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_string(),
     }
+}
+
+/// With a concept-drift trigger, a performance drop is reported, not a breach: the note
+/// that says so.
+fn trigger_note(
+    found: &found::Found,
+    performance: &report::Performance,
+    concept: bool,
+) -> Option<String> {
+    (concept && performance.breach).then(|| {
+        format!(
+            "the window's {} dropped beyond performance_drop, which is reported, not a breach: [monitor] trigger = {:?} decides",
+            performance.metric, found.spec.monitor.trigger
+        )
+        .to_lowercase()
+    })
+}
+
+/// A monitor run's folder (`monitoring/<model>/<at>-<salt>`) and its report's two keys.
+fn run_keys(
+    model: &str,
+    interval: &Interval,
+    generated: chrono::DateTime<Utc>,
+) -> Result<(String, ObjectKey, ObjectKey), StageError> {
+    let Interval { from, to, at } = interval;
+    let stamp = at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let salt = lambdaml::sha256_hex(
+        format!("{from}{to}{}", generated.timestamp_nanos_opt().unwrap_or(0)).as_bytes(),
+    );
+    let run_prefix = layout::monitor_run(model, &stamp, &salt[..6]);
+    let report_key = layout::in_folder(&run_prefix, "report.json")?;
+    let html_key = layout::in_folder(&run_prefix, "report.html")?;
+    Ok((run_prefix, report_key, html_key))
 }
 
 /// CloudWatch EMF lines: one with the run's verdicts, one per feature with its drift score.

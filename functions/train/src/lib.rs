@@ -200,39 +200,10 @@ impl Train {
                 d.checked_sub(std::time::Duration::from_secs(20))
                     .unwrap_or(d)
             });
-        let (params, optimizer, step_budget) =
-            (spec.train.clone(), spec.optimizer(), self.step_budget);
-        let progress = self.progress.clone();
-        let arch_for_task = arch.clone();
         let started = Instant::now();
-        let outcome = lambdaml::stage::run_blocking("training", move || {
-            let report = |p: Progress| {
-                tracing::debug!(
-                    step = p.step,
-                    loss = p.loss,
-                    validation_loss = p.validation_loss,
-                    "training progress"
-                );
-                if let Some(f) = &progress {
-                    f(p);
-                }
-            };
-            train(
-                &arch_for_task,
-                &params,
-                optimizer,
-                &data,
-                classes,
-                &Options {
-                    deadline,
-                    step_budget,
-                    resume,
-                    progress: &report,
-                },
-            )
-            .map(|o| (o, data.rows))
-        })
-        .await?;
+        let outcome = self
+            .fit(arch.clone(), &spec, data, classes, deadline, resume)
+            .await?;
         let seconds = seconds_before + started.elapsed().as_secs_f64();
         let (outcome, rows) = match outcome {
             Ok(o) => o,
@@ -376,6 +347,50 @@ impl Train {
     }
 
     /// Writes the weights, then the manifest that names them, and asks for evaluation.
+    /// The fit on the training split, on the blocking pool, reporting its steps; also the
+    /// rows it saw.
+    async fn fit(
+        &self,
+        arch: Architecture,
+        spec: &ModelSpec,
+        data: Matrix,
+        classes: usize,
+        deadline: Option<Instant>,
+        resume: Option<Checkpoint>,
+    ) -> Result<Result<(Outcome, usize), TrainError>, StageError> {
+        let (params, optimizer, step_budget) =
+            (spec.train.clone(), spec.optimizer(), self.step_budget);
+        let progress = self.progress.clone();
+        lambdaml::stage::run_blocking("training", move || {
+            let report = |p: Progress| {
+                tracing::debug!(
+                    step = p.step,
+                    loss = p.loss,
+                    validation_loss = p.validation_loss,
+                    "training progress"
+                );
+                if let Some(f) = &progress {
+                    f(p);
+                }
+            };
+            train(
+                &arch,
+                &params,
+                optimizer,
+                &data,
+                classes,
+                &Options {
+                    deadline,
+                    step_budget,
+                    resume,
+                    progress: &report,
+                },
+            )
+            .map(|o| (o, data.rows))
+        })
+        .await
+    }
+
     /// `train.refit = "all"`: the same fit again on the training split and the holdout
     /// together (no checkpoints: when the deadline comes first, the split fit is served and
     /// the manifest says so by having no `refit_rows`). Returns the weights and the rows.
