@@ -55,16 +55,9 @@ pub fn emulator(test: &str) -> Option<String> {
 
 /// The ARN of the queue at `url` (on the emulator).
 pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+    lambdaml::queue::SqsQueue::new(sqs.clone(), url)
+        .arn()
         .await
-        .expect("GetQueueAttributes")
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
         .expect("the queue has an ARN")
 }
 

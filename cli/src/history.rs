@@ -127,6 +127,21 @@ pub struct StoredReport {
     pub report: Report,
 }
 
+/// The report at `key`, `None` when it is gone.
+async fn stored(
+    store: &dyn ObjectStore,
+    key: &ObjectKey,
+) -> Result<Option<Result<StoredReport, Unreadable>>> {
+    let read = read::<Report>(store, key, "schema_version", SCHEMA_VERSION).await?;
+    Ok(read.map(|r| {
+        r.map(|report| StoredReport {
+            key: key.to_string(),
+            html_key: layout::report_html_beside(key.as_str()),
+            report,
+        })
+    }))
+}
+
 /// A model's monitoring reports, oldest first (by the time they judged).
 pub async fn reports(
     store: &dyn ObjectStore,
@@ -134,22 +149,33 @@ pub async fn reports(
 ) -> Result<Vec<Result<StoredReport, Unreadable>>> {
     let mut out = Vec::new();
     for meta in store.list_all(&layout::monitoring(model)).await? {
-        let key = meta.key.as_str();
-        if !key.ends_with("/report.json") {
-            continue;
+        if layout::is_report_json(meta.key.as_str())
+            && let Some(r) = stored(store, &meta.key).await?
+        {
+            out.push(r);
         }
-        let Some(r) = read::<Report>(store, &meta.key, "schema_version", SCHEMA_VERSION).await?
-        else {
-            continue;
-        };
-        out.push(r.map(|report| StoredReport {
-            key: key.to_string(),
-            html_key: format!("{}report.html", key.trim_end_matches("report.json")),
-            report,
-        }));
     }
     out.sort_by(|a, b| at(a).cmp(at(b)));
     Ok(out)
+}
+
+/// A model's newest report (its folder names the time it judged, so the greatest key),
+/// reading that one only.
+pub async fn latest_report(
+    store: &dyn ObjectStore,
+    model: &str,
+) -> Result<Option<Result<StoredReport, Unreadable>>> {
+    let newest = store
+        .list_all(&layout::monitoring(model))
+        .await?
+        .into_iter()
+        .map(|m| m.key)
+        .filter(|k| layout::is_report_json(k.as_str()))
+        .max();
+    match newest {
+        Some(key) => stored(store, &key).await,
+        None => Ok(None),
+    }
 }
 
 fn at(r: &Result<StoredReport, Unreadable>) -> &str {

@@ -237,11 +237,8 @@ pub async fn lineage(store: &dyn ObjectStore, model: &str, version: &str) -> Res
 
 /// The version's monitoring reports and the retrains they caused.
 async fn served(store: &dyn ObjectStore, out: &mut Lineage) -> Result<()> {
-    let records: Vec<_> = history::records(store)
-        .await?
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect();
+    // The run records are read only when a report sent a retrain.
+    let mut records: Option<Vec<lambdaml::record::RunRecord>> = None;
     for r in history::reports(store, &out.model).await? {
         let r = match r {
             Ok(r) => r,
@@ -268,8 +265,13 @@ async fn served(store: &dyn ObjectStore, out: &mut Lineage) -> Result<()> {
             decision: rep.retrain.decision.clone(),
         });
         if rep.retrain.decision == "sent" {
+            if records.is_none() {
+                let all = history::records(store).await?;
+                records = Some(all.into_iter().filter_map(Result::ok).collect());
+            }
             let run = records
                 .iter()
+                .flatten()
                 .find(|rec| rec.trigger.report.as_deref() == Some(r.key.as_str()));
             out.retrains.push(Retrain {
                 report: r.key.clone(),
@@ -306,7 +308,7 @@ pub async fn find_request(
 ) -> Result<Option<CaptureRecord>> {
     let prefix = match model {
         Some(m) => layout::records_of(layout::CAPTURES, m),
-        None => format!("{}/", layout::CAPTURES),
+        None => layout::records_of_all(layout::CAPTURES),
     };
     let needle = format!("\"request_id\":\"{request_id}\"");
     for meta in store.list_all(&prefix).await? {

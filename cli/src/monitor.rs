@@ -184,7 +184,7 @@ pub async fn report(ctx: &Ctx, store_url: &str, args: ReportArgs) -> Result<()> 
                 args.model
             )
         })?;
-    let html_key = key.replace("/report.json", "/report.html");
+    let html_key = lambdaml::layout::report_html_beside(&key);
     let html = match local_path(store_url, &html_key) {
         Some(p) => p,
         None => {

@@ -129,17 +129,10 @@ async fn create_queue(
             ));
         }
     };
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+    let arn = lambdaml::queue::SqsQueue::new(sqs.clone(), &url)
+        .arn()
         .await
-        .with_context(|| format!("reading the ARN of {}", queue.name))?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
-        .ok_or_else(|| anyhow!("{} has no QueueArn", queue.name))?;
+        .with_context(|| format!("reading the ARN of {}", queue.name))?;
     Ok((url, arn))
 }
 

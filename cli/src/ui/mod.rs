@@ -17,6 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
+use lambdaml::layout;
 use lambdaml::store::{ObjectKey, ObjectStore};
 
 use crate::ctx::Ctx;
@@ -156,7 +157,7 @@ async fn lineage(
 
 /// A monitoring report's HTML, as the monitor wrote it; nothing else of the store.
 async fn report(State(store): State<Store>, Path(key): Path<String>) -> Response {
-    let allowed = key.starts_with("monitoring/") && key.ends_with("/report.html");
+    let allowed = layout::is_report_html(&key);
     let key = match ObjectKey::new(key.as_str()) {
         Ok(k) if allowed => k,
         _ => {

@@ -127,8 +127,7 @@ pub async fn index(store: &dyn ObjectStore) -> Page {
             .history
             .last()
             .map(|h| format!("{} {} {}", esc(&h.at), h.action.event(), esc(&h.version)));
-        let reports = history::reports(store, model).await?;
-        let monitoring = match reports.last() {
+        let monitoring = match history::latest_report(store, model).await? {
             Some(Ok(rep)) => format!(
                 r#"{}: drift share {:.2}, <span class="{}">{}</span> — <a href="/report/{}">report</a>"#,
                 esc(&rep.report.at),
@@ -440,7 +439,7 @@ pub async fn run(store: &dyn ObjectStore, run: &str) -> Page {
             .as_deref()
             .map(|k| format!(
                 r#" — asked for by <a href="/report/{}">{}</a>"#,
-                esc(&k.replace("report.json", "report.html")),
+                esc(&lambdaml::layout::report_html_beside(k)),
                 esc(k)
             ))
             .unwrap_or_default(),

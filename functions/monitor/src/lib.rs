@@ -409,7 +409,7 @@ impl Monitor {
             .await?
             .into_iter()
             .map(|m| m.key.to_string())
-            .filter(|k| k.ends_with("/report.json"))
+            .filter(|k| layout::is_report_json(k))
             .collect();
         keys.sort();
         match keys.pop() {
@@ -571,8 +571,8 @@ fn run_keys(
         format!("{from}{to}{}", generated.timestamp_nanos_opt().unwrap_or(0)).as_bytes(),
     );
     let run_prefix = layout::monitor_run(model, &stamp, &salt[..6]);
-    let report_key = layout::in_folder(&run_prefix, "report.json")?;
-    let html_key = layout::in_folder(&run_prefix, "report.html")?;
+    let report_key = layout::report_json(&run_prefix)?;
+    let html_key = layout::report_html(&run_prefix)?;
     Ok((run_prefix, report_key, html_key))
 }
 

@@ -101,6 +101,11 @@ pub fn run_manifest(run: &str) -> Result<ObjectKey, StoreError> {
 /// `runs/`: every run's folder.
 pub const RUNS: &str = "runs/";
 
+/// `runs/<run>` (no trailing slash): a run's folder.
+pub fn run_folder(run: &str) -> String {
+    format!("{RUNS}{run}")
+}
+
 /// `runs/<run>/record.json`: a pipeline run's record (see [`crate::record`]).
 pub fn run_record(run: &str) -> Result<ObjectKey, StoreError> {
     run_file(run, "record.json")
@@ -181,6 +186,11 @@ pub fn registry_model(key: &str) -> Option<&str> {
     key.strip_prefix(REGISTRY)?.strip_suffix(".json")
 }
 
+/// `<root>/`: every model's records (`root` is [`CAPTURES`] or [`FEEDBACK`]).
+pub fn records_of_all(root: &str) -> String {
+    format!("{root}/")
+}
+
 /// `<root>/<model>/` (`root` is [`CAPTURES`] or [`FEEDBACK`]).
 pub fn records_of(root: &str, model: &str) -> String {
     format!("{root}/{model}/")
@@ -229,6 +239,34 @@ pub fn monitoring(model: &str) -> String {
 /// `monitoring/<model>/<stamp>-<salt>` (no trailing slash): one monitor run's folder.
 pub fn monitor_run(model: &str, stamp: &str, salt: &str) -> String {
     format!("monitoring/{model}/{stamp}-{salt}")
+}
+
+/// `<run folder>/report.json`: a monitor run's report.
+pub fn report_json(run_prefix: &str) -> Result<ObjectKey, StoreError> {
+    in_folder(run_prefix, "report.json")
+}
+
+/// `<run folder>/report.html`: the report for people.
+pub fn report_html(run_prefix: &str) -> Result<ObjectKey, StoreError> {
+    in_folder(run_prefix, "report.html")
+}
+
+/// Whether `key` is a monitor run's `report.json`.
+pub fn is_report_json(key: &str) -> bool {
+    key.starts_with("monitoring/") && key.ends_with("/report.json")
+}
+
+/// Whether `key` is a monitor run's `report.html`.
+pub fn is_report_html(key: &str) -> bool {
+    key.starts_with("monitoring/") && key.ends_with("/report.html")
+}
+
+/// The `report.html` beside a `report.json` key.
+pub fn report_html_beside(report_json: &str) -> String {
+    format!(
+        "{}/report.html",
+        report_json.trim_end_matches("/report.json")
+    )
 }
 
 /// `monitoring/<model>/retrain-state.json`.

@@ -413,7 +413,7 @@ pub fn outputs_of(stage: Stage, summary: &serde_json::Value) -> Vec<String> {
                 out.push(crate::layout::dataset_version(d, v));
             }
         }
-        Stage::Preprocess => out.extend(field("run_id").map(|r| format!("runs/{r}"))),
+        Stage::Preprocess => out.extend(field("run_id").map(crate::layout::run_folder)),
         Stage::Train | Stage::Evaluate | Stage::Deploy => {
             if let (Some(m), Some(v)) = (field("model"), field("version")) {
                 out.push(crate::layout::model_version(m, v));

@@ -35,16 +35,8 @@ pub fn unique(prefix: &str) -> String {
 
 /// The ARN of the SQS queue at `url` (on the emulator).
 pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+    lambdaml::queue::SqsQueue::new(client.clone(), url)
+        .arn()
         .await
-        .expect("GetQueueAttributes")
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
         .expect("the queue has an ARN")
 }

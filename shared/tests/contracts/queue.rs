@@ -108,6 +108,13 @@ async fn release_and_dead_letter(queue: &dyn Queue) {
 /// With max receives 2: received twice without a delete, the message moves to the
 /// dead-letter area.
 async fn dead_letter_after_max_receives(queue: &dyn Queue) {
+    // A queue that says where it gives up (the runner parks on that delivery) says 2;
+    // one that leaves it to the queue's own policy says nothing.
+    assert!(
+        matches!(queue.max_receives(), None | Some(2)),
+        "{:?}",
+        queue.max_receives()
+    );
     queue.send("poison").await.unwrap();
     for _ in 0..2 {
         let got = queue.receive(1, SHORT).await.unwrap();
@@ -129,6 +136,7 @@ async fn local_queue_meets_the_contract() {
     extend_keeps_it_invisible(&queue).await;
     release_and_dead_letter(&queue).await;
     let poison = LocalQueue::open(dir.path().join("p"), 2).unwrap();
+    assert_eq!(poison.max_receives(), Some(2));
     dead_letter_after_max_receives(&poison).await;
     let dead = poison.dead_letters(10).await.unwrap();
     assert!(dead[0].reason.contains("received 2 times"), "{dead:?}");

@@ -67,6 +67,23 @@ impl SqsQueue {
         Ok(Self::new(client, url))
     }
 
+    /// The queue's ARN (what S3 notifications, redrive policies and EventBridge rules name).
+    pub async fn arn(&self) -> Result<String, QueueError> {
+        let attrs = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| backend(&self.url, e))?;
+        attrs
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .ok_or_else(|| QueueError::unavailable(self.url.as_str(), "the queue has no QueueArn"))
+    }
+
     /// The dead-letter queue's URL: from the redrive policy, else the `-dlq` naming rule.
     async fn dlq_url(&self) -> Result<&str, QueueError> {
         self.dlq_url
