@@ -25,8 +25,8 @@ pub mod ports;
 #[cfg(feature = "train")]
 pub use domain::train;
 pub use domain::{
-    baseline, capture, compare, dataset, drift, evaluation, features, layout, matrix, message,
-    metrics, model, monitoring, record, registry, run, spec,
+    baseline, capture, compare, dataset, drift, estimate, evaluation, features, layout, matrix,
+    message, metrics, model, monitoring, record, registry, run, spec,
 };
 pub use lambda::{config, pipeline, recorder, stage, telemetry};
 pub use ports::{events, queue, store};

@@ -7,6 +7,7 @@ pub mod capture;
 pub mod compare;
 pub mod dataset;
 pub mod drift;
+pub mod estimate;
 pub mod evaluation;
 pub mod features;
 pub mod layout;
