@@ -3,6 +3,7 @@
 //! the monitor with retraining.
 
 mod concept;
+mod estimate;
 mod monitor;
 mod pipeline;
 mod rollout;

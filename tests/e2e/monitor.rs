@@ -24,7 +24,7 @@ use lambdaml_monitor::{Monitor, MonitorRequest};
 use lambdaml_score::{ScoreConfig, ScoreState, router};
 use tower::ServiceExt;
 
-fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
@@ -32,7 +32,7 @@ fn t0() -> DateTime<Utc> {
 
 /// Rows like [`mixed_csv`]'s, from another seed; `shift` moves `amount` up and makes most
 /// colors blue (a drifted stream). Returns (CSV without the label, labels).
-fn traffic(rows: usize, seed: u64, shift: bool) -> (String, Vec<String>) {
+pub(crate) fn traffic(rows: usize, seed: u64, shift: bool) -> (String, Vec<String>) {
     let mut rng = SplitMix64::new(seed);
     let mut csv = String::from("amount,count,member,color\n");
     let mut labels = Vec::new();
@@ -64,14 +64,14 @@ fn traffic(rows: usize, seed: u64, shift: bool) -> (String, Vec<String>) {
     (csv, labels)
 }
 
-struct Deployment {
+pub(crate) struct Deployment {
     _dir: tempfile::TempDir,
-    store: Arc<dyn ObjectStore>,
-    queues: Queues,
-    version: String,
+    pub store: Arc<dyn ObjectStore>,
+    pub queues: Queues,
+    pub version: String,
 }
 
-async fn deploy(spec: &str) -> Deployment {
+pub(crate) async fn deploy(spec: &str) -> Deployment {
     let dir = tempfile::tempdir().unwrap();
     let (store, version) =
         deploy_model(dir.path(), spec, "mixed", mixed_csv(1500).as_bytes()).await;
@@ -90,8 +90,9 @@ async fn deploy(spec: &str) -> Deployment {
 }
 
 /// Serves `csv` through the score router in requests of `per_request` rows, one request a
-/// minute from `start`, then posts the labels as feedback at the end. Returns the request ids.
-async fn serve(
+/// minute from `start`, then posts the labels as feedback at the end (none when `labels` is
+/// empty). Returns the request ids.
+pub(crate) async fn serve(
     store: &Arc<dyn ObjectStore>,
     csv: &str,
     labels: &[String],
@@ -140,10 +141,12 @@ async fn serve(
         let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let id = answer["request_id"].as_str().unwrap().to_string();
         let first = i * per_request;
-        feedback.push(serde_json::json!({
-            "request_id": id,
-            "labels": labels[first..first + chunk.len()],
-        }));
+        if !labels.is_empty() {
+            feedback.push(serde_json::json!({
+                "request_id": id,
+                "labels": labels[first..first + chunk.len()],
+            }));
+        }
         ids.push(id);
     }
     now.store(
@@ -167,7 +170,7 @@ async fn serve(
     ids
 }
 
-fn request(from: DateTime<Utc>, to: DateTime<Utc>) -> MonitorRequest {
+pub(crate) fn request(from: DateTime<Utc>, to: DateTime<Utc>) -> MonitorRequest {
     MonitorRequest {
         model: "mixed".into(),
         window: None,

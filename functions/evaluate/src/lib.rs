@@ -389,6 +389,8 @@ impl Evaluate {
             prediction: PredictionBaseline::from_outputs(classes, outputs),
             metrics: scalar_metrics(metrics),
             created_at: lambdaml::now_rfc3339(),
+            estimator: classes.and_then(|c| cbpe_of(holdout, outputs, c.len())),
+            reconstruction: reference.reconstruction,
         };
         // The samples first, the JSON that describes them last.
         let (json, samples) = baseline.encode();
@@ -447,6 +449,19 @@ impl Evaluate {
             .await??;
         score_with_outputs(&net, &manifest.pipeline.label, &matrix)
     }
+}
+
+/// The classifier's performance estimator, fitted on its holdout outputs (`None` for a
+/// holdout whose outputs do not line up with its rows).
+fn cbpe_of(holdout: &Matrix, outputs: &[f64], classes: usize) -> Option<lambdaml::estimate::Cbpe> {
+    if classes < 2 || holdout.rows == 0 || outputs.len() != holdout.rows * classes {
+        return None;
+    }
+    let truth: Vec<usize> = holdout.y.iter().map(|y| *y as usize).collect();
+    let predicted = lambdaml::estimate::predicted_classes(outputs, classes);
+    Some(lambdaml::estimate::Cbpe::fit(
+        &truth, outputs, &predicted, classes,
+    ))
 }
 
 #[async_trait]

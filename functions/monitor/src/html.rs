@@ -237,7 +237,9 @@ pub fn render(r: &Report) -> String {
     header(&mut s, r);
     data_drift(&mut s, r);
     prediction_drift(&mut s, r);
+    multivariate(&mut s, r);
     performance(&mut s, r);
+    estimated(&mut s, r);
     concept(&mut s, r);
     rollout(&mut s, r);
     data_quality(&mut s, r);
@@ -420,6 +422,74 @@ fn performance(s: &mut String, r: &Report) {
                 .copied(),
         ));
     }
+}
+
+/// Multivariate drift: the window's PCA reconstruction error against the training band.
+fn multivariate(s: &mut String, r: &Report) {
+    let Some(m) = &r.multivariate_drift else {
+        return;
+    };
+    let _ = write!(
+        s,
+        "<h2>Multivariate drift (PCA reconstruction)</h2><p><b>{}</b>{} · {} features, {} components explaining {:.1} % of the training variance · {}</p>\
+         <table><tr><th>rows</th><th>mean error</th><th>± 3 SE</th><th>lower</th><th>upper</th><th>training chunks ({} rows)</th></tr>\
+         <tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        if m.drifted { "drifted" } else { "no drift" },
+        if m.breach { " (a breach)" } else { "" },
+        m.features,
+        m.components,
+        100.0 * m.explained,
+        esc(&m.note),
+        m.chunk_size,
+        m.rows,
+        num(m.value),
+        num(m.sampling_error.map(|e| 3.0 * e)),
+        num(m.lower),
+        num(m.upper),
+        m.reference_chunks
+            .iter()
+            .map(|v| format!("{v:.4}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
+/// Performance estimated without labels, beside the realized values.
+fn estimated(s: &mut String, r: &Report) {
+    let Some(e) = &r.performance.estimated else {
+        return;
+    };
+    let _ = write!(
+        s,
+        "<h2>Estimated performance (CBPE, no labels)</h2><p>{} production rows · {} · judged on <b>{}</b>{} · {}</p>\
+         <table><tr><th>metric</th><th>estimated</th><th>band (± 3 SE)</th><th>realized (labelled rows)</th><th>holdout</th></tr>",
+        e.rows,
+        if e.calibrated {
+            "probabilities recalibrated on the holdout (isotonic)"
+        } else {
+            "probabilities used as they are (calibration would not help)"
+        },
+        esc(&e.metric),
+        match (e.breach, e.decides) {
+            (true, true) => ": a breach",
+            (true, false) => ": dropped, not deciding",
+            _ => "",
+        },
+        esc(&e.note)
+    );
+    for (k, v) in &e.metrics {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{} – {}</td><td>{}</td><td>{}</td></tr>",
+            esc(k),
+            num(Some(v.value)),
+            num(v.lower),
+            num(v.upper),
+            num(e.realized.get(k).copied()),
+            num(r.performance.baseline_metrics.get(k).copied())
+        );
+    }
+    s.push_str("</table>");
 }
 
 /// Data quality: missing, out-of-range, invalid and unseen values per feature.

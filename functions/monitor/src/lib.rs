@@ -16,6 +16,7 @@
 
 pub mod analysis;
 mod concept;
+mod estimation;
 mod found;
 pub mod html;
 mod interval;
@@ -215,13 +216,17 @@ impl Monitor {
             interval.from.timestamp_millis(),
             interval.to.timestamp_millis(),
         );
-        let performance = analysis::performance(
+        let mut performance = analysis::performance(
             baseline,
             &labelled,
             classes.as_deref(),
             &found.spec,
             window_ms,
         );
+        performance.estimated = acc
+            .estimation
+            .estimated(baseline, &found.spec, &performance);
+        let multivariate_drift = acc.estimation.multivariate(&found.spec);
         timings.lap("analysis");
         let concept_drift = self
             .concept_drift(
@@ -233,7 +238,13 @@ impl Monitor {
             )
             .await?;
         let mut notes = verdict::notes(&interval, &captures, &feedback, &data_drift);
-        let verdict = verdict::verdict(&found, &data_drift, &performance, concept_drift.as_ref());
+        let verdict = verdict::verdict(
+            &found,
+            &data_drift,
+            &performance,
+            concept_drift.as_ref(),
+            multivariate_drift.as_ref(),
+        );
         notes.extend(trigger_note(&found, &performance, concept_drift.is_some()));
         let (rollout, rollout_hold) = self
             .rollout(
@@ -282,6 +293,7 @@ impl Monitor {
             verdict,
             retrain,
             concept_drift,
+            multivariate_drift,
             rollout,
             notes,
             timings_ms: timings.into_map(),

@@ -311,6 +311,7 @@ impl<'f> Scan<'f> {
                 record.inputs.len().max(1) as u64;
             return Ok(());
         };
+        let production = v == self.found.manifest.version && same_outputs;
         if v != self.found.manifest.version {
             *self.captures.other_versions.entry(v).or_insert(0) += record.inputs.len() as u64;
         }
@@ -327,6 +328,9 @@ impl<'f> Scan<'f> {
                 &[]
             };
             self.acc.row(&values, outputs);
+            if production {
+                self.acc.estimation.row(&values, outputs);
+            }
             self.captures.rows_scored += 1;
             if !self.labels.by_row.is_empty() {
                 self.join(&record.request_id, r, &values, outputs, at_ms)?;

@@ -6,7 +6,8 @@ use chrono::SecondsFormat;
 use crate::found::Found;
 use crate::interval::Interval;
 use crate::report::{
-    CaptureSummary, ConceptDrift, DataDrift, FeedbackSummary, Performance, Verdict,
+    CaptureSummary, ConceptDrift, DataDrift, FeedbackSummary, MultivariateDrift, Performance,
+    Verdict,
 };
 
 /// The notes on what was read: an empty window, skipped lines, unknown versions, feedback
@@ -77,9 +78,12 @@ pub(crate) fn verdict(
     data_drift: &DataDrift,
     performance: &Performance,
     concept: Option<&ConceptDrift>,
+    multivariate: Option<&MultivariateDrift>,
 ) -> Verdict {
     let mut reasons = Vec::new();
+    let mut kinds: Vec<String> = Vec::new();
     if data_drift.dataset_drift {
+        kinds.push("data_drift".into());
         reasons.push(format!(
             "dataset drift: {} of {} features drifted (share {:.2} ≥ {:.2})",
             data_drift.drifted,
@@ -91,6 +95,7 @@ pub(crate) fn verdict(
     // With a concept-drift trigger the detector, not the window's threshold, decides.
     if let Some(c) = concept {
         for change in &c.changes {
+            kinds.push("concept_drift".into());
             reasons.push(format!(
                 "concept drift: {} found a change in the error stream at row {} (captured {}); mean error of the rows fed this run {:.4}",
                 c.detector,
@@ -100,6 +105,7 @@ pub(crate) fn verdict(
             ));
         }
     } else if performance.breach {
+        kinds.push("performance".into());
         reasons.push(format!(
             "performance drop: live {} {:.4} vs holdout {:.4}",
             performance.metric,
@@ -107,14 +113,36 @@ pub(crate) fn verdict(
             performance.baseline.unwrap_or(f64::NAN)
         ));
     }
+    if let Some(e) = performance.estimated.as_ref().filter(|e| e.decides) {
+        kinds.push("estimated_performance".into());
+        reasons.push(format!(
+            "estimated performance drop (no labels needed): estimated {} {:.4} vs holdout {:.4} on {} rows",
+            e.metric,
+            e.estimate.map_or(f64::NAN, |x| x.value),
+            e.baseline.unwrap_or(f64::NAN),
+            e.rows
+        ));
+    }
+    if let Some(m) = multivariate.filter(|m| m.breach) {
+        kinds.push("multivariate_drift".into());
+        reasons.push(format!(
+            "multivariate drift: mean PCA reconstruction error {:.4} outside {}–{:.4}",
+            m.value.unwrap_or(f64::NAN),
+            m.lower.map_or("0".to_string(), |l| format!("{l:.4}")),
+            m.upper.unwrap_or(f64::NAN)
+        ));
+    }
     if found.spec_changed {
+        kinds.push("spec_changed".into());
         reasons.push(format!(
             "the spec specs/{}.toml changed since version {} was trained: rebuild with the new features",
             found.manifest.model, found.manifest.version
         ));
     }
+    kinds.dedup();
     Verdict {
         breach: !reasons.is_empty(),
         reasons,
+        kinds,
     }
 }

@@ -214,6 +214,8 @@ pub struct WindowAcc {
     pub validation_errors: u64,
     /// Labelled rows.
     pub labelled: Vec<Labelled>,
+    /// Performance estimation and multivariate drift over production's rows.
+    pub estimation: crate::estimation::EstimationAcc,
     kinds: Vec<FeatureKind>,
     column_types: Vec<ColumnType>,
     mins: Vec<Option<f64>>,
@@ -259,6 +261,7 @@ impl WindowAcc {
             latency: LatencyHistogram::default(),
             validation_errors: 0,
             labelled: Vec::new(),
+            estimation: crate::estimation::EstimationAcc::new(baseline, &column_types, cap),
             kinds: baseline.features.iter().map(|f| f.kind).collect(),
             column_types,
             mins: baseline.features.iter().map(|f| f.min).collect(),

@@ -144,6 +144,10 @@ pub struct FeatureReference {
     pub rows: u64,
     /// Per input, in pipeline order.
     pub features: Vec<FeatureBaseline>,
+    /// The PCA reconstruction model of the inputs, fitted on the (sampled) training rows;
+    /// absent in runs made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconstruction: Option<crate::estimate::pca::Reconstruction>,
 }
 
 impl FeatureReference {
@@ -164,7 +168,7 @@ impl FeatureReference {
             reservoir
         };
         let sampled = rows.len() < train_rows.len();
-        let features = pipeline
+        let features: Vec<FeatureBaseline> = pipeline
             .inputs
             .iter()
             .map(|input| {
@@ -235,11 +239,48 @@ impl FeatureReference {
                 f
             })
             .collect();
+        let reconstruction = reconstruction_of(&features, table, &rows);
         FeatureReference {
             rows: train_rows.len() as u64,
             features,
+            reconstruction,
         }
     }
+}
+
+/// The reconstruction model of the profiled inputs over `rows` of `table` (their order kept,
+/// so reference chunks are runs of training rows); `None` without two rows or any input.
+fn reconstruction_of(
+    features: &[FeatureBaseline],
+    table: &Table,
+    rows: &[usize],
+) -> Option<crate::estimate::pca::Reconstruction> {
+    use crate::estimate::pca::{FitColumn, Reconstruction};
+    let mut rows = rows.to_vec();
+    rows.sort_unstable();
+    let columns: Vec<(String, FitColumn)> = features
+        .iter()
+        .map(|f| {
+            let column = table.column(&f.name).ok();
+            let fit = match (f.kind, column) {
+                (FeatureKind::Numeric, Some(Column::Numeric(v))) => {
+                    FitColumn::Numeric(rows.iter().map(|r| v[*r]).collect())
+                }
+                (FeatureKind::Numeric, _) => FitColumn::Numeric(vec![f64::NAN; rows.len()]),
+                (FeatureKind::Categorical, Some(c @ Column::Categorical { .. })) => {
+                    FitColumn::Categorical(rows.iter().map(|r| c.text(*r)).collect())
+                }
+                (FeatureKind::Categorical, Some(Column::Numeric(v))) => FitColumn::Categorical(
+                    rows.iter()
+                        .map(|r| (!v[*r].is_nan()).then(|| format_number(v[*r])))
+                        .collect(),
+                ),
+                (FeatureKind::Categorical, None) => FitColumn::Categorical(vec![None; rows.len()]),
+            };
+            (f.name.clone(), fit)
+        })
+        .collect();
+    Reconstruction::fit(&columns, None)
 }
 
 /// `models/<model>/<version>/baseline.json`.
@@ -263,6 +304,12 @@ pub struct Baseline {
     pub metrics: BTreeMap<String, f64>,
     /// RFC 3339 time.
     pub created_at: String,
+    /// A classifier's performance estimator (CBPE), fitted on the holdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimator: Option<crate::estimate::Cbpe>,
+    /// The multivariate drift model (PCA reconstruction), fitted on the training rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconstruction: Option<crate::estimate::pca::Reconstruction>,
 }
 
 impl Baseline {

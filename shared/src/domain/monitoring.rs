@@ -48,6 +48,10 @@ pub struct Report {
     /// "adwin" | "ddm"`); absent with the threshold trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concept_drift: Option<ConceptDrift>,
+    /// Multivariate drift: the PCA reconstruction error of the window's rows against the
+    /// training rows'; absent for a version whose baseline has no reconstruction model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multivariate_drift: Option<MultivariateDrift>,
     /// The comparison of production with its shadow or canary version, and the decision
     /// taken on it; absent when no rollout is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,6 +260,74 @@ pub struct Performance {
     pub over_time: Vec<MetricPoint>,
     /// What to make of it.
     pub note: String,
+    /// Performance estimated without labels from every production row of the window;
+    /// absent for a version whose baseline has no estimator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated: Option<EstimatedPerformance>,
+}
+
+/// Performance estimated from the model's own probabilities (CBPE), no labels needed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EstimatedPerformance {
+    /// `cbpe`.
+    pub method: String,
+    /// Production rows estimated over.
+    pub rows: u64,
+    /// Whether the holdout's probabilities were recalibrated (isotonic) before estimating.
+    pub calibrated: bool,
+    /// The metric judged (as the realized section's).
+    pub metric: String,
+    /// Its holdout (realized) value.
+    pub baseline: Option<f64>,
+    /// Its estimate, sampling error and ±3 SE band.
+    pub estimate: Option<crate::estimate::Estimate>,
+    /// How much worse the estimate is than the holdout (absolute).
+    pub drop: Option<f64>,
+    /// Whether the estimated drop passed `monitor.performance_drop` (with at least
+    /// `monitor.min_samples` rows).
+    pub breach: bool,
+    /// Whether this breach counts in the verdict: `monitor.estimate = "always"`, or
+    /// `"unlabelled"` (the default) and the labels could not judge the window.
+    pub decides: bool,
+    /// Every estimated metric.
+    pub metrics: BTreeMap<String, crate::estimate::Estimate>,
+    /// The realized value of each, where this window's labels give one.
+    pub realized: BTreeMap<String, f64>,
+    /// What to make of it.
+    pub note: String,
+}
+
+/// Multivariate drift by PCA reconstruction error (NannyML's data reconstruction).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MultivariateDrift {
+    /// `pca_reconstruction`.
+    pub method: String,
+    /// Features in the model.
+    pub features: u64,
+    /// Principal components kept.
+    pub components: u64,
+    /// The variance share they explain on the training rows.
+    pub explained: f64,
+    /// Rows scored.
+    pub rows: u64,
+    /// The window's mean reconstruction error.
+    pub value: Option<f64>,
+    /// Its sampling error (`std / √n`).
+    pub sampling_error: Option<f64>,
+    /// The lower threshold for a window of this many rows (none when it would be ≤ 0).
+    pub lower: Option<f64>,
+    /// The upper threshold for a window of this many rows.
+    pub upper: Option<f64>,
+    /// The training reference's mean error per chunk.
+    pub reference_chunks: Vec<f64>,
+    /// Rows per reference chunk.
+    pub chunk_size: u64,
+    /// Whether the value is outside the thresholds.
+    pub drifted: bool,
+    /// Whether it counts in the verdict (`monitor.multivariate = "breach"`).
+    pub breach: bool,
+    /// What to make of it.
+    pub note: String,
 }
 
 /// Processing performance.
@@ -282,6 +354,10 @@ pub struct Verdict {
     pub breach: bool,
     /// Each reason, in words.
     pub reasons: Vec<String>,
+    /// What kind of reason each is, once each: `data_drift`, `performance`,
+    /// `concept_drift`, `estimated_performance`, `multivariate_drift`, `spec_changed`.
+    #[serde(default)]
+    pub kinds: Vec<String>,
 }
 
 /// What happened about a breach.

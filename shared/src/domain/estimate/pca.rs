@@ -324,9 +324,26 @@ impl Reconstruction {
         self.error_standardised(&z)
     }
 
-    /// Whether a window's mean error is outside the thresholds.
+    /// Whether a window's mean error is outside the thresholds (NannyML's rule, for a
+    /// window of `chunk_size` rows).
     pub fn alert(&self, value: f64) -> bool {
         value > self.upper || self.lower.is_some_and(|l| value < l)
+    }
+
+    /// The thresholds for a window of `rows` rows: the reference chunks' spread scaled by
+    /// `√(chunk_size / rows)`, as the standard error of a mean scales, so a window larger
+    /// than a reference chunk is held to a narrower band and a smaller one to a wider band;
+    /// at `chunk_size` rows they are NannyML's exactly.
+    pub fn thresholds(&self, rows: u64) -> (Option<f64>, f64) {
+        let m = mean(&self.reference_chunks);
+        let s = std_pop(&self.reference_chunks);
+        let scale = if rows == 0 {
+            1.0
+        } else {
+            (self.chunk_size as f64 / rows as f64).sqrt()
+        };
+        let lower = m - 3.0 * s * scale;
+        ((lower > 0.0).then_some(lower), m + 3.0 * s * scale)
     }
 }
 

@@ -59,6 +59,43 @@ pub struct MonitorSection {
     /// its state kept from run to run: `adwin` (any task) or `ddm` (classification).
     #[serde(default)]
     pub trigger: Trigger,
+    /// When performance estimated without labels (CBPE) may breach: `unlabelled` (when the
+    /// window's labels cannot judge it), `always`, or `report` (never).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub estimate: EstimateUse,
+    /// Whether multivariate drift (PCA reconstruction error outside its thresholds) is a
+    /// breach (`breach`) or only reported (`report`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub multivariate: Multivariate,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// `[monitor] estimate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateUse {
+    /// An estimated drop breaches when the labels cannot judge the window (none, or fewer
+    /// than `min_samples`).
+    #[default]
+    Unlabelled,
+    /// An estimated drop always breaches.
+    Always,
+    /// Estimates are reported only.
+    Report,
+}
+
+/// `[monitor] multivariate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Multivariate {
+    /// Reported only.
+    #[default]
+    Report,
+    /// Outside its thresholds is a breach.
+    Breach,
 }
 
 /// `[monitor] trigger`.
@@ -97,6 +134,8 @@ impl Default for MonitorSection {
             performance_drop: default_performance_drop(),
             features: BTreeMap::new(),
             trigger: Trigger::Threshold,
+            estimate: EstimateUse::Unlabelled,
+            multivariate: Multivariate::Report,
         }
     }
 }

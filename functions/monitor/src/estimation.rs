@@ -1,0 +1,231 @@
+//! Monitoring before the labels arrive: every production row of the window feeds the
+//! version's performance estimator (CBPE, fitted on its holdout at evaluate time) and its
+//! multivariate drift model (PCA reconstruction, fitted on the training rows), both from
+//! [`lambdaml::estimate`]. Memory is a few sums per class plus the row sample ROC AUC is
+//! estimated on, whatever the window's size.
+
+use lambdaml::baseline::{Baseline, FeatureKind, argmax};
+use lambdaml::dataset::{ColumnType, SplitMix64};
+use lambdaml::estimate::pca::{Cell, ErrorAcc, Reconstruction};
+use lambdaml::estimate::{Cbpe, CbpeAcc};
+use lambdaml::features::parse_numeric_text;
+use lambdaml::spec::{EstimateUse, ModelSpec, Multivariate};
+
+use crate::report::{EstimatedPerformance, MultivariateDrift, Performance};
+use crate::window::Val;
+
+/// The estimators' accumulators for one window.
+#[derive(Debug)]
+pub struct EstimationAcc {
+    cbpe: Option<(Cbpe, CbpeAcc)>,
+    /// Raw probabilities of a uniform sample of the rows, for ROC AUC.
+    sample: Vec<Vec<f64>>,
+    seen: u64,
+    cap: usize,
+    rng: SplitMix64,
+    reconstruction: Option<(Reconstruction, ErrorAcc)>,
+    /// Rows whose outputs did not fit the estimator (wrong width, not finite).
+    pub skipped: u64,
+    /// Per baseline feature: its column type when numeric (text such as `true` is read as
+    /// the scorer reads it), `None` when categorical.
+    numeric: Vec<Option<ColumnType>>,
+}
+
+impl EstimationAcc {
+    /// Accumulators for `baseline`'s estimators; ROC AUC on at most `cap` sampled rows.
+    pub fn new(baseline: &Baseline, column_types: &[ColumnType], cap: usize) -> Self {
+        EstimationAcc {
+            cbpe: baseline.estimator.clone().map(|c| {
+                let acc = c.accumulator();
+                (c, acc)
+            }),
+            sample: Vec::new(),
+            seen: 0,
+            cap: cap.max(1),
+            rng: SplitMix64::new(0x0063_6270_65),
+            reconstruction: baseline
+                .reconstruction
+                .clone()
+                .map(|r| (r, ErrorAcc::default())),
+            skipped: 0,
+            numeric: baseline
+                .features
+                .iter()
+                .zip(column_types)
+                .map(|(f, t)| (f.kind == FeatureKind::Numeric).then_some(*t))
+                .collect(),
+        }
+    }
+
+    /// Adds one production row: its values in baseline feature order, its outputs.
+    pub fn row(&mut self, values: &[Option<&Val<'_>>], outputs: &[f64]) {
+        if let Some((cbpe, acc)) = &mut self.cbpe {
+            if cbpe.add(acc, outputs, argmax(outputs).0) {
+                if self.sample.len() < self.cap {
+                    self.sample.push(outputs.to_vec());
+                } else {
+                    let j = self.rng.below(self.seen + 1) as usize;
+                    if j < self.cap {
+                        self.sample[j] = outputs.to_vec();
+                    }
+                }
+                self.seen += 1;
+            } else {
+                self.skipped += 1;
+            }
+        }
+        if let Some((model, acc)) = &mut self.reconstruction {
+            let numeric = &self.numeric;
+            let cells: Vec<Cell<'_>> = values
+                .iter()
+                .enumerate()
+                .map(|(f, v)| match v {
+                    None | Some(Val::Null) => Cell::Missing,
+                    Some(Val::Number(x)) => Cell::Number(*x),
+                    Some(Val::Text(t)) => match numeric.get(f).copied().flatten() {
+                        Some(kind) => {
+                            parse_numeric_text(t, kind).map_or(Cell::Missing, Cell::Number)
+                        }
+                        None => Cell::Text(t),
+                    },
+                })
+                .collect();
+            acc.add(model.error(&cells));
+        }
+    }
+
+    /// The estimated-performance section, next to the realized one (`performance`).
+    pub fn estimated(
+        &self,
+        baseline: &Baseline,
+        spec: &ModelSpec,
+        performance: &Performance,
+    ) -> Option<EstimatedPerformance> {
+        let (cbpe, acc) = self.cbpe.as_ref()?;
+        let rows: Vec<&[f64]> = self.sample.iter().map(Vec::as_slice).collect();
+        let metrics = cbpe.estimate(acc, &rows);
+        let mut notes = Vec::new();
+        let wanted = spec.promotion.metric.as_str();
+        let metric = if metrics.contains_key(wanted) {
+            wanted.to_string()
+        } else {
+            notes.push(format!(
+                "{wanted} cannot be estimated without labels; judged on accuracy"
+            ));
+            "accuracy".to_string()
+        };
+        let estimate = metrics.get(&metric).copied();
+        let base = baseline.metrics.get(&metric).copied();
+        let drop = match (base, estimate) {
+            (Some(b), Some(e)) => Some(b - e.value),
+            _ => None,
+        };
+        let min = spec.monitor.min_samples as u64;
+        let breach = acc.rows >= min && drop.is_some_and(|d| d > spec.monitor.performance_drop);
+        let decides = match spec.monitor.estimate {
+            EstimateUse::Always => true,
+            EstimateUse::Report => false,
+            EstimateUse::Unlabelled => performance.status != "assessed",
+        };
+        notes.push(match (estimate, base, drop) {
+            _ if acc.rows == 0 => "no production rows in the window: nothing to estimate".into(),
+            _ if acc.rows < min => format!(
+                "{} rows, fewer than monitor.min_samples = {min}: reported, no verdict",
+                acc.rows
+            ),
+            (Some(e), Some(b), Some(d)) => format!(
+                "estimated {metric} {:.4} (±{:.4}) vs holdout {b:.4}: {} {:.4} ({} the {:.4} allowed){}",
+                e.value,
+                3.0 * e.sampling_error.unwrap_or(f64::NAN),
+                if d > 0.0 { "worse by" } else { "better by" },
+                d.abs(),
+                if breach { "more than" } else { "within" },
+                spec.monitor.performance_drop,
+                match (breach, decides) {
+                    (true, true) => "; a breach",
+                    (true, false) if spec.monitor.estimate == EstimateUse::Report => {
+                        "; reported only (monitor.estimate = \"report\")"
+                    }
+                    (true, false) => "; the labels judged this window, so they decide",
+                    _ => "",
+                }
+            ),
+            _ => format!("the holdout has no {metric} to compare with"),
+        });
+        if self.skipped > 0 {
+            notes.push(format!(
+                "{} rows had outputs the estimator cannot read and were left out",
+                self.skipped
+            ));
+        }
+        if self.seen > self.cap as u64 {
+            notes.push(format!(
+                "ROC AUC estimated on a uniform sample of {} of {} rows",
+                self.cap, self.seen
+            ));
+        }
+        let realized = metrics
+            .keys()
+            .filter_map(|k| performance.metrics.get(k).map(|v| (k.clone(), *v)))
+            .collect();
+        Some(EstimatedPerformance {
+            method: "cbpe".into(),
+            rows: acc.rows,
+            calibrated: cbpe.calibrated(),
+            metric,
+            baseline: base,
+            estimate,
+            drop,
+            breach,
+            decides: decides && breach,
+            metrics,
+            realized,
+            note: notes.join("; "),
+        })
+    }
+
+    /// The multivariate drift section.
+    pub fn multivariate(&self, spec: &ModelSpec) -> Option<MultivariateDrift> {
+        let (model, acc) = self.reconstruction.as_ref()?;
+        let value = acc.mean();
+        let (lower, upper) = model.thresholds(acc.rows);
+        let min = spec.monitor.min_samples as u64;
+        let outside =
+            value.is_some_and(|v| v > upper || lower.is_some_and(|l| v < l)) && acc.rows >= min;
+        let breach = outside && spec.monitor.multivariate == Multivariate::Breach;
+        let note = match value {
+            None => "no production rows in the window".to_string(),
+            Some(_) if acc.rows < min => format!(
+                "{} rows, fewer than monitor.min_samples = {min}: reported, no verdict",
+                acc.rows
+            ),
+            Some(v) => format!(
+                "mean reconstruction error {v:.4} {} the band {}–{upper:.4} the training rows give a window of {} rows{}",
+                if outside { "outside" } else { "within" },
+                lower.map_or("0".to_string(), |l| format!("{l:.4}")),
+                acc.rows,
+                if outside && !breach {
+                    "; reported only (monitor.multivariate = \"report\")"
+                } else {
+                    ""
+                }
+            ),
+        };
+        Some(MultivariateDrift {
+            method: "pca_reconstruction".into(),
+            features: model.features.len() as u64,
+            components: model.components.len() as u64,
+            explained: model.explained,
+            rows: acc.rows,
+            value,
+            sampling_error: acc.sampling_error(),
+            lower,
+            upper: Some(upper),
+            reference_chunks: model.reference_chunks.clone(),
+            chunk_size: model.chunk_size as u64,
+            drifted: outside,
+            breach,
+            note,
+        })
+    }
+}
