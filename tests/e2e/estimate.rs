@@ -177,3 +177,121 @@ async fn an_estimated_drop_without_labels_breaches_and_retrains() {
         assert!(e.contains("sometimes") || e.contains("alert"), "{e}");
     }
 }
+
+const NOISY_SPEC: &str = r#"
+[model]
+name = "noisy"
+
+[dataset]
+name = "noisy"
+label = "y"
+
+[task]
+kind = "regression"
+
+[split]
+method = "random"
+holdout = 0.3
+seed = 3
+
+[train]
+family = "linear"
+
+[promotion]
+metric = "rmse"
+
+[monitor]
+min_samples = 100
+"#;
+
+/// `y = 3·x1 + 2·x2 + noise`, the noise six times wider in group `b` than in `a`;
+/// `share_b` of the rows are in `b`. Returns (CSV with the label, CSV without, labels).
+fn noisy(rows: usize, seed: u64, share_b: f64) -> (String, String, Vec<String>) {
+    let mut rng = SplitMix64::new(seed);
+    let mut with = String::from("x1,x2,group,y\n");
+    let mut without = String::from("x1,x2,group\n");
+    let mut labels = Vec::new();
+    for _ in 0..rows {
+        let (x1, x2) = (rng.next_f64() * 10.0, rng.next_f64() * 10.0);
+        let b = rng.next_f64() < share_b;
+        let u: f64 = (0..4).map(|_| rng.next_f64() - 0.5).sum();
+        let y = 3.0 * x1 + 2.0 * x2 + u * if b { 12.0 } else { 2.0 };
+        let group = if b { "b" } else { "a" };
+        with.push_str(&format!("{x1:.4},{x2:.4},{group},{y:.4}\n"));
+        without.push_str(&format!("{x1:.4},{x2:.4},{group}\n"));
+        labels.push(format!("{y:.4}"));
+    }
+    (with, without, labels)
+}
+
+#[tokio::test]
+async fn a_regressor_s_loss_is_estimated_without_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, _, _) = noisy(2000, 31, 0.5);
+    let (store, version) =
+        lambdaml_e2e::deploy_model(dir.path(), NOISY_SPEC, "noisy", train.as_bytes()).await;
+    let baseline: Baseline = store
+        .get_json(&ObjectKey::new(format!("models/noisy/{version}/baseline.json")).unwrap())
+        .await
+        .unwrap();
+    assert!(baseline.estimator.is_none(), "no CBPE for a regressor");
+    let dle = baseline.loss_estimator.as_ref().expect("a regressor's DLE");
+    assert_eq!(dle.reference_rows, 600);
+    let holdout_rmse = baseline.metrics["rmse"];
+    let monitor = Monitor::new(store.clone(), None);
+    let run = |from: chrono::DateTime<chrono::Utc>| {
+        let mut r = request(from, from + Duration::hours(1));
+        r.model = "noisy".into();
+        r
+    };
+
+    // The training mix, no labels: the estimated RMSE is the holdout's, give or take.
+    let (_, csv, _) = noisy(400, 32, 0.5);
+    crate::monitor::serve_model(&store, "noisy", &csv, &[], t0(), 10).await;
+    let calm = monitor.run(&run(t0())).await.unwrap().report;
+    let e = calm
+        .performance
+        .estimated
+        .clone()
+        .expect("estimated section");
+    assert_eq!(
+        (e.method.as_str(), e.metric.as_str(), e.rows),
+        ("dle", "rmse", 400)
+    );
+    let rmse = e.metrics["rmse"].value;
+    assert!(
+        (rmse / holdout_rmse - 1.0).abs() < 0.2,
+        "estimated {rmse} vs holdout {holdout_rmse}"
+    );
+    assert!(!e.breach, "{e:?}");
+
+    // Mostly the noisy group, no labels: the inputs alone say the errors will be larger.
+    let later = t0() + Duration::hours(1);
+    let (_, csv, labels) = noisy(400, 33, 0.9);
+    crate::monitor::serve_model(&store, "noisy", &csv, &[], later, 10).await;
+    let noisy_run = monitor.run(&run(later)).await.unwrap().report;
+    let e = noisy_run.performance.estimated.clone().unwrap();
+    let rmse = e.metrics["rmse"].value;
+    assert!(
+        rmse > 1.3 * holdout_rmse,
+        "estimated {rmse} vs holdout {holdout_rmse}"
+    );
+    assert!(e.breach && e.decides, "{e:?}");
+    assert!(
+        noisy_run
+            .verdict
+            .kinds
+            .contains(&"estimated_performance".to_string())
+    );
+    // The labels, when they come, agree.
+    let last = t0() + Duration::hours(2);
+    crate::monitor::serve_model(&store, "noisy", &csv, &labels, last, 10).await;
+    let labelled = monitor.run(&run(last)).await.unwrap().report;
+    let e = labelled.performance.estimated.clone().unwrap();
+    let realized = e.realized["rmse"];
+    assert!(
+        (e.metrics["rmse"].value / realized - 1.0).abs() < 0.2,
+        "estimated {:?} vs realized {realized}",
+        e.metrics["rmse"]
+    );
+}

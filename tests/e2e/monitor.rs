@@ -99,12 +99,24 @@ pub(crate) async fn serve(
     start: DateTime<Utc>,
     per_request: usize,
 ) -> Vec<String> {
+    serve_model(store, "mixed", csv, labels, start, per_request).await
+}
+
+/// [`serve`] for any model.
+pub(crate) async fn serve_model(
+    store: &Arc<dyn ObjectStore>,
+    model: &str,
+    csv: &str,
+    labels: &[String],
+    start: DateTime<Utc>,
+    per_request: usize,
+) -> Vec<String> {
     let now = Arc::new(AtomicI64::new(start.timestamp_millis()));
     let clock_now = now.clone();
     let state = ScoreState::with_clock(
         store.clone(),
         ScoreConfig {
-            default_model: Some("mixed".into()),
+            default_model: Some(model.into()),
             ..ScoreConfig::default()
         },
         Instant::now(),
@@ -157,7 +169,7 @@ pub(crate) async fn serve(
         let response = app
             .clone()
             .oneshot(
-                Request::post("/v2/models/mixed/feedback")
+                Request::post(format!("/v2/models/{model}/feedback"))
                     .header("content-type", "application/json")
                     .body(Body::from(item.to_string()))
                     .unwrap(),

@@ -390,6 +390,11 @@ impl Evaluate {
             metrics: scalar_metrics(metrics),
             created_at: lambdaml::now_rfc3339(),
             estimator: classes.and_then(|c| cbpe_of(holdout, outputs, c.len())),
+            loss_estimator: if classes.is_none() {
+                dle_of(holdout, outputs)
+            } else {
+                None
+            },
             reconstruction: reference.reconstruction,
         };
         // The samples first, the JSON that describes them last.
@@ -462,6 +467,16 @@ fn cbpe_of(holdout: &Matrix, outputs: &[f64], classes: usize) -> Option<lambdaml
     Some(lambdaml::estimate::Cbpe::fit(
         &truth, outputs, &predicted, classes,
     ))
+}
+
+/// The regressor's loss estimator, fitted on its holdout's encoded rows and predictions.
+fn dle_of(holdout: &Matrix, outputs: &[f64]) -> Option<lambdaml::estimate::dle::Dle> {
+    if holdout.rows == 0 || outputs.len() != holdout.rows {
+        return None;
+    }
+    let x: Vec<f64> = holdout.x.iter().map(|v| f64::from(*v)).collect();
+    let truth: Vec<f64> = holdout.y.iter().map(|v| f64::from(*v)).collect();
+    lambdaml::estimate::dle::Dle::fit(&x, holdout.cols, outputs, &truth)
 }
 
 #[async_trait]

@@ -6,9 +6,11 @@
 
 use lambdaml::baseline::{Baseline, FeatureKind, argmax};
 use lambdaml::dataset::{ColumnType, SplitMix64};
+use lambdaml::estimate::dle::{Dle, DleAcc};
 use lambdaml::estimate::pca::{Cell, ErrorAcc, Reconstruction};
 use lambdaml::estimate::{Cbpe, CbpeAcc};
 use lambdaml::features::parse_numeric_text;
+use lambdaml::features::{FeaturePipeline, RawValue};
 use lambdaml::spec::{EstimateUse, ModelSpec, Multivariate};
 
 use crate::report::{EstimatedPerformance, MultivariateDrift, Performance};
@@ -24,6 +26,8 @@ pub struct EstimationAcc {
     cap: usize,
     rng: SplitMix64,
     reconstruction: Option<(Reconstruction, ErrorAcc)>,
+    /// A regressor's loss estimator, with the pipeline that encodes its rows.
+    dle: Option<(Dle, DleAcc, FeaturePipeline)>,
     /// Rows whose outputs did not fit the estimator (wrong width, not finite).
     pub skipped: u64,
     /// Per baseline feature: its column type when numeric (text such as `true` is read as
@@ -47,6 +51,7 @@ impl EstimationAcc {
                 .reconstruction
                 .clone()
                 .map(|r| (r, ErrorAcc::default())),
+            dle: None,
             skipped: 0,
             numeric: baseline
                 .features
@@ -57,8 +62,41 @@ impl EstimationAcc {
         }
     }
 
+    /// Gives the regressor's loss estimator the production version's pipeline (its inputs
+    /// are the baseline's features, in order), which encodes each row as the model saw it.
+    pub fn with_pipeline(&mut self, baseline: &Baseline, pipeline: &FeaturePipeline) {
+        let aligned = pipeline.inputs.len() == baseline.features.len()
+            && pipeline
+                .inputs
+                .iter()
+                .zip(&baseline.features)
+                .all(|(i, f)| i.name == f.name);
+        if let (Some(dle), true) = (&baseline.loss_estimator, aligned) {
+            self.dle = Some((dle.clone(), DleAcc::default(), pipeline.clone()));
+        }
+    }
+
     /// Adds one production row: its values in baseline feature order, its outputs.
     pub fn row(&mut self, values: &[Option<&Val<'_>>], outputs: &[f64]) {
+        if let Some((dle, acc, pipeline)) = &mut self.dle {
+            let raw: Vec<RawValue<'_>> = values
+                .iter()
+                .map(|v| match v {
+                    None | Some(Val::Null) => RawValue::Missing,
+                    Some(Val::Number(x)) => RawValue::Number(*x),
+                    Some(Val::Text(t)) => RawValue::Text(t),
+                })
+                .collect();
+            let mut encoded = vec![0f32; pipeline.output_dim];
+            let added = pipeline.transform_into(&raw, &mut encoded).is_ok() && {
+                let mut row: Vec<f64> = encoded.iter().map(|v| f64::from(*v)).collect();
+                row.push(outputs.first().copied().unwrap_or(f64::NAN));
+                dle.add(acc, &row)
+            };
+            if !added {
+                self.skipped += 1;
+            }
+        }
         if let Some((cbpe, acc)) = &mut self.cbpe {
             if cbpe.add(acc, outputs, argmax(outputs).0) {
                 if self.sample.len() < self.cap {
@@ -101,44 +139,59 @@ impl EstimationAcc {
         spec: &ModelSpec,
         performance: &Performance,
     ) -> Option<EstimatedPerformance> {
-        let (cbpe, acc) = self.cbpe.as_ref()?;
-        let rows: Vec<&[f64]> = self.sample.iter().map(Vec::as_slice).collect();
-        let metrics = cbpe.estimate(acc, &rows);
+        let (method, rows, calibrated, metrics, fallback) = match (&self.cbpe, &self.dle) {
+            (Some((cbpe, acc)), _) => {
+                let sample: Vec<&[f64]> = self.sample.iter().map(Vec::as_slice).collect();
+                let m = cbpe.estimate(acc, &sample);
+                ("cbpe", acc.rows, cbpe.calibrated(), m, "accuracy")
+            }
+            (None, Some((dle, acc, _))) => ("dle", acc.rows, false, dle.estimate(acc), "rmse"),
+            (None, None) => return None,
+        };
         let mut notes = Vec::new();
         let wanted = spec.promotion.metric.as_str();
         let metric = if metrics.contains_key(wanted) {
             wanted.to_string()
         } else {
             notes.push(format!(
-                "{wanted} cannot be estimated without labels; judged on accuracy"
+                "{wanted} cannot be estimated without labels; judged on {fallback}"
             ));
-            "accuracy".to_string()
+            fallback.to_string()
         };
         let estimate = metrics.get(&metric).copied();
         let base = baseline.metrics.get(&metric).copied();
+        // Scores: the absolute drop; errors (MAE, RMSE): the relative rise, as the labelled
+        // section judges them.
+        let error_metric = method == "dle";
         let drop = match (base, estimate) {
+            (Some(b), Some(e)) if error_metric => Some(if b > 0.0 {
+                (e.value - b) / b
+            } else {
+                e.value - b
+            }),
             (Some(b), Some(e)) => Some(b - e.value),
             _ => None,
         };
         let min = spec.monitor.min_samples as u64;
-        let breach = acc.rows >= min && drop.is_some_and(|d| d > spec.monitor.performance_drop);
+        let breach = rows >= min && drop.is_some_and(|d| d > spec.monitor.performance_drop);
         let decides = match spec.monitor.estimate {
             EstimateUse::Always => true,
             EstimateUse::Report => false,
             EstimateUse::Unlabelled => performance.status != "assessed",
         };
         notes.push(match (estimate, base, drop) {
-            _ if acc.rows == 0 => "no production rows in the window: nothing to estimate".into(),
-            _ if acc.rows < min => format!(
+            _ if rows == 0 => "no production rows in the window: nothing to estimate".into(),
+            _ if rows < min => format!(
                 "{} rows, fewer than monitor.min_samples = {min}: reported, no verdict",
-                acc.rows
+                rows
             ),
             (Some(e), Some(b), Some(d)) => format!(
-                "estimated {metric} {:.4} (±{:.4}) vs holdout {b:.4}: {} {:.4} ({} the {:.4} allowed){}",
+                "estimated {metric} {:.4} (±{:.4}) vs holdout {b:.4}: {} {:.4}{} ({} the {:.4} allowed){}",
                 e.value,
                 3.0 * e.sampling_error.unwrap_or(f64::NAN),
                 if d > 0.0 { "worse by" } else { "better by" },
                 d.abs(),
+                if error_metric { " of the holdout's" } else { "" },
                 if breach { "more than" } else { "within" },
                 spec.monitor.performance_drop,
                 match (breach, decides) {
@@ -154,7 +207,7 @@ impl EstimationAcc {
         });
         if self.skipped > 0 {
             notes.push(format!(
-                "{} rows had outputs the estimator cannot read and were left out",
+                "{} rows could not be estimated (outputs of the wrong width or not finite, or a value the pipeline refuses) and were left out",
                 self.skipped
             ));
         }
@@ -169,9 +222,9 @@ impl EstimationAcc {
             .filter_map(|k| performance.metrics.get(k).map(|v| (k.clone(), *v)))
             .collect();
         Some(EstimatedPerformance {
-            method: "cbpe".into(),
-            rows: acc.rows,
-            calibrated: cbpe.calibrated(),
+            method: method.into(),
+            rows,
+            calibrated,
             metric,
             baseline: base,
             estimate,

@@ -213,7 +213,9 @@ impl<'f> Scan<'f> {
             .sample_rows
             .min(config.sample_values / (numeric + 1))
             .max(1);
-        let acc = WindowAcc::new(baseline, types, sample_rows);
+        let mut acc = WindowAcc::new(baseline, types, sample_rows);
+        acc.estimation
+            .with_pipeline(baseline, &found.manifest.pipeline);
         let classes = acc.classes().map(<[String]>::to_vec);
         let rollout = RolloutAcc::new(
             &found.registry,

@@ -307,6 +307,9 @@ pub struct Baseline {
     /// A classifier's performance estimator (CBPE), fitted on the holdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimator: Option<crate::estimate::Cbpe>,
+    /// A regressor's loss estimator (DLE), fitted on the holdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_estimator: Option<crate::estimate::dle::Dle>,
     /// The multivariate drift model (PCA reconstruction), fitted on the training rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconstruction: Option<crate::estimate::pca::Reconstruction>,

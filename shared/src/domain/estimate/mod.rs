@@ -15,6 +15,7 @@
 //! NannyML reports. The tests compare every estimate and sampling error with NannyML 0.13.1
 //! on its synthetic datasets (`reference.py`).
 
+pub mod dle;
 pub mod isotonic;
 pub mod pca;
 

@@ -121,10 +121,37 @@ def reconstruction() -> dict:
     return out
 
 
+def regression() -> dict:
+    ref, ana, gt = nml.load_synthetic_car_price_dataset()
+    ana = ana.merge(gt, on="id")
+    features = ["car_age", "km_driven", "price_new", "accident_count", "door_count", "fuel",
+                "transmission"]
+    cols = [*features, "y_pred", "y_true"]
+    ref = ref[cols].iloc[:10_000].reset_index(drop=True)
+    ana = ana[cols].iloc[:10_000].reset_index(drop=True)
+
+    def coded(f):
+        # categories as codes so the Rust side reads plain numbers
+        f = f.copy()
+        f["fuel"] = f["fuel"].map({"diesel": 0, "electric": 1, "gas": 2})
+        f["transmission"] = f["transmission"].map({"manual": 0, "automatic": 1})
+        assert not f.isna().any().any()
+        return f
+
+    write_csv_gz("regression_reference.csv.gz", coded(ref))
+    write_csv_gz("regression_analysis.csv.gz", coded(ana))
+    metrics = ["mae", "rmse"]
+    est = nml.DLE(feature_column_names=features, y_pred="y_pred", y_true="y_true",
+                  metrics=metrics, chunk_size=2500)
+    est.fit(ref)
+    res = est.estimate(ana).to_df()
+    return {"chunk_size": 2500, "chunks": chunk_rows(res, metrics, "analysis")}
+
+
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     expected = {"nannyml": nml.__version__, "binary": binary(), "multiclass": multiclass(),
-                "reconstruction": reconstruction()}
+                "reconstruction": reconstruction(), "regression": regression()}
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
         f.write("\n")

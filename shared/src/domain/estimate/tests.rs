@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::float_cmp)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use super::pca::{Cell, FitColumn, Reconstruction};
 use super::*;
@@ -346,4 +346,64 @@ fn reconstruction_sees_a_broken_correlation_that_marginals_miss() {
     // Missing and unseen values are imputed, not errors.
     let e = model.error(&[Cell::Missing, Cell::Number(f64::NAN), Cell::Text("unseen")]);
     assert!(e.is_finite());
+}
+
+#[test]
+fn dle_estimates_near_nannyml_and_its_sampling_errors_equal() {
+    let expected: serde_json::Value = serde_json::from_str(EXPECTED).unwrap();
+    let e = &expected["regression"];
+    // car_age, km_driven, price_new, accident_count, door_count, fuel, transmission, y_pred,
+    // y_true (categories as codes).
+    let split = |rows: &[Vec<f64>]| {
+        let x: Vec<f64> = rows.iter().flat_map(|r| r[..7].to_vec()).collect();
+        let pred: Vec<f64> = rows.iter().map(|r| r[7]).collect();
+        let truth: Vec<f64> = rows.iter().map(|r| r[8]).collect();
+        (x, pred, truth)
+    };
+    let reference = csv_gz(include_bytes!("testdata/regression_reference.csv.gz"));
+    let (x, pred, truth) = split(&reference);
+    let dle = dle::Dle::fit(&x, 7, &pred, &truth).unwrap();
+    let analysis = csv_gz(include_bytes!("testdata/regression_analysis.csv.gz"));
+    let size = e["chunk_size"].as_u64().unwrap() as usize;
+    let mut worst: f64 = 0.0;
+    for (i, want) in e["chunks"].as_array().unwrap().iter().enumerate() {
+        let rows = &analysis[i * size..(i + 1) * size];
+        let mut acc = dle::DleAcc::default();
+        for r in rows {
+            let mut row = r[..7].to_vec();
+            row.push(r[7]);
+            assert!(dle.add(&mut acc, &row));
+        }
+        let est = dle.estimate(&acc);
+        for m in ["mae", "rmse"] {
+            let theirs = want[m]["value"].as_f64().unwrap();
+            let realized = want[m]["realized"].as_f64().unwrap();
+            let ours = est[m].value;
+            // Our trees are not LightGBM's: within 1 % of NannyML's estimate, and as close to
+            // the realized value as NannyML's estimate is, give or take 2 %.
+            let rel = (ours - theirs).abs() / theirs;
+            worst = worst.max(rel);
+            let _ = writeln!(
+                std::io::stderr(),
+                "DLE chunk {i} {m}: lambdaml {ours:.2}, NannyML {theirs:.2}, realized {realized:.2}"
+            );
+            assert!(rel < 0.01, "chunk {i} {m}: ours {ours}, NannyML {theirs}");
+            assert!(
+                (ours - realized).abs() <= (theirs - realized).abs() + 0.02 * realized,
+                "chunk {i} {m}: ours {ours}, NannyML {theirs}, realized {realized}"
+            );
+            // The sampling errors are the same formula on the same holdout.
+            close(
+                est[m].sampling_error.unwrap(),
+                want[m]["sampling_error"].as_f64().unwrap(),
+                1e-9 * theirs,
+                &format!("chunk {i} {m} sampling error"),
+            );
+        }
+    }
+    assert!(worst > 0.0);
+    // A window with no readable rows estimates nothing.
+    let mut acc = dle::DleAcc::default();
+    assert!(!dle.add(&mut acc, &[1.0]));
+    assert!(dle.estimate(&acc).is_empty());
 }
