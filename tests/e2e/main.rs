@@ -4,6 +4,7 @@
 
 mod concept;
 mod estimate;
+mod late;
 mod monitor;
 mod pipeline;
 mod rollout;

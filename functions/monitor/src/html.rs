@@ -240,6 +240,7 @@ pub fn render(r: &Report) -> String {
     multivariate(&mut s, r);
     performance(&mut s, r);
     estimated(&mut s, r);
+    late_labels(&mut s, r);
     concept(&mut s, r);
     rollout(&mut s, r);
     data_quality(&mut s, r);
@@ -487,6 +488,38 @@ fn estimated(s: &mut String, r: &Report) {
             num(v.upper),
             num(e.realized.get(k).copied()),
             num(r.performance.baseline_metrics.get(k).copied())
+        );
+    }
+    s.push_str("</table>");
+}
+
+/// Earlier windows re-judged with labels that arrived after them.
+fn late_labels(s: &mut String, r: &Report) {
+    if r.late_labels.is_empty() {
+        return;
+    }
+    s.push_str(
+        "<h2>Late labels</h2><p>Labels that arrived after their window was judged; each window's report stays as judged, its performance now is in <code>late-labels.json</code> beside it.</p>\
+         <table><tr><th>window</th><th>late rows</th><th>labelled then → now</th><th>metric</th><th>then</th><th>now</th><th>status now</th></tr>",
+    );
+    for l in &r.late_labels {
+        let _ = write!(
+            s,
+            "<tr><td>{} – {}</td><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+            esc(&l.window.from),
+            esc(&l.window.to),
+            l.late_rows,
+            l.labelled_then,
+            l.labelled_now,
+            esc(&l.metric),
+            num(l.then),
+            num(l.now),
+            esc(&l.status_now),
+            if l.breach_now {
+                " (dropped beyond the threshold)"
+            } else {
+                ""
+            }
         );
     }
     s.push_str("</table>");

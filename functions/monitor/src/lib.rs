@@ -20,6 +20,7 @@ mod estimation;
 mod found;
 pub mod html;
 mod interval;
+mod late;
 mod retrain;
 mod rollout;
 mod scan;
@@ -201,8 +202,10 @@ impl Monitor {
             feedback,
             classes,
             labelled_csv,
-            labelled_rows,
+            mut labelled_rows,
             rollout,
+            unmatched,
+            ..
         } = self.scan(&found, &interval, labels).await?;
         timings.lap("captures");
         let baseline = &found.baseline;
@@ -256,8 +259,25 @@ impl Monitor {
             )
             .await?;
 
-        let Interval { from, to, at } = interval;
         let (run_prefix, report_key, html_key) = run_keys(model, &interval, generated)?;
+        let late = self
+            .late_labels(
+                &found,
+                &interval,
+                unmatched,
+                labelled_csv.path(),
+                &report_key,
+            )
+            .await?;
+        labelled_rows += late.rows;
+        if late.rows > 0 {
+            notes.push(format!(
+                "{} labels arrived after their window was judged: {} earlier window(s) re-judged (late-labels.json beside each report), their rows added to this run's labelled rows",
+                late.rows,
+                late.windows.len()
+            ));
+        }
+        let Interval { from, to, at } = interval;
         let retrain = self
             .decide(&Breach {
                 request,
@@ -293,6 +313,7 @@ impl Monitor {
             verdict,
             retrain,
             concept_drift,
+            late_labels: late.windows,
             multivariate_drift,
             rollout,
             notes,

@@ -60,6 +60,10 @@ pub(crate) struct Scanned {
     pub labelled_rows: u64,
     /// The rollout's accumulator, when one is in progress.
     pub rollout: Option<RolloutAcc>,
+    /// Labels read that match no row of this window (candidates for an earlier window).
+    pub unmatched: HashMap<(String, usize), String>,
+    /// Of the `late_only` labels the scan was given, those it joined.
+    pub late_joined: HashSet<(String, usize)>,
 }
 
 /// The fold over a window's records.
@@ -76,6 +80,12 @@ struct Scan<'f> {
     window_ms: (i64, i64),
     labelled_file: NamedTempFile,
     rollout: Option<RolloutAcc>,
+    /// Label ids that exist among this window's rows.
+    attempted: HashSet<(String, usize)>,
+    /// When set, only these labels' rows go to the labelled CSV (a re-judged window's late
+    /// labels; the rest were in its first run's).
+    late_only: Option<HashSet<(String, usize)>>,
+    late_joined: HashSet<(String, usize)>,
 }
 
 impl Monitor {
@@ -105,8 +115,20 @@ impl Monitor {
         interval: &Interval,
         labels: Labels,
     ) -> Result<Scanned, StageError> {
+        self.scan_with(found, interval, labels, None).await
+    }
+
+    /// [`scan`](Self::scan), writing only the `late_only` labels' rows to the labelled CSV.
+    pub(crate) async fn scan_with(
+        &self,
+        found: &Found,
+        interval: &Interval,
+        labels: Labels,
+        late_only: Option<HashSet<(String, usize)>>,
+    ) -> Result<Scanned, StageError> {
         let model = found.manifest.model.as_str();
         let mut scan = Scan::new(found, &self.config, labels, interval)?;
+        scan.late_only = late_only;
         // Files are parsed a few at a time on every core (parsing is most of the work),
         // then folded in order; memory holds only that many files.
         let threads = std::thread::available_parallelism()
@@ -254,6 +276,9 @@ impl<'f> Scan<'f> {
             ),
             labelled_file: file,
             rollout,
+            attempted: HashSet::new(),
+            late_only: None,
+            late_joined: HashSet::new(),
         })
     }
 
@@ -354,24 +379,31 @@ impl<'f> Scan<'f> {
         let Some(label) = self.labels.by_row.get(&id) else {
             return Ok(());
         };
+        self.attempted.insert(id.clone());
         let truth = match &self.classes {
             Some(c) => c.iter().position(|x| x == label).map(|i| i as f64),
             None => label.parse::<f64>().ok().filter(|x| x.is_finite()),
         };
         match truth {
             Some(truth) if !outputs.is_empty() => {
-                if self.joined.insert(id) {
+                let late = self.late_only.as_ref().map(|s| s.contains(&id));
+                if self.joined.insert(id.clone()) {
                     self.labels.summary.joined += 1;
                     self.acc.labelled.push(Labelled {
                         truth,
                         outputs: outputs.to_vec(),
                         at_ms,
                     });
-                    let texts = self.acc.texts(values);
-                    self.csv
-                        .write_record(texts.iter().map(String::as_str).chain([label.as_str()]))
-                        .map_err(StageError::transient)?;
-                    self.labelled_rows += 1;
+                    if late != Some(false) {
+                        let texts = self.acc.texts(values);
+                        self.csv
+                            .write_record(texts.iter().map(String::as_str).chain([label.as_str()]))
+                            .map_err(StageError::transient)?;
+                        self.labelled_rows += 1;
+                    }
+                    if late == Some(true) {
+                        self.late_joined.insert(id);
+                    }
                 }
             }
             _ => self.labels.summary.invalid += 1,
@@ -385,6 +417,11 @@ impl<'f> Scan<'f> {
         let mut feedback = self.labels.summary;
         feedback.unmatched =
             (self.labels.by_row.len() as u64).saturating_sub(feedback.joined + feedback.invalid);
+        let attempted = std::mem::take(&mut self.attempted);
+        let unmatched = std::mem::take(&mut self.labels.by_row)
+            .into_iter()
+            .filter(|(id, _)| !attempted.contains(id))
+            .collect();
         let cap = self.acc.sample_cap() as u64;
         self.captures.rows_tested = self.acc.rows_seen.min(cap);
         self.captures.sampled = self.acc.rows_seen > cap;
@@ -396,6 +433,8 @@ impl<'f> Scan<'f> {
             labelled_csv: self.labelled_file,
             labelled_rows: self.labelled_rows,
             rollout: self.rollout,
+            unmatched,
+            late_joined: self.late_joined,
         })
     }
 }

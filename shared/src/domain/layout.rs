@@ -269,6 +269,15 @@ pub fn report_html_beside(report_json: &str) -> String {
     )
 }
 
+/// `<run folder>/late-labels.json` beside `report_json`: the window's realized performance
+/// with labels that arrived after it was judged.
+pub fn late_labels(report_json: &str) -> Result<ObjectKey, StoreError> {
+    key(format!(
+        "{}/late-labels.json",
+        report_json.trim_end_matches("/report.json")
+    ))
+}
+
 /// `monitoring/<model>/retrain-state.json`.
 pub fn retrain_state(model: &str) -> Result<ObjectKey, StoreError> {
     key(format!("monitoring/{model}/retrain-state.json"))

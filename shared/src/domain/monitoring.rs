@@ -48,6 +48,10 @@ pub struct Report {
     /// "adwin" | "ddm"`); absent with the threshold trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concept_drift: Option<ConceptDrift>,
+    /// Earlier windows this run re-judged with labels that arrived after them (their new
+    /// realized performance is in `late-labels.json` beside their report).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_labels: Vec<LateLabels>,
     /// Multivariate drift: the PCA reconstruction error of the window's rows against the
     /// training rows'; absent for a version whose baseline has no reconstruction model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,7 +69,7 @@ pub struct Report {
 }
 
 /// A time window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     /// Start, inclusive.
     pub from: String,
@@ -264,6 +268,53 @@ pub struct Performance {
     /// absent for a version whose baseline has no estimator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated: Option<EstimatedPerformance>,
+}
+
+/// An earlier window re-judged with labels that arrived after its run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LateLabels {
+    /// The earlier run's report.
+    pub report: String,
+    /// Its window.
+    pub window: Window,
+    /// When it was judged.
+    pub judged_at: String,
+    /// Labels that joined its rows now and had not then.
+    pub late_rows: u64,
+    /// Labelled rows when it was judged, and now.
+    pub labelled_then: u64,
+    /// Labelled rows now.
+    pub labelled_now: u64,
+    /// The metric judged.
+    pub metric: String,
+    /// Its value when judged (none without enough labels then).
+    pub then: Option<f64>,
+    /// Its value now.
+    pub now: Option<f64>,
+    /// The performance status then (`assessed`, `insufficient_labels`, `no_labels`).
+    pub status_then: String,
+    /// And now.
+    pub status_now: String,
+    /// Whether the labels now show a drop beyond `performance_drop`.
+    pub breach_now: bool,
+}
+
+/// `late-labels.json` beside an earlier report: its realized performance with every label
+/// received so far, rewritten by each run that finds more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LateUpdate {
+    /// The report it updates.
+    pub report: String,
+    /// The run that found the labels (its report).
+    pub by_report: String,
+    /// That run's evaluation time.
+    pub updated_at: String,
+    /// The summary.
+    pub summary: LateLabels,
+    /// The performance section as judged.
+    pub then: Performance,
+    /// The performance section with every label so far.
+    pub now: Performance,
 }
 
 /// Performance estimated from the model's own probabilities (CBPE), no labels needed.

@@ -67,6 +67,21 @@ pub struct MonitorSection {
     /// breach (`breach`) or only reported (`report`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub multivariate: Multivariate,
+    /// How many earlier windows a run re-judges when it reads labels that match none of its
+    /// own rows (labels that arrived late); 0: none.
+    #[serde(
+        default = "default_late_labels",
+        skip_serializing_if = "is_default_late_labels"
+    )]
+    pub late_labels: usize,
+}
+
+fn default_late_labels() -> usize {
+    3
+}
+
+fn is_default_late_labels(v: &usize) -> bool {
+    *v == default_late_labels()
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -136,6 +151,7 @@ impl Default for MonitorSection {
             trigger: Trigger::Threshold,
             estimate: EstimateUse::Unlabelled,
             multivariate: Multivariate::Report,
+            late_labels: default_late_labels(),
         }
     }
 }
