@@ -19,10 +19,23 @@ use crate::output::emit;
 use crate::render::{render_handled, render_stats, stats_map};
 use crate::{Cli, Command};
 
-pub async fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
+pub async fn run(cli: Cli, store_given: bool, started: std::time::Instant) -> Result<()> {
+    if let Command::Backtest(args) = cli.command {
+        // A backtest never touches a store it was not told to use, and refuses bad input
+        // before it creates one.
+        crate::backtest::validate(&args)?;
+        let (store, queues) = if store_given {
+            (cli.store, cli.queues)
+        } else {
+            (crate::backtest::fresh_store(&args.spec)?, None)
+        };
+        let ctx = Ctx::open(&store, queues.as_deref(), cli.json).await?;
+        return crate::backtest::backtest(&ctx, &store, args).await;
+    }
     let ctx = Ctx::open(&cli.store, cli.queues.as_deref(), cli.json).await?;
     match cli.command {
         Command::Demo(args) => crate::demo::demo(&ctx, &cli.store, args).await,
+        Command::Backtest(_) => unreachable!("handled above"),
         Command::Ingest(args) => ingest(&ctx, args).await,
         Command::Preprocess(args) => preprocess(&ctx, args).await,
         Command::Run(_) => {

@@ -6,6 +6,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod backtest;
 mod captures;
 mod commands;
 mod ctx;
@@ -60,6 +61,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the loop on the bundled weather data, with no cloud: ingest to a deployed model.
     Demo(demo::DemoArgs),
+    /// Replay a file through the whole loop (score, feedback, monitor, retrain) and compare
+    /// it with never retraining, retraining every period and persistence; in a fresh store
+    /// folder unless --store is given.
+    Backtest(backtest::BacktestArgs),
     /// Upload a raw file and a model spec, ingest the file, and run the stages it triggers.
     Ingest(commands::IngestArgs),
     /// Split a dataset version and fit a model spec's feature pipeline.
@@ -125,7 +130,13 @@ pub enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let started = std::time::Instant::now();
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // Only a --store on the command line counts as naming one (the backtest's rule).
+    let store_given = matches.value_source("store") == Some(clap::parser::ValueSource::CommandLine);
     // Errors reach the user as the command's own message; logs are for -v.
     let level = match cli.verbose {
         // An invocation prints its function's logs, as `sam local invoke` does.
@@ -138,7 +149,7 @@ async fn main() -> ExitCode {
     };
     lambdaml::telemetry::init(lambdaml::telemetry::LogFormat::Text, level);
     let json = cli.json;
-    match commands::run(cli, started).await {
+    match commands::run(cli, store_given, started).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if json {

@@ -5,6 +5,7 @@
 //! (`template`).
 
 mod access;
+mod backtest;
 mod bin;
 mod captures;
 mod dashboard;

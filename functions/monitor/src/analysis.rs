@@ -707,3 +707,48 @@ pub(crate) fn metrics_of<'r>(
         }
     }
 }
+
+/// Every section a window's accumulators give.
+pub(crate) struct Sections {
+    pub labelled: Vec<Labelled>,
+    pub data_drift: DataDrift,
+    pub prediction_drift: PredictionDrift,
+    pub data_quality: DataQuality,
+    pub processing: Processing,
+    pub performance: Performance,
+    pub multivariate_drift: Option<crate::report::MultivariateDrift>,
+}
+
+/// The report's sections from a scanned window (its labelled rows taken out of `acc`).
+pub(crate) fn sections(
+    found: &crate::found::Found,
+    acc: &mut WindowAcc,
+    classes: Option<&[String]>,
+    interval: &crate::interval::Interval,
+) -> Sections {
+    let baseline = &found.baseline;
+    let labelled = std::mem::take(&mut acc.labelled);
+    let data_drift = data_drift(baseline, acc, &found.spec);
+    let min_samples = found.spec.monitor.min_samples as u64;
+    let prediction_drift = prediction_drift(baseline, acc, min_samples);
+    let data_quality = data_quality(baseline, acc);
+    let processing = processing(acc);
+    let window_ms = (
+        interval.from.timestamp_millis(),
+        interval.to.timestamp_millis(),
+    );
+    let mut performance = performance(baseline, &labelled, classes, &found.spec, window_ms);
+    performance.estimated = acc
+        .estimation
+        .estimated(baseline, &found.spec, &performance);
+    let multivariate_drift = acc.estimation.multivariate(&found.spec);
+    Sections {
+        labelled,
+        data_drift,
+        prediction_drift,
+        data_quality,
+        processing,
+        performance,
+        multivariate_drift,
+    }
+}

@@ -46,7 +46,7 @@ impl EstimationAcc {
             sample: Vec::new(),
             seen: 0,
             cap: cap.max(1),
-            rng: SplitMix64::new(0x0063_6270_65),
+            rng: SplitMix64::new(0x0000_6362_7065),
             reconstruction: baseline
                 .reconstruction
                 .clone()

@@ -31,6 +31,19 @@ pub(crate) struct LateOutcome {
     pub rows: u64,
 }
 
+impl LateOutcome {
+    /// The run's note about it, if anything was re-judged.
+    pub fn note(&self) -> Option<String> {
+        (self.rows > 0).then(|| {
+            format!(
+                "{} labels arrived after their window was judged: {} earlier window(s) re-judged (late-labels.json beside each report), their rows added to this run's labelled rows",
+                self.rows,
+                self.windows.len()
+            )
+        })
+    }
+}
+
 fn parse(t: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t)
         .ok()
@@ -44,7 +57,7 @@ impl Monitor {
         &self,
         found: &Found,
         interval: &Interval,
-        mut unmatched: HashMap<(String, usize), String>,
+        mut unmatched: HashMap<(String, usize), i64>,
         labelled_csv: &std::path::Path,
         report_key: &ObjectKey,
     ) -> Result<LateOutcome, StageError> {
@@ -54,35 +67,18 @@ impl Monitor {
             return Ok(out);
         }
         let model = found.manifest.model.as_str();
-        // Earlier runs, newest first, whose windows ended by this one's start.
-        let mut earlier: Vec<(DateTime<Utc>, ObjectKey, Report)> = Vec::new();
-        let mut keys: Vec<ObjectKey> = self
-            .store
-            .list_all(&layout::monitoring(model))
-            .await?
-            .into_iter()
-            .map(|m| m.key)
-            .filter(|k| layout::is_report_json(k.as_str()))
-            .collect();
-        keys.sort_by(|a, b| b.as_str().cmp(a.as_str()));
-        for key in keys {
-            if earlier.len() >= limit {
-                break;
-            }
-            let report: Report = match self.store.get_json(&key).await {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(report = %key, error = %e, "an earlier report could not be read; skipped for late labels");
-                    continue;
-                }
-            };
-            let (Some(from), Some(to)) = (parse(&report.window.from), parse(&report.window.to))
-            else {
-                continue;
-            };
-            if to <= interval.from && report.model == model {
-                earlier.push((from, key, report));
-            }
+        let earlier = self.earlier_reports(model, interval, limit).await?;
+        // A label the previous run could already read is not late: it joined that run's
+        // window or was that run's to place (labels are read up to a run's evaluation time,
+        // its window's end included).
+        let read_end = |r: &Report| {
+            let at = parse(&r.at).map_or(i64::MIN, |t| t.timestamp_millis());
+            let to = parse(&r.window.to).map_or(i64::MIN, |t| t.timestamp_millis());
+            at.max(to) + 1
+        };
+        if let Some((_, _, newest)) = earlier.first() {
+            let end = read_end(newest);
+            unmatched.retain(|_, received| *received >= end);
         }
         for (from, key, report) in earlier {
             if unmatched.is_empty() {
@@ -163,5 +159,46 @@ impl Monitor {
             out.windows.push(summary);
         }
         Ok(out)
+    }
+
+    /// The last `limit` reports of `model` whose windows ended by `interval`'s start, newest
+    /// first, each with its window's start and its key.
+    async fn earlier_reports(
+        &self,
+        model: &str,
+        interval: &Interval,
+        limit: usize,
+    ) -> Result<Vec<(DateTime<Utc>, ObjectKey, Report)>, StageError> {
+        // Earlier runs, newest first, whose windows ended by this one's start.
+        let mut earlier: Vec<(DateTime<Utc>, ObjectKey, Report)> = Vec::new();
+        let mut keys: Vec<ObjectKey> = self
+            .store
+            .list_all(&layout::monitoring(model))
+            .await?
+            .into_iter()
+            .map(|m| m.key)
+            .filter(|k| layout::is_report_json(k.as_str()))
+            .collect();
+        keys.sort_by(|a, b| b.as_str().cmp(a.as_str()));
+        for key in keys {
+            if earlier.len() >= limit {
+                break;
+            }
+            let report: Report = match self.store.get_json(&key).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(report = %key, error = %e, "an earlier report could not be read; skipped for late labels");
+                    continue;
+                }
+            };
+            let (Some(from), Some(to)) = (parse(&report.window.from), parse(&report.window.to))
+            else {
+                continue;
+            };
+            if to <= interval.from && report.model == model {
+                earlier.push((from, key, report));
+            }
+        }
+        Ok(earlier)
     }
 }

@@ -208,28 +208,15 @@ impl Monitor {
             ..
         } = self.scan(&found, &interval, labels).await?;
         timings.lap("captures");
-        let baseline = &found.baseline;
-        let labelled = std::mem::take(&mut acc.labelled);
-        let data_drift = analysis::data_drift(baseline, &mut acc, &found.spec);
-        let min_samples = found.spec.monitor.min_samples as u64;
-        let prediction_drift = analysis::prediction_drift(baseline, &mut acc, min_samples);
-        let data_quality = analysis::data_quality(baseline, &acc);
-        let processing = analysis::processing(&acc);
-        let window_ms = (
-            interval.from.timestamp_millis(),
-            interval.to.timestamp_millis(),
-        );
-        let mut performance = analysis::performance(
-            baseline,
-            &labelled,
-            classes.as_deref(),
-            &found.spec,
-            window_ms,
-        );
-        performance.estimated = acc
-            .estimation
-            .estimated(baseline, &found.spec, &performance);
-        let multivariate_drift = acc.estimation.multivariate(&found.spec);
+        let analysis::Sections {
+            labelled,
+            data_drift,
+            prediction_drift,
+            data_quality,
+            processing,
+            performance,
+            multivariate_drift,
+        } = analysis::sections(&found, &mut acc, classes.as_deref(), &interval);
         timings.lap("analysis");
         let concept_drift = self
             .concept_drift(
@@ -241,14 +228,13 @@ impl Monitor {
             )
             .await?;
         let mut notes = verdict::notes(&interval, &captures, &feedback, &data_drift);
+        notes.extend(trigger_note(&found, &performance, concept_drift.is_some()));
         let verdict = verdict::verdict(
             &found,
             &data_drift,
             &performance,
-            concept_drift.as_ref(),
-            multivariate_drift.as_ref(),
+            (concept_drift.as_ref(), multivariate_drift.as_ref()),
         );
-        notes.extend(trigger_note(&found, &performance, concept_drift.is_some()));
         let (rollout, rollout_hold) = self
             .rollout(
                 &found,
@@ -270,13 +256,7 @@ impl Monitor {
             )
             .await?;
         labelled_rows += late.rows;
-        if late.rows > 0 {
-            notes.push(format!(
-                "{} labels arrived after their window was judged: {} earlier window(s) re-judged (late-labels.json beside each report), their rows added to this run's labelled rows",
-                late.rows,
-                late.windows.len()
-            ));
-        }
+        notes.extend(late.note());
         let Interval { from, to, at } = interval;
         let retrain = self
             .decide(&Breach {
@@ -292,11 +272,10 @@ impl Monitor {
             })
             .await?;
 
-        let version = found.manifest.version.clone();
         let report = Report {
             schema_version: report::SCHEMA_VERSION,
             model: model.to_string(),
-            version: version.clone(),
+            version: found.manifest.version.clone(),
             generated_at: generated.to_rfc3339_opts(SecondsFormat::Secs, true),
             at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
             window: Window {
@@ -319,13 +298,25 @@ impl Monitor {
             notes,
             timings_ms: timings.into_map(),
         };
+        self.publish(report, &report_key, &html_key, at.timestamp_millis())
+            .await
+    }
+
+    /// Writes the report (JSON, then HTML) once, and its EMF lines.
+    async fn publish(
+        &self,
+        report: Report,
+        report_key: &ObjectKey,
+        html_key: &ObjectKey,
+        at_ms: i64,
+    ) -> Result<MonitorOutcome, StageError> {
         self.store
-            .put_if_absent(&report_key, to_json_bytes(&report))
+            .put_if_absent(report_key, to_json_bytes(&report))
             .await?;
         let html = Bytes::from(html::render(&report));
-        self.store.put_if_absent(&html_key, html).await?;
-        let emf = emf_lines(&report, at.timestamp_millis());
-        info!(%model, %version, breach = report.verdict.breach, retrain = %report.retrain.decision, report = %report_key, "monitored");
+        self.store.put_if_absent(html_key, html).await?;
+        let emf = emf_lines(&report, at_ms);
+        info!(model = %report.model, version = %report.version, breach = report.verdict.breach, retrain = %report.retrain.decision, report = %report_key, "monitored");
         Ok(MonitorOutcome {
             report,
             report_key: report_key.to_string(),

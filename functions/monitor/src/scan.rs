@@ -27,6 +27,8 @@ use crate::{Monitor, MonitorConfig};
 pub(crate) struct Labels {
     pub summary: FeedbackSummary,
     pub by_row: HashMap<(String, usize), String>,
+    /// When each was received, epoch milliseconds (for late labels).
+    pub received: HashMap<(String, usize), i64>,
 }
 
 impl Labels {
@@ -36,6 +38,11 @@ impl Labels {
             match serde_json::from_slice::<FeedbackRecord>(line) {
                 Ok(r) => {
                     self.summary.records += 1;
+                    let at = chrono::DateTime::parse_from_rfc3339(&r.received_at)
+                        .map_or(i64::MAX, |t| t.timestamp_millis());
+                    self.received
+                        .entry((r.request_id.clone(), r.row))
+                        .or_insert(at);
                     match self.by_row.entry((r.request_id, r.row)) {
                         Entry::Occupied(_) => self.summary.duplicates += 1,
                         Entry::Vacant(v) => {
@@ -60,8 +67,9 @@ pub(crate) struct Scanned {
     pub labelled_rows: u64,
     /// The rollout's accumulator, when one is in progress.
     pub rollout: Option<RolloutAcc>,
-    /// Labels read that match no row of this window (candidates for an earlier window).
-    pub unmatched: HashMap<(String, usize), String>,
+    /// Labels read that match no row of this window (candidates for an earlier window),
+    /// with when each was received (epoch milliseconds).
+    pub unmatched: HashMap<(String, usize), i64>,
     /// Of the `late_only` labels the scan was given, those it joined.
     pub late_joined: HashSet<(String, usize)>,
 }
@@ -418,9 +426,14 @@ impl<'f> Scan<'f> {
         feedback.unmatched =
             (self.labels.by_row.len() as u64).saturating_sub(feedback.joined + feedback.invalid);
         let attempted = std::mem::take(&mut self.attempted);
+        let received = std::mem::take(&mut self.labels.received);
         let unmatched = std::mem::take(&mut self.labels.by_row)
-            .into_iter()
-            .filter(|(id, _)| !attempted.contains(id))
+            .into_keys()
+            .filter(|id| !attempted.contains(id))
+            .map(|id| {
+                let at = received.get(&id).copied().unwrap_or(i64::MAX);
+                (id, at)
+            })
             .collect();
         let cap = self.acc.sample_cap() as u64;
         self.captures.rows_tested = self.acc.rows_seen.min(cap);

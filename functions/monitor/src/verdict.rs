@@ -77,8 +77,7 @@ pub(crate) fn verdict(
     found: &Found,
     data_drift: &DataDrift,
     performance: &Performance,
-    concept: Option<&ConceptDrift>,
-    multivariate: Option<&MultivariateDrift>,
+    (concept, multivariate): (Option<&ConceptDrift>, Option<&MultivariateDrift>),
 ) -> Verdict {
     let mut reasons = Vec::new();
     let mut kinds: Vec<String> = Vec::new();

@@ -86,6 +86,7 @@ fn std_pop(v: &[f64]) -> f64 {
 
 /// Eigenvalues and unit eigenvectors (as rows) of a symmetric matrix, by decreasing value
 /// (cyclic Jacobi rotations).
+#[allow(clippy::needless_range_loop)] // rotations read best by their indices
 pub fn symmetric_eigen(a: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
     let d = a.len();
     let mut m: Vec<Vec<f64>> = a.to_vec();
@@ -138,6 +139,92 @@ pub fn symmetric_eigen(a: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
     (values, vectors)
 }
 
+/// An encoded column: values, the missing value's encoding, the categories' frequencies.
+type Encoded = (Vec<f64>, f64, Option<BTreeMap<String, f64>>);
+
+/// A reference column imputed and encoded (categories as their frequency): its values,
+/// what a missing value becomes, and the categories' frequencies; `None` when its length is
+/// not `n`.
+fn encode_column(column: &FitColumn, n: usize) -> Option<Encoded> {
+    let encoded: Encoded = match column {
+        FitColumn::Numeric(v) => {
+            if v.len() != n {
+                return None;
+            }
+            let present: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+            let fill = if present.is_empty() {
+                0.0
+            } else {
+                mean(&present)
+            };
+            let values = v
+                .iter()
+                .map(|x| if x.is_finite() { *x } else { fill })
+                .collect();
+            (values, fill, None)
+        }
+        FitColumn::Categorical(v) => {
+            if v.len() != n {
+                return None;
+            }
+            let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+            for c in v.iter().flatten() {
+                *counts.entry(c.as_str()).or_insert(0) += 1;
+            }
+            // SimpleImputer(most_frequent): the smallest of the most frequent.
+            let top = counts
+                .iter()
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                .map(|(k, _)| k.to_string());
+            let missing = v.iter().filter(|c| c.is_none()).count() as u64;
+            if let Some(t) = &top {
+                *counts.entry(t.as_str()).or_insert(0) += missing;
+            }
+            let freq: BTreeMap<String, f64> = counts
+                .iter()
+                .map(|(k, c)| (k.to_string(), *c as f64 / n as f64))
+                .collect();
+            let fill = top
+                .as_ref()
+                .and_then(|t| freq.get(t))
+                .copied()
+                .unwrap_or(0.0);
+            let values = v
+                .iter()
+                .map(|c| match c {
+                    Some(c) => freq.get(c).copied().unwrap_or(0.0),
+                    None => fill,
+                })
+                .collect();
+            (values, fill, Some(freq))
+        }
+    };
+    Some(encoded)
+}
+
+/// The sample covariance (n − 1) of `rows` around `centre`.
+#[allow(clippy::needless_range_loop)] // a symmetric matrix reads best by its indices
+fn covariance(rows: &[Vec<f64>], centre: &[f64]) -> Vec<Vec<f64>> {
+    let d = centre.len();
+    let mut cov = vec![vec![0.0; d]; d];
+    for row in rows {
+        for i in 0..d {
+            let a = row[i] - centre[i];
+            for j in i..d {
+                cov[i][j] += a * (row[j] - centre[j]);
+            }
+        }
+    }
+    let denom = (rows.len().max(2) - 1) as f64;
+    for i in 0..d {
+        for j in i..d {
+            cov[i][j] /= denom;
+            cov[j][i] = cov[i][j];
+        }
+    }
+    cov
+}
+
 impl Reconstruction {
     /// Fits on reference columns (equal lengths, at least two rows); reference chunks of
     /// `chunk_size` rows (default a tenth of the rows; a smaller last chunk is kept).
@@ -152,59 +239,7 @@ impl Reconstruction {
         let mut features = Vec::with_capacity(columns.len());
         let mut encoded: Vec<Vec<f64>> = Vec::with_capacity(columns.len());
         for (name, column) in columns {
-            let (values, impute, frequencies): (Vec<f64>, f64, _) = match column {
-                FitColumn::Numeric(v) => {
-                    if v.len() != n {
-                        return None;
-                    }
-                    let present: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-                    let fill = if present.is_empty() {
-                        0.0
-                    } else {
-                        mean(&present)
-                    };
-                    let values = v
-                        .iter()
-                        .map(|x| if x.is_finite() { *x } else { fill })
-                        .collect();
-                    (values, fill, None)
-                }
-                FitColumn::Categorical(v) => {
-                    if v.len() != n {
-                        return None;
-                    }
-                    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-                    for c in v.iter().flatten() {
-                        *counts.entry(c.as_str()).or_insert(0) += 1;
-                    }
-                    // SimpleImputer(most_frequent): the smallest of the most frequent.
-                    let top = counts
-                        .iter()
-                        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                        .map(|(k, _)| k.to_string());
-                    let missing = v.iter().filter(|c| c.is_none()).count() as u64;
-                    if let Some(t) = &top {
-                        *counts.entry(t.as_str()).or_insert(0) += missing;
-                    }
-                    let freq: BTreeMap<String, f64> = counts
-                        .iter()
-                        .map(|(k, c)| (k.to_string(), *c as f64 / n as f64))
-                        .collect();
-                    let fill = top
-                        .as_ref()
-                        .and_then(|t| freq.get(t))
-                        .copied()
-                        .unwrap_or(0.0);
-                    let values = v
-                        .iter()
-                        .map(|c| match c {
-                            Some(c) => freq.get(c).copied().unwrap_or(0.0),
-                            None => fill,
-                        })
-                        .collect();
-                    (values, fill, Some(freq))
-                }
-            };
+            let (values, impute, frequencies) = encode_column(column, n)?;
             let m = mean(&values);
             let s = std_pop(&values);
             features.push(ReconFeature {
@@ -227,21 +262,7 @@ impl Reconstruction {
         let centre: Vec<f64> = (0..d)
             .map(|f| z.iter().map(|row| row[f]).sum::<f64>() / n as f64)
             .collect();
-        let mut cov = vec![vec![0.0; d]; d];
-        for row in &z {
-            for i in 0..d {
-                let a = row[i] - centre[i];
-                for j in i..d {
-                    cov[i][j] += a * (row[j] - centre[j]);
-                }
-            }
-        }
-        for i in 0..d {
-            for j in i..d {
-                cov[i][j] /= (n - 1) as f64;
-                cov[j][i] = cov[i][j];
-            }
-        }
+        let cov = covariance(&z, &centre);
         let (values, vectors) = symmetric_eigen(&cov);
         let total: f64 = values.iter().map(|v| v.max(0.0)).sum();
         // sklearn: searchsorted(cumulative ratio, 0.65, side="right") + 1.
