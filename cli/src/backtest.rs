@@ -32,11 +32,15 @@ use crate::ctx::Ctx;
 
 mod references;
 mod render;
+mod replay;
+
+pub(crate) use replay::{Replay, Rows};
+use replay::{Scored, csv_of, metric_of, post, read_rows};
 
 use references::{Every, References, summarise};
 
 /// Rows per scoring request.
-const BATCH: usize = 100;
+pub(crate) const BATCH: usize = 100;
 
 /// `lambdaml backtest`.
 #[derive(Debug, Args)]
@@ -101,6 +105,20 @@ pub struct PeriodLine {
     pub verdict: Option<String>,
     /// Earlier windows re-judged with late labels.
     pub late_windows: usize,
+    /// Dataset drift (the drifted share reached `drift_share`).
+    pub dataset_drift: bool,
+    /// The labelled section's status (`assessed`, `no_labels`, …).
+    pub performance: String,
+    /// The live metric's drop against the holdout, when assessed.
+    pub drop: Option<f64>,
+    /// Why a retrain was not sent, when it was not.
+    pub retrain_detail: String,
+    /// The retrained version.
+    pub new_version: Option<String>,
+    /// The monitor's decision on a shadow or canary this period, with its evidence.
+    pub rollout: Option<String>,
+    /// The period's monitor report.
+    pub report: String,
     /// The first version's metric on these rows.
     pub never: f64,
     /// The retrained-every-period version's metric on these rows.
@@ -117,11 +135,30 @@ impl PeriodLine {
         rows: usize,
         version: String,
         metric: f64,
-        r: &lambdaml::monitoring::Report,
-        verdict: Option<String>,
+        outcome: &lambdaml_monitor::MonitorOutcome,
+        (new_version, verdict): (Option<String>, Option<String>),
         refs: &References,
         classification: bool,
     ) -> Self {
+        let r = &outcome.report;
+        let rollout = r.rollout.as_ref().map(|ro| {
+            let evidence = ro.comparison.as_ref().map_or(String::new(), |c| {
+                format!(
+                    " ({} {:+.4} [{:+.4}, {:+.4}], agreement {:.2})",
+                    c.metric,
+                    c.improvement,
+                    c.interval[0],
+                    c.interval[1],
+                    ro.agreement.label_agreement.unwrap_or(f64::NAN)
+                )
+            });
+            let what = match ro.decision.as_str() {
+                "promote" => "promoted",
+                "end" => "retired",
+                other => other,
+            };
+            format!("{} {} {what}{evidence}", ro.role, ro.candidate.version)
+        });
         let task_metric = if classification { "accuracy" } else { "rmse" };
         PeriodLine {
             period: p + 1,
@@ -144,6 +181,13 @@ impl PeriodLine {
             retrain: r.retrain.decision.clone(),
             verdict,
             late_windows: r.late_labels.len(),
+            dataset_drift: r.data_drift.dataset_drift,
+            performance: r.performance.status.clone(),
+            drop: r.performance.drop,
+            retrain_detail: r.retrain.detail.clone(),
+            new_version,
+            rollout,
+            report: outcome.html_key.clone(),
             never: refs.never,
             every: refs.every,
             persistence: refs.persistence,
@@ -203,48 +247,6 @@ pub struct BacktestReport {
     pub html: String,
 }
 
-/// The file's rows as text, header first.
-struct Rows {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-fn read_rows(path: &std::path::Path) -> Result<Rows> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
-            .with_context(|| format!("{} is not a readable gzip file", path.display()))?;
-        out
-    } else {
-        bytes
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(&bytes[..]);
-    let header: Vec<String> = reader
-        .headers()
-        .with_context(|| format!("{}: no CSV header", path.display()))?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("{}: line {}", path.display(), i + 2))?;
-        rows.push(record.iter().map(str::to_string).collect());
-    }
-    Ok(Rows { header, rows })
-}
-
-fn csv_of(header: &[String], rows: &[Vec<String>]) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(header)?;
-    for r in rows {
-        w.write_record(r)?;
-    }
-    Ok(w.into_inner()?)
-}
-
 /// Parses `7d`, `12h`, `30m`.
 fn duration(text: &str) -> Result<Duration> {
     let t = text.trim();
@@ -252,19 +254,20 @@ fn duration(text: &str) -> Result<Duration> {
     let n: i64 = n
         .parse()
         .map_err(|_| anyhow!("--period-time {text:?}: expected a number and d, h or m"))?;
-    match unit {
-        "d" => Ok(Duration::days(n)),
-        "h" => Ok(Duration::hours(n)),
-        "m" => Ok(Duration::minutes(n)),
+    let d = match unit {
+        "d" => Duration::try_days(n),
+        "h" => Duration::try_hours(n),
+        "m" => Duration::try_minutes(n),
         _ => bail!("--period-time {text:?}: expected a number and d, h or m"),
-    }
-    .and_then(|d| {
-        if d > Duration::zero() {
-            Ok(d)
-        } else {
-            bail!("--period-time must be positive")
-        }
-    })
+    };
+    d.ok_or_else(|| anyhow!("--period-time {text:?} is too long"))
+        .and_then(|d| {
+            if d > Duration::zero() {
+                Ok(d)
+            } else {
+                bail!("--period-time must be positive")
+            }
+        })
 }
 
 /// Checks the arguments, the spec and the file before any store is opened or created.
@@ -286,170 +289,20 @@ fn read_spec(path: &std::path::Path) -> Result<(String, ModelSpec)> {
 /// Where a backtest runs when `--store` is not given: a fresh folder.
 pub fn fresh_store(spec: &std::path::Path) -> Result<String> {
     let name = read_spec(spec)?.1.model.name;
-    let stamp = Utc::now().format("%Y%m%dT%H%M%S");
-    let dir = std::env::current_dir()?
-        .join("lambdaml-backtest")
-        .join(format!("{name}-{stamp}"));
-    std::fs::create_dir_all(&dir)?;
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3f");
+    let parent = std::env::current_dir()?.join("lambdaml-backtest");
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let dir = parent.join(format!("{name}-{stamp}"));
+    // Never an existing folder: a second backtest in the same millisecond is refused.
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(format!("file://{}", dir.display()))
 }
 
-/// What a period's scoring returned.
-struct Scored {
-    version: String,
-    /// The predicted label (classification) or value, per row.
-    predictions: Vec<String>,
-    /// Request ids and row counts, for the feedback.
-    requests: Vec<(String, usize)>,
-}
-
-/// POSTs a JSON body; the status and the JSON answer.
-async fn post(
-    app: &axum::Router,
-    path: &str,
-    body: &serde_json::Value,
-) -> Result<(axum::http::StatusCode, serde_json::Value)> {
-    use tower::ServiceExt;
-    let request = axum::http::Request::post(path)
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body.to_string()))?;
-    let response = app.clone().oneshot(request).await?;
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
-    Ok((status, serde_json::from_slice(&bytes)?))
-}
-
-/// The replay's context: the stream, the columns the model takes, the clock.
-struct Replay {
-    rows: Rows,
-    label: usize,
-    /// (column index, input name) the model takes.
-    inputs: Vec<(usize, String)>,
-    classification: bool,
-    start: DateTime<Utc>,
-    period_time: Duration,
-}
-
-impl Replay {
-    fn record(&self, row: &[String]) -> serde_json::Value {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .inputs
-            .iter()
-            .map(|(i, name)| {
-                let text = row.get(*i).map_or("", String::as_str);
-                let v = if text.is_empty() {
-                    serde_json::Value::Null
-                } else if let Ok(x) = text.parse::<f64>() {
-                    serde_json::json!(x)
-                } else {
-                    serde_json::Value::String(text.to_string())
-                };
-                (name.clone(), v)
-            })
-            .collect();
-        serde_json::Value::Object(map)
-    }
-
-    /// Period `p`'s first instant.
-    fn period_start(&self, p: usize) -> DateTime<Utc> {
-        self.start + self.period_time * p as i32
-    }
-
-    /// Scores `rows` through `app` (`path` picks model and version), the clock stepping
-    /// through period `p`.
-    async fn score(
-        &self,
-        app: &axum::Router,
-        path: &str,
-        now: Option<&AtomicI64>,
-        p: usize,
-        rows: &[Vec<String>],
-    ) -> Result<Scored> {
-        let step = self.period_time.num_milliseconds() / rows.len().max(1) as i64;
-        let mut out = Scored {
-            version: String::new(),
-            predictions: Vec::with_capacity(rows.len()),
-            requests: Vec::new(),
-        };
-        for (b, chunk) in rows.chunks(BATCH).enumerate() {
-            if let Some(now) = now {
-                let at = self.period_start(p).timestamp_millis() + (b * BATCH) as i64 * step;
-                now.store(at, Ordering::Relaxed);
-            }
-            let records: Vec<serde_json::Value> = chunk.iter().map(|r| self.record(r)).collect();
-            let (status, answer) = post(
-                app,
-                path,
-                &serde_json::json!({ "dataframe_records": records }),
-            )
-            .await?;
-            if !status.is_success() {
-                bail!(
-                    "period {}: the score function refused a request ({status}): {}",
-                    p + 1,
-                    answer
-                );
-            }
-            out.version = answer["model_version"].as_str().unwrap_or_default().into();
-            let predictions = answer["predictions"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for v in predictions.iter().take(chunk.len()) {
-                out.predictions.push(if self.classification {
-                    v["label"].as_str().unwrap_or_default().to_string()
-                } else {
-                    v.as_f64().map_or(String::new(), |x| x.to_string())
-                });
-            }
-            out.requests.push((
-                answer["request_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                chunk.len(),
-            ));
-        }
-        Ok(out)
-    }
-
-    /// The task's metric of `predictions` against the rows' labels.
-    fn metric(&self, rows: &[Vec<String>], predictions: &[String]) -> f64 {
-        let truth = rows.iter().map(|r| r[self.label].as_str());
-        metric_of(
-            self.classification,
-            truth,
-            predictions.iter().map(String::as_str),
-        )
-    }
-}
-
-/// Accuracy, or RMSE (unreadable values count as misses / are skipped).
-fn metric_of<'a>(
-    classification: bool,
-    truth: impl Iterator<Item = &'a str>,
-    predicted: impl Iterator<Item = &'a str>,
-) -> f64 {
-    let (mut n, mut sum) = (0usize, 0.0);
-    for (t, p) in truth.zip(predicted) {
-        if classification {
-            n += 1;
-            if t == p {
-                sum += 1.0;
-            }
-        } else if let (Ok(t), Ok(p)) = (t.parse::<f64>(), p.parse::<f64>()) {
-            n += 1;
-            sum += (t - p) * (t - p);
-        }
-    }
-    if n == 0 {
-        return f64::NAN;
-    }
-    if classification {
-        sum / n as f64
-    } else {
-        (sum / n as f64).sqrt()
-    }
+/// Where a backtest's simulated clock starts.
+fn replay_start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2001-01-01T00:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
 }
 
 /// Checks the arguments against the file and the spec before anything runs.
@@ -490,6 +343,19 @@ fn check(args: &BacktestArgs, spec: &ModelSpec, rows: &Rows) -> Result<(usize, O
             args.file.display()
         );
     }
+    let periods = (n - args.initial).div_ceil(args.period.max(1));
+    let span = duration(&args.period_time)?;
+    let fits = i32::try_from(periods + 1)
+        .ok()
+        .and_then(|k| span.checked_mul(k))
+        .and_then(|t| replay_start().checked_add_signed(t))
+        .is_some();
+    if !fits {
+        bail!(
+            "--period-time {} × {periods} periods runs past the calendar's end",
+            args.period_time
+        );
+    }
     if args.period > n - args.initial {
         bail!(
             "--period {} is longer than the stream: {} has {} rows after the {} initial ones",
@@ -504,13 +370,14 @@ fn check(args: &BacktestArgs, spec: &ModelSpec, rows: &Rows) -> Result<(usize, O
 
 /// Sorts the rows by `column` (numbers numerically, else as text; stable).
 fn order_rows(rows: &mut [Vec<String>], column: usize) {
-    let numeric = rows.iter().all(|r| r[column].trim().parse::<f64>().is_ok());
+    // Numbers when every non-blank value is one (blanks last), else text.
+    let numeric = rows.iter().all(|r| {
+        let t = r[column].trim();
+        t.is_empty() || t.parse::<f64>().is_ok()
+    });
     if numeric {
-        rows.sort_by(|a, b| {
-            let x = a[column].trim().parse::<f64>().unwrap_or(f64::NAN);
-            let y = b[column].trim().parse::<f64>().unwrap_or(f64::NAN);
-            x.total_cmp(&y)
-        });
+        let key = |r: &Vec<String>| r[column].trim().parse::<f64>().unwrap_or(f64::INFINITY);
+        rows.sort_by(|a, b| key(a).total_cmp(&key(b)));
     } else {
         rows.sort_by(|a, b| a[column].cmp(&b[column]));
     }
@@ -567,28 +434,23 @@ pub async fn backtest(ctx: &Ctx, store_url: &str, args: BacktestArgs) -> Result<
         .store
         .get_json(&layout::model_manifest(&model, &first_version)?)
         .await?;
-    let inputs: Vec<(usize, String)> = manifest
-        .pipeline
-        .inputs
-        .iter()
-        .filter_map(|i| {
-            rows.header
-                .iter()
-                .position(|h| *h == i.name)
-                .map(|c| (c, i.name.clone()))
-        })
-        .collect();
-    let replay = Replay {
+    let start = replay_start();
+    let replay = Replay::new(
         rows,
         label,
-        inputs,
+        &manifest.pipeline,
         classification,
-        start: DateTime::parse_from_rfc3339("2001-01-01T00:00:00Z")
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_default(),
+        start,
         period_time,
+    );
+    let options = PlayOptions {
+        every_period: true,
+        batch: BATCH,
+        printer: render::line,
     };
-    let lines = play(ctx, &replay, &args, &model, &first_version, periods).await?;
+    let lines = play(ctx, &replay, &args, &model, &first_version, &options)
+        .await?
+        .lines;
     let report = summarise(
         &replay,
         &args,
@@ -621,10 +483,10 @@ async fn post_due_labels(
     model: &str,
     p: usize,
     pending: &mut Vec<(usize, Scored)>,
-) -> Result<()> {
+) -> Result<usize> {
     let mut feedback = Vec::new();
     pending.retain(|(q, s)| {
-        if q + args.labels_delay != p {
+        if q.saturating_add(args.labels_delay) != p {
             return true;
         }
         let mut row = args.initial + q * args.period;
@@ -649,25 +511,19 @@ async fn post_due_labels(
             bail!("posting feedback failed: {answer}");
         }
     }
-    Ok(())
+    Ok(feedback.len())
 }
 
 /// The replay proper: every period through the loop, then the references.
-async fn play(
+/// The router the loop scores through (capture on, its clock `now_ms`, a retrained version
+/// live for the very next request) with its state, and one for the references (no capture).
+fn routers(
     ctx: &Ctx,
-    replay: &Replay,
-    args: &BacktestArgs,
     model: &str,
-    first_version: &str,
-    periods: usize,
-) -> Result<Vec<PeriodLine>> {
+    now_ms: Arc<AtomicI64>,
+) -> (Arc<lambdaml_score::ScoreState>, axum::Router, axum::Router) {
     use lambdaml::capture::Clock;
-    use lambdaml::pipeline::{Function, Wired};
-    use lambdaml_monitor::{Monitor, MonitorRequest};
     use lambdaml_score::{ScoreConfig, ScoreState, router};
-
-    let now_ms = Arc::new(AtomicI64::new(replay.start.timestamp_millis()));
-    let clock_ms = now_ms.clone();
     let state = ScoreState::with_clock(
         ctx.store.clone(),
         ScoreConfig {
@@ -677,12 +533,11 @@ async fn play(
         },
         Instant::now(),
         Clock::new(move || {
-            DateTime::<Utc>::from_timestamp_millis(clock_ms.load(Ordering::Relaxed))
+            DateTime::<Utc>::from_timestamp_millis(now_ms.load(Ordering::Relaxed))
                 .unwrap_or_default()
         }),
     );
-    let app = lambdaml_score::router(state.clone());
-    // References score without capture.
+    let app = router(state.clone());
     let quiet = router(ScoreState::new(
         ctx.store.clone(),
         ScoreConfig {
@@ -695,9 +550,53 @@ async fn play(
         },
         Instant::now(),
     ));
+    (state, app, quiet)
+}
+
+/// How [`play`] reports and what it computes besides the loop.
+pub(crate) struct PlayOptions {
+    /// Also retrain a reference version before every period (the demo leaves it out).
+    pub every_period: bool,
+    /// Rows per scoring request (the demo's story is one request a day).
+    pub batch: usize,
+    /// A period's line for people (the column header first when the flag says so).
+    pub printer: fn(&PeriodLine, bool) -> String,
+}
+
+/// What [`play`] did.
+pub(crate) struct Played {
+    /// Per period.
+    pub lines: Vec<PeriodLine>,
+    /// Requests captured (production's and any shadow's).
+    pub captured: u64,
+    /// Labels posted.
+    pub labels: usize,
+}
+
+/// The replay proper (see the module docs): every period through the loop and the
+/// references on its rows.
+pub(crate) async fn play(
+    ctx: &Ctx,
+    replay: &Replay,
+    args: &BacktestArgs,
+    model: &str,
+    first_version: &str,
+    options: &PlayOptions,
+) -> Result<Played> {
+    let periods = (replay.rows.rows.len() - args.initial).div_ceil(args.period);
+    use lambdaml::pipeline::{Function, Wired};
+    use lambdaml_monitor::{Monitor, MonitorRequest};
+
+    let now_ms = Arc::new(AtomicI64::new(replay.start.timestamp_millis()));
+    let (state, app, quiet) = routers(ctx, model, now_ms.clone());
     let wired = Wired::open(Function::Monitor, ctx.store.clone(), &ctx.queues).await?;
     let monitor = Monitor::from_wiring(&wired);
-    let every = Every::open(ctx, model).await?;
+    let every = if options.every_period {
+        Some(Every::open(ctx, model).await?)
+    } else {
+        None
+    };
+    let mut labels = 0;
     let mut pending: Vec<(usize, Scored)> = Vec::new();
     let mut lines = Vec::new();
     let bar = crate::output::spinner(ctx.json, "replaying; periods:");
@@ -706,7 +605,13 @@ async fn play(
         let last = (first + args.period).min(replay.rows.rows.len());
         let rows = &replay.rows.rows[first..last];
         let scored = replay
-            .score(&app, "/invocations", Some(&now_ms), p, rows)
+            .score(
+                &app,
+                "/invocations",
+                Some((&now_ms, options.batch)),
+                p,
+                rows,
+            )
             .await?;
         let metric = replay.metric(rows, &scored.predictions);
         let version = scored.version.clone();
@@ -714,7 +619,7 @@ async fn play(
         // The labels due now arrive just before the period ends.
         let end = replay.period_start(p + 1);
         now_ms.store(end.timestamp_millis() - 1, Ordering::Relaxed);
-        post_due_labels(&app, replay, args, model, p, &mut pending).await?;
+        labels += post_due_labels(&app, replay, args, model, p, &mut pending).await?;
         state.settle(std::time::Duration::from_secs(30)).await;
         state.capture.flush().await;
         let outcome = monitor
@@ -728,33 +633,47 @@ async fn play(
             })
             .await
             .map_err(|e| anyhow!("monitor, period {}: {}", p + 1, e.reason()))?;
-        let r = &outcome.report;
-        let mut verdict = None;
-        if r.retrain.decision == "sent" {
+        let (mut new_version, mut verdict) = (None, None);
+        if outcome.report.retrain.decision == "sent" {
             let handled = ctx.drain().await?;
-            verdict = handled
+            if let Some(d) = handled
                 .iter()
                 .rev()
                 .find(|h| h.stage == lambdaml::message::Stage::Deploy && h.outcome == "ok")
-                .and_then(|d| d.detail["verdict"].as_str().map(str::to_string));
+            {
+                new_version = d.detail["version"].as_str().map(str::to_string);
+                verdict = d.detail["verdict"].as_str().map(str::to_string);
+            }
         }
-        let refs =
-            References::of(ctx, replay, args, &quiet, &every, model, first_version, p).await?;
+        let refs = References::of(
+            ctx,
+            replay,
+            args,
+            &quiet,
+            every.as_ref(),
+            (model, first_version),
+            p,
+        )
+        .await?;
         lines.push(PeriodLine::of(
             p,
             rows.len(),
             version,
             metric,
-            r,
-            verdict,
+            &outcome,
+            (new_version, verdict),
             &refs,
             replay.classification,
         ));
         bar.inc(1);
         if !ctx.json {
-            bar.suspend(|| print!("{}", render::line(&lines[lines.len() - 1], p == 0)));
+            bar.suspend(|| print!("{}", (options.printer)(&lines[lines.len() - 1], p == 0)));
         }
     }
     bar.finish_and_clear();
-    Ok(lines)
+    Ok(Played {
+        lines,
+        captured: state.capture.stats().written,
+        labels,
+    })
 }

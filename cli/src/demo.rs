@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use lambdaml::registry::{Action, Registry, RegistryStore};
 
+use crate::backtest::PeriodLine;
 use crate::ctx::Ctx;
 use crate::models::train_spec;
 use crate::output::emit;
@@ -84,33 +85,8 @@ fn day_time(day: usize) -> chrono::DateTime<chrono::Utc> {
 }
 
 #[derive(Serialize)]
-struct PeriodRow {
-    period: usize,
-    first_day: usize,
-    days: usize,
-    version: String,
-    accuracy: f64,
-    drifted: u64,
-    tested: u64,
-    dataset_drift: bool,
-    prediction_drift: bool,
-    performance: String,
-    drop: Option<f64>,
-    breach: bool,
-    retrain: String,
-    retrain_detail: String,
-    new_version: Option<String>,
-    promoted: Option<bool>,
-    /// The deploy rule's verdict on the retrained version (`promote`, `shadow`, `reject`…).
-    verdict: Option<String>,
-    /// The monitor's rollout decision on the shadow this period, with its evidence.
-    rollout: Option<String>,
-    report: String,
-}
-
-#[derive(Serialize)]
 struct StreamReport {
-    periods: Vec<PeriodRow>,
+    periods: Vec<PeriodLine>,
     days: usize,
     mean_accuracy: f64,
     never_retrained_accuracy: f64,
@@ -126,33 +102,14 @@ struct StreamReport {
     last_report: String,
 }
 
-fn day_record(header: &[&str], line: &str) -> (serde_json::Map<String, serde_json::Value>, String) {
-    let values: Vec<&str> = line.split(',').collect();
-    let label = header.len() - 1;
-    let record = header[..label]
-        .iter()
-        .zip(&values)
-        .map(|(h, v)| {
-            let value = v
-                .parse::<f64>()
-                .map(serde_json::Value::from)
-                .unwrap_or(serde_json::Value::Null);
-            (h.to_string(), value)
-        })
-        .collect();
-    (
-        record,
-        values.get(label).copied().unwrap_or_default().to_string(),
-    )
-}
-
 fn table_header() -> String {
     "   year  days  live version      accuracy  drifted  perf. drop  breach  retrain / rollout\n"
         .to_string()
 }
 
-fn table_row(r: &PeriodRow) -> String {
-    let retrain = match (r.retrain.as_str(), &r.new_version, r.promoted) {
+fn table_row(r: &PeriodLine, header: bool) -> String {
+    let promoted = r.verdict.as_deref().map(|v| v == "promote");
+    let retrain = match (r.retrain.as_str(), &r.new_version, promoted) {
         ("sent", Some(v), _) if r.verdict.as_deref() == Some("shadow") => {
             format!("sent → {v} enters as shadow")
         }
@@ -167,11 +124,16 @@ fn table_row(r: &PeriodRow) -> String {
         None => retrain,
     };
     format!(
-        "   {:>4}  {:>4}  {:<16}  {:.4}    {:>2}/{:<2}{}  {:>10}  {:<6}  {}\n",
+        "{}   {:>4}  {:>4}  {:<16}  {:.4}    {:>2}/{:<2}{}  {:>10}  {:<6}  {}\n",
+        if header {
+            table_header()
+        } else {
+            String::new()
+        },
         r.period,
-        r.days,
+        r.rows,
         r.version,
-        r.accuracy,
+        r.metric,
         r.drifted,
         r.tested,
         if r.dataset_drift { "*" } else { " " },
@@ -181,204 +143,108 @@ fn table_row(r: &PeriodRow) -> String {
     )
 }
 
-/// Plays the rest of the weather stream after the first five years: each day served through
-/// the score function's router with capture (clock set to the day), each year's true labels
-/// posted as feedback, the monitor run on the year, and a retrain's pipeline run through the
-/// local queues when the monitor sends one.
+/// Plays the rest of the weather stream after the first five years with `lambdaml
+/// backtest`'s loop: each year's days served through the score function's router with
+/// capture (clock set to the year), its true labels posted as feedback, the monitor run on
+/// the year, and a retrain's pipeline run through the local queues when the monitor sends
+/// one; the first version, never retrained, scores the same days beside it.
 async fn play_stream(ctx: &Ctx, model: &str) -> Result<StreamReport> {
-    use lambdaml::capture::Clock;
-    use lambdaml::pipeline::{Function, Wired};
-    use lambdaml_monitor::Monitor;
-    use lambdaml_score::{ScoreConfig, ScoreState, router};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use crate::backtest::{BacktestArgs, PlayOptions, Replay, Rows, play};
 
-    let now_ms = Arc::new(AtomicI64::new(day_time(INITIAL_DAYS).timestamp_millis()));
-    let clock_ms = now_ms.clone();
-    let clock = Clock::new(move || {
-        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(clock_ms.load(Ordering::Relaxed))
-            .unwrap_or_default()
-    });
+    let started = Instant::now();
+    let registry = RegistryStore::new(ctx.store.clone());
+    let first_version = registry.get(model).await?.production.unwrap_or_default();
+    let manifest: lambdaml::model::ModelManifest = ctx
+        .store
+        .get_json(&layout::model_manifest(model, &first_version)?)
+        .await?;
+    let rows = Rows::parse(WEATHER_CSV, "data/weather_noaa.csv")?;
+    let label = rows
+        .column("rain")
+        .ok_or_else(|| anyhow!("the weather file has no rain column"))?;
+    let days = rows.len() - INITIAL_DAYS;
+    let start = day_time(INITIAL_DAYS) - chrono::Duration::hours(12);
+    let rejected_example = typo(ctx, model, start).await?;
+    let replay = Replay::new(
+        rows,
+        label,
+        &manifest.pipeline,
+        true,
+        start,
+        chrono::Duration::days(PERIOD_DAYS as i64),
+    );
+    let args = BacktestArgs {
+        file: "data/weather_noaa.csv".into(),
+        spec: "examples/specs/weather.toml".into(),
+        initial: INITIAL_DAYS,
+        period: PERIOD_DAYS,
+        order_by: None,
+        labels_delay: 0,
+        period_time: format!("{PERIOD_DAYS}d"),
+        html: None,
+    };
+    let options = PlayOptions {
+        every_period: false,
+        batch: 1,
+        printer: table_row,
+    };
+    let played = play(ctx, &replay, &args, model, &first_version, &options).await?;
+    let periods = played.lines;
+    let mean = |v: &mut dyn Iterator<Item = f64>| {
+        let (n, s) = v.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
+        s / n.max(1) as f64
+    };
+    let rolled = |what: &str| {
+        periods
+            .iter()
+            .filter(|r| r.rollout.as_deref().is_some_and(|d| d.contains(what)))
+            .count()
+    };
+    Ok(StreamReport {
+        days,
+        mean_accuracy: mean(&mut periods.iter().map(|r| r.metric)),
+        never_retrained_accuracy: mean(&mut periods.iter().map(|r| r.never)),
+        retrains: periods.iter().filter(|r| r.retrain == "sent").count(),
+        promoted: periods
+            .iter()
+            .filter(|r| r.verdict.as_deref() == Some("promote"))
+            .count(),
+        shadows_promoted: rolled(" promoted"),
+        shadows_retired: rolled(" retired"),
+        last_report: periods.last().map(|r| r.report.clone()).unwrap_or_default(),
+        periods,
+        seconds: started.elapsed().as_secs_f64(),
+        rejected_example,
+        captured: played.captured,
+        feedback_labels: played.labels,
+    })
+}
+
+/// A client's typo on the stream's first day: a clear 422 naming the field, captured like
+/// every request.
+async fn typo(
+    ctx: &Ctx,
+    model: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<serde_json::Value> {
+    use lambdaml_score::{ScoreConfig, ScoreState, router};
     let state = ScoreState::with_clock(
         ctx.store.clone(),
         ScoreConfig {
             default_model: Some(model.to_string()),
-            // A retrained version goes live for the very next request.
-            refresh: std::time::Duration::ZERO,
             ..ScoreConfig::default()
         },
         Instant::now(),
-        clock,
+        lambdaml::capture::Clock::new(move || at),
     );
-    let app = router(state.clone());
-    let wired = Wired::open(Function::Monitor, ctx.store.clone(), &ctx.queues).await?;
-    let monitor = Monitor::from_wiring(&wired);
-    let text = std::str::from_utf8(WEATHER_CSV)?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let rows: Vec<&str> = lines.collect();
-    let started = Instant::now();
-    let mut periods = Vec::new();
-    let mut rejected_example = serde_json::Value::Null;
-    let mut feedback_labels = 0;
-    let mut last_report = String::new();
-    if !ctx.json {
-        print!("{}", table_header());
-    }
-    let registry = RegistryStore::new(ctx.store.clone());
-    let first_version = registry.get(model).await?.production.unwrap_or_default();
-    for (p, first) in (INITIAL_DAYS..rows.len()).step_by(PERIOD_DAYS).enumerate() {
-        let last = (first + PERIOD_DAYS).min(rows.len());
-        let version = registry.get(model).await?.production.unwrap_or_default();
-        let (correct, feedback) =
-            score_days(&app, &now_ms, &header, &rows[first..last], first).await?;
-        if p == 0 {
-            // A client's typo: a clear 422 naming the field, captured like every request.
-            rejected_example = post_json(
-                app.clone(),
-                "/invocations".to_string(),
-                serde_json::json!({"dataframe_records": [{"temprature": 21.0}]}),
-            )
-            .await?
-            .1;
-        }
-        // The year's true labels arrive at its end.
-        let to = day_time(last) - chrono::Duration::hours(12);
-        now_ms.store(to.timestamp_millis() - 1, Ordering::Relaxed);
-        feedback_labels += feedback.len();
-        let (status, answer) = post_json(
-            app.clone(),
-            format!("/v2/models/{model}/feedback"),
-            serde_json::json!({ "feedback": feedback }),
-        )
-        .await?;
-        if !status.is_success() {
-            return Err(anyhow!("posting feedback failed: {answer}"));
-        }
-        // The shadow's copies are captured off the response path: all of them before the
-        // monitor reads the year.
-        state.settle(std::time::Duration::from_secs(30)).await;
-        state.capture.flush().await;
-        let from = day_time(first) - chrono::Duration::hours(12);
-        let (outcome, new_version, verdict) =
-            monitor_period(ctx, &monitor, model, from, to).await?;
-        let r = &outcome.report;
-        let promoted = verdict.as_ref().map(|v| v == "promote");
-        let rollout = r.rollout.as_ref().map(|ro| {
-            let evidence = ro.comparison.as_ref().map_or(String::new(), |c| {
-                format!(
-                    " ({} {:+.4} [{:+.4}, {:+.4}], agreement {:.2})",
-                    c.metric,
-                    c.improvement,
-                    c.interval[0],
-                    c.interval[1],
-                    ro.agreement.label_agreement.unwrap_or(f64::NAN)
-                )
-            });
-            let what = match ro.decision.as_str() {
-                "promote" => "promoted",
-                "end" => "retired",
-                other => other,
-            };
-            format!("shadow {} {what}{evidence}", ro.candidate.version)
-        });
-        last_report = outcome.html_key.clone();
-        let row = PeriodRow {
-            period: p + 1,
-            first_day: first,
-            days: last - first,
-            version,
-            accuracy: correct as f64 / (last - first).max(1) as f64,
-            drifted: r.data_drift.drifted,
-            tested: r.data_drift.tested,
-            dataset_drift: r.data_drift.dataset_drift,
-            prediction_drift: r.prediction_drift.drifted,
-            performance: r.performance.status.clone(),
-            drop: r.performance.drop,
-            breach: r.verdict.breach,
-            retrain: r.retrain.decision.clone(),
-            retrain_detail: r.retrain.detail.clone(),
-            new_version,
-            promoted,
-            verdict,
-            rollout,
-            report: outcome.report_key.clone(),
-        };
-        if !ctx.json {
-            print!("{}", table_row(&row));
-        }
-        periods.push(row);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let never = never_retrained(ctx, model, &first_version, &header, &rows).await?;
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let accuracies: Vec<f64> = periods.iter().map(|r| r.accuracy).collect();
-    Ok(StreamReport {
-        days: rows.len() - INITIAL_DAYS,
-        mean_accuracy: mean(&accuracies),
-        never_retrained_accuracy: mean(&never),
-        retrains: periods.iter().filter(|r| r.retrain == "sent").count(),
-        promoted: periods.iter().filter(|r| r.promoted == Some(true)).count(),
-        shadows_promoted: periods
-            .iter()
-            .filter(|r| {
-                r.rollout
-                    .as_deref()
-                    .is_some_and(|d| d.contains(" promoted"))
-            })
-            .count(),
-        shadows_retired: periods
-            .iter()
-            .filter(|r| r.rollout.as_deref().is_some_and(|d| d.contains(" retired")))
-            .count(),
-        periods,
-        seconds,
-        rejected_example,
-        captured: state.capture.stats().written,
-        feedback_labels,
-        last_report,
-    })
-}
-
-/// Runs the monitor on one period (which also decides a shadow from the period's live
-/// days); when it sends a retrain, runs the pipeline through the local queues and returns
-/// the version made and the deploy rule's verdict on it.
-async fn monitor_period(
-    ctx: &Ctx,
-    monitor: &lambdaml_monitor::Monitor,
-    model: &str,
-    from: chrono::DateTime<chrono::Utc>,
-    to: chrono::DateTime<chrono::Utc>,
-) -> Result<(
-    lambdaml_monitor::MonitorOutcome,
-    Option<String>,
-    Option<String>,
-)> {
-    use lambdaml_monitor::MonitorRequest;
-    let outcome = monitor
-        .run(&MonitorRequest {
-            model: model.to_string(),
-            window: None,
-            from: Some(from.to_rfc3339()),
-            to: Some(to.to_rfc3339()),
-            at: Some(to.to_rfc3339()),
-            retrain: true,
-        })
-        .await
-        .map_err(|e| anyhow!("monitor: {}", e.reason()))?;
-    let (mut new_version, mut verdict) = (None, None);
-    if outcome.report.retrain.decision == "sent" {
-        let handled = ctx.drain().await?;
-        if let Some(d) = handled
-            .iter()
-            .rev()
-            .find(|h| h.stage == Stage::Deploy && h.outcome == "ok")
-        {
-            new_version = d.detail["version"].as_str().map(str::to_string);
-            verdict = d.detail["verdict"].as_str().map(str::to_string);
-        }
-    }
-    Ok((outcome, new_version, verdict))
+    let (_, answer) = post_json(
+        router(state.clone()),
+        "/invocations".to_string(),
+        serde_json::json!({"dataframe_records": [{"temprature": 21.0}]}),
+    )
+    .await?;
+    state.capture.flush().await;
+    Ok(answer)
 }
 
 /// POSTs a JSON body to the router; the status and the JSON answer.
@@ -395,89 +261,6 @@ async fn post_json(
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
     Ok((status, serde_json::from_slice(&bytes)?))
-}
-
-/// Scores each day of `days` (the first is day `first`) as that day, one request each;
-/// returns how many were right and the feedback (true labels) to send.
-async fn score_days(
-    app: &axum::Router,
-    now_ms: &std::sync::atomic::AtomicI64,
-    header: &[&str],
-    days: &[&str],
-    first: usize,
-) -> Result<(usize, Vec<serde_json::Value>)> {
-    let (mut correct, mut feedback) = (0usize, Vec::new());
-    for (i, line) in days.iter().enumerate() {
-        let day = first + i;
-        now_ms.store(
-            day_time(day).timestamp_millis(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let (record, truth) = day_record(header, line);
-        let (status, answer) = post_json(
-            app.clone(),
-            "/invocations".to_string(),
-            serde_json::json!({ "dataframe_records": [record] }),
-        )
-        .await?;
-        if !status.is_success() {
-            return Err(anyhow!("scoring day {day} failed: {answer}"));
-        }
-        if answer["predictions"][0]["label"] == truth.as_str() {
-            correct += 1;
-        }
-        feedback.push(serde_json::json!({
-            "request_id": answer["request_id"], "row": 0, "label": truth
-        }));
-    }
-    Ok((correct, feedback))
-}
-
-/// The accuracy of each period's days scored by the first version alone, never retrained
-/// (no capture): what the loop is compared with.
-async fn never_retrained(
-    ctx: &Ctx,
-    model: &str,
-    first_version: &str,
-    header: &[&str],
-    rows: &[&str],
-) -> Result<Vec<f64>> {
-    use lambdaml_score::{ScoreConfig, ScoreState, router};
-    // The same days scored by the first version alone, never retrained (no capture).
-    let quiet = ScoreState::new(
-        ctx.store.clone(),
-        ScoreConfig {
-            default_model: Some(model.to_string()),
-            capture: lambdaml::capture::CaptureConfig {
-                sample_rate: 0.0,
-                ..lambdaml::capture::CaptureConfig::default()
-            },
-            ..ScoreConfig::default()
-        },
-        Instant::now(),
-    );
-    let quiet_app = router(quiet);
-    let mut never = Vec::new();
-    for first in (INITIAL_DAYS..rows.len()).step_by(PERIOD_DAYS) {
-        let last = (first + PERIOD_DAYS).min(rows.len());
-        let (records, truths): (Vec<_>, Vec<_>) = rows[first..last]
-            .iter()
-            .map(|l| day_record(header, l))
-            .unzip();
-        let (_, answer) = post_json(
-            quiet_app.clone(),
-            format!("/invocations?model={model}&version={first_version}"),
-            serde_json::json!({ "dataframe_records": records }),
-        )
-        .await?;
-        let correct = truths
-            .iter()
-            .enumerate()
-            .filter(|(i, t)| answer["predictions"][*i]["label"] == t.as_str())
-            .count();
-        never.push(correct as f64 / truths.len().max(1) as f64);
-    }
-    Ok(never)
 }
 
 /// At-least-once delivery: the same S3 notification may arrive twice. Delivers the same

@@ -25,9 +25,8 @@ impl References {
         replay: &Replay,
         args: &BacktestArgs,
         quiet: &axum::Router,
-        every: &Every,
-        model: &str,
-        first_version: &str,
+        every: Option<&Every>,
+        (model, first_version): (&str, &str),
         p: usize,
     ) -> Result<Self> {
         let first = args.initial + p * args.period;
@@ -42,21 +41,34 @@ impl References {
                 rows,
             )
             .await?;
-        let every_version = every.retrain(ctx, replay, first, first_version).await?;
-        let every_scored = replay
-            .score(
-                quiet,
-                &format!("/invocations?model={}&version={every_version}", every.model),
-                None,
-                p,
-                rows,
-            )
-            .await?;
+        let every_metric = match every {
+            Some(every) => {
+                // Only rows whose labels have arrived by now: with labels `labels_delay`
+                // periods late, the last of them end that many periods back.
+                let labelled_to = first
+                    .saturating_sub(args.labels_delay.saturating_mul(args.period))
+                    .max(args.initial);
+                let version = every
+                    .retrain(ctx, replay, labelled_to, first_version)
+                    .await?;
+                let scored = replay
+                    .score(
+                        quiet,
+                        &format!("/invocations?model={}&version={version}", every.model),
+                        None,
+                        p,
+                        rows,
+                    )
+                    .await?;
+                replay.metric(rows, &scored.predictions)
+            }
+            None => f64::NAN,
+        };
         let truth: Vec<&str> = rows.iter().map(|r| r[replay.label].as_str()).collect();
         let previous = |i: usize| replay.rows.rows[first + i - 1][replay.label].as_str();
         Ok(References {
             never: replay.metric(rows, &never.predictions),
-            every: replay.metric(rows, &every_scored.predictions),
+            every: every_metric,
             persistence: metric_of(
                 replay.classification,
                 truth.iter().copied(),
@@ -101,7 +113,7 @@ impl Every {
         })
     }
 
-    /// Trains on the rows before `first`; returns the version made.
+    /// Trains on the spec's window of the rows before `first`; returns the version made.
     async fn retrain(
         &self,
         ctx: &Ctx,

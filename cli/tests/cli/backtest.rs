@@ -85,6 +85,12 @@ fn a_backtest_refuses_bad_input_before_it_runs() {
     fails(&["--order-by", "dayz"], None, "--order-by \\\"dayz\\\"");
     fails(&["--period", "5000"], None, "longer than the stream");
     fails(&["--period-time", "7 weeks"], None, "--period-time");
+    fails(&["--period-time", "200000000000d"], None, "too long");
+    fails(
+        &["--period-time", "100000000d"],
+        None,
+        "past the calendar's end",
+    );
     fails(
         &[],
         Some(&SPEC.replace("performance_drop = 0.05", "performance_dorp = 0.05")),

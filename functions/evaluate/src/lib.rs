@@ -462,10 +462,16 @@ fn cbpe_of(holdout: &Matrix, outputs: &[f64], classes: usize) -> Option<lambdaml
     if classes < 2 || holdout.rows == 0 || outputs.len() != holdout.rows * classes {
         return None;
     }
-    let truth: Vec<usize> = holdout.y.iter().map(|y| *y as usize).collect();
-    let predicted = lambdaml::estimate::predicted_classes(outputs, classes);
+    // At most FIT_ROWS rows: time and memory bounded whatever the holdout's size.
+    let rows = lambdaml::estimate::fit_rows(holdout.rows);
+    let truth: Vec<usize> = rows.iter().map(|r| holdout.y[*r] as usize).collect();
+    let proba: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| outputs[r * classes..(r + 1) * classes].iter().copied())
+        .collect();
+    let predicted = lambdaml::estimate::predicted_classes(&proba, classes);
     Some(lambdaml::estimate::Cbpe::fit(
-        &truth, outputs, &predicted, classes,
+        &truth, &proba, &predicted, classes,
     ))
 }
 
@@ -474,9 +480,15 @@ fn dle_of(holdout: &Matrix, outputs: &[f64]) -> Option<lambdaml::estimate::dle::
     if holdout.rows == 0 || outputs.len() != holdout.rows {
         return None;
     }
-    let x: Vec<f64> = holdout.x.iter().map(|v| f64::from(*v)).collect();
-    let truth: Vec<f64> = holdout.y.iter().map(|v| f64::from(*v)).collect();
-    lambdaml::estimate::dle::Dle::fit(&x, holdout.cols, outputs, &truth)
+    let rows = lambdaml::estimate::fit_rows(holdout.rows);
+    let d = holdout.cols;
+    let x: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| holdout.x[r * d..(r + 1) * d].iter().map(|v| f64::from(*v)))
+        .collect();
+    let truth: Vec<f64> = rows.iter().map(|r| f64::from(holdout.y[*r])).collect();
+    let predicted: Vec<f64> = rows.iter().map(|r| outputs[*r]).collect();
+    lambdaml::estimate::dle::Dle::fit(&x, d, &predicted, &truth)
 }
 
 #[async_trait]

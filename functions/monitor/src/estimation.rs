@@ -45,7 +45,10 @@ impl EstimationAcc {
             }),
             sample: Vec::new(),
             seen: 0,
-            cap: cap.max(1),
+            // At most about two million probabilities in memory, whatever the class count.
+            cap: cap
+                .min(2_000_000 / baseline.estimator.as_ref().map_or(1, |c| c.classes.max(1)))
+                .max(1),
             rng: SplitMix64::new(0x0000_6362_7065),
             reconstruction: baseline
                 .reconstruction

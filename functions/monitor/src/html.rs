@@ -462,13 +462,15 @@ fn estimated(s: &mut String, r: &Report) {
     };
     let _ = write!(
         s,
-        "<h2>Estimated performance (CBPE, no labels)</h2><p>{} production rows · {} · judged on <b>{}</b>{} · {}</p>\
+        "<h2>Estimated performance ({}, no labels)</h2><p>{} production rows · {} · judged on <b>{}</b>{} · {}</p>\
          <table><tr><th>metric</th><th>estimated</th><th>band (± 3 SE)</th><th>realized (labelled rows)</th><th>holdout</th></tr>",
+        esc(&e.method.to_uppercase()),
         e.rows,
-        if e.calibrated {
-            "probabilities recalibrated on the holdout (isotonic)"
-        } else {
-            "probabilities used as they are (calibration would not help)"
+        match (e.method.as_str(), e.calibrated) {
+            ("cbpe", true) => "probabilities recalibrated on the holdout (isotonic)",
+            ("cbpe", false) => "probabilities used as they are (calibration would not help)",
+            _ =>
+                "each row's loss predicted from its inputs and prediction (boosted trees fitted on the holdout)",
         },
         esc(&e.metric),
         match (e.breach, e.decides) {

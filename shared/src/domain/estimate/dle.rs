@@ -259,19 +259,26 @@ impl Dle {
     /// truths. `None` with fewer than two rows.
     pub fn fit(x: &[f64], d: usize, predicted: &[f64], truth: &[f64]) -> Option<Self> {
         let n = truth.len();
-        if n < 2 || predicted.len() != n || x.len() != n * d {
+        if predicted.len() != n || x.len() != n * d {
+            return None;
+        }
+        // Rows whose truth or prediction is not a number teach nothing (and JSON has no NaN).
+        let keep: Vec<usize> = (0..n)
+            .filter(|r| truth[*r].is_finite() && predicted[*r].is_finite())
+            .collect();
+        if keep.len() < 2 {
             return None;
         }
         let columns = d + 1;
-        let mut rows = Vec::with_capacity(n * columns);
-        for r in 0..n {
+        let mut rows = Vec::with_capacity(keep.len() * columns);
+        for r in &keep {
             rows.extend_from_slice(&x[r * d..(r + 1) * d]);
-            rows.push(predicted[r]);
+            rows.push(predicted[*r]);
         }
-        let abs: Vec<f64> = truth
+        let n = keep.len();
+        let abs: Vec<f64> = keep
             .iter()
-            .zip(predicted)
-            .map(|(t, p)| (t - p).abs())
+            .map(|r| (truth[*r] - predicted[*r]).abs())
             .collect();
         let sq: Vec<f64> = abs.iter().map(|a| a * a).collect();
         Some(Dle {

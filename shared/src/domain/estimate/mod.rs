@@ -222,11 +222,19 @@ impl Cbpe {
                 );
             }
         }
+        // A metric a degenerate holdout leaves undefined (no positive prediction, a class
+        // never seen) has no sampling error: its component is left out, never stored as NaN
+        // (JSON has no NaN, and the baseline must read back).
+        for comps in components.values_mut() {
+            comps.retain(|c| c.spread.is_finite() && c.fraction.is_finite());
+        }
+        components.retain(|_, comps| !comps.is_empty());
+        let accuracy = std_pop(&correct);
         Cbpe {
             classes: k,
             calibrators,
             reference_rows: n as u64,
-            accuracy: std_pop(&correct),
+            accuracy: if accuracy.is_finite() { accuracy } else { 0.0 },
             components,
         }
     }
@@ -360,18 +368,17 @@ impl Cbpe {
                 put(name, per_class(1)[i], self.error(name, n));
             }
         }
+        // Each sampled row calibrated once (k calibrators), then one curve per class.
+        let usable: Vec<&[f64]> = auc_rows
+            .iter()
+            .copied()
+            .filter(|row| row.len() == k && row.iter().all(|v| v.is_finite()))
+            .collect();
+        let calibrated: Vec<Vec<f64>> = usable.iter().map(|row| self.calibrate(row)).collect();
         let mut aucs = Vec::new();
-        for c in 0..k {
-            let (mut raw, mut cal) = (Vec::new(), Vec::new());
-            for row in auc_rows {
-                if row.len() == k && row.iter().all(|v| v.is_finite()) {
-                    raw.push(row[c]);
-                    cal.push(self.calibrate(row)[c]);
-                }
-            }
-            if k == 2 && c == 0 {
-                continue;
-            }
+        for c in (0..k).filter(|c| k > 2 || *c == 1) {
+            let raw: Vec<f64> = usable.iter().map(|row| row[c]).collect();
+            let cal: Vec<f64> = calibrated.iter().map(|row| row[c]).collect();
             aucs.push(estimate_roc_auc(&cal, &raw));
         }
         let auc = aucs.iter().sum::<f64>() / aucs.len().max(1) as f64;
@@ -472,6 +479,29 @@ pub fn estimate_roc_auc(calibrated: &[f64], raw: &[f64]) -> f64 {
         area += dx * (tps[i] + tps[i - 1]) / tt / 2.0;
     }
     area
+}
+
+/// Holdout rows estimators are fitted on at most: a seeded uniform sample beyond (as the
+/// training profile keeps [`crate::baseline::REFERENCE_SAMPLE`] rows), so evaluate's time and
+/// memory stay bounded whatever the holdout's size.
+pub const FIT_ROWS: usize = 50_000;
+
+/// The rows of `0..n` an estimator is fitted on: all of them up to [`FIT_ROWS`], a seeded
+/// uniform sample (in order) beyond.
+pub fn fit_rows(n: usize) -> Vec<usize> {
+    if n <= FIT_ROWS {
+        return (0..n).collect();
+    }
+    let mut g = crate::dataset::SplitMix64::new(0x00e5_7a7e);
+    let mut reservoir: Vec<usize> = (0..FIT_ROWS).collect();
+    for t in FIT_ROWS..n {
+        let j = g.below(t as u64 + 1) as usize;
+        if j < FIT_ROWS {
+            reservoir[j] = t;
+        }
+    }
+    reservoir.sort_unstable();
+    reservoir
 }
 
 /// The class each row predicts (`argmax`, the first on ties).

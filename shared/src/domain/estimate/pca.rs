@@ -265,6 +265,10 @@ impl Reconstruction {
         let cov = covariance(&z, &centre);
         let (values, vectors) = symmetric_eigen(&cov);
         let total: f64 = values.iter().map(|v| v.max(0.0)).sum();
+        // Constant inputs have nothing to reconstruct.
+        if !(total > 0.0 && total.is_finite()) {
+            return None;
+        }
         // sklearn: searchsorted(cumulative ratio, 0.65, side="right") + 1.
         let mut cumulative = 0.0;
         let mut k = 0;
@@ -277,6 +281,11 @@ impl Reconstruction {
             }
         }
         let k = (k + 1).min(d);
+        // Keeping every axis reconstructs every row exactly: the error would be rounding
+        // noise, and its "drift" meaningless.
+        if k == d {
+            return None;
+        }
         let explained = values[..k].iter().map(|v| v.max(0.0)).sum::<f64>() / total;
         let mut model = Reconstruction {
             features,

@@ -407,3 +407,56 @@ fn dle_estimates_near_nannyml_and_its_sampling_errors_equal() {
     assert!(!dle.add(&mut acc, &[1.0]));
     assert!(dle.estimate(&acc).is_empty());
 }
+
+#[test]
+fn degenerate_holdouts_fit_estimators_that_read_back() {
+    // A binary model that never predicts the positive class, a multiclass holdout missing a
+    // class, a single positive ranked last: undefined metrics have no component, and the
+    // estimator survives JSON (which has no NaN).
+    let cases: Vec<(Vec<usize>, Vec<f64>, usize)> = vec![
+        (
+            vec![0, 1, 0, 1, 0, 0],
+            [0.1, 0.2, 0.3, 0.4, 0.2, 0.1]
+                .iter()
+                .flat_map(|p| [1.0 - p, *p])
+                .collect(),
+            2,
+        ),
+        (
+            vec![0, 1, 0, 1],
+            vec![0.7, 0.2, 0.1, 0.2, 0.7, 0.1, 0.6, 0.3, 0.1, 0.3, 0.6, 0.1],
+            3,
+        ),
+        (
+            vec![0, 0, 0, 1],
+            [0.5, 0.6, 0.7, 0.1]
+                .iter()
+                .flat_map(|p| [1.0 - p, *p])
+                .collect(),
+            2,
+        ),
+    ];
+    for (truth, proba, k) in cases {
+        let predicted = predicted_classes(&proba, k);
+        let cbpe = Cbpe::fit(&truth, &proba, &predicted, k);
+        let json = serde_json::to_string(&cbpe).unwrap();
+        // NaN would be written as null and not read back as a number.
+        let back: Cbpe = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cbpe);
+        let mut acc = cbpe.accumulator();
+        let rows: Vec<&[f64]> = proba.chunks_exact(k).collect();
+        for (r, p) in rows.iter().zip(&predicted) {
+            cbpe.add(&mut acc, r, *p);
+        }
+        for (name, e) in cbpe.estimate(&acc, &rows) {
+            assert!(e.value.is_finite(), "{name}: {e:?}");
+        }
+    }
+    // A regressor whose predictions are not numbers, and constant inputs for PCA.
+    assert!(dle::Dle::fit(&[1.0, 2.0], 1, &[f64::NAN, f64::NAN], &[1.0, 2.0]).is_none());
+    let constant = vec![
+        ("a".to_string(), FitColumn::Numeric(vec![3.0; 100])),
+        ("b".to_string(), FitColumn::Numeric(vec![1.0; 100])),
+    ];
+    assert!(Reconstruction::fit(&constant, None).is_none());
+}

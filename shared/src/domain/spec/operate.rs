@@ -68,7 +68,8 @@ pub struct MonitorSection {
     #[serde(default, skip_serializing_if = "is_default")]
     pub multivariate: Multivariate,
     /// How many earlier windows a run re-judges when it reads labels that match none of its
-    /// own rows (labels that arrived late); 0: none.
+    /// own rows (labels that arrived late); 0: none, at most 12 (each scans its window's
+    /// captures again).
     #[serde(
         default = "default_late_labels",
         skip_serializing_if = "is_default_late_labels"

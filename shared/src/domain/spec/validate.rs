@@ -234,6 +234,12 @@ impl ModelSpec {
         if m.min_samples == 0 {
             return Err(invalid("monitor.min_samples", "must be at least 1"));
         }
+        if m.late_labels > 12 {
+            return Err(invalid(
+                "monitor.late_labels",
+                "must be at most 12 (each re-judged window's captures are read again)",
+            ));
+        }
         if !(m.performance_drop > 0.0 && m.performance_drop <= 1.0) {
             return Err(invalid("monitor.performance_drop", "must be in (0, 1]"));
         }
