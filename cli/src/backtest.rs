@@ -34,8 +34,9 @@ mod references;
 mod render;
 mod replay;
 
+pub(crate) use replay::post;
 pub(crate) use replay::{Replay, Rows};
-use replay::{Scored, csv_of, metric_of, post, read_rows};
+use replay::{Scored, csv_of, metric_of, read_rows};
 
 use references::{Every, References, summarise};
 
@@ -64,7 +65,7 @@ pub struct BacktestArgs {
     /// never, so only estimates and drift can act).
     #[arg(long, default_value_t = 0)]
     pub labels_delay: usize,
-    /// Simulated time per period, e.g. `1d`, `7d`, `365d` (cooldowns and caps count in it).
+    /// Simulated time per period, e.g. `12h`, `7d`, `365d` (cooldowns and caps count in it).
     #[arg(long, default_value = "7d")]
     pub period_time: String,
     /// Write the HTML report here (default: backtest.html in the backtest's folder).
@@ -247,27 +248,19 @@ pub struct BacktestReport {
     pub html: String,
 }
 
-/// Parses `7d`, `12h`, `30m`.
+/// `--period-time`, read as the spec reads its durations (`7d`, `12h`, `30m`, `90s`).
 fn duration(text: &str) -> Result<Duration> {
-    let t = text.trim();
-    let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: i64 = n
-        .parse()
-        .map_err(|_| anyhow!("--period-time {text:?}: expected a number and d, h or m"))?;
-    let d = match unit {
-        "d" => Duration::try_days(n),
-        "h" => Duration::try_hours(n),
-        "m" => Duration::try_minutes(n),
-        _ => bail!("--period-time {text:?}: expected a number and d, h or m"),
-    };
-    d.ok_or_else(|| anyhow!("--period-time {text:?} is too long"))
-        .and_then(|d| {
-            if d > Duration::zero() {
-                Ok(d)
-            } else {
-                bail!("--period-time must be positive")
-            }
-        })
+    let secs = lambdaml::spec::parse_duration_secs(text)
+        .ok_or_else(|| anyhow!("--period-time {text:?}: expected a number and d, h, m or s"))?;
+    let d = i64::try_from(secs)
+        .ok()
+        .and_then(Duration::try_seconds)
+        .ok_or_else(|| anyhow!("--period-time {text:?} is too long"))?;
+    if d > Duration::zero() {
+        Ok(d)
+    } else {
+        bail!("--period-time must be positive")
+    }
 }
 
 /// Checks the arguments, the spec and the file before any store is opened or created.

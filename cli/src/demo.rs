@@ -237,30 +237,14 @@ async fn typo(
         Instant::now(),
         lambdaml::capture::Clock::new(move || at),
     );
-    let (_, answer) = post_json(
-        router(state.clone()),
-        "/invocations".to_string(),
-        serde_json::json!({"dataframe_records": [{"temprature": 21.0}]}),
+    let (_, answer) = crate::backtest::post(
+        &router(state.clone()),
+        "/invocations",
+        &serde_json::json!({"dataframe_records": [{"temprature": 21.0}]}),
     )
     .await?;
     state.capture.flush().await;
     Ok(answer)
-}
-
-/// POSTs a JSON body to the router; the status and the JSON answer.
-async fn post_json(
-    app: axum::Router,
-    path: String,
-    body: serde_json::Value,
-) -> Result<(axum::http::StatusCode, serde_json::Value)> {
-    use tower::ServiceExt;
-    let request = axum::http::Request::post(path)
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body.to_string()))?;
-    let response = app.oneshot(request).await?;
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
-    Ok((status, serde_json::from_slice(&bytes)?))
 }
 
 /// At-least-once delivery: the same S3 notification may arrive twice. Delivers the same

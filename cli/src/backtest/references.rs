@@ -83,8 +83,7 @@ impl References {
 /// whatever the deploy rule says.
 pub(super) struct Every {
     pub model: String,
-    spec: String,
-    dataset: String,
+    spec: ModelSpec,
 }
 
 impl Every {
@@ -102,14 +101,12 @@ impl Every {
         }
         // Only the pipeline runs; no monitor schedule or rollout applies to a reference.
         doc.remove("rollout");
-        let spec = toml::to_string(&doc)?;
-        ModelSpec::parse(&spec).context("the every-period reference's spec")?;
-        ctx.put_spec(&spec, "the every-period reference's spec")
+        let spec = ctx
+            .put_spec(&toml::to_string(&doc)?, "the every-period reference's spec")
             .await?;
         Ok(Every {
             model: every_model,
             spec,
-            dataset,
         })
     }
 
@@ -121,12 +118,11 @@ impl Every {
         first: usize,
         fallback: &str,
     ) -> Result<String> {
-        let spec = ModelSpec::parse(&self.spec)?;
-        let from = match spec.retrain.data {
-            RetrainData::Sliding => first.saturating_sub(spec.retrain.window_rows),
+        let from = match self.spec.retrain.data {
+            RetrainData::Sliding => first.saturating_sub(self.spec.retrain.window_rows),
             RetrainData::All => 0,
         };
-        let raw = layout::raw(&self.dataset, &format!("rows-{from}-{first}.csv"))?;
+        let raw = layout::raw(&self.spec.dataset.name, &format!("rows-{from}-{first}.csv"))?;
         ctx.store
             .put(
                 &raw,

@@ -77,7 +77,7 @@ pub(super) struct Scored {
 }
 
 /// POSTs a JSON body; the status and the JSON answer.
-pub(super) async fn post(
+pub(crate) async fn post(
     app: &axum::Router,
     path: &str,
     body: &serde_json::Value,

@@ -26,9 +26,8 @@ use crate::{Monitor, MonitorConfig};
 #[derive(Debug, Default)]
 pub(crate) struct Labels {
     pub summary: FeedbackSummary,
-    pub by_row: HashMap<(String, usize), String>,
-    /// When each was received, epoch milliseconds (for late labels).
-    pub received: HashMap<(String, usize), i64>,
+    /// with when it was received, epoch milliseconds (for late labels).
+    pub by_row: HashMap<(String, usize), (String, i64)>,
 }
 
 impl Labels {
@@ -38,15 +37,12 @@ impl Labels {
             match serde_json::from_slice::<FeedbackRecord>(line) {
                 Ok(r) => {
                     self.summary.records += 1;
-                    let at = chrono::DateTime::parse_from_rfc3339(&r.received_at)
-                        .map_or(i64::MAX, |t| t.timestamp_millis());
-                    self.received
-                        .entry((r.request_id.clone(), r.row))
-                        .or_insert(at);
                     match self.by_row.entry((r.request_id, r.row)) {
                         Entry::Occupied(_) => self.summary.duplicates += 1,
                         Entry::Vacant(v) => {
-                            v.insert(r.label);
+                            let at = chrono::DateTime::parse_from_rfc3339(&r.received_at)
+                                .map_or(i64::MAX, |t| t.timestamp_millis());
+                            v.insert((r.label, at));
                         }
                     }
                 }
@@ -316,7 +312,7 @@ impl<'f> Scan<'f> {
         if let Some(rollout) = &mut self.rollout {
             let (labels, classes) = (&self.labels.by_row, &self.classes);
             rollout.fold(&record, at_ms, |id, r| {
-                let label = labels.get(&(id.to_string(), r))?;
+                let (label, _) = labels.get(&(id.to_string(), r))?;
                 match classes {
                     Some(c) => c.iter().position(|x| x == label).map(|i| i as f64),
                     None => label.parse::<f64>().ok().filter(|x| x.is_finite()),
@@ -384,7 +380,7 @@ impl<'f> Scan<'f> {
         at_ms: i64,
     ) -> Result<(), StageError> {
         let id = (request_id.to_string(), r);
-        let Some(label) = self.labels.by_row.get(&id) else {
+        let Some((label, _)) = self.labels.by_row.get(&id) else {
             return Ok(());
         };
         self.attempted.insert(id.clone());
@@ -426,14 +422,10 @@ impl<'f> Scan<'f> {
         feedback.unmatched =
             (self.labels.by_row.len() as u64).saturating_sub(feedback.joined + feedback.invalid);
         let attempted = std::mem::take(&mut self.attempted);
-        let received = std::mem::take(&mut self.labels.received);
         let unmatched = std::mem::take(&mut self.labels.by_row)
-            .into_keys()
-            .filter(|id| !attempted.contains(id))
-            .map(|id| {
-                let at = received.get(&id).copied().unwrap_or(i64::MAX);
-                (id, at)
-            })
+            .into_iter()
+            .filter(|(id, _)| !attempted.contains(id))
+            .map(|(id, (_, at))| (id, at))
             .collect();
         let cap = self.acc.sample_cap() as u64;
         self.captures.rows_tested = self.acc.rows_seen.min(cap);
@@ -473,11 +465,11 @@ mod tests {
             "blank lines are not records"
         );
         assert_eq!(
-            labels.by_row[&("a".to_string(), 0)],
+            labels.by_row[&("a".to_string(), 0)].0,
             "1",
             "the first label wins"
         );
-        assert_eq!(labels.by_row[&("a".to_string(), 1)], "0");
+        assert_eq!(labels.by_row[&("a".to_string(), 1)].0, "0");
         assert_eq!(labels.by_row.len(), 2);
     }
 }

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Estimate;
+use crate::drift::std_pop;
 
 /// Boosting rounds.
 pub const TREES: usize = 100;
@@ -246,12 +247,6 @@ pub struct DleAcc {
     pub rows: u64,
     absolute: f64,
     squared: f64,
-}
-
-fn std_pop(v: &[f64]) -> f64 {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n).sqrt()
 }
 
 impl Dle {

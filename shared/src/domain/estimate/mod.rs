@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use isotonic::{Isotonic, expected_calibration_error, needs_calibration};
 
 use crate::baseline::argmax;
+use crate::drift::std_pop;
 
 /// NannyML's `SAMPLING_ERROR_RANGE`: the band is the estimate ± this many sampling errors.
 pub const BAND: f64 = 3.0;
@@ -56,15 +57,6 @@ pub struct Cbpe {
     /// Per metric (`roc_auc`, `f1`, `precision`, `recall`, `specificity` for the positive
     /// class of a binary model; the same names ending `_macro` per class), its components.
     pub components: BTreeMap<String, Vec<Component>>,
-}
-
-fn std_pop(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n).sqrt()
 }
 
 /// NannyML's AUROC component: the share of negatives ranked below each positive (the

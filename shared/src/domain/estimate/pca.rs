@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drift::std_pop;
+
 /// The share of variance the kept components explain more than (NannyML's default).
 pub const EXPLAINED: f64 = 0.65;
 
@@ -77,11 +79,6 @@ pub struct Reconstruction {
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
-}
-
-fn std_pop(v: &[f64]) -> f64 {
-    let m = mean(v);
-    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64).sqrt()
 }
 
 /// Eigenvalues and unit eigenvectors (as rows) of a symmetric matrix, by decreasing value
