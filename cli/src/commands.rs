@@ -32,13 +32,16 @@ pub async fn run(cli: Cli, store_given: bool, started: std::time::Instant) -> Re
         let ctx = Ctx::open(&store, queues.as_deref(), cli.json).await?;
         return crate::backtest::backtest(&ctx, &store, args).await;
     }
-    let ctx = Ctx::open(&cli.store, cli.queues.as_deref(), cli.json).await?;
+    let mut ctx = Ctx::open(&cli.store, cli.queues.as_deref(), cli.json).await?;
     match cli.command {
         Command::Demo(args) => crate::demo::demo(&ctx, &cli.store, args).await,
         Command::Backtest(_) => unreachable!("handled above"),
         Command::Ingest(args) => ingest(&ctx, args).await,
         Command::Preprocess(args) => preprocess(&ctx, args).await,
-        Command::Run(_) => {
+        Command::Run(args) => {
+            if let Some(w) = args.workers {
+                ctx.workers = w.max(1);
+            }
             let handled = ctx.drain().await?;
             let stats = ctx.queue_stats().await?;
             emit(
@@ -70,6 +73,7 @@ pub async fn run(cli: Cli, store_given: bool, started: std::time::Instant) -> Re
         Command::Ui(args) => crate::ui::ui(&ctx, &cli.store, args).await,
         Command::Local(args) => crate::emulate::local(&ctx, &cli.store, args).await,
         Command::Invoke(args) => crate::emulate::invoke(&ctx, args).await,
+        Command::Batch { command } => crate::batch::batch(&mut ctx, command).await,
         Command::Stack { command } => crate::emulate::stack(ctx.json, command).await,
     }
 }
@@ -228,7 +232,11 @@ async fn preprocess(ctx: &Ctx, args: PreprocessArgs) -> Result<()> {
 
 /// `lambdaml run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Batch partitions scored at once (default: the core count).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
 
 /// `lambdaml datasets …`.
 #[derive(Debug, Subcommand)]

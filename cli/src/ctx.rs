@@ -29,6 +29,8 @@ pub struct Ctx {
     pub store: Arc<dyn ObjectStore>,
     pub queues: Queues,
     pub json: bool,
+    /// Batch partitions scored at once by [`Ctx::drain`] (`--workers`; the core count).
+    pub workers: usize,
 }
 
 impl Ctx {
@@ -53,6 +55,7 @@ impl Ctx {
             store,
             queues,
             json,
+            workers: lambdaml_cli::default_workers(),
         })
     }
 
@@ -94,6 +97,7 @@ impl Ctx {
             Arc::new(train),
             self.stage::<Evaluate>().await?,
             self.stage::<Deploy>().await?,
+            self.stage::<lambdaml_batch::Batch>().await?,
         ])
     }
 
@@ -101,7 +105,11 @@ impl Ctx {
     pub async fn drain(&self) -> Result<Vec<Handled>> {
         let bar = spinner(self.json, "running stages; messages handled:");
         let handlers = self.handlers(bar.clone()).await?;
-        let report = drain(&self.queues, &handlers, &DrainOptions::default(), &|h| {
+        let options = DrainOptions {
+            batch_workers: self.workers,
+            ..DrainOptions::default()
+        };
+        let report = drain(&self.queues, &handlers, &options, &|h| {
             bar.inc(1);
             bar.set_message(format!(
                 "running stages ({} {}); messages handled:",

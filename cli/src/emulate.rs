@@ -60,13 +60,18 @@ pub struct LocalArgs {
     /// Fire the template's schedules at this period instead of their own.
     #[arg(long, value_parser = duration)]
     pub schedule_every: Option<Duration>,
+    /// Concurrent invocations of an event source mapping that has a
+    /// `ScalingConfig.MaximumConcurrency` (the batch queue): at most that many and at most
+    /// this many (default: the core count).
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 /// `lambdaml invoke`.
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
-    /// The function: ingest, preprocess, train, evaluate, deploy, score, monitor (or its
-    /// template name, e.g. IngestFunction).
+    /// The function: ingest, preprocess, train, evaluate, deploy, score, monitor, batch (or
+    /// its template name, e.g. IngestFunction).
     pub function: String,
     /// The event (a file from events/, or - for stdin).
     #[arg(long, short)]
@@ -248,6 +253,10 @@ pub async fn local(ctx: &Ctx, store_url: &str, args: LocalArgs) -> Result<()> {
         poll: args.poll,
         max_visibility: args.max_visibility,
         schedule_every: args.schedule_every,
+        workers: args
+            .workers
+            .unwrap_or_else(lambdaml_cli::default_workers)
+            .max(1),
     };
     let local = Local::open(&options).await?;
     let json = ctx.json;

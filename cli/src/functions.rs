@@ -1,4 +1,4 @@
-//! The seven functions, built in-process from the environment a Lambda would give them —
+//! The eight functions, built in-process from the environment a Lambda would give them —
 //! what `lambdaml invoke` and `lambdaml local` run instead of a container.
 //!
 //! Each function is built exactly as its Lambda binary's `main` builds it (store and queues
@@ -22,7 +22,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 /// The function names, as binaries and as `lambdaml invoke` takes them.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     PipelineFunction::Ingest.name(),
     PipelineFunction::Preprocess.name(),
     PipelineFunction::Train.name(),
@@ -30,6 +30,7 @@ pub const NAMES: [&str; 7] = [
     PipelineFunction::Deploy.name(),
     PipelineFunction::Score.name(),
     PipelineFunction::Monitor.name(),
+    PipelineFunction::Batch.name(),
 ];
 
 /// What a function is made of.
@@ -107,6 +108,7 @@ pub async fn build_with(
         PipelineFunction::Train => stage::<lambdaml_train::Train>(&wired).await?,
         PipelineFunction::Evaluate => stage::<lambdaml_evaluate::Evaluate>(&wired).await?,
         PipelineFunction::Deploy => stage::<lambdaml_deploy::Deploy>(&wired).await?,
+        PipelineFunction::Batch => stage::<lambdaml_batch::Batch>(&wired).await?,
         PipelineFunction::Score => {
             let mut config = ScoreConfig::from_lookup(|k| env.get(k).cloned())
                 .map_err(|e| anyhow!("the score function's environment: {e}"))?;

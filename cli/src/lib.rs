@@ -6,3 +6,8 @@ pub mod local;
 pub mod sigv4;
 pub mod stack;
 pub mod template;
+
+/// Concurrent batch workers when none are asked for: the machine's cores.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}

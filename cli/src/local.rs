@@ -55,6 +55,9 @@ pub struct LocalOptions {
     pub max_visibility: Option<Duration>,
     /// Fire schedules at this period instead of their expression's.
     pub schedule_every: Option<Duration>,
+    /// The most pollers of one event source mapping (those with a
+    /// `ScalingConfig.MaximumConcurrency`; the others have one).
+    pub workers: usize,
 }
 
 /// One line of what happened, for the log (and `--json`).
@@ -324,46 +327,56 @@ impl Local {
                 .physical(&source.queue)
                 .map(|p| p.attributes["Arn"].clone())
                 .unwrap_or_default();
-            let activity = activity.clone();
-            let mut stop = shutdown.clone();
-            let poll = options.poll;
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    if *stop.borrow() {
-                        return;
-                    }
-                    let received = match queue.receive(source.batch_size, visibility).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            activity(
-                                "error",
-                                &source.function,
-                                &source.id,
-                                Value::String(e.to_string()),
-                            );
-                            Vec::new()
+            // Lambda runs up to MaximumConcurrency invocations of a mapping at once; so do
+            // its pollers here (one each for mappings without it).
+            let pollers = source
+                .max_concurrency
+                .map_or(1, |m| m.min(options.workers))
+                .max(1);
+            for _ in 0..pollers {
+                let activity = activity.clone();
+                let mut stop = shutdown.clone();
+                let poll = options.poll;
+                let (source, queue, function, arn) =
+                    (source.clone(), queue.clone(), function.clone(), arn.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        if *stop.borrow() {
+                            return;
                         }
-                    };
-                    if received.is_empty() {
-                        tokio::select! {
-                            _ = tokio::time::sleep(poll) => {}
-                            _ = stopped(&mut stop) => return,
+                        let received = match queue.receive(source.batch_size, visibility).await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                activity(
+                                    "error",
+                                    &source.function,
+                                    &source.id,
+                                    Value::String(e.to_string()),
+                                );
+                                Vec::new()
+                            }
+                        };
+                        if received.is_empty() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(poll) => {}
+                                _ = stopped(&mut stop) => return,
+                            }
+                            continue;
                         }
-                        continue;
+                        poll_once(
+                            &function,
+                            &source,
+                            queue.as_ref(),
+                            &arn,
+                            received,
+                            visibility,
+                            timeout,
+                            activity.as_ref(),
+                        )
+                        .await;
                     }
-                    poll_once(
-                        &function,
-                        &source,
-                        queue.as_ref(),
-                        &arn,
-                        received,
-                        visibility,
-                        timeout,
-                        activity.as_ref(),
-                    )
-                    .await;
-                }
-            }));
+                }));
+            }
         }
         Ok(tasks)
     }

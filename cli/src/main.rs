@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod backtest;
+mod batch;
 mod captures;
 mod commands;
 mod ctx;
@@ -120,6 +121,12 @@ pub enum Command {
     /// configured store and queues; print its response (what `sam local invoke` does,
     /// without Docker).
     Invoke(emulate::InvokeArgs),
+    /// Batch scoring: a file or folder (CSV, gzip CSV, Parquet) scored in partitions over
+    /// the batch queue by concurrent workers; a job's progress; resuming a job.
+    Batch {
+        #[command(subcommand)]
+        command: batch::BatchCommand,
+    },
     /// Create (up) or print (show) template.yaml's resources on an AWS emulator.
     Stack {
         #[command(subcommand)]

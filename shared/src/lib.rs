@@ -25,10 +25,10 @@ pub mod ports;
 #[cfg(feature = "train")]
 pub use domain::train;
 pub use domain::{
-    baseline, capture, compare, dataset, drift, estimate, evaluation, features, layout, matrix,
-    message, metrics, model, monitoring, record, registry, run, spec,
+    baseline, batch, capture, compare, dataset, drift, estimate, evaluation, features, layout,
+    matrix, message, metrics, model, monitoring, record, registry, run, spec,
 };
-pub use lambda::{config, pipeline, recorder, stage, telemetry};
+pub use lambda::{config, pipeline, process, recorder, stage, telemetry};
 pub use ports::{events, queue, store};
 
 /// This crate's version, recorded in every manifest.

@@ -2,6 +2,7 @@
 //! of three): the pipeline on the embedded default and the emulator, the score router, and
 //! the monitor with retraining.
 
+mod batch;
 mod concept;
 mod estimate;
 mod late;

@@ -48,6 +48,8 @@ pub struct Resource {
     pub properties: Yaml,
     /// `Metadata`.
     pub metadata: Yaml,
+    /// `Condition`: a stack whose condition is false does not have the resource.
+    pub condition: Option<String>,
 }
 
 impl Template {
@@ -117,6 +119,10 @@ impl Template {
                     kind,
                     properties: def.get("Properties").cloned().unwrap_or(Yaml::Null),
                     metadata: def.get("Metadata").cloned().unwrap_or(Yaml::Null),
+                    condition: def
+                        .get("Condition")
+                        .and_then(Yaml::as_str)
+                        .map(str::to_string),
                 },
             );
         }
@@ -267,6 +273,22 @@ impl Stack {
             let expr = stack.template.conditions[&name].clone();
             let value = stack.condition_value(&expr)?;
             stack.conditions.insert(name, value);
+        }
+        // As CloudFormation: a resource whose condition is false is not created.
+        let mut dropped = Vec::new();
+        for (id, r) in &stack.template.resources {
+            if let Some(c) = &r.condition {
+                let holds = *stack
+                    .conditions
+                    .get(c)
+                    .ok_or_else(|| anyhow!("resource {id}: unknown condition {c:?}"))?;
+                if !holds {
+                    dropped.push(id.clone());
+                }
+            }
+        }
+        for id in dropped {
+            stack.template.resources.remove(&id);
         }
         let defaults: Vec<(String, String)> = stack
             .template

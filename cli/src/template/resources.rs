@@ -231,6 +231,11 @@ impl Stack {
                     .and_then(Value::as_array)
                     .is_some_and(|t| t.iter().any(|t| t == "ReportBatchItemFailures")),
                 enabled: props.get("Enabled").map(scalar_string).as_deref() != Some("false"),
+                max_concurrency: props
+                    .get("ScalingConfig")
+                    .and_then(|c| c.get("MaximumConcurrency"))
+                    .map(scalar_string)
+                    .and_then(|s| s.parse().ok()),
             });
         }
         Ok(out)
@@ -367,6 +372,9 @@ pub struct EventSourceDef {
     pub report_batch_item_failures: bool,
     /// `Enabled`.
     pub enabled: bool,
+    /// `ScalingConfig.MaximumConcurrency`: how many invocations Lambda runs at once for
+    /// this mapping (`lambdaml local` runs that many pollers, at most `--workers`).
+    pub max_concurrency: Option<usize>,
 }
 
 /// An HTTP API route.

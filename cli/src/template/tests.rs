@@ -38,9 +38,12 @@ fn the_template_resolves_to_the_pipeline() {
         "deploy",
         "score",
         "monitor",
+        "batch",
     ] {
         assert!(binaries.contains(&b), "{binaries:?}");
     }
+    assert_eq!(buckets[0].notifications[1].queue, "BatchQueue");
+    assert_eq!(buckets[0].notifications[1].prefix, "batch/");
     let train = functions.iter().find(|f| f.binary == "train").unwrap();
     assert_eq!((train.memory_mb, train.timeout_secs), (10240, 900));
     assert_eq!(
@@ -56,8 +59,19 @@ fn the_template_resolves_to_the_pipeline() {
     let monitor = functions.iter().find(|f| f.binary == "monitor").unwrap();
     assert_eq!(monitor.schedules[0].expression, "rate(1 hour)");
     let sources = s.event_sources().unwrap();
-    assert_eq!(sources.len(), 5);
+    assert_eq!(sources.len(), 6);
     assert!(sources.iter().all(|e| e.report_batch_item_failures));
+    let batch = sources.iter().find(|e| e.queue == "BatchQueue").unwrap();
+    assert_eq!(
+        batch.max_concurrency,
+        Some(10),
+        "BatchConcurrency's default"
+    );
+    assert!(sources.iter().any(|e| e.queue == "TrainQueue"));
+    // The resources of TrainCompute=batch are not in a stack that trains on Lambda.
+    for id in ["TrainPipe", "TrainJobQueue", "TrainJobDefinition"] {
+        assert!(!s.template.resources.contains_key(id), "{id}");
+    }
     let routes = s.routes().unwrap();
     assert!(routes.iter().all(|r| r.authorization == "AWS_IAM"));
     assert!(
@@ -66,6 +80,43 @@ fn the_template_resolves_to_the_pipeline() {
             .any(|r| r.method == "POST" && r.path == "/v2/models/{model}/feedback")
     );
     assert!(routes.iter().all(|r| r.function == "ScoreFunction"));
+}
+
+#[test]
+fn train_compute_batch_swaps_the_train_mapping_for_a_pipe_to_aws_batch() {
+    let s = stack(&[("TrainCompute", "batch"), ("TrainImage", "123.dkr.ecr/x:1")]);
+    let sources = s.event_sources().unwrap();
+    assert!(
+        !sources.iter().any(|e| e.queue == "TrainQueue"),
+        "the pipe, not the function, consumes the train queue: {sources:?}"
+    );
+    for id in [
+        "TrainPipe",
+        "TrainJobQueue",
+        "TrainJobDefinition",
+        "TrainComputeEnvironment",
+    ] {
+        assert!(s.template.resources.contains_key(id), "{id}");
+    }
+    let pipe = s.properties("TrainPipe").unwrap();
+    assert_eq!(
+        pipe["Source"],
+        s.physical("TrainQueue").unwrap().attributes["Arn"].as_str()
+    );
+    assert_eq!(
+        pipe["TargetParameters"]["BatchJobParameters"]["Parameters"]["message"],
+        "$.body"
+    );
+    let job = s.properties("TrainJobDefinition").unwrap();
+    assert_eq!(
+        job["ContainerProperties"]["Command"],
+        serde_json::json!(["--message-json", "Ref::message"])
+    );
+    assert_eq!(job["ContainerProperties"]["Image"], "123.dkr.ecr/x:1");
+    let mut ctx = StackContext::new("lml");
+    ctx.overrides.insert("TrainCompute".into(), "ecs".into());
+    let err = Stack::new(Template::parse(TEMPLATE).unwrap(), ctx).unwrap_err();
+    assert!(err.to_string().contains("TrainCompute"), "{err}");
 }
 
 #[test]

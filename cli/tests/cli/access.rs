@@ -135,7 +135,14 @@ fn grants(stack: &Stack, function: &str) -> Vec<(String, String)> {
 }
 
 async fn drain(functions: &BTreeMap<&str, Function>) {
-    let order = ["ingest", "preprocess", "train", "evaluate", "deploy"];
+    let order = [
+        "ingest",
+        "preprocess",
+        "train",
+        "evaluate",
+        "deploy",
+        "batch",
+    ];
     loop {
         let mut progressed = false;
         for name in order {
@@ -231,6 +238,7 @@ async fn every_key_each_function_touches_is_granted_and_every_grant_is_used() {
                 "deploy",
                 "score",
                 "monitor",
+                "batch",
             ]
             .into_iter()
             .find(|n| *n == def.binary)
@@ -267,6 +275,28 @@ async fn every_key_each_function_touches_is_granted_and_every_grant_is_used() {
     let production = registry.production.clone().unwrap();
     let direct = serde_json::json!({"model_name": "breast-cancer", "model_version": production});
     functions["deploy"].invoke(direct).await.unwrap();
+
+    // A batch job dropped in the bucket: planned from its S3 notification, its two
+    // partitions scored from the batch queue, the job's manifest written.
+    put("batch/breast-cancer/acc/input/rows.csv", CSV.to_string()).await;
+    put(
+        "batch/breast-cancer/acc/job.json",
+        serde_json::json!({"partition_rows": 300, "inputs": ["rows.csv"]}).to_string(),
+    )
+    .await;
+    let event = lambdaml_cli::local::s3_event("b", "batch/breast-cancer/acc/input/rows.csv", 1);
+    let planned = functions["batch"].invoke(event).await.unwrap();
+    assert_eq!(planned.response[0]["partitions"], 2, "{}", planned.response);
+    drain(&functions).await;
+    let manifest: Value = serde_json::from_slice(
+        &base
+            .get(&ObjectKey::new("batch/breast-cancer/acc/manifest.json").unwrap())
+            .await
+            .unwrap()
+            .bytes,
+    )
+    .unwrap();
+    assert_eq!(manifest["rows_out"], 569, "{manifest}");
 
     // Scoring (drifted rows) and wrong labels, then the monitor's breach and retrain.
     let score = &functions["score"];

@@ -364,6 +364,89 @@ async fn a_csv_in_raw_flows_to_scoring_monitoring_and_a_retrain_on_the_emulator(
             .await
             .unwrap();
     }
+    // Batch scoring through the bucket: a CSV put under batch/<model>/<job>/input/ → S3
+    // notification → the batch queue → plan → partition → the job's manifest.
+    store
+        .put(
+            &key("batch/breast-cancer/drop-1/input/rows.csv"),
+            Bytes::from(CSV),
+        )
+        .await
+        .unwrap();
+    let job_manifest = |job: &str| key(&format!("batch/breast-cancer/{job}/manifest.json"));
+    eventually("the dropped batch job's manifest", 120, || {
+        let (store, k) = (store.clone(), job_manifest("drop-1"));
+        async move { store.exists(&k).await.unwrap() }
+    })
+    .await;
+    let dropped: Value = store.get_json(&job_manifest("drop-1")).await.unwrap();
+    assert_eq!(
+        (
+            &dropped["status"],
+            &dropped["rows_out"],
+            &dropped["rejected"]
+        ),
+        (
+            &Value::from("succeeded"),
+            &Value::from(569),
+            &Value::from(0)
+        ),
+        "{dropped}"
+    );
+    assert_eq!(dropped["version"], version.as_str());
+    // A job sent by `lambdaml batch score --no-wait` in six partitions, scored by the
+    // batch function's two pollers (its mapping's MaximumConcurrency, at most --workers).
+    let input = tempfile::NamedTempFile::with_suffix(".csv").unwrap();
+    std::fs::write(input.path(), CSV).unwrap();
+    let sent = cli(&[
+        "batch",
+        "score",
+        "--model",
+        "breast-cancer",
+        "--input",
+        input.path().to_str().unwrap(),
+        "--job",
+        "cli-1",
+        "--partition-rows",
+        "100",
+        "--no-wait",
+    ]);
+    assert_eq!(sent["job"], "cli-1", "{sent}");
+    eventually("the sent batch job's manifest", 120, || {
+        let (store, k) = (store.clone(), job_manifest("cli-1"));
+        async move { store.exists(&k).await.unwrap() }
+    })
+    .await;
+    let status = cli(&["batch", "status", "cli-1"]);
+    assert_eq!(status["status"], "succeeded", "{status}");
+    assert_eq!(
+        (
+            &status["partitions"],
+            &status["partitions_done"],
+            &status["rows_out"]
+        ),
+        (&Value::from(6), &Value::from(6), &Value::from(569)),
+        "{status}"
+    );
+    // A duplicated partition message (SQS delivers at least once) writes nothing.
+    let before = store.list_all("batch/breast-cancer/cli-1/").await.unwrap();
+    let duplicate = serde_json::json!({"version": 1, "run_id": "batch-cli-1", "stage": "batch_partition",
+        "model_name": "breast-cancer", "job": "cli-1", "partition": 2});
+    let batch_queue = Arc::new(queue(&stack, "batch").await);
+    batch_queue.send(&duplicate.to_string()).await.unwrap();
+    eventually("the duplicate to be handled", 60, || {
+        let q = batch_queue.clone();
+        async move {
+            let s = q.stats().await.unwrap();
+            s.visible == 0 && s.in_flight == 0
+        }
+    })
+    .await;
+    assert_eq!(
+        store.list_all("batch/breast-cancer/cli-1/").await.unwrap(),
+        before,
+        "a duplicated partition wrote something"
+    );
     let datasets = store.list_all("datasets/breast-cancer/").await.unwrap();
     assert!(
         datasets
@@ -763,6 +846,18 @@ fn invoke_takes_every_sample_event() {
     type Check<'a> = &'a dyn Fn(&Value) -> bool;
     let table: Vec<(&str, Result<Check, &str>)> = vec![
         ("bad-s3-outside-raw.json", Err("is outside raw/")),
+        // A job with nothing under its input folder.
+        ("batch-direct.json", Err("batch job sample has no input")),
+        // The job's own output, notified by S3: ignored.
+        (
+            "batch-s3.json",
+            Ok(&|r: &Value| r[0]["outcome"] == "ignored"),
+        ),
+        // A partition of a job never planned is poison.
+        (
+            "batch-sqs.json",
+            Ok(&|r: &Value| failed(r) == ["batch-msg-1"]),
+        ),
         (
             "bad-unknown-source.json",
             Err("unknown event source \"aws:kinesis\""),

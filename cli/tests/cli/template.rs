@@ -58,6 +58,8 @@ fn allowed_sends() -> BTreeMap<&'static str, Vec<&'static str>> {
         ),
         ("ScoreFunction", vec![]),
         ("MonitorFunction", vec!["IngestQueue", "DeploymentsQueue"]),
+        // The planner sends one message per partition to its own queue.
+        ("BatchFunction", vec!["BatchQueue", "BatchDeadLetterQueue"]),
     ])
 }
 
@@ -326,7 +328,14 @@ fn each_check_fails_on_a_template_that_breaks_it() {
 fn every_stage_queue_dead_letters_after_the_parameter() {
     let s = stack(TEMPLATE, &[("MaxReceiveCount", "7")]);
     let queues = s.queues().unwrap();
-    for stage in ["Ingest", "Preprocess", "Train", "Evaluate", "Deploy"] {
+    for stage in [
+        "Ingest",
+        "Preprocess",
+        "Train",
+        "Evaluate",
+        "Deploy",
+        "Batch",
+    ] {
         let q = queues
             .iter()
             .find(|q| q.id == format!("{stage}Queue"))

@@ -1,10 +1,13 @@
-//! The train Lambda: its queues and store wired from the environment by
-//! [`lambdaml::pipeline`] (the one table of which stage feeds which), then the runtime
-//! loop. All logic is in the library.
+//! The train function: its queues and store wired from the environment by
+//! [`lambdaml::pipeline`] (the one table of which stage feeds which). In Lambda it runs the
+//! runtime loop; as a plain process (`train --message FILE|-`, `--message-json JSON`,
+//! `--queue`; AWS Batch or ECS Fargate when a spec outgrows Lambda's 15 minutes and 10 GB)
+//! it handles one message or drains its queue ([`lambdaml::process`]). All logic is in the
+//! library.
 
 use lambdaml_train::Train;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    lambdaml::pipeline::serve_stage::<Train>().await
+async fn main() -> std::process::ExitCode {
+    lambdaml::process::serve_stage_or_process::<Train>().await
 }

@@ -993,3 +993,135 @@ async fn refit_all_serves_the_whole_window_and_keeps_the_split_fits_evaluation()
     .unwrap();
     assert_eq!(split.train_key(), said.train_key());
 }
+
+/// The train binary as a plain process (AWS Batch, ECS Fargate): a message given on the
+/// command line, a deadline that makes it checkpoint and re-queue, then `--queue` resuming
+/// from the checkpoint to the end; bad messages and command lines refused with their exit
+/// status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_train_binary_runs_a_message_as_a_process_and_resumes_from_its_checkpoint() {
+    use lambdaml::store::FileStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(FileStore::open(dir.path().join("store")).unwrap());
+    let queues_url = format!("file://{}", dir.path().join("queues").display());
+    let queues = open_queues(&queues_url, 3).await.unwrap();
+    store
+        .put(
+            &key("specs/breast-cancer.toml"),
+            Bytes::from_static(BREAST_SPEC.as_bytes()),
+        )
+        .await
+        .unwrap();
+    let raw = key("raw/breast-cancer/data.csv");
+    store
+        .put(&raw, Bytes::from_static(BREAST_CANCER))
+        .await
+        .unwrap();
+    let message = Message::new(
+        "p",
+        None,
+        StageMessage::Ingest(IngestRequest {
+            key: raw,
+            dataset: None,
+        }),
+    );
+    queues
+        .get(Stage::Ingest)
+        .await
+        .unwrap()
+        .send(&message.to_body())
+        .await
+        .unwrap();
+    // Ingest and preprocess here; the train message is left for the process.
+    let upstream: Vec<Arc<dyn StageHandler>> = vec![
+        Arc::new(wire::<Ingest>(store.clone(), &queues).await.unwrap().0),
+        Arc::new(wire::<Preprocess>(store.clone(), &queues).await.unwrap().0),
+    ];
+    drain(&queues, &upstream, &DrainOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    let train_queue = queues.get(Stage::Train).await.unwrap();
+    let received = train_queue
+        .receive(1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let body = received[0].body.clone();
+    train_queue.delete(&received[0].receipt).await.unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_train"));
+        cmd.args(args)
+            .env(
+                "LAMBDAML_STORE",
+                format!("file://{}", dir.path().join("store").display()),
+            )
+            .env("LAMBDAML_QUEUES", &queues_url)
+            .env("LAMBDAML_MAX_RECEIVES", "3")
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env_remove("LAMBDAML_MESSAGE")
+            .env_remove("LAMBDAML_DEADLINE_SECS");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        (
+            out.status.code(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // A deadline already here: one step, a checkpoint, the continuation on the train queue.
+    let (code, stdout, stderr) = run(&["--message-json", &body, "--deadline-secs", "0"], &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(answer["status"], "checkpointed", "{answer}");
+    let version = answer["version"].as_str().unwrap().to_string();
+    assert_eq!(train_queue.stats().await.unwrap().visible, 1);
+    // The queue mode resumes from the checkpoint and finishes: the version, and evaluate's
+    // message.
+    let (code, stdout, stderr) = run(&["--queue"], &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(answer, serde_json::json!({"handled": 1, "failed": 0}));
+    assert!(
+        store
+            .head(&key(&format!(
+                "models/breast-cancer/{version}/manifest.json"
+            )))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        queues
+            .get(Stage::Evaluate)
+            .await
+            .unwrap()
+            .stats()
+            .await
+            .unwrap()
+            .visible,
+        1
+    );
+    // The same message again (LAMBDAML_MESSAGE, as a job's environment may give it): the
+    // version exists, nothing is trained.
+    let (code, stdout, _) = run(&[], &[("LAMBDAML_MESSAGE", &body)]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("\"exists\""), "{stdout}");
+    // Refused for good (exit 1): a run that does not exist, a message that is not JSON.
+    let (code, stdout, _) = run(
+        &[
+            "--message-json",
+            r#"{"run_manifest": "runs/none/manifest.json"}"#,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("\"retryable\":false"), "{stdout}");
+    let (code, _, _) = run(&["--message-json", "not json"], &[]);
+    assert_eq!(code, Some(1));
+    // A bad command line (exit 64).
+    let (code, _, stderr) = run(&["--mesage", "x"], &[]);
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("unknown argument"), "{stderr}");
+}

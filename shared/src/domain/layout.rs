@@ -19,6 +19,12 @@
 //! monitoring/<model>/<time>-<salt>/report.{json,html}, labelled.csv   a monitor run
 //! monitoring/<model>/retrain-state.json              the retrain cooldown's state
 //! monitoring/<model>/concept-state.json              the concept-drift detector between runs
+//! batch/<model>/<job>/input/<file>                   a batch job's inputs (S3 ObjectCreated → batch)
+//! batch/<model>/<job>/job.json                      its options (optional; put before the inputs)
+//! batch/<model>/<job>/{plan.json, manifest.json, rejected.jsonl}   its plan and outcome
+//! batch/<model>/<job>/output/part-NNNNN.{parquet,json}   a partition's scores and manifest
+//! batch/<model>/<job>/rejected/part-NNNNN.jsonl      a partition's rejected rows
+//! batch/<model>/<job>/staged/part-NNNNN.csv          a gzip input's partitions, as plain CSV
 //! ```
 //!
 //! Functions returning an [`ObjectKey`] check the key rules (a model or dataset name with a
@@ -289,6 +295,99 @@ pub fn concept_state(model: &str) -> Result<ObjectKey, StoreError> {
     key(format!("monitoring/{model}/concept-state.json"))
 }
 
+/// Where batch jobs live.
+pub const BATCH: &str = "batch/";
+
+/// `batch/<model>/<job>/`: everything of one batch job.
+pub fn batch_job(model: &str, job: &str) -> String {
+    format!("{BATCH}{model}/{job}/")
+}
+
+/// `batch/<model>/<job>/input/`: a batch job's inputs.
+pub fn batch_input(model: &str, job: &str) -> String {
+    format!("{}input/", batch_job(model, job))
+}
+
+/// `batch/<model>/<job>/input/<name>`.
+pub fn batch_input_file(model: &str, job: &str, name: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}{name}", batch_input(model, job)))
+}
+
+/// `batch/<model>/<job>/plan.json`.
+pub fn batch_plan(model: &str, job: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}plan.json", batch_job(model, job)))
+}
+
+/// `batch/<model>/<job>/job.json`: the job's options ([`crate::batch::JobOptions`]).
+pub fn batch_options(model: &str, job: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}job.json", batch_job(model, job)))
+}
+
+/// `batch/<model>/<job>/manifest.json`: how the job ended.
+pub fn batch_manifest(model: &str, job: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}manifest.json", batch_job(model, job)))
+}
+
+/// `batch/<model>/<job>/rejected.jsonl`: every partition's rejected rows.
+pub fn batch_rejected(model: &str, job: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}rejected.jsonl", batch_job(model, job)))
+}
+
+/// `batch/<model>/<job>/output/`: the partitions' outputs and manifests.
+pub fn batch_outputs(model: &str, job: &str) -> String {
+    format!("{}output/", batch_job(model, job))
+}
+
+/// `batch/<model>/<job>/output/part-NNNNN.parquet`.
+pub fn batch_part_output(model: &str, job: &str, part: usize) -> Result<ObjectKey, StoreError> {
+    key(format!(
+        "{}part-{part:05}.parquet",
+        batch_outputs(model, job)
+    ))
+}
+
+/// `batch/<model>/<job>/output/part-NNNNN.json`: written after the partition's output.
+pub fn batch_part_manifest(model: &str, job: &str, part: usize) -> Result<ObjectKey, StoreError> {
+    key(format!("{}part-{part:05}.json", batch_outputs(model, job)))
+}
+
+/// Whether `key` is a partition manifest ([`batch_part_manifest`]).
+pub fn is_batch_part_manifest(key: &str) -> bool {
+    key.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with("part-") && name.ends_with(".json"))
+}
+
+/// `batch/<model>/<job>/rejected/part-NNNNN.jsonl`.
+pub fn batch_part_rejected(model: &str, job: &str, part: usize) -> Result<ObjectKey, StoreError> {
+    key(format!(
+        "{}rejected/part-{part:05}.jsonl",
+        batch_job(model, job)
+    ))
+}
+
+/// `batch/<model>/<job>/staged/part-NNNNN.csv`: a gzip input's partition as plain CSV.
+pub fn batch_staged(model: &str, job: &str, part: usize) -> Result<ObjectKey, StoreError> {
+    key(format!(
+        "{}staged/part-{part:05}.csv",
+        batch_job(model, job)
+    ))
+}
+
+/// What a key under `batch/` is: `(model, job, whether it is an input)`, or `None` for a
+/// key that is not in a job's folder.
+pub fn batch_key(key: &str) -> Option<(&str, &str, bool)> {
+    let rest = key.strip_prefix(BATCH)?;
+    let mut parts = rest.splitn(4, '/');
+    let (model, job, kind) = (parts.next()?, parts.next()?, parts.next()?);
+    let file = parts.next();
+    if model.is_empty() || job.is_empty() {
+        return None;
+    }
+    let input = kind == "input" && file.is_some_and(|f| !f.is_empty() && !f.ends_with('/'));
+    Some((model, job, input))
+}
+
 /// `<folder>/<file>`: a file in a folder this module named.
 pub fn in_folder(folder: &str, file: &str) -> Result<ObjectKey, StoreError> {
     key(format!("{}/{file}", folder.trim_end_matches('/')))
@@ -297,6 +396,23 @@ pub fn in_folder(folder: &str, file: &str) -> Result<ObjectKey, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_keys_name_their_job_and_inputs() {
+        let input = batch_input_file("m", "j1", "day 1.csv").unwrap();
+        assert_eq!(input.as_str(), "batch/m/j1/input/day 1.csv");
+        assert_eq!(batch_key(input.as_str()), Some(("m", "j1", true)));
+        let out = batch_part_output("m", "j1", 7).unwrap();
+        assert_eq!(out.as_str(), "batch/m/j1/output/part-00007.parquet");
+        assert_eq!(batch_key(out.as_str()), Some(("m", "j1", false)));
+        let manifest = batch_part_manifest("m", "j1", 7).unwrap();
+        assert!(is_batch_part_manifest(manifest.as_str()));
+        assert!(!is_batch_part_manifest(out.as_str()));
+        assert_eq!(batch_key("batch/m/j1/input/"), Some(("m", "j1", false)));
+        assert_eq!(batch_key("batch/m"), None);
+        assert_eq!(batch_key("raw/m/j/input/x.csv"), None);
+        assert!(batch_plan("m", "../x").is_err());
+    }
 
     #[test]
     fn a_record_file_key_gives_back_its_hour() {

@@ -27,16 +27,19 @@ pub enum Stage {
     Evaluate,
     /// Apply the promotion rule.
     Deploy,
+    /// Plan and score batch jobs (outside the training pipeline).
+    Batch,
 }
 
 impl Stage {
-    /// Every stage in pipeline order.
-    pub const ALL: [Stage; 5] = [
+    /// Every stage: the pipeline's in order, then batch scoring.
+    pub const ALL: [Stage; 6] = [
         Stage::Ingest,
         Stage::Preprocess,
         Stage::Train,
         Stage::Evaluate,
         Stage::Deploy,
+        Stage::Batch,
     ];
 
     /// The stage's name, as used in queue names and directories.
@@ -47,6 +50,7 @@ impl Stage {
             Stage::Train => "train",
             Stage::Evaluate => "evaluate",
             Stage::Deploy => "deploy",
+            Stage::Batch => "batch",
         }
     }
 }
@@ -162,6 +166,64 @@ impl DeployRequest {
     }
 }
 
+/// Asks the batch function to plan a job: every file under `batch/<model>/<job>/input/`
+/// split into partitions, one message per partition sent to the batch queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchJobRequest {
+    /// The model (`model_name`: the envelope's `model` is the message's own).
+    #[serde(rename = "model_name")]
+    pub model: String,
+    /// The job.
+    pub job: String,
+    /// The version to score with; the production version when the job is planned if none.
+    #[serde(
+        default,
+        rename = "model_version",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub version: Option<String>,
+    /// Rows per partition (default [`crate::batch::DEFAULT_PARTITION_ROWS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_rows: Option<u64>,
+    /// Whether outputs carry the input columns besides the scores.
+    #[serde(default)]
+    pub include_inputs: bool,
+}
+
+/// Asks the batch function to score one partition of a planned job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPartitionRequest {
+    /// The model.
+    #[serde(rename = "model_name")]
+    pub model: String,
+    /// The job.
+    pub job: String,
+    /// The partition ([`crate::batch::PlannedPart::index`]).
+    pub partition: usize,
+}
+
+/// An object created under `batch/` (an S3 notification): a job's input starts the job;
+/// anything else (the job's own outputs) is ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchObjectRequest {
+    /// The object.
+    pub key: ObjectKey,
+}
+
+/// What the batch queue carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchInput {
+    /// Plan a job.
+    Job(BatchJobRequest),
+    /// Score a partition.
+    Partition(BatchPartitionRequest),
+    /// An object landed under `batch/`.
+    Object(BatchObjectRequest),
+}
+
 /// The stage-specific part of a message.
 /// What the monitor sends the ingest queue on a breach: build a new dataset version from the
 /// captured rows and their feedback labels (plus older data) and run the normal pipeline.
@@ -204,6 +266,12 @@ pub enum StageMessage {
     Evaluate(EvaluateRequest),
     /// For deploy.
     Deploy(DeployRequest),
+    /// Plan a batch job (handled by batch).
+    BatchJob(BatchJobRequest),
+    /// Score one partition of a batch job (handled by batch).
+    BatchPartition(BatchPartitionRequest),
+    /// An object landed under `batch/` (handled by batch).
+    BatchObject(BatchObjectRequest),
 }
 
 impl StageMessage {
@@ -215,6 +283,9 @@ impl StageMessage {
             StageMessage::Train(_) => Stage::Train,
             StageMessage::Evaluate(_) => Stage::Evaluate,
             StageMessage::Deploy(_) => Stage::Deploy,
+            StageMessage::BatchJob(_)
+            | StageMessage::BatchPartition(_)
+            | StageMessage::BatchObject(_) => Stage::Batch,
         }
     }
 }
@@ -248,6 +319,31 @@ impl StageRequest for IngestInput {
             other => Err(other.stage()),
         }
     }
+}
+
+impl StageRequest for BatchInput {
+    const STAGE: Stage = Stage::Batch;
+    fn from_body(body: StageMessage) -> Result<Self, Stage> {
+        match body {
+            StageMessage::BatchJob(r) => Ok(BatchInput::Job(r)),
+            StageMessage::BatchPartition(r) => Ok(BatchInput::Partition(r)),
+            StageMessage::BatchObject(r) => Ok(BatchInput::Object(r)),
+            other => Err(other.stage()),
+        }
+    }
+}
+
+/// The batch function's direct form: a job to plan (`{"model_name", "job", …}`).
+impl DirectRequest for BatchJobRequest {
+    fn into_message(self) -> Message {
+        let model = Some(self.model.clone());
+        Message::new(batch_run_id(&self.job), model, StageMessage::BatchJob(self))
+    }
+}
+
+/// The run id of a batch job's messages: `batch-<job>`.
+pub fn batch_run_id(job: &str) -> String {
+    format!("batch-{job}")
 }
 
 macro_rules! stage_request {

@@ -3,6 +3,7 @@
 //! ([`crate::ports`]) as trait objects.
 
 pub mod baseline;
+pub mod batch;
 pub mod capture;
 pub mod compare;
 pub mod dataset;

@@ -128,6 +128,12 @@ impl Trigger {
             StageMessage::Train(r) => (format!("train {}", r.run_manifest), None),
             StageMessage::Evaluate(r) => (format!("evaluate {} {}", r.model, r.version), None),
             StageMessage::Deploy(r) => (format!("deploy {} {}", r.model, r.version), None),
+            StageMessage::BatchJob(r) => (format!("batch job {} of {}", r.job, r.model), None),
+            StageMessage::BatchPartition(r) => (
+                format!("batch job {} partition {}", r.job, r.partition),
+                None,
+            ),
+            StageMessage::BatchObject(r) => (r.key.to_string(), None),
         };
         Trigger {
             kind: if matches!(body, StageMessage::Retrain(_)) {
@@ -399,6 +405,9 @@ pub fn inputs_of(body: &StageMessage) -> Vec<String> {
         }
         StageMessage::Evaluate(r) => vec![crate::layout::model_version(&r.model, &r.version)],
         StageMessage::Deploy(r) => vec![crate::layout::model_version(&r.model, &r.version)],
+        StageMessage::BatchJob(r) => vec![crate::layout::batch_input(&r.model, &r.job)],
+        StageMessage::BatchPartition(r) => vec![crate::layout::batch_job(&r.model, &r.job)],
+        StageMessage::BatchObject(r) => vec![r.key.to_string()],
     }
 }
 
@@ -419,6 +428,7 @@ pub fn outputs_of(stage: Stage, summary: &serde_json::Value) -> Vec<String> {
                 out.push(crate::layout::model_version(m, v));
             }
         }
+        Stage::Batch => out.extend(field("output").map(str::to_string)),
     }
     out.sort();
     out.dedup();

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod events;
 pub mod pipeline;
+pub mod process;
 pub mod recorder;
 pub mod stage;
 pub mod telemetry;

@@ -8,6 +8,7 @@
 //! evaluate   ← evaluate queue                          → deploy queue
 //! deploy     ← deploy queue                            → deployments queue (announcements)
 //! monitor    ← schedule or direct invocation           → ingest queue (retrains)
+//! batch      ← batch queue (jobs, partitions, batch/ objects) → batch queue (partitions)
 //! evaluate, deploy, monitor: every registry change     → deployments queue (+ EventBridge)
 //! score      ← HTTP                                    (no queue)
 //! ```
@@ -43,6 +44,8 @@ pub enum Function {
     Score,
     /// Compares live traffic with the baseline.
     Monitor,
+    /// Plans and scores batch jobs.
+    Batch,
 }
 
 /// A queue a function sends to.
@@ -56,7 +59,7 @@ pub enum Next {
 
 impl Function {
     /// Every function, pipeline order first.
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 8] = [
         Function::Ingest,
         Function::Preprocess,
         Function::Train,
@@ -64,6 +67,7 @@ impl Function {
         Function::Deploy,
         Function::Score,
         Function::Monitor,
+        Function::Batch,
     ];
 
     /// Its name: the binary, the template's function, `lambdaml invoke NAME`.
@@ -76,6 +80,7 @@ impl Function {
             Function::Deploy => "deploy",
             Function::Score => "score",
             Function::Monitor => "monitor",
+            Function::Batch => "batch",
         }
     }
 
@@ -93,6 +98,7 @@ impl Function {
             Function::Train => Some(Stage::Train),
             Function::Evaluate => Some(Stage::Evaluate),
             Function::Deploy => Some(Stage::Deploy),
+            Function::Batch => Some(Stage::Batch),
             Function::Score | Function::Monitor => None,
         }
     }
@@ -106,6 +112,8 @@ impl Function {
             Function::Evaluate => Some(Next::Stage(Stage::Deploy)),
             Function::Deploy => Some(Next::Deployments),
             Function::Monitor => Some(Next::Stage(Stage::Ingest)),
+            // The planner sends one message per partition to its own queue.
+            Function::Batch => Some(Next::Stage(Stage::Batch)),
             Function::Score => None,
         }
     }
@@ -304,7 +312,8 @@ mod tests {
                 .into_iter()
                 .filter(|f| f.next() == Some(Next::Stage(stage)))
                 .count();
-            // Ingest is fed by S3 notifications and by the monitor's retrains.
+            // Ingest is fed by S3 notifications and by the monitor's retrains; batch by S3
+            // notifications and by its own planner.
             assert_eq!(feeders, 1, "{stage}");
         }
         assert_eq!(

@@ -154,7 +154,9 @@ fn model_of(message: &Message) -> Option<String> {
         M::Retrain(r) => Some(r.model.clone()),
         M::Evaluate(r) => Some(r.model.clone()),
         M::Deploy(r) => Some(r.model.clone()),
-        M::Ingest(_) | M::Preprocess(_) | M::Train(_) => None,
+        M::BatchJob(r) => Some(r.model.clone()),
+        M::BatchPartition(r) => Some(r.model.clone()),
+        M::Ingest(_) | M::Preprocess(_) | M::Train(_) | M::BatchObject(_) => None,
     })
 }
 

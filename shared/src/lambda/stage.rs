@@ -456,6 +456,8 @@ pub struct DrainOptions {
     pub retry_delay: Duration,
     /// Stop after this many handled messages (a safety net against loops).
     pub max_messages: usize,
+    /// Batch partitions handled at once.
+    pub batch_workers: usize,
 }
 
 impl Default for DrainOptions {
@@ -464,6 +466,7 @@ impl Default for DrainOptions {
             visibility: Duration::from_secs(900),
             retry_delay: Duration::from_millis(200),
             max_messages: 100_000,
+            batch_workers: 1,
         }
     }
 }
@@ -483,65 +486,41 @@ pub struct Handled {
 
 /// Drives the stages in-process until every queue is empty: receives from each stage's
 /// queue in pipeline order, handles, deletes what succeeded, releases what may succeed
-/// later and dead-letters what never will. `on_handled` sees each outcome as it happens.
+/// later and dead-letters what never will. The batch stage's messages are handled
+/// `options.batch_workers` at a time (its partitions fan out); the others one at a time.
+/// `on_handled` sees each outcome as it happens.
 pub async fn drain(
     queues: &Queues,
     handlers: &[Arc<dyn StageHandler>],
     options: &DrainOptions,
     on_handled: &(dyn Fn(&Handled) + Sync),
 ) -> Result<Vec<Handled>, QueueError> {
+    use futures::StreamExt;
     let mut report = Vec::new();
     loop {
         let mut progressed = false;
         let mut waiting = false;
         for handler in handlers {
             let queue = queues.get(handler.stage()).await?;
-            let received = queue.receive(10, options.visibility).await?;
-            for message in received {
-                progressed = true;
-                let delivery = crate::recorder::Delivery {
-                    message_id: Some(message.id.clone()),
-                    receive_count: message.receive_count,
-                    max_receives: queue.max_receives(),
-                };
-                let max = delivery.max_receives;
-                let last = max.is_some_and(|m| message.receive_count >= m);
-                let handled = crate::recorder::with_delivery(
-                    delivery,
-                    handle_body(handler.as_ref(), &message.body),
-                )
-                .await;
-                let (outcome, detail) = match handled {
-                    Ok(summary) => {
-                        queue.delete(&message.receipt).await?;
-                        ("ok", summary)
-                    }
-                    Err(StageError::Retryable { reason, .. }) if last => {
-                        let reason = format!(
-                            "failed on delivery {} of {}: {reason}",
-                            message.receive_count,
-                            max.unwrap_or(message.receive_count)
-                        );
-                        queue.dead_letter(&message, &reason).await?;
-                        ("dead_letter", serde_json::Value::String(reason))
-                    }
-                    Err(StageError::Retryable { reason, .. }) => {
-                        queue
-                            .release(&message.receipt, &reason, options.retry_delay)
-                            .await?;
-                        ("retry", serde_json::Value::String(reason))
-                    }
-                    Err(StageError::Permanent { reason, .. }) => {
-                        queue.dead_letter(&message, &reason).await?;
-                        ("dead_letter", serde_json::Value::String(reason))
-                    }
-                };
-                let handled = Handled {
-                    stage: handler.stage(),
-                    id: message.id,
-                    outcome,
-                    detail,
-                };
+            let workers = if handler.stage() == Stage::Batch {
+                options.batch_workers.max(1)
+            } else {
+                1
+            };
+            // Batch partitions are taken `workers` at a time, so that several runners sharing
+            // the queue share its partitions; other stages take up to ten.
+            let take = if handler.stage() == Stage::Batch {
+                workers
+            } else {
+                10
+            };
+            let received = queue.receive(take, options.visibility).await?;
+            progressed |= !received.is_empty();
+            let mut handled = futures::stream::iter(received)
+                .map(|message| handle_received(queue.as_ref(), handler.as_ref(), message, options))
+                .buffer_unordered(workers);
+            while let Some(handled) = handled.next().await {
+                let handled = handled?;
                 on_handled(&handled);
                 report.push(handled);
                 if report.len() >= options.max_messages {
@@ -561,6 +540,55 @@ pub async fn drain(
             tokio::time::sleep(options.retry_delay.min(Duration::from_millis(100))).await;
         }
     }
+}
+
+/// Handles one received message and settles it on `queue`.
+async fn handle_received(
+    queue: &dyn Queue,
+    handler: &dyn StageHandler,
+    message: crate::queue::Received,
+    options: &DrainOptions,
+) -> Result<Handled, QueueError> {
+    let delivery = crate::recorder::Delivery {
+        message_id: Some(message.id.clone()),
+        receive_count: message.receive_count,
+        max_receives: queue.max_receives(),
+    };
+    let max = delivery.max_receives;
+    let last = max.is_some_and(|m| message.receive_count >= m);
+    let handled =
+        crate::recorder::with_delivery(delivery, handle_body(handler, &message.body)).await;
+    let (outcome, detail) = match handled {
+        Ok(summary) => {
+            queue.delete(&message.receipt).await?;
+            ("ok", summary)
+        }
+        Err(StageError::Retryable { reason, .. }) if last => {
+            let reason = format!(
+                "failed on delivery {} of {}: {reason}",
+                message.receive_count,
+                max.unwrap_or(message.receive_count)
+            );
+            queue.dead_letter(&message, &reason).await?;
+            ("dead_letter", serde_json::Value::String(reason))
+        }
+        Err(StageError::Retryable { reason, .. }) => {
+            queue
+                .release(&message.receipt, &reason, options.retry_delay)
+                .await?;
+            ("retry", serde_json::Value::String(reason))
+        }
+        Err(StageError::Permanent { reason, .. }) => {
+            queue.dead_letter(&message, &reason).await?;
+            ("dead_letter", serde_json::Value::String(reason))
+        }
+    };
+    Ok(Handled {
+        stage: handler.stage(),
+        id: message.id,
+        outcome,
+        detail,
+    })
 }
 
 #[cfg(feature = "lambda")]

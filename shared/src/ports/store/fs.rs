@@ -26,7 +26,42 @@ const LOCK_FILE: &str = ".lock";
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    /// Etags of large objects already hashed, by path and file identity: a reader of many
+    /// ranges of one object (batch partitions) hashes it once per process, not per range.
+    /// Objects are replaced by a rename (a new inode), so an unchanged identity is an
+    /// unchanged object.
+    etags: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, (Identity, String)>>>,
 }
+
+/// What tells two versions of a file apart without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+}
+
+impl Identity {
+    fn of(meta: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(-1, |d| d.as_nanos() as i128);
+        Identity {
+            inode,
+            size: meta.len(),
+            modified_ns,
+        }
+    }
+}
+
+/// The most remembered etags: past it the memo starts over.
+const MAX_REMEMBERED_ETAGS: usize = 4096;
 
 /// What a conditional write requires of the current object.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +76,10 @@ impl FileStore {
     pub fn open(root: impl AsRef<Path>) -> Result<Self, StoreError> {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(root.join(TMP_DIR)).map_err(|e| StoreError::io(&root, e))?;
-        Ok(FileStore { root })
+        Ok(FileStore {
+            root,
+            etags: Default::default(),
+        })
     }
 
     /// The root directory.
@@ -176,6 +214,69 @@ impl FileStore {
         )
     }
 
+    /// The etag of the file at `path` as it is now (`file`, open), hashed at most once
+    /// per version of the file.
+    fn etag_of_open(&self, path: &Path, file: &File) -> Result<String, StoreError> {
+        let identity = Identity::of(&file.metadata().map_err(|e| StoreError::io(path, e))?);
+        let memo = self
+            .etags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((known, etag)) = memo.get(path)
+            && *known == identity
+        {
+            return Ok(etag.clone());
+        }
+        drop(memo);
+        let (etag, _) = Self::hash_file(path)?;
+        // The file hashed may be a newer version than `identity` if it was replaced in
+        // between: remember it only if the identity still holds.
+        let now = Identity::of(&fs::metadata(path).map_err(|e| StoreError::io(path, e))?);
+        if now == identity {
+            let mut memo = self
+                .etags
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if memo.len() >= MAX_REMEMBERED_ETAGS {
+                memo.clear();
+            }
+            memo.insert(path.to_path_buf(), (identity, etag.clone()));
+        }
+        Ok(etag)
+    }
+
+    fn read_range(
+        &self,
+        key: &ObjectKey,
+        range: std::ops::Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.path_of(key)?;
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        if let Some(expected) = etag
+            && self.etag_of_open(&path, &file)? != expected
+        {
+            return Err(StoreError::PreconditionFailed {
+                key: key.to_string(),
+                expected: expected.to_string(),
+            });
+        }
+        let size = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        let (start, end) = (range.start.min(size), range.end.min(size));
+        let mut buf = vec![0u8; end.saturating_sub(start) as usize];
+        file.seek(SeekFrom::Start(start))
+            .and_then(|_| file.read_exact(&mut buf))
+            .map_err(|e| StoreError::io(&path, e))?;
+        Ok(Bytes::from(buf))
+    }
+
     fn hash_file(path: &Path) -> Result<(String, u64), StoreError> {
         let mut file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let mut hasher = Sha256::new();
@@ -308,6 +409,16 @@ impl ObjectStore for FileStore {
         .await
     }
 
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        range: std::ops::Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        let (store, key, etag) = (self.clone(), key.clone(), etag.map(str::to_string));
+        blocking(move || store.read_range(&key, range, etag.as_deref())).await
+    }
+
     async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream, StoreError> {
         let path = self.path_of(key)?;
         let file = match tokio::fs::File::open(&path).await {
@@ -407,12 +518,18 @@ impl ObjectStore for FileStore {
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path_of(key)?;
-        let key = key.clone();
+        let (store, key) = (self.clone(), key.clone());
         blocking(move || {
             if !path.is_file() {
                 return Ok(None);
             }
-            match Self::hash_file(&path) {
+            let hashed = File::open(&path)
+                .map_err(|e| StoreError::io(&path, e))
+                .and_then(|file| {
+                    let size = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+                    Ok((store.etag_of_open(&path, &file)?, size))
+                });
+            match hashed {
                 Ok((etag, size)) => Ok(Some(ObjectMeta { key, size, etag })),
                 Err(StoreError::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound =>

@@ -270,6 +270,28 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Reads an object as a stream of chunks, so memory stays bounded by a chunk.
     async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream, StoreError>;
 
+    /// Bytes `range` of an object (clamped to its size), only while its etag is still
+    /// `etag` when one is given — [`StoreError::PreconditionFailed`] otherwise — so a reader
+    /// of one part of a large object never mixes two versions of it (batch partitions).
+    /// The default reads the whole object; the file store and S3 read only the range.
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        range: std::ops::Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        let object = self.get(key).await?;
+        if let Some(expected) = etag
+            && object.etag != expected
+        {
+            return Err(StoreError::PreconditionFailed {
+                key: key.to_string(),
+                expected: expected.to_string(),
+            });
+        }
+        Ok(slice_range(&object.bytes, range))
+    }
+
     /// Writes an object, replacing any previous one. Readers see the old or the new
     /// contents, never a mix.
     async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError>;
@@ -444,6 +466,13 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
 
 /// The etag the file and memory stores give to contents: a content hash, as S3 does for a
 /// single-part upload, so an unchanged rewrite keeps its etag.
+/// `range` of `bytes`, clamped to its length.
+pub(crate) fn slice_range(bytes: &Bytes, range: std::ops::Range<u64>) -> Bytes {
+    let len = bytes.len() as u64;
+    let (start, end) = (range.start.min(len), range.end.min(len));
+    bytes.slice(start as usize..end.max(start) as usize)
+}
+
 pub(crate) fn content_etag(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(bytes);

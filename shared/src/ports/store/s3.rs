@@ -168,6 +168,57 @@ impl ObjectStore for S3Store {
         Ok(Object { bytes, etag })
     }
 
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        range: std::ops::Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        if range.end <= range.start {
+            return Ok(Bytes::new());
+        }
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key.as_str()))
+            .range(format!("bytes={}-{}", range.start, range.end - 1));
+        if let Some(etag) = etag {
+            request = request.if_match(etag);
+        }
+        let out = match request.send().await {
+            Ok(out) => out,
+            Err(err) => {
+                let status = err.raw_response().map(|r| r.status().as_u16());
+                return Err(match (status, etag) {
+                    (Some(412), Some(expected)) => StoreError::PreconditionFailed {
+                        key: key.to_string(),
+                        expected: expected.to_string(),
+                    },
+                    // A range that starts past the end: nothing there, as `get` would slice.
+                    (Some(416), _) => return Ok(Bytes::new()),
+                    (Some(404), _) => StoreError::NotFound(key.to_string()),
+                    _ if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                        StoreError::NotFound(key.to_string())
+                    }
+                    _ => backend(key.as_str(), err),
+                });
+            }
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Backend {
+                key: key.to_string(),
+                kind: BackendKind::Unavailable,
+                message: e.to_string(),
+                source: std::sync::Arc::new(e),
+            })?
+            .into_bytes();
+        Ok(bytes)
+    }
+
     async fn get_stream(&self, key: &ObjectKey) -> Result<ByteStream, StoreError> {
         let out = self
             .client
