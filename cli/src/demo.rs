@@ -3,8 +3,9 @@
 //! The NOAA weather stream and its model spec are compiled into the binary, so the demo
 //! needs nothing but this command. It uploads both to the store, ingests the file (schema
 //! checks, quarantine, Parquet, profile), runs the stages the ingest triggers through the
-//! local queues, delivers the same file again to show that nothing is duplicated, and
-//! prints a summary.
+//! local queues, delivers the same file again to show that nothing is duplicated, plays the
+//! rest of the stream through the loop, scores the whole file as a batch job, and prints a
+//! summary.
 
 use std::time::Instant;
 
@@ -53,6 +54,7 @@ struct DemoReport {
     challenger: serde_json::Value,
     registry: Registry,
     stream: StreamReport,
+    batch: batch::BatchDemo,
 }
 
 /// What the demo did before the stream, for the first part of the printout.
@@ -416,6 +418,7 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         );
     }
     let stream = play_stream(ctx, &spec.model.name).await?;
+    let batch = batch::batch_step(ctx, &spec.model.name, WEATHER_CSV).await?;
     let registry = RegistryStore::new(ctx.store.clone())
         .get(&spec.model.name)
         .await?;
@@ -437,10 +440,12 @@ pub async fn demo(ctx: &Ctx, store_url: &str, _args: DemoArgs) -> Result<()> {
         challenger,
         registry,
         stream,
+        batch,
     };
     emit(ctx.json, &report, |r| render_tail(r, store_url, &stats));
     Ok(())
 }
 
+mod batch;
 mod render;
 use render::{render, render_tail};

@@ -144,7 +144,9 @@ pub(super) fn render_tail(
             .to_string(),
         None => st.last_report.clone(),
     };
-    s.push_str(&format!("   last report: {html}\n\n"));
+    s.push_str(&format!("   last report: {html}\n"));
+    s.push_str(&super::batch::render_batch(&r.batch, &r.registry.model));
+    s.push('\n');
     let reg = &r.registry;
     s.push_str("model versions:\n");
     let mut versions: Vec<_> = reg.versions.values().collect();

@@ -249,6 +249,12 @@ fn split_csv(
         let chunk = &buf[..n];
         if keep {
             pending.extend_from_slice(chunk);
+            if pending.len() as u64 > 2 * MAX_PARTITION_BYTES + (1 << 20) {
+                return Err(StageError::permanent(format!(
+                    "{key}: a record longer than {} MiB (an unclosed quote?)",
+                    (2 * MAX_PARTITION_BYTES) >> 20
+                )));
+            }
         }
         for part in splitter.feed(chunk).map_err(|e| split_error(key, e))? {
             let bytes = keep.then(|| take_part(&mut pending, &mut pending_start, &part));
@@ -292,31 +298,56 @@ async fn plan_csv(
     input: usize,
     partition_rows: u64,
 ) -> Result<(PlannedInput, Vec<PlannedPart>), StageError> {
-    let path = local_copy(&batch.store, &meta.key).await?;
     let key = meta.key.clone();
-    let (header, parts) = run_blocking("splitting a CSV input", move || {
-        let file = std::fs::File::open(&path).map_err(StageError::transient)?;
-        let mut parts = Vec::new();
-        let header = split_csv(
-            &key,
-            std::io::BufReader::with_capacity(1 << 20, file),
-            partition_rows,
-            false,
-            |part, _| {
-                parts.push(csv_part(
-                    input,
-                    &part,
-                    PartSource::CsvRange {
-                        start: part.start,
-                        end: part.end,
-                    },
-                ));
-                Ok(())
+    let range = |part: &CsvPart| {
+        check_part_size(&key, part)?;
+        Ok(csv_part(
+            input,
+            part,
+            PartSource::CsvRange {
+                start: part.start,
+                end: part.end,
             },
-        )?;
-        Ok::<_, StageError>((header, parts))
-    })
-    .await??;
+        ))
+    };
+    let (header, parts) = match batch.store.local_snapshot(&meta.key).await? {
+        // A file of the file store: read it on a blocking thread.
+        Some(path) => {
+            let key = key.clone();
+            run_blocking("splitting a CSV input", move || {
+                let file = std::fs::File::open(&path).map_err(StageError::transient)?;
+                let mut parts = Vec::new();
+                let header = split_csv(
+                    &key,
+                    std::io::BufReader::with_capacity(1 << 20, file),
+                    partition_rows,
+                    false,
+                    |part, _| {
+                        parts.push(part);
+                        Ok(())
+                    },
+                )?;
+                Ok::<_, StageError>((header, parts))
+            })
+            .await??
+        }
+        // Elsewhere (S3), the object streams through the splitter: no copy on disk.
+        None => {
+            let mut splitter = CsvSplitter::new(partition_rows, MAX_PARTITION_BYTES);
+            let mut parts = Vec::new();
+            let mut stream = batch.store.get_stream(&meta.key).await?;
+            while let Some(chunk) = stream.next().await {
+                parts.extend(splitter.feed(&chunk?).map_err(|e| split_error(&key, e))?);
+            }
+            let (header, rest) = splitter.finish().map_err(|e| split_error(&key, e))?;
+            parts.extend(rest);
+            (header.unwrap_or_default(), parts)
+        }
+    };
+    let parts = parts
+        .iter()
+        .map(range)
+        .collect::<Result<Vec<_>, StageError>>()?;
     Ok((
         PlannedInput {
             key: meta.key,
@@ -329,6 +360,19 @@ async fn plan_csv(
         },
         parts,
     ))
+}
+
+/// A partition is at least one whole record: one record far larger than a partition's
+/// bytes would make a worker hold it whole, so it is refused.
+fn check_part_size(key: &ObjectKey, part: &CsvPart) -> Result<(), StageError> {
+    if part.end - part.start > 2 * MAX_PARTITION_BYTES {
+        return Err(StageError::permanent(format!(
+            "{key}: the record on line {} is longer than {} MiB (an unclosed quote?)",
+            part.first_line,
+            (2 * MAX_PARTITION_BYTES) >> 20
+        )));
+    }
+    Ok(())
 }
 
 /// A gzip CSV: decompressed once, its partitions staged as plain CSV objects (gzip cannot
@@ -354,6 +398,7 @@ async fn plan_gzip(
         let reader = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
         let mut parts = Vec::new();
         let header = split_csv(&key, reader, partition_rows, true, |part, bytes| {
+            check_part_size(&key, &part)?;
             let staged = layout::batch_staged(&model, &job, first + parts.len())
                 .map_err(StageError::invalid)?;
             let bytes = Bytes::from(bytes.unwrap_or_default());

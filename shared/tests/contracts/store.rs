@@ -178,6 +178,46 @@ async fn streaming(store: &dyn ObjectStore) {
     );
 }
 
+/// Byte ranges: clamped to the object, only while its etag is the one given (so a reader
+/// of part of a large object never mixes two versions of it), `NotFound` when it is gone.
+async fn ranges(store: &dyn ObjectStore) {
+    let k = key("batch/m/j/input/data.csv");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let meta = store.put(&k, Bytes::from(bytes.clone())).await.unwrap();
+    let etag = store.head(&k).await.unwrap().unwrap().etag;
+    assert_eq!(meta.etag, etag);
+    let got = store.get_range(&k, 10..20, Some(&etag)).await.unwrap();
+    assert_eq!(&got[..], &bytes[10..20]);
+    let got = store.get_range(&k, 99_990..200_000, None).await.unwrap();
+    assert_eq!(&got[..], &bytes[99_990..]);
+    assert!(store.get_range(&k, 5..5, None).await.unwrap().is_empty());
+    assert!(
+        store
+            .get_range(&k, 100_000..100_010, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another version: the old etag no longer reads.
+    store
+        .put(&k, Bytes::from_static(b"replaced"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get_range(&k, 0..4, Some(&etag)).await,
+        Err(StoreError::PreconditionFailed { .. })
+    ));
+    let now = store.head(&k).await.unwrap().unwrap().etag;
+    assert_eq!(
+        &store.get_range(&k, 0..4, Some(&now)).await.unwrap()[..],
+        b"repl"
+    );
+    assert!(matches!(
+        store.get_range(&key("batch/none"), 0..4, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 /// A local snapshot, where an adapter gives one, holds the bytes of when it was taken
 /// whatever is written to the key afterwards, and goes when dropped; a missing object is
 /// `NotFound` (or no snapshot, from an adapter that never gives one).
@@ -251,6 +291,7 @@ async fn contract(store: Arc<dyn ObjectStore>) {
     immutable_writes(store.as_ref()).await;
     listing(store.as_ref()).await;
     streaming(store.as_ref()).await;
+    ranges(store.as_ref()).await;
     snapshots(store.as_ref()).await;
     concurrent_cas(store, 20).await;
 }

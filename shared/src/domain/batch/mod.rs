@@ -24,7 +24,7 @@ pub const DEFAULT_PARTITION_ROWS: u64 = 100_000;
 
 /// The most bytes of input one partition reads, whatever its row count: this, not the
 /// file's size, bounds a worker's memory.
-pub const MAX_PARTITION_BYTES: u64 = 64 << 20;
+pub const MAX_PARTITION_BYTES: u64 = 16 << 20;
 
 /// The most partitions a job may have (`part-NNNNN`).
 pub const MAX_PARTITIONS: usize = 99_999;
