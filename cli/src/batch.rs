@@ -135,6 +135,35 @@ async fn score(ctx: &mut Ctx, args: ScoreArgs) -> Result<()> {
             lambdaml_batch::MAX_PARTITION_ROWS
         );
     }
+    // A model (and version) that cannot score is named before anything is uploaded.
+    let registry = lambdaml::registry::RegistryStore::new(ctx.store.clone());
+    match registry.load(&args.model).await? {
+        None => {
+            let models = registry.models().await?;
+            bail!(
+                "no model {:?} in {} (the models: {})",
+                args.model,
+                ctx.store.url(),
+                if models.is_empty() {
+                    "none yet; train one with `lambdaml train`".to_string()
+                } else {
+                    models.join(", ")
+                }
+            );
+        }
+        Some((r, _)) => match &args.version {
+            Some(v) if !r.versions.contains_key(v) => bail!(
+                "model {} has no version {v:?} (its versions: {})",
+                args.model,
+                r.versions.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            None if r.production.is_none() => bail!(
+                "model {} has no production version: name one with --version",
+                args.model
+            ),
+            _ => {}
+        },
+    }
     if ctx
         .store
         .exists(&layout::batch_plan(&args.model, &job)?)
@@ -271,7 +300,14 @@ async fn run_job(ctx: &Ctx, request: BatchJobRequest, no_wait: bool) -> Result<(
     drain(&ctx.queues, &[handler], &options, &on_handled).await?;
     bar.finish_and_clear();
     let failures = failures.into_inner().unwrap_or_default();
-    let status = job_status(ctx.store.as_ref(), &model, &job).await?;
+    let status = match job_status(ctx.store.as_ref(), &model, &job).await {
+        Ok(status) => status,
+        // Refused before it was planned: the queue's reason is the answer.
+        Err(e) => match failures.first() {
+            Some(first) => bail!("batch job {job} was refused ({first})"),
+            None => return Err(e),
+        },
+    };
     let elapsed = started.elapsed().as_secs_f64();
     emit(ctx.json, &status, |s| {
         let mut out = render_status(s);

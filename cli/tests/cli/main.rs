@@ -6,6 +6,7 @@
 
 mod access;
 mod backtest;
+mod batch;
 mod bin;
 mod captures;
 mod dashboard;
