@@ -15,7 +15,7 @@ use lambdaml::batch::{
     LineCounter, MAX_REJECTED_TEXT, PartManifest, PartSource, Plan, PlannedPart, RejectReason,
     RejectedRow,
 };
-use lambdaml::features::{FeaturePipeline, LabelEncoding, RawValue};
+use lambdaml::features::{FeaturePipeline, RawValue};
 use lambdaml::layout;
 use lambdaml::message::BatchPartitionRequest;
 use lambdaml::model::{DenseModel, ModelManifest};
@@ -51,25 +51,7 @@ impl Scorer {
         let dense = DenseModel::from_safetensors(manifest.architecture.clone(), weights)
             .map_err(|e| e.to_string())?;
         let pipeline = manifest.pipeline;
-        if dense.arch.inputs != pipeline.output_dim {
-            return Err(format!(
-                "the weights take {} inputs but the pipeline makes {}",
-                dense.arch.inputs, pipeline.output_dim
-            ));
-        }
-        let classes = match &pipeline.label {
-            LabelEncoding::Classes { classes, .. } => Some(classes.clone()),
-            LabelEncoding::Regression { .. } => None,
-        };
-        if let Some(classes) = &classes
-            && classes.len() != dense.output_width()
-        {
-            return Err(format!(
-                "the label has {} classes but the model gives {} outputs",
-                classes.len(),
-                dense.output_width()
-            ));
-        }
+        let classes = lambdaml::model::check_pairing(&dense, &pipeline)?;
         Ok(Scorer {
             model: manifest.model,
             version: manifest.version,

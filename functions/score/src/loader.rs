@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use lambdaml::features::LabelEncoding;
 use lambdaml::layout;
 use lambdaml::model::{DenseModel, ModelManifest};
 use lambdaml::registry::{RegistryStore, Role};
@@ -54,12 +53,7 @@ impl LoadedModel {
         let dense = DenseModel::from_safetensors(manifest.architecture.clone(), weights)
             .map_err(|e| e.to_string())?;
         let pipeline = &manifest.pipeline;
-        if dense.arch.inputs != pipeline.output_dim {
-            return Err(format!(
-                "the weights take {} inputs but the pipeline makes {}",
-                dense.arch.inputs, pipeline.output_dim
-            ));
-        }
+        let classes = lambdaml::model::check_pairing(&dense, pipeline)?;
         let index = pipeline
             .inputs
             .iter()
@@ -69,21 +63,6 @@ impl LoadedModel {
         let mut ignorable: BTreeSet<String> =
             pipeline.dropped.iter().map(|d| d.name.clone()).collect();
         ignorable.insert(pipeline.label.name().to_string());
-        let classes = match &pipeline.label {
-            LabelEncoding::Classes { classes, .. } => Some(classes.clone()),
-            LabelEncoding::Regression { .. } => None,
-        };
-        // Predicted labels index `classes` by the position of the largest output: a manifest
-        // whose classes do not match the model's outputs is refused here, not at a request.
-        if let Some(classes) = &classes
-            && classes.len() != dense.output_width()
-        {
-            return Err(format!(
-                "the label has {} classes but the model gives {} outputs",
-                classes.len(),
-                dense.output_width()
-            ));
-        }
         Ok(LoadedModel {
             name: manifest.model.clone(),
             version: manifest.version.clone(),

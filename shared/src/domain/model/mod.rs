@@ -274,6 +274,37 @@ impl DenseModel {
     }
 }
 
+/// Checks that `dense` and a version's fitted `pipeline` belong together — the weights
+/// take the pipeline's output width, and give one output per class — and answers the
+/// classes in output order (`None` for regression). The score function and batch scoring
+/// load a version through it, so a manifest that does not match its weights is refused at
+/// load, not at a request.
+pub fn check_pairing(
+    dense: &DenseModel,
+    pipeline: &crate::features::FeaturePipeline,
+) -> Result<Option<Vec<String>>, String> {
+    if dense.arch.inputs != pipeline.output_dim {
+        return Err(format!(
+            "the weights take {} inputs but the pipeline makes {}",
+            dense.arch.inputs, pipeline.output_dim
+        ));
+    }
+    let classes = match &pipeline.label {
+        crate::features::LabelEncoding::Classes { classes, .. } => Some(classes.clone()),
+        crate::features::LabelEncoding::Regression { .. } => None,
+    };
+    if let Some(classes) = &classes
+        && classes.len() != dense.output_width()
+    {
+        return Err(format!(
+            "the label has {} classes but the model gives {} outputs",
+            classes.len(),
+            dense.output_width()
+        ));
+    }
+    Ok(classes)
+}
+
 /// The tensors of a weights file, checked against `arch`: every `<layer>.weight` (out×in)
 /// and `<layer>.bias` (out) present with its shape.
 pub(crate) fn checked_tensors(
