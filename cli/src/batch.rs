@@ -445,13 +445,12 @@ async fn find_model(ctx: &Ctx, job: &str, model: Option<&str>) -> Result<String>
     if let Some(m) = model {
         return Ok(m.to_string());
     }
-    let suffix = format!("/{job}/plan.json");
     let models: Vec<String> = ctx
         .store
         .list_all(layout::BATCH)
         .await?
         .into_iter()
-        .filter(|o| o.key.as_str().ends_with(&suffix))
+        .filter(|o| layout::is_batch_plan_of(o.key.as_str(), job))
         .filter_map(|o| layout::batch_key(o.key.as_str()).map(|(m, _, _)| m.to_string()))
         .collect();
     match models.as_slice() {

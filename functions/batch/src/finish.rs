@@ -27,14 +27,7 @@ pub(crate) async fn finished_parts(
         .list_all(&prefix)
         .await?
         .into_iter()
-        .filter(|m| layout::is_batch_part_manifest(m.key.as_str()))
-        .filter_map(|m| {
-            let name = m.key.file_name();
-            name.strip_prefix("part-")?
-                .strip_suffix(".json")?
-                .parse::<usize>()
-                .ok()
-        })
+        .filter_map(|m| layout::batch_part_of_manifest(m.key.as_str()))
         .filter(|i| *i < plan.partitions.len())
         .collect())
 }

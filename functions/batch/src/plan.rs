@@ -131,16 +131,7 @@ pub(crate) async fn plan_job(
         // Nothing to score: the job ends here.
         crate::finish::maybe_finish(batch, &plan).await?;
     }
-    Ok(BatchOutcome::Planned {
-        model: plan.model.clone(),
-        job: plan.job.clone(),
-        version: plan.version.clone(),
-        partitions: plan.partitions.len(),
-        rows: plan.rows(),
-        sent,
-        existing: false,
-        plan: plan_key,
-    })
+    Ok(planned(&plan, plan_key, sent, false))
 }
 
 /// A job planned before: re-sends the messages of the partitions without a manifest (the
@@ -173,16 +164,20 @@ async fn resend(
             crate::finish::maybe_finish(batch, &plan).await?;
         }
     }
-    Ok(BatchOutcome::Planned {
+    Ok(planned(&plan, plan_key, sent, true))
+}
+
+fn planned(plan: &Plan, key: ObjectKey, sent: usize, existing: bool) -> BatchOutcome {
+    BatchOutcome::Planned {
         model: plan.model.clone(),
         job: plan.job.clone(),
         version: plan.version.clone(),
         partitions: plan.partitions.len(),
         rows: plan.rows(),
         sent,
-        existing: true,
-        plan: plan_key,
-    })
+        existing,
+        plan: key,
+    }
 }
 
 async fn send_all(batch: &Batch, plan: &Plan, indices: &[usize]) -> Result<usize, StageError> {

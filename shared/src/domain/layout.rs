@@ -353,9 +353,24 @@ pub fn batch_part_manifest(model: &str, job: &str, part: usize) -> Result<Object
 
 /// Whether `key` is a partition manifest ([`batch_part_manifest`]).
 pub fn is_batch_part_manifest(key: &str) -> bool {
+    batch_part_of_manifest(key).is_some()
+}
+
+/// The partition a partition manifest's key ([`batch_part_manifest`]) names.
+pub fn batch_part_of_manifest(key: &str) -> Option<usize> {
     key.rsplit('/')
-        .next()
-        .is_some_and(|name| name.starts_with("part-") && name.ends_with(".json"))
+        .next()?
+        .strip_prefix("part-")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
+/// Whether `key` is the plan ([`batch_plan`]) of a job named `job`.
+pub fn is_batch_plan_of(key: &str, job: &str) -> bool {
+    matches!(batch_key(key), Some((_, j, false)) if j == job)
+        && key.ends_with("/plan.json")
+        && key.matches('/').count() == 3
 }
 
 /// `batch/<model>/<job>/rejected/part-NNNNN.jsonl`.
@@ -407,6 +422,11 @@ mod tests {
         assert_eq!(batch_key(out.as_str()), Some(("m", "j1", false)));
         let manifest = batch_part_manifest("m", "j1", 7).unwrap();
         assert!(is_batch_part_manifest(manifest.as_str()));
+        assert_eq!(batch_part_of_manifest(manifest.as_str()), Some(7));
+        let plan = batch_plan("m", "j1").unwrap();
+        assert!(is_batch_plan_of(plan.as_str(), "j1"));
+        assert!(!is_batch_plan_of(plan.as_str(), "j"));
+        assert!(!is_batch_plan_of("batch/m/j1/input/plan.json", "j1"));
         assert!(!is_batch_part_manifest(out.as_str()));
         assert_eq!(batch_key("batch/m/j1/input/"), Some(("m", "j1", false)));
         assert_eq!(batch_key("batch/m"), None);

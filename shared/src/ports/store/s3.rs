@@ -122,6 +122,20 @@ impl S3Store {
     }
 }
 
+/// A response body read whole; a body that stops is the backend being unavailable.
+async fn collect_body(key: &ObjectKey, body: SdkByteStream) -> Result<Bytes, StoreError> {
+    Ok(body
+        .collect()
+        .await
+        .map_err(|e| StoreError::Backend {
+            key: key.to_string(),
+            kind: BackendKind::Unavailable,
+            message: e.to_string(),
+            source: std::sync::Arc::new(e),
+        })?
+        .into_bytes())
+}
+
 fn backend<E>(key: &str, err: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -154,17 +168,7 @@ impl ObjectStore for S3Store {
                 }
             })?;
         let etag = out.e_tag().unwrap_or_default().to_string();
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Backend {
-                key: key.to_string(),
-                kind: BackendKind::Unavailable,
-                message: e.to_string(),
-                source: std::sync::Arc::new(e),
-            })?
-            .into_bytes();
+        let bytes = collect_body(key, out.body).await?;
         Ok(Object { bytes, etag })
     }
 
@@ -205,17 +209,7 @@ impl ObjectStore for S3Store {
                 });
             }
         };
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Backend {
-                key: key.to_string(),
-                kind: BackendKind::Unavailable,
-                message: e.to_string(),
-                source: std::sync::Arc::new(e),
-            })?
-            .into_bytes();
+        let bytes = collect_body(key, out.body).await?;
         Ok(bytes)
     }
 
