@@ -265,7 +265,7 @@ async fn run_job(ctx: &Ctx, request: BatchJobRequest, no_wait: bool) -> Result<(
     bar.set_message("planning");
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let options = DrainOptions {
-        batch_workers: ctx.workers,
+        workers: ctx.workers,
         ..DrainOptions::default()
     };
     let rows = std::sync::atomic::AtomicU64::new(0);

@@ -150,6 +150,14 @@ async fn ingest(ctx: &Ctx, args: IngestArgs) -> Result<()> {
                 o.rejected,
                 o.manifest
             );
+            if let Some(p) = &o.partitioned {
+                s.push_str(&format!(
+                    "checked in {} partitions ({} round{}; LAMBDAML_INGEST_PARTITION_MIB sets their size)\n",
+                    p.partitions,
+                    p.round,
+                    if p.round == 1 { "" } else { "s" }
+                ));
+            }
             if !r.handled.is_empty() {
                 s.push_str(&render_handled(&r.handled));
             }

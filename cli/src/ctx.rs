@@ -12,7 +12,7 @@ use lambdaml::queue::{QueueStats, Queues, open_queues};
 use lambdaml::record::{TriggerKind, new_run_id};
 use lambdaml::spec::ModelSpec;
 use lambdaml::stage::{DrainOptions, Handled, StageHandler, drain};
-use lambdaml::store::{ObjectKey, ObjectStore, open_store};
+use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, open_store};
 use lambdaml_deploy::Deploy;
 use lambdaml_evaluate::Evaluate;
 use lambdaml_ingest::{Ingest, IngestOutcome};
@@ -106,7 +106,7 @@ impl Ctx {
         let bar = spinner(self.json, "running stages; messages handled:");
         let handlers = self.handlers(bar.clone()).await?;
         let options = DrainOptions {
-            batch_workers: self.workers,
+            workers: self.workers,
             ..DrainOptions::default()
         };
         let report = drain(&self.queues, &handlers, &options, &|h| {
@@ -161,7 +161,69 @@ impl Ctx {
             .await
             .map_err(|e| anyhow!("{}", e.reason()))
             .and_then(|v| Ok(serde_json::from_value::<IngestOutcome>(v)?));
+        let outcome = match outcome {
+            Ok(o) if o.partitioned.is_some() => {
+                bar.set_message("ingesting in partitions; messages handled:");
+                self.ingest_partitions(o, &bar).await
+            }
+            other => other,
+        };
         bar.finish_and_clear();
         outcome
+    }
+
+    /// A large file was planned in partitions: handles the ingest queue (`workers` at a
+    /// time) until the version is written, and answers what its last partition did.
+    async fn ingest_partitions(
+        &self,
+        planned: IngestOutcome,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<IngestOutcome> {
+        let handlers: Vec<Arc<dyn StageHandler>> = vec![self.stage::<Ingest>().await?];
+        let options = DrainOptions {
+            workers: self.workers,
+            ..DrainOptions::default()
+        };
+        let handled = drain(&self.queues, &handlers, &options, &|_| bar.inc(1)).await?;
+        let mine = |h: &&Handled| {
+            h.detail.get("dataset").and_then(|d| d.as_str()) == Some(planned.dataset.as_str())
+                && h.detail.get("version").and_then(|v| v.as_str())
+                    == Some(planned.version.as_str())
+        };
+        if let Some(written) = handled.iter().filter(mine).find(|h| {
+            h.detail
+                .pointer("/partitioned/step")
+                .and_then(|s| s.as_str())
+                == Some("written")
+        }) {
+            return Ok(serde_json::from_value(written.detail.clone())?);
+        }
+        if let Some(failed) = handled.iter().find(|h| h.outcome == "dead_letter") {
+            bail!(
+                "ingest in {} partitions failed: {}",
+                planned.partitioned.as_ref().map_or(0, |p| p.partitions),
+                failed
+                    .detail
+                    .as_str()
+                    .map_or_else(|| failed.detail.to_string(), str::to_string)
+            );
+        }
+        // Written by another runner sharing the queue: read the version.
+        let manifest: lambdaml::dataset::DatasetManifest = self
+            .store
+            .get_json(&ObjectKey::new(planned.manifest.clone())?)
+            .await
+            .with_context(|| {
+                format!(
+                    "the partitions of {} version {} ended without writing it",
+                    planned.dataset, planned.version
+                )
+            })?;
+        Ok(IngestOutcome {
+            created: true,
+            rows: manifest.rows,
+            rejected: manifest.rejected,
+            ..planned
+        })
     }
 }

@@ -103,7 +103,14 @@ pub async fn build_with(
         Ok(Handler::Stage(Arc::new(H::wire(wired)?)))
     }
     let handler = match function {
-        PipelineFunction::Ingest => stage::<lambdaml_ingest::Ingest>(&wired).await?,
+        PipelineFunction::Ingest => {
+            // The function's environment (the template's) decides its partition size.
+            let var = lambdaml_ingest::PARTITION_MIB_VAR;
+            let setting = env.get(var).cloned().or_else(|| std::env::var(var).ok());
+            let ingest = <lambdaml_ingest::Ingest as Wire>::wire(&wired)?
+                .with_partition_setting(wired.own_queue(), setting.as_deref());
+            Handler::Stage(Arc::new(ingest))
+        }
         PipelineFunction::Preprocess => stage::<lambdaml_preprocess::Preprocess>(&wired).await?,
         PipelineFunction::Train => stage::<lambdaml_train::Train>(&wired).await?,
         PipelineFunction::Evaluate => stage::<lambdaml_evaluate::Evaluate>(&wired).await?,

@@ -84,7 +84,7 @@ impl Setup {
     async fn drain(&self, workers: usize) -> Vec<Handled> {
         let handler: Arc<dyn StageHandler> = Arc::new(self.handler().await);
         let options = DrainOptions {
-            batch_workers: workers,
+            workers,
             retry_delay: Duration::from_millis(10),
             ..DrainOptions::default()
         };

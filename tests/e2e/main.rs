@@ -5,6 +5,7 @@
 mod batch;
 mod concept;
 mod estimate;
+mod ingest_parts;
 mod late;
 mod monitor;
 mod pipeline;

@@ -437,6 +437,55 @@ async fn every_key_each_function_touches_is_granted_and_every_grant_is_used() {
         .await
         .unwrap();
 
+    // A file over the ingest partition size (set to 40 KiB in the function's environment):
+    // planned, its partitions checked from the ingest queue and merged into one version.
+    let mut def = stack
+        .functions()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.binary == "ingest")
+        .unwrap();
+    def.environment
+        .insert(lambdaml_ingest::PARTITION_MIB_VAR.into(), "0.04".into());
+    let partitioned = build_with(
+        "ingest",
+        Arc::new(Recording {
+            inner: base.clone(),
+            function: def.id.clone(),
+            log: log.clone(),
+        }),
+        &queues,
+        &def.environment,
+        3,
+    )
+    .await
+    .unwrap();
+    let doubled: String = CSV
+        .lines()
+        .chain(CSV.lines().skip(1))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    put("raw/breast-cancer/doubled.csv", doubled).await;
+    let event = lambdaml_cli::local::s3_event("b", "raw/breast-cancer/doubled.csv", 1);
+    let planned = partitioned.invoke(event).await.unwrap();
+    assert!(
+        planned.response.to_string().contains("\"planned\""),
+        "{}",
+        planned.response
+    );
+    drain(&functions).await;
+    let mut doubled_rows = None;
+    for meta in base.list_all("datasets/breast-cancer/").await.unwrap() {
+        if meta.key.as_str().ends_with("/manifest.json") {
+            let m: Value =
+                serde_json::from_slice(&base.get(&meta.key).await.unwrap().bytes).unwrap();
+            if m["source"]["key"] == "raw/breast-cancer/doubled.csv" {
+                doubled_rows = m["rows"].as_u64();
+            }
+        }
+    }
+    assert_eq!(doubled_rows, Some(2 * 569), "the doubled file's version");
+
     let bucket = "arn:aws:s3:::acc-123456789012-us-east-1";
     let log = log.lock().unwrap().clone();
     let mut denied = Vec::new();

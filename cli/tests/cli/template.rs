@@ -38,7 +38,8 @@ fn allowed_sends() -> BTreeMap<&'static str, Vec<&'static str>> {
     BTreeMap::from([
         (
             "IngestFunction",
-            vec!["PreprocessQueue", "IngestDeadLetterQueue"],
+            // A large file's partitions: one message each on its own queue.
+            vec!["PreprocessQueue", "IngestQueue", "IngestDeadLetterQueue"],
         ),
         (
             "PreprocessFunction",

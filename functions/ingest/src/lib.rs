@@ -19,9 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use lambdaml::dataset::{
-    DatasetManifest, Format, IngestConfig, SourceInfo, ingest_file, read_parquet,
-};
+use lambdaml::dataset::{DatasetManifest, Format, IngestConfig, SourceInfo, ingest_file};
 use lambdaml::lambda::S3Object;
 use lambdaml::layout;
 use lambdaml::message::{
@@ -31,13 +29,17 @@ use lambdaml::message::{
 use lambdaml::pipeline::{Function, NoQueue, Wire, Wired};
 use lambdaml::queue::Queue;
 use lambdaml::record::TriggerKind;
-use lambdaml::spec::RetrainData;
 use lambdaml::spec::{ModelSpec, is_valid_name};
 use lambdaml::stage::{Handler, StageError};
 use lambdaml::store::{ObjectKey, ObjectStore, ObjectStoreExt, StoreError, to_json_bytes};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
+
+mod parts;
+mod retrain;
+
+pub use parts::{DEFAULT_PARTITION_BYTES, IngestPlan, Partitioned, PlannedPart};
 
 /// Progress callback: rows read so far.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -48,6 +50,10 @@ pub struct Ingest {
     store: Arc<dyn ObjectStore>,
     preprocess: Arc<dyn Queue>,
     progress: Option<Progress>,
+    /// Ingest's own queue, for partition messages: partitioning is off without it.
+    own: Option<Arc<dyn Queue>>,
+    /// Files over this size are ingested in partitions of at most this size.
+    partition_bytes: u64,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -76,6 +82,20 @@ pub struct IngestOutcome {
     pub manifest: String,
     /// Models asked to preprocess this version.
     pub models: Vec<String>,
+    /// Set when the file is ingested in partitions: this step's part in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitioned: Option<Partitioned>,
+}
+
+/// Where a version's files come from, for its manifest.
+#[derive(Debug, Clone, Copy)]
+struct Published<'a> {
+    source: &'a ObjectKey,
+    dataset: &'a str,
+    version: &'a str,
+    size: u64,
+    sha: &'a str,
+    format: Format,
 }
 
 /// A model spec found for a dataset.
@@ -93,7 +113,33 @@ impl Ingest {
             store,
             preprocess,
             progress: None,
+            own: None,
+            partition_bytes: DEFAULT_PARTITION_BYTES,
         }
+    }
+
+    /// Partitions as a [`PARTITION_MIB_VAR`] value says ([`partition_bytes`]), over `own`
+    /// (ingest's own queue; none: no partitions).
+    pub fn with_partition_setting(
+        mut self,
+        own: Option<Arc<dyn Queue>>,
+        value: Option<&str>,
+    ) -> Self {
+        match (own, partition_bytes(value)) {
+            (Some(own), Some(bytes)) => self.with_partitions(own, bytes),
+            _ => {
+                self.own = None;
+                self
+            }
+        }
+    }
+
+    /// Ingests plain CSV files over `partition_bytes` in partitions of at most that size,
+    /// one message each on `own` (ingest's own queue).
+    pub fn with_partitions(mut self, own: Arc<dyn Queue>, partition_bytes: u64) -> Self {
+        self.own = Some(own);
+        self.partition_bytes = partition_bytes.max(1);
+        self
     }
 
     /// Reports rows read as ingest goes (the CLI's progress bar).
@@ -259,6 +305,19 @@ impl Ingest {
                 (existing, false)
             }
             Err(lambdaml::store::JsonError::Store(StoreError::NotFound(_))) => {
+                let source = parts::Source {
+                    key: &request.key,
+                    dataset: &dataset,
+                    version: &version,
+                    config: &config,
+                    path: &raw_path,
+                    size,
+                    sha: &sha,
+                    model_only,
+                };
+                if let Some(planned) = self.plan_partitions(&source).await? {
+                    return Ok(planned);
+                }
                 let manifest = self
                     .write_version(
                         &request.key,
@@ -276,6 +335,31 @@ impl Ingest {
             Err(e) => return Err(e.into()),
         };
 
+        let models = self
+            .request_preprocess(&specs, &dataset, &version, model_only)
+            .await?;
+        info!(%dataset, %version, rows = manifest.rows, rejected = manifest.rejected, created, "ingested");
+        Ok(IngestOutcome {
+            dataset,
+            version,
+            created,
+            rows: manifest.rows,
+            rejected: manifest.rejected,
+            manifest: manifest_key.to_string(),
+            models,
+            partitioned: None,
+        })
+    }
+
+    /// Asks preprocess to run every spec of the dataset (or only `model_only`'s) on a
+    /// version; returns the models asked.
+    async fn request_preprocess(
+        &self,
+        specs: &[FoundSpec],
+        dataset: &str,
+        version: &str,
+        model_only: Option<&str>,
+    ) -> Result<Vec<String>, StageError> {
         let mut models = Vec::new();
         for found in specs
             .iter()
@@ -294,8 +378,8 @@ impl Ingest {
                 run,
                 Some(model.clone()),
                 StageMessage::Preprocess(PreprocessRequest {
-                    dataset: dataset.clone(),
-                    dataset_version: version.clone(),
+                    dataset: dataset.to_string(),
+                    dataset_version: version.to_string(),
                     spec: snapshot,
                     salt: None,
                 }),
@@ -304,16 +388,7 @@ impl Ingest {
                 .await?;
             models.push(model);
         }
-        info!(%dataset, %version, rows = manifest.rows, rejected = manifest.rejected, created, "ingested");
-        Ok(IngestOutcome {
-            dataset,
-            version,
-            created,
-            rows: manifest.rows,
-            rejected: manifest.rejected,
-            manifest: manifest_key.to_string(),
-            models,
-        })
+        Ok(models)
     }
 
     /// Builds a retraining dataset version (see [`RetrainRequest`]): the base version's rows,
@@ -349,7 +424,7 @@ impl Ingest {
         let schema: lambdaml::dataset::Schema = self.store.get_json(&base("schema.json")?).await?;
         let (rows, sha) =
             lambdaml::stage::run_blocking("building the retraining data", move || {
-                build_retrain_csv(
+                retrain::build_retrain_csv(
                     &base_path,
                     &schema,
                     labelled.as_ref().map(|o| o.bytes.as_ref()),
@@ -397,34 +472,79 @@ impl Ingest {
             ingest_file(&path, format, &cfg, &out, &report)
         })
         .await?;
-        let key = |name: &str| layout::dataset_file(dataset, version, name);
         let output = match result {
             Ok(output) => output,
-            Err(err) => {
-                // Keep what we learned: the error and any rejected rows, for a person to see.
-                let qkey = |name: &str| layout::quarantine_file(dataset, version, name);
-                let record = serde_json::json!({
-                    "source": source.as_str(),
-                    "dataset": dataset,
-                    "version": version,
-                    "error": err.to_string(),
-                    "at": lambdaml::now_rfc3339(),
-                });
-                self.store
-                    .put(&qkey("error.json")?, to_json_bytes(&record))
-                    .await?;
-                let rejected = work.join("rejected.jsonl");
-                if rejected.exists() {
-                    self.store
-                        .put_file(&qkey("rejected.jsonl")?, &rejected)
-                        .await?;
-                }
-                warn!(%dataset, error = %err, "file rejected as a whole");
-                return Err(StageError::permanent(format!("{source}: {err}")));
-            }
+            Err(err) => return Err(self.quarantine(source, dataset, version, &err, work).await),
         };
-        // Artifacts first (deterministic bytes, so a retried write is a same-bytes write),
-        // the manifest last.
+        self.publish(
+            &Published {
+                source,
+                dataset,
+                version,
+                size,
+                sha,
+                format,
+            },
+            &output,
+        )
+        .await
+    }
+
+    /// Keeps what a refused file taught: the error and any rejected rows (`work` holds
+    /// `rejected.jsonl` when some were written), for a person to see. Returns the
+    /// permanent error to fail with.
+    async fn quarantine(
+        &self,
+        source: &ObjectKey,
+        dataset: &str,
+        version: &str,
+        err: &lambdaml::dataset::DatasetError,
+        work: &Path,
+    ) -> StageError {
+        let qkey = |name: &str| layout::quarantine_file(dataset, version, name);
+        let record = serde_json::json!({
+            "source": source.as_str(),
+            "dataset": dataset,
+            "version": version,
+            "error": err.to_string(),
+            "at": lambdaml::now_rfc3339(),
+        });
+        let kept = async {
+            self.store
+                .put(&qkey("error.json")?, to_json_bytes(&record))
+                .await?;
+            let rejected = work.join("rejected.jsonl");
+            if rejected.exists() {
+                self.store
+                    .put_file(&qkey("rejected.jsonl")?, &rejected)
+                    .await?;
+            }
+            Ok::<(), StageError>(())
+        }
+        .await;
+        if let Err(e) = kept {
+            return e;
+        }
+        warn!(%dataset, error = %err, "file rejected as a whole");
+        StageError::permanent(format!("{source}: {err}"))
+    }
+
+    /// Writes a version's files: artifacts first (deterministic bytes, so a retried write
+    /// is a same-bytes write), the manifest last.
+    async fn publish(
+        &self,
+        at: &Published<'_>,
+        output: &lambdaml::dataset::IngestOutput,
+    ) -> Result<DatasetManifest, StageError> {
+        let Published {
+            source,
+            dataset,
+            version,
+            size,
+            sha,
+            format,
+        } = *at;
+        let key = |name: &str| layout::dataset_file(dataset, version, name);
         self.store
             .put_file(&key("data.parquet")?, &output.data_path)
             .await?;
@@ -481,115 +601,6 @@ impl Ingest {
     }
 }
 
-/// Writes the retraining CSV; returns (rows, sha256 hex of the file).
-fn build_retrain_csv(
-    base: &Path,
-    schema: &lambdaml::dataset::Schema,
-    labelled: Option<&[u8]>,
-    data: RetrainData,
-    window_rows: usize,
-    delimiter: u8,
-    out: &Path,
-) -> Result<(usize, String), StageError> {
-    use lambdaml::dataset::ColumnType;
-    let table = read_parquet(base).map_err(StageError::invalid)?;
-    let kinds: Vec<Option<ColumnType>> = table
-        .names
-        .iter()
-        .map(|n| schema.column(n).map(|c| c.kind))
-        .collect();
-    // One form per type, whatever the source wrote: `true`/`false`, `3`, `2.0`.
-    let normalize = |kind: Option<ColumnType>, text: &str| -> String {
-        let t = text.trim();
-        if t.is_empty() {
-            return String::new();
-        }
-        match kind {
-            Some(ColumnType::Boolean) => {
-                match lambdaml::features::parse_numeric_text(t, ColumnType::Boolean) {
-                    Some(x) if x != 0.0 => "true".into(),
-                    Some(_) => "false".into(),
-                    None => t.to_string(),
-                }
-            }
-            Some(ColumnType::Float) => match t.parse::<f64>() {
-                Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.1}"),
-                Ok(x) if x.is_finite() => x.to_string(),
-                _ => t.to_string(),
-            },
-            Some(ColumnType::Integer) => match t.parse::<f64>() {
-                Ok(x) if x.is_finite() && x.fract() == 0.0 => format!("{}", x as i64),
-                _ => t.to_string(),
-            },
-            _ => t.to_string(),
-        }
-    };
-    let base_rows = table.columns.first().map(column_len).unwrap_or(0);
-    let mut extra: Vec<Vec<String>> = Vec::new();
-    if let Some(bytes) = labelled {
-        let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
-        let header: Vec<String> = reader
-            .headers()
-            .map_err(|e| StageError::permanent(format!("labelled rows: {e}")))?
-            .iter()
-            .map(str::to_string)
-            .collect();
-        let index: Vec<Option<usize>> = table
-            .names
-            .iter()
-            .map(|n| header.iter().position(|h| h == n))
-            .collect();
-        for record in reader.records() {
-            let record =
-                record.map_err(|e| StageError::permanent(format!("labelled rows: {e}")))?;
-            extra.push(
-                index
-                    .iter()
-                    .map(|i| i.and_then(|i| record.get(i)).unwrap_or("").to_string())
-                    .collect(),
-            );
-        }
-    }
-    let total = base_rows + extra.len();
-    let skip = match data {
-        RetrainData::Sliding => total.saturating_sub(window_rows),
-        RetrainData::All => 0,
-    };
-    let file = std::fs::File::create(out).map_err(StageError::from)?;
-    let mut writer = csv::WriterBuilder::new()
-        .delimiter(delimiter)
-        .from_writer(std::io::BufWriter::new(file));
-    let io = StageError::transient::<csv::Error>;
-    writer.write_record(&table.names).map_err(io)?;
-    for row in skip.min(base_rows)..base_rows {
-        writer
-            .write_record(
-                table
-                    .columns
-                    .iter()
-                    .zip(&kinds)
-                    .map(|(c, k)| normalize(*k, &c.text(row).unwrap_or_default())),
-            )
-            .map_err(io)?;
-    }
-    for row in extra.iter().skip(skip.saturating_sub(base_rows)) {
-        writer
-            .write_record(row.iter().zip(&kinds).map(|(v, k)| normalize(*k, v)))
-            .map_err(io)?;
-    }
-    writer.flush().map_err(StageError::from)?;
-    drop(writer);
-    let bytes = std::fs::read(out).map_err(StageError::from)?;
-    Ok((total - skip, lambdaml::sha256_hex(&bytes)))
-}
-
-fn column_len(c: &lambdaml::dataset::Column) -> usize {
-    match c {
-        lambdaml::dataset::Column::Numeric(v) => v.len(),
-        lambdaml::dataset::Column::Categorical { codes, .. } => codes.len(),
-    }
-}
-
 #[async_trait]
 impl Handler for Ingest {
     type Request = IngestInput;
@@ -605,6 +616,7 @@ impl Handler for Ingest {
         match request {
             IngestInput::File(r) => self.ingest(&r).await,
             IngestInput::Retrain(r) => self.retrain(&r).await,
+            IngestInput::Partition(r) => self.partition(&r).await,
         }
     }
 
@@ -627,7 +639,29 @@ impl Handler for Ingest {
 impl Wire for Ingest {
     const FUNCTION: Function = Function::Ingest;
     fn wire(wired: &Wired) -> Result<Self, NoQueue> {
-        Ok(Ingest::new(wired.store.clone(), wired.next()?))
+        let ingest = Ingest::new(wired.store.clone(), wired.next()?);
+        let setting = std::env::var(PARTITION_MIB_VAR).ok();
+        Ok(ingest.with_partition_setting(wired.own_queue(), setting.as_deref()))
+    }
+}
+
+/// The environment variable holding the partition size in MiB.
+pub const PARTITION_MIB_VAR: &str = "LAMBDAML_INGEST_PARTITION_MIB";
+
+/// The partition size a [`PARTITION_MIB_VAR`] value asks for: MiB, fractions allowed
+/// (`0.5`); `0` turns partitioning off (`None`); unset, [`DEFAULT_PARTITION_BYTES`]; a value
+/// that is not a number is logged and the default used.
+pub fn partition_bytes(value: Option<&str>) -> Option<u64> {
+    let Some(v) = value else {
+        return Some(DEFAULT_PARTITION_BYTES);
+    };
+    match v.trim().parse::<f64>() {
+        Ok(0.0) => None,
+        Ok(mib) if mib.is_finite() && mib > 0.0 => Some(((mib * 1_048_576.0) as u64).max(1)),
+        _ => {
+            warn!(value = %v, "{PARTITION_MIB_VAR} is not a size in MiB; using the default");
+            Some(DEFAULT_PARTITION_BYTES)
+        }
     }
 }
 

@@ -8,6 +8,9 @@
 //! datasets/<dataset>/<version>/{data.parquet, schema.json, profile.json, rejected.jsonl,
 //!                               manifest.json}      a dataset version
 //! quarantine/<dataset>/<version>/<file>              rows and files ingest refused
+//! ingest-parts/<dataset>/<version>/{plan.json, round-R.json}   a partitioned ingest's plan
+//! ingest-parts/<dataset>/<version>/rR/part-NNNNN.{parquet,jsonl,json}   a partition's
+//!                                                    rows, rejected rows and report
 //! runs/<run>/{manifest.json, pipeline.json, train.*, holdout.*, …}   a preprocess run
 //! runs/<run>/record.json                             a pipeline run's record (s3-…, retrain-…)
 //! models/<model>/<version>/{model.safetensors, manifest.json, evaluation.json,
@@ -92,6 +95,48 @@ pub fn dataset_file(dataset: &str, version: &str, file: &str) -> Result<ObjectKe
 /// `quarantine/<dataset>/<version>/<file>`.
 pub fn quarantine_file(dataset: &str, version: &str, file: &str) -> Result<ObjectKey, StoreError> {
     key(format!("quarantine/{dataset}/{version}/{file}"))
+}
+
+/// `ingest-parts/`: partitioned ingests' working files (expired by a bucket lifecycle rule).
+pub const INGEST_PARTS: &str = "ingest-parts/";
+
+/// `ingest-parts/<dataset>/<version>/`: one partitioned ingest's working files.
+pub fn ingest_parts(dataset: &str, version: &str) -> String {
+    format!("{INGEST_PARTS}{dataset}/{version}/")
+}
+
+/// `ingest-parts/<dataset>/<version>/plan.json`: the partitions and the guessed schema.
+pub fn ingest_plan(dataset: &str, version: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}plan.json", ingest_parts(dataset, version)))
+}
+
+/// `ingest-parts/<dataset>/<version>/round-R.json`: the schema round `R` (≥ 2) checks
+/// against.
+pub fn ingest_round(dataset: &str, version: &str, round: u32) -> Result<ObjectKey, StoreError> {
+    key(format!(
+        "{}round-{round}.json",
+        ingest_parts(dataset, version)
+    ))
+}
+
+/// `ingest-parts/<dataset>/<version>/rR/`: round `R`'s partition files.
+pub fn ingest_round_parts(dataset: &str, version: &str, round: u32) -> String {
+    format!("{}r{round}/", ingest_parts(dataset, version))
+}
+
+/// `ingest-parts/<dataset>/<version>/rR/part-NNNNN.<ext>`: a partition's `parquet` rows,
+/// `jsonl` rejected rows or `json` report (written last).
+pub fn ingest_part_file(
+    dataset: &str,
+    version: &str,
+    round: u32,
+    part: usize,
+    ext: &str,
+) -> Result<ObjectKey, StoreError> {
+    key(format!(
+        "{}part-{part:05}.{ext}",
+        ingest_round_parts(dataset, version, round)
+    ))
 }
 
 /// `runs/<run>/<file>`.

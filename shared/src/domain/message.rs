@@ -72,6 +72,22 @@ pub struct IngestRequest {
     pub dataset: Option<String>,
 }
 
+/// Asks ingest to check one partition of a file ingested in partitions (the plan is at
+/// `ingest-parts/<dataset>/<version>/plan.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestPartitionRequest {
+    /// The dataset name.
+    pub dataset: String,
+    /// The dataset version being written.
+    pub dataset_version: String,
+    /// The round: 1 checks against the first rows' guess, 2 against the whole file's schema
+    /// when it differs.
+    pub round: u32,
+    /// The partition (0-based).
+    pub partition: usize,
+}
+
 /// Asks preprocess to split a dataset version and fit a model spec's feature pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -258,6 +274,8 @@ pub enum StageMessage {
     Retrain(RetrainRequest),
     /// For ingest.
     Ingest(IngestRequest),
+    /// One partition of a file ingested in partitions (handled by ingest).
+    IngestPartition(IngestPartitionRequest),
     /// For preprocess.
     Preprocess(PreprocessRequest),
     /// For train.
@@ -278,7 +296,9 @@ impl StageMessage {
     /// The stage this message is addressed to.
     pub fn stage(&self) -> Stage {
         match self {
-            StageMessage::Ingest(_) | StageMessage::Retrain(_) => Stage::Ingest,
+            StageMessage::Ingest(_)
+            | StageMessage::IngestPartition(_)
+            | StageMessage::Retrain(_) => Stage::Ingest,
             StageMessage::Preprocess(_) => Stage::Preprocess,
             StageMessage::Train(_) => Stage::Train,
             StageMessage::Evaluate(_) => Stage::Evaluate,
@@ -297,6 +317,8 @@ pub enum IngestInput {
     File(IngestRequest),
     /// A retrain the monitor asked for.
     Retrain(RetrainRequest),
+    /// One partition of a large file.
+    Partition(IngestPartitionRequest),
 }
 
 /// A stage's typed request: a message body addressed to the stage becomes one, once, where
@@ -316,6 +338,7 @@ impl StageRequest for IngestInput {
         match body {
             StageMessage::Ingest(r) => Ok(IngestInput::File(r)),
             StageMessage::Retrain(r) => Ok(IngestInput::Retrain(r)),
+            StageMessage::IngestPartition(r) => Ok(IngestInput::Partition(r)),
             other => Err(other.stage()),
         }
     }

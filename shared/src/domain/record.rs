@@ -118,6 +118,13 @@ impl Trigger {
                 (r.reason.clone(), r.report.as_ref().map(|k| k.to_string()))
             }
             StageMessage::Ingest(r) => (r.key.to_string(), None),
+            StageMessage::IngestPartition(r) => (
+                format!(
+                    "ingest {} version {} partition {} (round {})",
+                    r.dataset, r.dataset_version, r.partition, r.round
+                ),
+                None,
+            ),
             StageMessage::Preprocess(r) => (
                 format!(
                     "preprocess {} version {} with {}",
@@ -384,6 +391,9 @@ impl RunRecord {
 pub fn inputs_of(body: &StageMessage) -> Vec<String> {
     match body {
         StageMessage::Ingest(r) => vec![r.key.to_string()],
+        StageMessage::IngestPartition(r) => {
+            vec![crate::layout::ingest_parts(&r.dataset, &r.dataset_version)]
+        }
         StageMessage::Retrain(r) => {
             let mut v = vec![format!(
                 "dataset {} version {} ({:?}, {} rows)",

@@ -156,7 +156,11 @@ fn model_of(message: &Message) -> Option<String> {
         M::Deploy(r) => Some(r.model.clone()),
         M::BatchJob(r) => Some(r.model.clone()),
         M::BatchPartition(r) => Some(r.model.clone()),
-        M::Ingest(_) | M::Preprocess(_) | M::Train(_) | M::BatchObject(_) => None,
+        M::Ingest(_)
+        | M::IngestPartition(_)
+        | M::Preprocess(_)
+        | M::Train(_)
+        | M::BatchObject(_) => None,
     })
 }
 

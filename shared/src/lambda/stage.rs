@@ -456,8 +456,9 @@ pub struct DrainOptions {
     pub retry_delay: Duration,
     /// Stop after this many handled messages (a safety net against loops).
     pub max_messages: usize,
-    /// Batch partitions handled at once.
-    pub batch_workers: usize,
+    /// Messages of the fan-out stages (batch, and ingest, whose large files are split in
+    /// partitions) handled at once.
+    pub workers: usize,
 }
 
 impl Default for DrainOptions {
@@ -466,7 +467,7 @@ impl Default for DrainOptions {
             visibility: Duration::from_secs(900),
             retry_delay: Duration::from_millis(200),
             max_messages: 100_000,
-            batch_workers: 1,
+            workers: 1,
         }
     }
 }
@@ -486,8 +487,8 @@ pub struct Handled {
 
 /// Drives the stages in-process until every queue is empty: receives from each stage's
 /// queue in pipeline order, handles, deletes what succeeded, releases what may succeed
-/// later and dead-letters what never will. The batch stage's messages are handled
-/// `options.batch_workers` at a time (its partitions fan out); the others one at a time.
+/// later and dead-letters what never will. The fan-out stages' messages (batch, ingest) are
+/// handled `options.workers` at a time (their partitions fan out); the others one at a time.
 /// `on_handled` sees each outcome as it happens.
 pub async fn drain(
     queues: &Queues,
@@ -502,11 +503,8 @@ pub async fn drain(
         let mut waiting = false;
         for handler in handlers {
             let queue = queues.get(handler.stage()).await?;
-            let workers = if handler.stage() == Stage::Batch {
-                options.batch_workers.max(1)
-            } else {
-                1
-            };
+            let fans_out = matches!(handler.stage(), Stage::Batch | Stage::Ingest);
+            let workers = if fans_out { options.workers.max(1) } else { 1 };
             // Batch partitions are taken `workers` at a time, so that several runners sharing
             // the queue share its partitions; other stages take up to ten.
             let take = if handler.stage() == Stage::Batch {

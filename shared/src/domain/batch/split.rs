@@ -53,6 +53,8 @@ pub struct CsvSplitter {
     /// The header's bytes until it ends.
     header: Option<Vec<u8>>,
     header_done: bool,
+    /// One past the header's last byte (its line end included).
+    header_end: u64,
     /// Line feeds seen.
     lines: u64,
     rows: u64,
@@ -72,6 +74,7 @@ impl CsvSplitter {
             content: false,
             header: Some(Vec::new()),
             header_done: false,
+            header_end: 0,
             lines: 0,
             rows: 0,
             part_start: 0,
@@ -93,6 +96,12 @@ impl CsvSplitter {
                 .map(str::to_string)
                 .map_err(|_| SplitError::HeaderNotUtf8),
         )
+    }
+
+    /// One past the header line's last byte (its line end included), once it has been
+    /// read: bytes `0..header_end()` are what a partition puts before its own records.
+    pub fn header_end(&self) -> Option<u64> {
+        self.header_done.then_some(self.header_end)
     }
 
     /// Records seen so far.
@@ -180,6 +189,7 @@ impl CsvSplitter {
                 return;
             }
             self.header_done = true;
+            self.header_end = end;
             if let Some(h) = &mut self.header
                 && h.last() == Some(&b'\n')
             {

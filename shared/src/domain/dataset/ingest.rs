@@ -153,33 +153,12 @@ pub fn ingest_file(
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "ingest: {what}");
     };
     let nulls = Nulls::new(&config.null_values);
-    let (headers, first_rows) = infer_prefix(path, format, config, &nulls)?;
+    let Guess {
+        headers,
+        columns: guess,
+        label_index,
+    } = guess_schema(path, format, config, &nulls)?;
     phase("schema guessed from the first rows");
-    let available = headers.join(", ");
-    if !headers.contains(&config.label) {
-        return Err(DatasetError::MissingLabel {
-            label: config.label.clone(),
-            available,
-        });
-    }
-    if let Some(missing) = config.columns.keys().find(|c| !headers.contains(c)) {
-        return Err(DatasetError::MissingColumn {
-            column: missing.clone(),
-            available,
-        });
-    }
-    let label_index = headers.iter().position(|h| *h == config.label).unwrap_or(0);
-    // The schema the first rows suggest, every undeclared feature nullable (a missing value
-    // further down must not refuse its row before the whole file has been counted).
-    let guess: Vec<ColumnSchema> = headers
-        .iter()
-        .zip(&first_rows)
-        .map(|(name, s)| {
-            let mut c = decide(name, s, config);
-            c.nullable |= !c.declared && *name != config.label;
-            c
-        })
-        .collect();
     let mut pass = checked_pass(
         path,
         format,
@@ -188,6 +167,7 @@ pub fn ingest_file(
         &nulls,
         label_index,
         out_dir,
+        &Placement::default(),
         progress,
     )?;
     let mut columns: Vec<ColumnSchema> = headers
@@ -208,6 +188,7 @@ pub fn ingest_file(
             &nulls,
             label_index,
             out_dir,
+            &Placement::default(),
             progress,
         )?;
         pass.inference = inference;
@@ -252,6 +233,66 @@ pub fn ingest_file(
     })
 }
 
+/// The schema the first rows suggest, before the whole file is read.
+pub(crate) struct Guess {
+    /// The column names, in file order.
+    pub(crate) headers: Vec<String>,
+    /// Every undeclared feature nullable (a missing value further down must not refuse its
+    /// row before the whole file has been counted).
+    pub(crate) columns: Vec<ColumnSchema>,
+    /// Where the label is.
+    pub(crate) label_index: usize,
+}
+
+/// Reads the first [`GUESS_ROWS`] rows: the column names (the label and every declared
+/// column must be there) and the schema they suggest.
+fn guess_schema(
+    path: &Path,
+    format: Format,
+    config: &IngestConfig,
+    nulls: &Nulls,
+) -> Result<Guess, DatasetError> {
+    let (headers, first_rows) = infer_prefix(path, format, config, nulls)?;
+    let available = headers.join(", ");
+    if !headers.contains(&config.label) {
+        return Err(DatasetError::MissingLabel {
+            label: config.label.clone(),
+            available,
+        });
+    }
+    if let Some(missing) = config.columns.keys().find(|c| !headers.contains(c)) {
+        return Err(DatasetError::MissingColumn {
+            column: missing.clone(),
+            available,
+        });
+    }
+    let label_index = headers.iter().position(|h| *h == config.label).unwrap_or(0);
+    let columns = headers
+        .iter()
+        .zip(&first_rows)
+        .map(|(name, s)| {
+            let mut c = decide(name, s, config);
+            c.nullable |= !c.declared && *name != config.label;
+            c
+        })
+        .collect();
+    Ok(Guess {
+        headers,
+        columns,
+        label_index,
+    })
+}
+
+/// Where a pass's rows sit in the whole file, for a partition of it ([`parts`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Placement {
+    /// Added to every line number the reader reports.
+    line_offset: u64,
+    /// Profile the numeric columns with mergeable KLL sketches seeded from this (else a
+    /// reservoir sample).
+    sketch_seed: Option<u64>,
+}
+
 /// What one pass over the rows learned.
 struct CheckedPass {
     /// The type counts of every field, over the whole file.
@@ -279,6 +320,7 @@ fn checked_pass(
     nulls: &Nulls,
     label_index: usize,
     out_dir: &Path,
+    placement: &Placement,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CheckedPass, DatasetError> {
     let (mut writer, arrow_schema, data_path) = parquet_writer(columns, out_dir)?;
@@ -292,7 +334,7 @@ fn checked_pass(
                 .map(|v| v.iter().map(String::as_str).collect())
         })
         .collect();
-    let mut accs = accumulators(columns);
+    let mut accs = accumulators(columns, placement.sketch_seed);
     let reader = open_rows(path, format, config.delimiter)?;
     let result = validate(
         reader,
@@ -301,6 +343,7 @@ fn checked_pass(
             nulls,
             domains: &domains,
             label_index,
+            line_offset: placement.line_offset,
         },
         &mut accs,
         &mut |arrays| {
@@ -405,14 +448,17 @@ fn parquet_writer(
 }
 
 /// One accumulator per column, each numeric one with its own seed (their histograms are
-/// made once the ranges are known: [`histograms`]).
-fn accumulators(columns: &[ColumnSchema]) -> Vec<Acc> {
+/// made once the ranges are known: [`histograms`]); sketched ones when `sketch_seed` is set.
+fn accumulators(columns: &[ColumnSchema], sketch_seed: Option<u64>) -> Vec<Acc> {
     columns
         .iter()
         .enumerate()
         .map(|(i, c)| {
             if c.kind.is_numeric() {
-                Acc::Numeric(Box::new(NumericAcc::new(c.kind, None, 0x5EED + i as u64)))
+                Acc::Numeric(Box::new(match sketch_seed {
+                    Some(seed) => NumericAcc::sketched(c.kind, seed.wrapping_add(i as u64)),
+                    None => NumericAcc::new(c.kind, None, 0x5EED + i as u64),
+                }))
             } else {
                 Acc::Category(CategoryAcc::new(c.kind))
             }
@@ -434,6 +480,8 @@ struct Validation<'a> {
     nulls: &'a Nulls,
     domains: &'a [Option<HashSet<&'a str>>],
     label_index: usize,
+    /// Added to the reader's line numbers (a partition of a file).
+    line_offset: u64,
 }
 
 /// A checked batch: the type counts of its fields, the accepted rows as Arrow columns, the
@@ -496,12 +544,13 @@ fn validate(
                 continue;
             }
             out.rejected += 1;
+            let line = slot.line + check.line_offset;
             if out.first_rejection.is_none() {
-                out.first_rejection = Some((slot.line, reasons[0].to_string()));
+                out.first_rejection = Some((line, reasons[0].to_string()));
             }
             if let Err(e) = write_rejected(
                 &mut out.rejected_lines,
-                slot.line,
+                line,
                 &reasons,
                 &slot.record,
                 slot.cut,
@@ -670,6 +719,7 @@ fn check_label_classes(
 mod check;
 mod histogram;
 mod infer;
+pub mod parts;
 mod pipeline;
 #[cfg(test)]
 mod tests;

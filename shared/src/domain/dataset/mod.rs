@@ -11,14 +11,18 @@
 mod ingest;
 mod profile;
 mod read;
+pub mod sketch;
 mod table;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use ingest::{IngestConfig, IngestOutput, ingest_file};
-pub use profile::{ColumnProfile, Histogram, Mt19937, Profile, SplitMix64, quantile_sorted};
+pub use ingest::{IngestConfig, IngestOutput, ingest_file, parts};
+pub use profile::{
+    CategorySummary, ColumnProfile, Histogram, Mt19937, NumericSummary, Profile, SplitMix64,
+    quantile_sorted,
+};
 pub use read::{Format, MAX_RECORD_BYTES, RowReader, open_rows};
 pub use table::{Column, MISSING_CODE, Table, read_parquet};
 

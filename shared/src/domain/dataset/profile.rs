@@ -5,13 +5,17 @@
 //! get their value frequencies. Everything is computed in one streaming pass with memory
 //! bounded per column: quantiles are exact (numpy's default linear interpolation) up to
 //! [`RESERVOIR`] values and come from a seeded uniform reservoir sample of that size beyond
-//! it (`quantiles_exact` says which).
+//! it (`quantiles_exact` says which). The mean and standard deviation come from exact sums
+//! ([`super::sketch::Moments`]), so a file ingested in partitions, whose parts report
+//! mergeable summaries ([`NumericSummary`], [`CategorySummary`]), gets the same values bit
+//! for bit; its quantiles come from a KLL sketch with a stated rank error.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::ColumnType;
+use super::sketch::{KLL_RANK_ERROR, Kll, Moments};
 
 /// Values kept per numeric column for quantiles.
 pub const RESERVOIR: usize = 100_000;
@@ -57,9 +61,14 @@ pub struct ColumnProfile {
     /// Quantiles by level, e.g. `"0.5"` (numeric).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub quantiles: BTreeMap<String, f64>,
-    /// Whether the quantiles are exact or from the reservoir sample.
+    /// Whether the quantiles are exact or estimated (a reservoir sample, or a KLL sketch
+    /// when the file was ingested in partitions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantiles_exact: Option<bool>,
+    /// The normalized rank error the quantiles stay within, when they come from a KLL
+    /// sketch ([`super::sketch::KLL_RANK_ERROR`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile_rank_error: Option<f64>,
     /// Histogram (numeric).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<Histogram>,
@@ -138,20 +147,46 @@ pub(crate) fn bin_of(x: f64, (lo, hi): (f64, f64)) -> usize {
     }
 }
 
+/// Where a numeric column's quantiles come from.
+#[derive(Debug, Clone)]
+pub(crate) enum QuantileSource {
+    /// A seeded uniform reservoir of [`RESERVOIR`] values: exact up to that many values
+    /// (one pass over a whole file).
+    Reservoir { values: Vec<f64>, rng: SplitMix64 },
+    /// A mergeable KLL sketch (a partition of a file, merged with the others').
+    Sketch(Kll),
+}
+
 /// Streaming accumulator for one numeric column.
 #[derive(Debug, Clone)]
 pub(crate) struct NumericAcc {
     kind: ColumnType,
-    count: u64,
     missing: u64,
-    mean: f64,
-    m2: f64,
+    moments: Moments,
     min: f64,
     max: f64,
-    reservoir: Vec<f64>,
-    rng: SplitMix64,
+    quantiles: QuantileSource,
     edges: Option<(f64, f64)>,
     bins: [u64; BINS],
+}
+
+/// What a partition's numeric column reports: everything but the histogram, whose range is
+/// known only once every partition has reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumericSummary {
+    /// The column type.
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+    /// Missing values.
+    pub missing: u64,
+    /// Count, Σx and Σx², exactly.
+    pub moments: Moments,
+    /// Minimum, when there is a value.
+    pub min: Option<f64>,
+    /// Maximum, when there is a value.
+    pub max: Option<f64>,
+    /// The quantile sketch.
+    pub sketch: Kll,
 }
 
 impl NumericAcc {
@@ -160,40 +195,82 @@ impl NumericAcc {
     pub(crate) fn new(kind: ColumnType, range: Option<(f64, f64)>, seed: u64) -> Self {
         NumericAcc {
             kind,
-            count: 0,
             missing: 0,
-            mean: 0.0,
-            m2: 0.0,
+            moments: Moments::default(),
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            reservoir: Vec::new(),
-            rng: SplitMix64::new(seed),
+            quantiles: QuantileSource::Reservoir {
+                values: Vec::new(),
+                rng: SplitMix64::new(seed),
+            },
             edges: range,
             bins: [0; BINS],
         }
     }
 
+    /// An accumulator whose quantiles come from a KLL sketch (see [`NumericSummary`]).
+    pub(crate) fn sketched(kind: ColumnType, seed: u64) -> Self {
+        NumericAcc {
+            quantiles: QuantileSource::Sketch(Kll::new(seed)),
+            ..NumericAcc::new(kind, None, seed)
+        }
+    }
+
+    #[inline]
     pub(crate) fn push(&mut self, value: Option<f64>) {
         let Some(x) = value else {
             self.missing += 1;
             return;
         };
-        self.count += 1;
-        let delta = x - self.mean;
-        self.mean += delta / self.count as f64;
-        self.m2 += delta * (x - self.mean);
+        self.moments.push(x);
         self.min = self.min.min(x);
         self.max = self.max.max(x);
-        if self.reservoir.len() < RESERVOIR {
-            self.reservoir.push(x);
-        } else {
-            let j = self.rng.below(self.count) as usize;
-            if j < RESERVOIR {
-                self.reservoir[j] = x;
+        match &mut self.quantiles {
+            QuantileSource::Reservoir { values, rng } => {
+                if values.len() < RESERVOIR {
+                    values.push(x);
+                } else {
+                    let j = rng.below(self.moments.count) as usize;
+                    if j < RESERVOIR {
+                        values[j] = x;
+                    }
+                }
             }
+            QuantileSource::Sketch(sketch) => sketch.push(x),
         }
         if let Some(range) = self.edges {
             self.bins[bin_of(x, range)] += 1;
+        }
+    }
+
+    /// What a sketched accumulator reports for merging (`None` for a reservoir one).
+    pub(crate) fn summary(&self) -> Option<NumericSummary> {
+        let QuantileSource::Sketch(sketch) = &self.quantiles else {
+            return None;
+        };
+        let has = self.moments.count > 0;
+        Some(NumericSummary {
+            kind: self.kind,
+            missing: self.missing,
+            moments: self.moments.clone(),
+            min: has.then_some(self.min),
+            max: has.then_some(self.max),
+            sketch: sketch.clone(),
+        })
+    }
+
+    /// Adds a later partition's summary to this sketched accumulator.
+    pub(crate) fn merge(&mut self, other: &NumericSummary) {
+        self.missing += other.missing;
+        self.moments.merge(&other.moments);
+        if let Some(m) = other.min {
+            self.min = self.min.min(m);
+        }
+        if let Some(m) = other.max {
+            self.max = self.max.max(m);
+        }
+        if let QuantileSource::Sketch(sketch) = &mut self.quantiles {
+            sketch.merge(&other.sketch);
         }
     }
 
@@ -211,16 +288,27 @@ impl NumericAcc {
         }
     }
 
-    pub(crate) fn finish(mut self) -> ColumnProfile {
-        let has = self.count > 0;
-        self.reservoir.sort_by(f64::total_cmp);
-        let quantiles = if has {
-            QUANTILE_LEVELS
-                .iter()
-                .map(|&q| (q.to_string(), quantile_sorted(&self.reservoir, q)))
-                .collect()
-        } else {
-            BTreeMap::new()
+    pub(crate) fn finish(self) -> ColumnProfile {
+        let count = self.moments.count;
+        let has = count > 0;
+        let (quantiles, exact, rank_error) = match self.quantiles {
+            QuantileSource::Reservoir { mut values, .. } => {
+                values.sort_by(f64::total_cmp);
+                let q = QUANTILE_LEVELS
+                    .iter()
+                    .filter(|_| has)
+                    .map(|&q| (q.to_string(), quantile_sorted(&values, q)))
+                    .collect();
+                (q, count as usize <= RESERVOIR, None)
+            }
+            QuantileSource::Sketch(sketch) => {
+                let q = QUANTILE_LEVELS
+                    .iter()
+                    .filter_map(|&q| Some((q.to_string(), sketch.quantile(q)?)))
+                    .collect();
+                let exact = sketch.is_exact();
+                (q, exact, (!exact).then_some(KLL_RANK_ERROR))
+            }
         };
         let histogram = self.edges.filter(|_| has).map(|(lo, hi)| {
             let width = (hi - lo) / BINS as f64;
@@ -231,18 +319,31 @@ impl NumericAcc {
         });
         ColumnProfile {
             kind: self.kind,
-            count: self.count,
+            count,
             missing: self.missing,
-            mean: has.then_some(self.mean),
-            std: (self.count > 1).then(|| (self.m2 / (self.count - 1) as f64).sqrt()),
+            mean: self.moments.mean(),
+            std: self.moments.std(),
             min: has.then_some(self.min),
             max: has.then_some(self.max),
             quantiles,
-            quantiles_exact: has.then_some(self.count as usize <= RESERVOIR),
+            quantiles_exact: has.then_some(exact),
+            quantile_rank_error: rank_error.filter(|_| has),
             histogram,
             frequencies: BTreeMap::new(),
         }
     }
+}
+
+/// What a partition's categorical or boolean column reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategorySummary {
+    /// The column type.
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+    /// Missing values.
+    pub missing: u64,
+    /// Value counts.
+    pub counts: BTreeMap<String, u64>,
 }
 
 /// Streaming accumulator for a categorical or boolean column.
@@ -277,6 +378,30 @@ impl CategoryAcc {
         }
     }
 
+    /// What a partition reports for merging.
+    pub(crate) fn summary(&self) -> CategorySummary {
+        CategorySummary {
+            kind: self.kind,
+            missing: self.missing,
+            counts: self.counts.clone(),
+        }
+    }
+
+    /// Adds a later partition's counts: as if its values had come next (a newcomer beyond
+    /// [`MAX_TRACKED_CATEGORIES`] is counted as `__other__`).
+    pub(crate) fn merge(&mut self, other: &CategorySummary) {
+        self.missing += other.missing;
+        for (value, &n) in &other.counts {
+            if let Some(c) = self.counts.get_mut(value) {
+                *c += n;
+            } else if self.counts.len() < MAX_TRACKED_CATEGORIES {
+                self.counts.insert(value.clone(), n);
+            } else {
+                *self.counts.entry("__other__".to_string()).or_insert(0) += n;
+            }
+        }
+    }
+
     pub(crate) fn finish(self) -> ColumnProfile {
         ColumnProfile {
             kind: self.kind,
@@ -288,6 +413,7 @@ impl CategoryAcc {
             max: None,
             quantiles: BTreeMap::new(),
             quantiles_exact: None,
+            quantile_rank_error: None,
             histogram: None,
             frequencies: self.counts,
         }
@@ -342,7 +468,9 @@ mod tests {
         for i in 0..n {
             acc.push(Some(i as f64 / n as f64));
         }
-        assert_eq!(acc.reservoir.len(), RESERVOIR);
+        assert!(
+            matches!(&acc.quantiles, QuantileSource::Reservoir { values, .. } if values.len() == RESERVOIR)
+        );
         let p = acc.finish();
         assert_eq!(p.quantiles_exact, Some(false));
         assert!((p.quantiles["0.5"] - 0.5).abs() < 0.01, "{:?}", p.quantiles);
