@@ -1,10 +1,10 @@
 //! Ingest in partitions on the embedded default, against a one-pass ingest of the same file:
 //! the same version, schema, rows (in order), rejected rows with the same line numbers, and
-//! profile — counts, missing values, min, max, mean, standard deviation, frequencies and
-//! histograms identical, quantiles within the KLL sketch's stated rank error — whether the
-//! first rows' guess holds or the whole file overturns it (a second round). A duplicated
-//! partition message counts nothing twice; a file replaced while its partitions run is
-//! refused.
+//! profile — counts, missing values, min, max, mean, standard deviation (exact sums),
+//! frequencies and histograms identical, quantiles within the KLL sketch's stated rank
+//! error — whether the first rows' guess holds or the whole file overturns it (a second
+//! round). A duplicated partition message counts nothing twice; a file replaced while its
+//! partitions run is refused.
 
 #![allow(clippy::unwrap_used)]
 

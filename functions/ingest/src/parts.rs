@@ -251,6 +251,7 @@ impl Ingest {
         }
         let columns = self.round_columns(&plan, request.round).await?;
         let report_key = layout::ingest_part_file(dataset, version, request.round, index, "json")?;
+        let started = std::time::Instant::now();
         let step = if self.store.exists(&report_key).await? {
             "already_checked"
         } else {
@@ -258,7 +259,11 @@ impl Ingest {
                 .check_partition(&plan, &columns, request.round, index)
                 .await?
             {
-                Ok(()) => "checked",
+                Ok(()) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    info!(%dataset, %version, partition = index, round = request.round, seconds, "partition checked");
+                    "checked"
+                }
                 Err(err) => {
                     let dir = tempfile::tempdir().map_err(StageError::from)?;
                     let source =
@@ -379,6 +384,7 @@ impl Ingest {
         index: usize,
     ) -> Result<IngestOutcome, StageError> {
         let (dataset, version) = (plan.dataset.as_str(), plan.version.as_str());
+        let started = std::time::Instant::now();
         let dir = tempfile::tempdir().map_err(StageError::from)?;
         let mut parts = Vec::with_capacity(plan.parts.len());
         for i in 0..plan.parts.len() {
@@ -434,7 +440,8 @@ impl Ingest {
         let models = self
             .request_preprocess(&specs, dataset, version, plan.model_only.as_deref())
             .await?;
-        info!(%dataset, %version, rows = manifest.rows, rejected = manifest.rejected, partitions = plan.parts.len(), "ingested in partitions");
+        let seconds = started.elapsed().as_secs_f64();
+        info!(%dataset, %version, rows = manifest.rows, rejected = manifest.rejected, partitions = plan.parts.len(), seconds, "ingested in partitions (seconds: the merge)");
         let mut outcome = self.partitioned_outcome(plan, round, Some(index), "written")?;
         outcome.created = true;
         outcome.rows = manifest.rows;

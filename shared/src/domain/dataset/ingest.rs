@@ -170,7 +170,7 @@ pub fn ingest_file(
         &Placement::default(),
         progress,
     )?;
-    let mut columns: Vec<ColumnSchema> = headers
+    let columns: Vec<ColumnSchema> = headers
         .iter()
         .zip(&pass.inference)
         .map(|(name, s)| decide(name, s, config))
@@ -195,7 +195,7 @@ pub fn ingest_file(
     }
     let CheckedPass {
         inference,
-        mut accs,
+        accs,
         accepted,
         rejected,
         first_rejection,
@@ -212,12 +212,32 @@ pub fn ingest_file(
         });
     }
 
-    histograms(&data_path, &columns, &inference, &mut accs)?;
-    phase("histograms counted");
-    let profile_columns = finish_profile(&mut columns, accs);
-    phase("profile finished");
-    check_label_classes(config, &profile_columns)?;
+    let output = finish_output(
+        config,
+        columns,
+        &inference,
+        accs,
+        (accepted, rejected),
+        (data_path, rejected_path),
+    )?;
+    phase("histograms and profile finished");
+    Ok(output)
+}
 
+/// The version once every row was checked against `columns` (the decided schema): the
+/// histograms counted over the written rows, the profile finished (undeclared columns learn
+/// their bounds and values from it), the label's classes checked.
+fn finish_output(
+    config: &IngestConfig,
+    mut columns: Vec<ColumnSchema>,
+    inference: &[Inference],
+    mut accs: Vec<Acc>,
+    (accepted, rejected): (u64, u64),
+    (data_path, rejected_path): (PathBuf, PathBuf),
+) -> Result<IngestOutput, DatasetError> {
+    histograms(&data_path, &columns, inference, &mut accs)?;
+    let profile_columns = finish_profile(&mut columns, accs);
+    check_label_classes(config, &profile_columns)?;
     Ok(IngestOutput {
         schema: Schema {
             columns,

@@ -162,6 +162,7 @@ pub(crate) enum QuantileSource {
 pub(crate) struct NumericAcc {
     kind: ColumnType,
     missing: u64,
+    /// Count, Σx and Σx², exactly: the same bits whatever the order and the parts.
     moments: Moments,
     min: f64,
     max: f64,
@@ -291,6 +292,7 @@ impl NumericAcc {
     pub(crate) fn finish(self) -> ColumnProfile {
         let count = self.moments.count;
         let has = count > 0;
+        let (mean, std) = (self.moments.mean(), self.moments.std());
         let (quantiles, exact, rank_error) = match self.quantiles {
             QuantileSource::Reservoir { mut values, .. } => {
                 values.sort_by(f64::total_cmp);
@@ -321,8 +323,8 @@ impl NumericAcc {
             kind: self.kind,
             count,
             missing: self.missing,
-            mean: self.moments.mean(),
-            std: self.moments.std(),
+            mean,
+            std,
             min: has.then_some(self.min),
             max: has.then_some(self.max),
             quantiles,

@@ -5,6 +5,9 @@
 //!   as Python's `math.fsum`) and rounded once, correctly, when read. Its value does not
 //!   depend on the order of the additions or on how they were split into parts, so a mean
 //!   or a standard deviation merged from parts is bit for bit the one-pass result.
+//! - [`WideSum`]: the same exact sum in a fixed-point accumulator as wide as every finite
+//!   double (a few integer operations an add), read through [`ExactSum`]; [`Moments`] keeps
+//!   Σx and Σx² in it, so exact sums cost ingest's profile next to nothing.
 //! - [`Kll`]: the KLL quantile sketch (Karnin, Lang, Liberty 2016) with compactor capacity
 //!   [`KLL_K`]: about `3 × KLL_K` values whatever the stream's length, mergeable, exact
 //!   while nothing was compacted, and within [`KLL_RANK_ERROR`] of the true rank otherwise
@@ -93,9 +96,168 @@ impl ExactSum {
         }
         hi
     }
+}
 
-    fn partials(&self) -> &[f64] {
-        &self.partials
+/// Bits per chunk of a [`WideSum`].
+const CHUNK_BITS: u32 = 32;
+/// Chunks of a [`WideSum`]: every finite double's bits (2^-1074 to 2^1024) plus carries.
+const CHUNKS: usize = 68;
+/// Adds between carry propagations: each add puts less than 2^32 into a chunk.
+const ADDS_BEFORE_CARRY: u32 = 1 << 29;
+
+/// An exact sum of finite `f64` values in a fixed-point accumulator wide enough for all of
+/// them (Neal's "small superaccumulator"): an add is a few integer operations whatever the
+/// values, where [`ExactSum`]'s cost grows with its partials; read as [`ExactSum`] does,
+/// correctly rounded. Equal sums give equal bits whatever the order and the parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WideSum {
+    /// Chunk `i` counts units of 2^(32·i − 1074).
+    chunks: Box<[i64; CHUNKS]>,
+    adds: u32,
+}
+
+impl Default for WideSum {
+    fn default() -> Self {
+        WideSum {
+            chunks: Box::new([0; CHUNKS]),
+            adds: 0,
+        }
+    }
+}
+
+impl WideSum {
+    /// Adds `x` exactly (`x` finite; a non-finite value is not counted).
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        let bits = x.to_bits();
+        let exp = ((bits >> 52) & 0x7ff) as u32;
+        if exp == 0x7ff {
+            return;
+        }
+        let frac = bits & ((1u64 << 52) - 1);
+        // x = mantissa × 2^(shift − 1074).
+        let (mantissa, shift) = if exp == 0 {
+            (frac, 0)
+        } else {
+            (frac | (1u64 << 52), exp - 1)
+        };
+        if mantissa == 0 {
+            return;
+        }
+        let at = (shift / CHUNK_BITS) as usize;
+        let wide = u128::from(mantissa) << (shift % CHUNK_BITS);
+        let parts = [
+            (wide & 0xffff_ffff) as i64,
+            ((wide >> 32) & 0xffff_ffff) as i64,
+            (wide >> 64) as i64,
+        ];
+        let chunks = &mut self.chunks[at..at + 3];
+        if bits >> 63 == 1 {
+            chunks.iter_mut().zip(parts).for_each(|(c, p)| *c -= p);
+        } else {
+            chunks.iter_mut().zip(parts).for_each(|(c, p)| *c += p);
+        }
+        self.adds += 1;
+        if self.adds >= ADDS_BEFORE_CARRY {
+            self.carry();
+        }
+    }
+
+    /// Moves each chunk's overflow into the next: every chunk but the last in
+    /// [−2^31, 2^31), so the highest non-zero chunk is where the sum's magnitude is (a
+    /// negative sum does not borrow from the top chunk).
+    fn carry(&mut self) {
+        for i in 0..CHUNKS - 1 {
+            let c = (self.chunks[i] + (1 << (CHUNK_BITS - 1))) >> CHUNK_BITS;
+            self.chunks[i] -= c << CHUNK_BITS;
+            self.chunks[i + 1] += c;
+        }
+        self.adds = 0;
+    }
+
+    /// Adds another sum exactly.
+    pub fn merge(&mut self, other: &WideSum) {
+        self.carry();
+        let mut other = other.clone();
+        other.carry();
+        for (a, b) in self.chunks.iter_mut().zip(other.chunks.iter()) {
+            *a += b;
+        }
+        self.carry();
+    }
+
+    /// The sum as exact `f64` terms (one per non-zero chunk), smallest first; `None` when it
+    /// is beyond `f64`'s range.
+    fn terms(&self) -> Option<Vec<f64>> {
+        let mut sum = self.clone();
+        sum.carry();
+        let mut terms = Vec::new();
+        for (i, &c) in sum.chunks.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let e = (i as i32) * CHUNK_BITS as i32 - 1074;
+            if e > 1023 {
+                return None;
+            }
+            let unit = if e >= -1022 {
+                f64::from_bits(((e + 1023) as u64) << 52)
+            } else {
+                f64::from_bits(1u64 << (e + 1074))
+            };
+            let term = c as f64 * unit;
+            if !term.is_finite() {
+                return None;
+            }
+            terms.push(term);
+        }
+        Some(terms)
+    }
+
+    /// The sum, correctly rounded to `f64` (infinite beyond its range).
+    pub fn value(&self) -> f64 {
+        if let Some(terms) = self.terms() {
+            let mut exact = ExactSum::new();
+            terms.iter().for_each(|&t| exact.add(t));
+            return exact.value();
+        }
+        let mut sum = self.clone();
+        sum.carry();
+        match sum.chunks.iter().rev().find(|&&c| c != 0) {
+            Some(&c) if c < 0 => f64::NEG_INFINITY,
+            _ => f64::INFINITY,
+        }
+    }
+}
+
+/// How a [`WideSum`] is written: its non-zero chunks after carrying, as `[index, value]`.
+impl Serialize for WideSum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut sum = self.clone();
+        sum.carry();
+        let pairs: Vec<(usize, i64)> = sum
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != 0)
+            .map(|(i, c)| (i, *c))
+            .collect();
+        pairs.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for WideSum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(usize, i64)>::deserialize(d)?;
+        let mut sum = WideSum::default();
+        for (i, c) in pairs {
+            let slot = sum
+                .chunks
+                .get_mut(i)
+                .ok_or_else(|| serde::de::Error::custom(format!("chunk {i} out of range")))?;
+            *slot = c;
+        }
+        Ok(sum)
     }
 }
 
@@ -106,9 +268,9 @@ pub struct Moments {
     /// Values summed.
     pub count: u64,
     /// Σx.
-    pub sum: ExactSum,
+    pub sum: WideSum,
     /// Σx², exactly.
-    pub sum_squares: ExactSum,
+    pub sum_squares: WideSum,
 }
 
 impl Moments {
@@ -141,15 +303,17 @@ impl Moments {
             return None;
         }
         let n = self.count as f64;
+        let (Some(squares), Some(s)) = (self.sum_squares.terms(), self.sum.terms()) else {
+            return Some(f64::INFINITY);
+        };
         let mut numerator = ExactSum::new();
-        for &q in self.sum_squares.partials() {
+        for &q in &squares {
             let p = n * q;
             numerator.add(p);
             numerator.add(n.mul_add(q, -p));
         }
-        let s = self.sum.partials();
-        for &a in s {
-            for &b in s {
+        for &a in &s {
+            for &b in &s {
                 let p = a * b;
                 numerator.add(-p);
                 numerator.add(-(a.mul_add(b, -p)));
@@ -332,6 +496,46 @@ mod tests {
             merged.merge(p);
         }
         assert_eq!(merged.value(), whole.value());
+    }
+
+    #[test]
+    fn wide_sum_equals_the_exact_sum_whatever_the_values_and_parts() {
+        let mut rng = SplitMix64::new(5);
+        let values: Vec<f64> = (0..20_000)
+            .map(|i| {
+                let x = (rng.next_f64() - 0.5) * 10f64.powi((rng.below(600) as i32) - 300);
+                match i % 500 {
+                    0 => f64::MIN_POSITIVE * 0.25, // subnormal
+                    1 => -1e300,
+                    2 => 1e300,
+                    _ => x,
+                }
+            })
+            .collect();
+        let mut exact = ExactSum::new();
+        let mut wide = WideSum::default();
+        values.iter().for_each(|&x| {
+            exact.add(x);
+            wide.add(x);
+        });
+        assert_eq!(wide.value(), exact.value());
+        let mut merged = WideSum::default();
+        for chunk in values.chunks(3_001) {
+            let mut part = WideSum::default();
+            chunk.iter().rev().for_each(|&x| part.add(x));
+            let text = serde_json::to_string(&part).unwrap();
+            merged.merge(&serde_json::from_str(&text).unwrap());
+        }
+        assert_eq!(merged.value(), exact.value());
+        // math.fsum([0.1] * 10) == 1.0
+        let mut w = WideSum::default();
+        (0..10).for_each(|_| w.add(0.1));
+        assert_eq!(w.value(), 1.0);
+        assert_eq!(WideSum::default().value(), 0.0);
+        let mut w = WideSum::default();
+        w.add(f64::MAX);
+        w.add(f64::MAX);
+        assert_eq!(w.value(), f64::INFINITY);
     }
 
     #[test]

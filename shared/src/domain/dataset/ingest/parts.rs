@@ -27,12 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use super::infer::{Inference, Nulls};
 use super::{
-    Acc, CategoryAcc, CheckedPass, IngestConfig, IngestOutput, NumericAcc, Placement,
-    check_label_classes, checked_pass, decide, finish_profile, guess_schema, histograms,
-    new_inference,
+    Acc, CategoryAcc, CheckedPass, IngestConfig, IngestOutput, NumericAcc, Placement, checked_pass,
+    decide, finish_output, guess_schema, new_inference,
 };
 use crate::dataset::profile::{CategorySummary, NumericSummary};
-use crate::dataset::{ColumnSchema, DatasetError, Format, Profile, Schema};
+use crate::dataset::{ColumnSchema, DatasetError, Format};
 
 /// A field's type counts over part of a file (see the one-pass inference), as a partition
 /// reports them.
@@ -239,7 +238,7 @@ pub fn finish_parts(
             s.merge(Inference::from(t));
         }
     }
-    let mut decided: Vec<ColumnSchema> = columns
+    let decided: Vec<ColumnSchema> = columns
         .iter()
         .zip(&inference)
         .map(|(c, s)| decide(&c.name, s, config))
@@ -274,23 +273,16 @@ pub fn finish_parts(
         std::io::copy(&mut File::open(&part.rejected_path)?, &mut out)?;
     }
     out.flush()?;
-    let mut accs = merged_accumulators(columns, parts)?;
-    histograms(&data_path, &decided, &inference, &mut accs)?;
-    let profile_columns = finish_profile(&mut decided, accs);
-    check_label_classes(config, &profile_columns)?;
-    Ok(Finished::Done(IngestOutput {
-        schema: Schema {
-            columns: decided,
-            label: config.label.clone(),
-        },
-        profile: Profile {
-            rows: accepted,
-            rejected,
-            columns: profile_columns,
-        },
-        data_path,
-        rejected_path,
-    }))
+    let accs = merged_accumulators(columns, parts)?;
+    finish_output(
+        config,
+        decided,
+        &inference,
+        accs,
+        (accepted, rejected),
+        (data_path, rejected_path),
+    )
+    .map(Finished::Done)
 }
 
 /// The partitions' profile summaries merged, column by column, in file order.
