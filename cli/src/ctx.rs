@@ -35,6 +35,9 @@ pub struct Ctx {
 
 impl Ctx {
     pub async fn open(store_url: &str, queues_url: Option<&str>, json: bool) -> Result<Self> {
+        let var = lambdaml_ingest::PARTITION_MIB_VAR;
+        lambdaml_ingest::parse_partition_mib(std::env::var(var).ok().as_deref())
+            .map_err(|e| anyhow!(e))?;
         let store = open_store(store_url)
             .await
             .with_context(|| format!("opening the store {store_url}"))?;

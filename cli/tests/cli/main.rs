@@ -10,5 +10,6 @@ mod batch;
 mod bin;
 mod captures;
 mod dashboard;
+mod ingest;
 mod local;
 mod template;

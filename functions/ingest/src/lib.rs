@@ -652,16 +652,25 @@ pub const PARTITION_MIB_VAR: &str = "LAMBDAML_INGEST_PARTITION_MIB";
 /// (`0.5`); `0` turns partitioning off (`None`); unset, [`DEFAULT_PARTITION_BYTES`]; a value
 /// that is not a number is logged and the default used.
 pub fn partition_bytes(value: Option<&str>) -> Option<u64> {
+    parse_partition_mib(value).unwrap_or_else(|e| {
+        warn!("{e}; using the default");
+        Some(DEFAULT_PARTITION_BYTES)
+    })
+}
+
+/// [`partition_bytes`], with an error naming a value that is not a size in MiB (what a
+/// command checks before it starts).
+pub fn parse_partition_mib(value: Option<&str>) -> Result<Option<u64>, String> {
     let Some(v) = value else {
-        return Some(DEFAULT_PARTITION_BYTES);
+        return Ok(Some(DEFAULT_PARTITION_BYTES));
     };
     match v.trim().parse::<f64>() {
-        Ok(0.0) => None,
-        Ok(mib) if mib.is_finite() && mib > 0.0 => Some(((mib * 1_048_576.0) as u64).max(1)),
-        _ => {
-            warn!(value = %v, "{PARTITION_MIB_VAR} is not a size in MiB; using the default");
-            Some(DEFAULT_PARTITION_BYTES)
-        }
+        Ok(0.0) => Ok(None),
+        Ok(mib) if mib.is_finite() && mib > 0.0 => Ok(Some(((mib * 1_048_576.0) as u64).max(1))),
+        _ => Err(format!(
+            "{PARTITION_MIB_VAR}={v:?} is not a size in MiB (a positive number such as 256 or \
+             0.5; 0 ingests every file in one pass)"
+        )),
     }
 }
 

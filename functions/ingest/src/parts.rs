@@ -148,7 +148,11 @@ impl Ingest {
             // One pass reports these errors as it always has (quarantine and all).
             Err(_) => return Ok(None),
         };
-        if parts.len() < 2 {
+        // A partition far over the size holds a record that never ends (an unclosed quote):
+        // one pass refuses such a file with its line, reading it with bounded memory.
+        let longest = parts.iter().map(|p| p.end - p.start).max().unwrap_or(0);
+        let record_limit = lambdaml::dataset::MAX_RECORD_BYTES;
+        if parts.len() < 2 || longest > self.partition_bytes.saturating_add(record_limit) {
             return Ok(None);
         }
         if parts.len() > MAX_PARTITIONS {
@@ -281,11 +285,29 @@ impl Ingest {
             .iter()
             .filter(|m| m.key.as_str().ends_with(".json"))
             .count();
-        if done < plan.parts.len() {
+        if done < plan.parts.len() || !self.elected(&plan, request.round, index).await? {
             return self.partitioned_outcome(&plan, request.round, Some(index), step);
         }
         self.finish_round(&plan, &columns, request.round, index)
             .await
+    }
+
+    /// Whether partition `index` merges the round: the first to see every report claims it
+    /// (two partitions ending together would both merge); its own redelivery, after a crash
+    /// mid-merge, finds its claim and merges again.
+    async fn elected(
+        &self,
+        plan: &IngestPlan,
+        round: u32,
+        index: usize,
+    ) -> Result<bool, StageError> {
+        let key = layout::ingest_round_merger(&plan.dataset, &plan.version, round)?;
+        let claim = Bytes::from(index.to_string());
+        match self.store.put_if_absent(&key, claim.clone()).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyExists(_)) => Ok(self.store.get(&key).await?.bytes == claim),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Whether the version was written (or refused) already: then partitions stop.

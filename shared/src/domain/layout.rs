@@ -11,6 +11,7 @@
 //! ingest-parts/<dataset>/<version>/{plan.json, round-R.json}   a partitioned ingest's plan
 //! ingest-parts/<dataset>/<version>/rR/part-NNNNN.{parquet,jsonl,json}   a partition's
 //!                                                    rows, rejected rows and report
+//! ingest-parts/<dataset>/<version>/rR/merger         the partition that merges round R
 //! runs/<run>/{manifest.json, pipeline.json, train.*, holdout.*, …}   a preprocess run
 //! runs/<run>/record.json                             a pipeline run's record (s3-…, retrain-…)
 //! models/<model>/<version>/{model.safetensors, manifest.json, evaluation.json,
@@ -122,6 +123,19 @@ pub fn ingest_round(dataset: &str, version: &str, round: u32) -> Result<ObjectKe
 /// `ingest-parts/<dataset>/<version>/rR/`: round `R`'s partition files.
 pub fn ingest_round_parts(dataset: &str, version: &str, round: u32) -> String {
     format!("{}r{round}/", ingest_parts(dataset, version))
+}
+
+/// `ingest-parts/<dataset>/<version>/rR/merger`: the partition that merges round `R` (the
+/// first to see every report claims it).
+pub fn ingest_round_merger(
+    dataset: &str,
+    version: &str,
+    round: u32,
+) -> Result<ObjectKey, StoreError> {
+    key(format!(
+        "{}merger",
+        ingest_round_parts(dataset, version, round)
+    ))
 }
 
 /// `ingest-parts/<dataset>/<version>/rR/part-NNNNN.<ext>`: a partition's `parquet` rows,
