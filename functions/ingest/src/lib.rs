@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
 
 mod parts;
+mod plan;
 mod retrain;
 
 pub use parts::{DEFAULT_PARTITION_BYTES, IngestPlan, Partitioned, PlannedPart};
@@ -289,6 +290,30 @@ impl Ingest {
         let specs = self.specs_for(&dataset).await?;
         let config = IngestConfig::from_spec(&specs[0].spec);
 
+        match self
+            .plan_streaming(&request.key, &dataset, &config, model_only)
+            .await?
+        {
+            Some(plan::Streamed::Planned(outcome)) => return Ok(outcome),
+            Some(plan::Streamed::Exists { version, manifest }) => {
+                info!(%dataset, %version, "dataset version exists; nothing written");
+                let models = self
+                    .request_preprocess(&specs, &dataset, &version, model_only)
+                    .await?;
+                return Ok(IngestOutcome {
+                    manifest: layout::dataset_file(&dataset, &version, "manifest.json")?
+                        .to_string(),
+                    dataset,
+                    version,
+                    created: false,
+                    rows: manifest.rows,
+                    rejected: manifest.rejected,
+                    models,
+                    partitioned: None,
+                });
+            }
+            None => {}
+        }
         let dir = tempfile::tempdir().map_err(StageError::from)?;
         // `_snapshot` keeps the store's own file (when it is one) until the version is written.
         let (raw_path, _snapshot, size, sha) = self.local_raw(&request.key, dir.path()).await?;
@@ -305,19 +330,6 @@ impl Ingest {
                 (existing, false)
             }
             Err(lambdaml::store::JsonError::Store(StoreError::NotFound(_))) => {
-                let source = parts::Source {
-                    key: &request.key,
-                    dataset: &dataset,
-                    version: &version,
-                    config: &config,
-                    path: &raw_path,
-                    size,
-                    sha: &sha,
-                    model_only,
-                };
-                if let Some(planned) = self.plan_partitions(&source).await? {
-                    return Ok(planned);
-                }
                 let manifest = self
                     .write_version(
                         &request.key,

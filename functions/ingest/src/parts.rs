@@ -1,7 +1,8 @@
 //! Ingest in partitions: a CSV file over the partition size is split at record boundaries
-//! into partitions, each checked by its own invocation (one message on ingest's own queue),
-//! and the last to report merges them into the version a one-pass ingest would write (see
-//! `lambdaml::dataset::parts` for what is identical and what is sketched).
+//! into partitions (`plan`, one streamed pass), each checked by its own invocation (one
+//! message on ingest's own queue), and the first partition to see every report merges them
+//! into the version a one-pass ingest would write (see `lambdaml::dataset::parts` for what
+//! is identical and what is sketched).
 //!
 //! Everything lives under `ingest-parts/<dataset>/<version>/` until the version's manifest
 //! is written: the plan (written before any message is sent), then per round and partition
@@ -14,10 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use lambdaml::batch::CsvSplitter;
-use lambdaml::dataset::parts::{
-    Finished, FinishedPart, PartReport, finish_parts, ingest_part, plan_guess,
-};
+use lambdaml::dataset::parts::{Finished, FinishedPart, PartReport, finish_parts, ingest_part};
 use lambdaml::dataset::{ColumnSchema, DatasetManifest, Format, IngestConfig};
 use lambdaml::layout;
 use lambdaml::message::{IngestPartitionRequest, Message, StageMessage};
@@ -33,19 +31,6 @@ use crate::{Ingest, IngestOutcome, Published};
 pub const DEFAULT_PARTITION_BYTES: u64 = 256 << 20;
 /// Partitions of one file at most.
 pub const MAX_PARTITIONS: usize = 10_000;
-
-/// A raw file being versioned, as the planner sees it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Source<'a> {
-    pub(crate) key: &'a ObjectKey,
-    pub(crate) dataset: &'a str,
-    pub(crate) version: &'a str,
-    pub(crate) config: &'a IngestConfig,
-    pub(crate) path: &'a Path,
-    pub(crate) size: u64,
-    pub(crate) sha: &'a str,
-    pub(crate) model_only: Option<&'a str>,
-}
 
 /// One partition: bytes `start..end` of the raw file, whose first byte is on line
 /// `first_line`.
@@ -110,94 +95,7 @@ pub struct Partitioned {
 }
 
 impl Ingest {
-    /// Plans `source` in partitions when partitioning is on, it is a plain CSV file over the
-    /// partition size and it splits in two or more; `None` to ingest it in one pass.
-    pub(crate) async fn plan_partitions(
-        &self,
-        source: &Source<'_>,
-    ) -> Result<Option<IngestOutcome>, StageError> {
-        let Some(own) = self.own.clone() else {
-            return Ok(None);
-        };
-        let format =
-            Format::detect(source.path, source.key.file_name()).map_err(StageError::invalid)?;
-        if format != Format::Csv || source.size <= self.partition_bytes {
-            return Ok(None);
-        }
-        let Some(etag) = self.store.head(source.key).await?.map(|m| m.etag) else {
-            return Err(StageError::permanent(format!(
-                "raw object {} does not exist",
-                source.key
-            )));
-        };
-        let (path, config, max) = (
-            source.path.to_path_buf(),
-            source.config.clone(),
-            self.partition_bytes,
-        );
-        let split = lambdaml::stage::run_blocking("planning partitions", move || {
-            split_file(&path, max).and_then(|s| {
-                let columns =
-                    plan_guess(&path, Format::Csv, &config).map_err(|e| format!("{e}"))?;
-                Ok((s, columns))
-            })
-        })
-        .await?;
-        let ((header_end, header_lines, parts), columns) = match split {
-            Ok(done) => done,
-            // One pass reports these errors as it always has (quarantine and all).
-            Err(_) => return Ok(None),
-        };
-        // A partition far over the size holds a record that never ends (an unclosed quote):
-        // one pass refuses such a file with its line, reading it with bounded memory.
-        let longest = parts.iter().map(|p| p.end - p.start).max().unwrap_or(0);
-        let record_limit = lambdaml::dataset::MAX_RECORD_BYTES;
-        if parts.len() < 2 || longest > self.partition_bytes.saturating_add(record_limit) {
-            return Ok(None);
-        }
-        if parts.len() > MAX_PARTITIONS {
-            return Err(StageError::permanent(format!(
-                "{} would make {} partitions, more than {MAX_PARTITIONS}: raise \
-                 LAMBDAML_INGEST_PARTITION_MIB",
-                source.key,
-                parts.len()
-            )));
-        }
-        let plan = IngestPlan {
-            dataset: source.dataset.to_string(),
-            version: source.version.to_string(),
-            source: source.key.to_string(),
-            etag,
-            bytes: source.size,
-            sha256: source.sha.to_string(),
-            config: source.config.clone(),
-            columns,
-            header_end,
-            header_lines,
-            parts,
-            model_only: source.model_only.map(str::to_string),
-            created_at: lambdaml::now_rfc3339(),
-        };
-        let plan_key = layout::ingest_plan(source.dataset, source.version)?;
-        let plan = match self
-            .store
-            .put_if_absent(&plan_key, to_json_bytes(&plan))
-            .await
-        {
-            Ok(_) => plan,
-            // Planned before (a redelivery): its messages are sent again; partitions that
-            // reported already do nothing twice.
-            Err(StoreError::AlreadyExists(_)) => self.store.get_json(&plan_key).await?,
-            Err(e) => return Err(e.into()),
-        };
-        for index in 0..plan.parts.len() {
-            send_partition(own.as_ref(), &plan, 1, index).await?;
-        }
-        info!(dataset = %plan.dataset, version = %plan.version, partitions = plan.parts.len(), "ingest planned in partitions");
-        Ok(Some(self.partitioned_outcome(&plan, 1, None, "planned")?))
-    }
-
-    fn partitioned_outcome(
+    pub(crate) fn partitioned_outcome(
         &self,
         plan: &IngestPlan,
         round: u32,
@@ -503,7 +401,7 @@ impl Ingest {
     }
 }
 
-async fn send_partition(
+pub(crate) async fn send_partition(
     queue: &dyn lambdaml::queue::Queue,
     plan: &IngestPlan,
     round: u32,
@@ -535,47 +433,4 @@ fn write_part(path: &PathBuf, header: &Bytes, body: &Bytes) -> std::io::Result<(
     f.write_all(header)?;
     f.write_all(body)?;
     f.flush()
-}
-
-/// (header end, line ends in the header, partitions) of a local CSV file.
-type Split = (u64, u64, Vec<PlannedPart>);
-
-/// Splits a local CSV file into partitions of at most about `max_bytes`.
-fn split_file(path: &Path, max_bytes: u64) -> Result<Split, String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut splitter = CsvSplitter::new(u64::MAX, max_bytes);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut parts = Vec::new();
-    let mut head: Vec<u8> = Vec::new();
-    let mut header_end = None;
-    loop {
-        let n = file.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        if header_end.is_none() && head.len() < lambdaml::batch::MAX_HEADER_BYTES + (1 << 20) {
-            head.extend_from_slice(&buf[..n]);
-        }
-        parts.extend(splitter.feed(&buf[..n]).map_err(|e| e.to_string())?);
-        if header_end.is_none() {
-            header_end = splitter.header_end();
-        }
-    }
-    let (_, last) = splitter.finish().map_err(|e| e.to_string())?;
-    parts.extend(last);
-    let header_end = header_end.ok_or("no header line")?;
-    let header_lines = head
-        .get(..header_end as usize)
-        .map_or(1, |h| h.iter().filter(|&&b| b == b'\n').count() as u64);
-    let parts = parts
-        .into_iter()
-        .map(|p| PlannedPart {
-            start: p.start,
-            end: p.end,
-            first_line: p.first_line,
-            rows: p.rows,
-        })
-        .collect();
-    Ok((header_end, header_lines, parts))
 }

@@ -400,7 +400,7 @@ fn checked_pass(
 }
 
 /// Rows read to guess the schema before the pass over the whole file.
-const GUESS_ROWS: u64 = 65_536;
+pub const GUESS_ROWS: u64 = 65_536;
 
 /// The column names and the type counts of the first [`GUESS_ROWS`] rows.
 fn infer_prefix(

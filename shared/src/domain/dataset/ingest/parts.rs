@@ -25,6 +25,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use serde::{Deserialize, Serialize};
 
+pub use super::GUESS_ROWS;
 use super::infer::{Inference, Nulls};
 use super::{
     Acc, CategoryAcc, CheckedPass, IngestConfig, IngestOutput, NumericAcc, Placement, checked_pass,
