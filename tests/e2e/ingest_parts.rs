@@ -481,3 +481,28 @@ async fn a_duplicated_partition_counts_once_and_a_replaced_file_is_refused() {
             .unwrap()
     );
 }
+
+/// Partition boundaries where they are hardest: right before a blank line (which belongs to
+/// neither side), inside a quoted field holding a line feed (the split must wait for its
+/// record to end), and partitions of a few rows each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boundaries_at_a_blank_line_inside_quotes_and_every_few_rows_change_nothing() {
+    let text = csv(3_000, usize::MAX);
+    let header_end = text.find('\n').unwrap() + 1;
+    // The record before the first blank line ends at `blank + 1`; a partition of exactly
+    // that many bytes ends there.
+    let blank = text.find("\n\n").unwrap();
+    let quoted = text.find("\"two\nlines\"").unwrap();
+    for size in [
+        (blank + 1 - header_end) as u64,
+        (quoted + 5 - header_end) as u64,
+        2_500,
+    ] {
+        let (_, _, handled) = both_ways(&text, size).await;
+        assert_eq!(
+            steps(&handled).iter().filter(|s| *s == "written").count(),
+            1,
+            "partition size {size}"
+        );
+    }
+}
