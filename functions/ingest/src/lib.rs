@@ -220,23 +220,13 @@ impl Ingest {
 
     /// Streams `key` into `path`, returning (size, sha256 hex).
     async fn download(&self, key: &ObjectKey, path: &Path) -> Result<(u64, String), StageError> {
-        let mut stream = self
+        let stream = self
             .store
             .get_stream(key)
             .await
             .map_err(|e| missing_raw(key, e))?;
-        let mut file =
-            std::io::BufWriter::new(std::fs::File::create(path).map_err(StageError::from)?);
         let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk)
-                .map_err(|e| StageError::retryable(format!("writing {}: {e}", path.display())))?;
-        }
-        file.flush().map_err(StageError::from)?;
+        let size = write_stream(stream, path, Some(&mut hasher)).await?;
         Ok((size, hex::encode(hasher.finalize())))
     }
 
@@ -695,6 +685,27 @@ fn missing_raw(key: &ObjectKey, e: StoreError) -> StageError {
         }
         other => other.into(),
     }
+}
+
+/// Writes `stream` into `path`, feeding `hasher` when given; returns the size.
+async fn write_stream(
+    mut stream: lambdaml::store::ByteStream,
+    path: &Path,
+    mut hasher: Option<&mut Sha256>,
+) -> Result<u64, StageError> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(StageError::from)?);
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&chunk);
+        }
+        size += chunk.len() as u64;
+        file.write_all(&chunk)
+            .map_err(|e| StageError::retryable(format!("writing {}: {e}", path.display())))?;
+    }
+    file.flush().map_err(StageError::from)?;
+    Ok(size)
 }
 
 /// The size and sha256 hex of a local file, read in 1 MiB pieces.

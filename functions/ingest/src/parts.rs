@@ -12,7 +12,7 @@
 //! already written or quarantined does nothing. The raw object is read by byte ranges under
 //! its etag at planning: a file replaced while its partitions run is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use lambdaml::dataset::parts::{Finished, FinishedPart, PartReport, finish_parts, ingest_part};
@@ -181,7 +181,7 @@ impl Ingest {
             .list_all(&layout::ingest_round_parts(dataset, version, request.round))
             .await?
             .iter()
-            .filter(|m| m.key.as_str().ends_with(".json"))
+            .filter(|m| layout::is_ingest_part_report(m.key.as_str()))
             .count();
         if done < plan.parts.len() || !self.elected(&plan, request.round, index).await? {
             return self.partitioned_outcome(&plan, request.round, Some(index), step);
@@ -307,13 +307,24 @@ impl Ingest {
         let started = std::time::Instant::now();
         let dir = tempfile::tempdir().map_err(StageError::from)?;
         let mut parts = Vec::with_capacity(plan.parts.len());
+        // The store's own files, kept until the merge is done.
+        let mut snapshots = Vec::new();
         for i in 0..plan.parts.len() {
             let file = |ext: &str| layout::ingest_part_file(dataset, version, round, i, ext);
             let report: PartReport = self.store.get_json(&file("json")?).await?;
-            let data_path = dir.path().join(format!("part-{i:05}.parquet"));
-            let rejected_path = dir.path().join(format!("part-{i:05}.jsonl"));
-            self.fetch(&file("parquet")?, &data_path).await?;
-            self.fetch(&file("jsonl")?, &rejected_path).await?;
+            let (data_path, data) = self
+                .fetch(
+                    &file("parquet")?,
+                    dir.path().join(format!("part-{i:05}.parquet")),
+                )
+                .await?;
+            let (rejected_path, rejected) = self
+                .fetch(
+                    &file("jsonl")?,
+                    dir.path().join(format!("part-{i:05}.jsonl")),
+                )
+                .await?;
+            snapshots.extend([data, rejected].into_iter().flatten());
             parts.push(FinishedPart {
                 report,
                 data_path,
@@ -396,8 +407,19 @@ impl Ingest {
         self.partitioned_outcome(plan, 1, Some(index), "recheck")
     }
 
-    async fn fetch(&self, key: &ObjectKey, path: &Path) -> Result<(), StageError> {
-        self.download(key, path).await.map(|_| ())
+    /// A partition's file as a local path: the store's own file when it keeps one (no
+    /// copy), else streamed into `path`. The second value keeps a snapshot alive.
+    async fn fetch(
+        &self,
+        key: &ObjectKey,
+        path: PathBuf,
+    ) -> Result<(PathBuf, Option<tempfile::TempPath>), StageError> {
+        if let Some(snapshot) = self.store.local_snapshot(key).await? {
+            return Ok((snapshot.to_path_buf(), Some(snapshot)));
+        }
+        let stream = self.store.get_stream(key).await?;
+        crate::write_stream(stream, &path, None).await?;
+        Ok((path, None))
     }
 }
 

@@ -152,7 +152,7 @@ impl Ingest {
             .get_stream(key)
             .await
             .map_err(|e| missing_raw(key, e))?;
-        let io = |e: std::io::Error| StageError::retryable(format!("writing the head: {e}"));
+        let io = |e: std::io::Error| StageError::context("keeping the first rows for the guess", e);
         let mut file = Some(std::io::BufWriter::new(
             std::fs::File::create(head).map_err(io)?,
         ));

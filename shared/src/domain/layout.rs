@@ -153,6 +153,14 @@ pub fn ingest_part_file(
     ))
 }
 
+/// Whether `key` is a partition's report ([`ingest_part_file`] with `json`), the file whose
+/// presence says the partition is done.
+pub fn is_ingest_part_report(key: &str) -> bool {
+    key.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with("part-") && name.ends_with(".json"))
+}
+
 /// `runs/<run>/<file>`.
 pub fn run_file(run: &str, file: &str) -> Result<ObjectKey, StoreError> {
     key(format!("runs/{run}/{file}"))
@@ -491,6 +499,22 @@ mod tests {
         assert_eq!(batch_key("batch/m"), None);
         assert_eq!(batch_key("raw/m/j/input/x.csv"), None);
         assert!(batch_plan("m", "../x").is_err());
+    }
+
+    #[test]
+    fn a_partition_report_is_told_from_its_rows_and_the_merger_claim() {
+        let report = ingest_part_file("d", "v1", 2, 7, "json").unwrap();
+        assert_eq!(report.as_str(), "ingest-parts/d/v1/r2/part-00007.json");
+        assert!(is_ingest_part_report(report.as_str()));
+        let rows = ingest_part_file("d", "v1", 2, 7, "parquet").unwrap();
+        assert!(!is_ingest_part_report(rows.as_str()));
+        let merger = ingest_round_merger("d", "v1", 2).unwrap();
+        assert!(!is_ingest_part_report(merger.as_str()));
+        assert!(
+            merger
+                .as_str()
+                .starts_with(&ingest_round_parts("d", "v1", 2))
+        );
     }
 
     #[test]

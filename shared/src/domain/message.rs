@@ -42,6 +42,12 @@ impl Stage {
         Stage::Batch,
     ];
 
+    /// Whether its work fans out (a job or a large file planned into partitions, one
+    /// message each on its own queue), so its messages are handled several at a time.
+    pub fn fans_out(self) -> bool {
+        matches!(self, Stage::Ingest | Stage::Batch)
+    }
+
     /// The stage's name, as used in queue names and directories.
     pub fn as_str(self) -> &'static str {
         match self {

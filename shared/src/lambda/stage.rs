@@ -503,8 +503,11 @@ pub async fn drain(
         let mut waiting = false;
         for handler in handlers {
             let queue = queues.get(handler.stage()).await?;
-            let fans_out = matches!(handler.stage(), Stage::Batch | Stage::Ingest);
-            let workers = if fans_out { options.workers.max(1) } else { 1 };
+            let workers = if handler.stage().fans_out() {
+                options.workers.max(1)
+            } else {
+                1
+            };
             // Batch partitions are taken `workers` at a time, so that several runners sharing
             // the queue share its partitions; other stages take up to ten.
             let take = if handler.stage() == Stage::Batch {
