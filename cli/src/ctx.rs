@@ -38,6 +38,9 @@ impl Ctx {
         let var = lambdaml_ingest::PARTITION_MIB_VAR;
         lambdaml_ingest::parse_partition_mib(std::env::var(var).ok().as_deref())
             .map_err(|e| anyhow!(e))?;
+        let var = lambdaml_monitor::parts::PARTITION_MIB_VAR;
+        lambdaml_monitor::parts::part_bytes(std::env::var(var).ok().as_deref())
+            .map_err(|e| anyhow!(e))?;
         let store = open_store(store_url)
             .await
             .with_context(|| format!("opening the store {store_url}"))?;
@@ -101,6 +104,7 @@ impl Ctx {
             self.stage::<Evaluate>().await?,
             self.stage::<Deploy>().await?,
             self.stage::<lambdaml_batch::Batch>().await?,
+            self.stage::<lambdaml_monitor::Monitor>().await?,
         ])
     }
 

@@ -125,7 +125,14 @@ pub async fn build_with(
             Handler::Score(ScoreState::new(store.clone(), config, Instant::now()))
         }
         PipelineFunction::Monitor => {
-            Handler::Monitor(Arc::new(lambdaml_monitor::Monitor::from_wiring(&wired)))
+            // The function's environment (the template's) decides its part size.
+            let var = lambdaml_monitor::parts::PARTITION_MIB_VAR;
+            let setting = env.get(var).cloned().or_else(|| std::env::var(var).ok());
+            let bytes = lambdaml_monitor::parts::part_bytes(setting.as_deref())
+                .map_err(|e| anyhow!("the monitor function's environment: {e}"))?;
+            let monitor =
+                lambdaml_monitor::Monitor::from_wiring(&wired).with_parts(wired.own_queue(), bytes);
+            Handler::Monitor(Arc::new(monitor))
         }
     };
     Ok(Function {
@@ -157,6 +164,20 @@ impl Function {
                     max_receives: self.max_receives,
                 });
                 let response = handle_lambda_event(handler.as_ref(), event, source)
+                    .await
+                    .map_err(|e| anyhow!("{}", e.reason()))?;
+                Ok(Invoked {
+                    response,
+                    stdout: Vec::new(),
+                })
+            }
+            Handler::Monitor(monitor) if event.get("Records").is_some() => {
+                // The parts of a window planned in parts, from the monitor's own queue.
+                let source = self.own_queue.as_deref().map(|queue| SqsSource {
+                    queue,
+                    max_receives: self.max_receives,
+                });
+                let response = handle_lambda_event(monitor.as_ref(), event, source)
                     .await
                     .map_err(|e| anyhow!("{}", e.reason()))?;
                 Ok(Invoked {

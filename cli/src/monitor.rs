@@ -1,10 +1,14 @@
 //! `lambdaml monitor` and `lambdaml report`.
 
-use anyhow::{Result, anyhow};
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use lambdaml::monitoring::Report;
 use lambdaml::pipeline::{Function, Wired};
-use lambdaml_monitor::{Monitor, MonitorRequest};
+use lambdaml::stage::{DrainOptions, StageHandler, drain};
+use lambdaml::store::{ObjectKey, ObjectStoreExt};
+use lambdaml_monitor::{Monitor, MonitorRequest, Started};
 
 use crate::ctx::Ctx;
 use crate::output::emit;
@@ -137,10 +141,14 @@ pub async fn monitor(ctx: &Ctx, store_url: &str, args: MonitorArgs) -> Result<()
         at: args.at,
         retrain: !args.no_retrain,
     };
-    let outcome = monitor
-        .run(&request)
+    let outcome = match monitor
+        .start(&request)
         .await
-        .map_err(|e| anyhow!("{}", e.reason()))?;
+        .map_err(|e| anyhow!("{}", e.reason()))?
+    {
+        Started::Done(outcome) => *outcome,
+        Started::Planned(planned) => monitor_parts(ctx, &monitor, planned).await?,
+    };
     let html = local_path(store_url, &outcome.html_key)
         .map_or(outcome.html_key.clone(), |p| p.display().to_string());
     let mut handled = Vec::new();
@@ -169,6 +177,51 @@ pub async fn monitor(ctx: &Ctx, store_url: &str, args: MonitorArgs) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A window planned in parts: handles the monitor queue (`workers` at a time) until its
+/// report is written, and reads it.
+async fn monitor_parts(
+    ctx: &Ctx,
+    monitor: &Monitor,
+    planned: lambdaml_monitor::parts::PlannedRun,
+) -> Result<lambdaml_monitor::MonitorOutcome> {
+    let bar = crate::output::spinner(
+        ctx.json,
+        &format!(
+            "aggregating the window in {} parts ({:.0} MiB of captures); parts handled:",
+            planned.parts,
+            planned.bytes as f64 / 1_048_576.0
+        ),
+    );
+    let handlers: Vec<Arc<dyn StageHandler>> = vec![Arc::new(monitor.clone())];
+    let options = DrainOptions {
+        workers: ctx.workers,
+        ..DrainOptions::default()
+    };
+    let handled = drain(&ctx.queues, &handlers, &options, &|_| bar.inc(1)).await?;
+    bar.finish_and_clear();
+    let key = ObjectKey::new(planned.report.clone())?;
+    let report: Report = match ctx.store.get_json(&key).await {
+        Ok(r) => r,
+        Err(e) => {
+            let failed = handled.iter().find(|h| h.outcome == "dead_letter");
+            bail!(
+                "the window of {} planned in {} parts ended without a report ({}): {}",
+                planned.model,
+                planned.parts,
+                planned.plan,
+                failed.map_or_else(|| e.to_string(), |f| f.detail.to_string())
+            );
+        }
+    };
+    let emf = lambdaml_monitor::emf_lines(&report, chrono::Utc::now().timestamp_millis());
+    Ok(lambdaml_monitor::MonitorOutcome {
+        html_key: lambdaml::layout::report_html_beside(&planned.report),
+        report_key: planned.report,
+        report,
+        emf,
+    })
 }
 
 pub async fn report(ctx: &Ctx, store_url: &str, args: ReportArgs) -> Result<()> {

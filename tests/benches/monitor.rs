@@ -9,6 +9,8 @@
 //!   CSV and the verdicts as JSON for Evidently's `DataDriftPreset`.
 //! - `gen10m` then `rss10m`: 10,000,000 captured rows written, then monitored in a fresh
 //!   process (the script reads its peak RSS from `/usr/bin/time -v`).
+//! - `genparts`: `BENCH_ROWS` captured rows over `BENCH_HOURS` hours, which
+//!   `bench/monitor_parts.sh` monitors in parts, one process per part.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -129,14 +131,15 @@ async fn setup(dir: &Path) -> (Arc<dyn ObjectStore>, String) {
     lambdaml_e2e::deploy_model(dir, &spec(), "bench", training_csv(100_000).as_bytes()).await
 }
 
-/// Captures `rows` rows (100 per request) of drifted traffic over one hour; returns the
-/// values column by column when `keep`.
+/// Captures `rows` rows (100 per request) of drifted traffic over `hours` hours; returns
+/// the values column by column when `keep`.
 async fn capture(
     store: &Arc<dyn ObjectStore>,
     version: &str,
     rows: usize,
     keep: bool,
     shift: f64,
+    hours: i64,
 ) -> Vec<Vec<f64>> {
     let writer = CaptureWriter::new(store.clone(), CaptureConfig::default());
     let mut g = SplitMix64::new(3);
@@ -144,7 +147,7 @@ async fn capture(
     let per = 100;
     let requests = rows / per;
     for r in 0..requests {
-        let at = t0() + Duration::milliseconds((r as i64 * 3_600_000) / requests as i64);
+        let at = t0() + Duration::milliseconds((r as i64 * hours * 3_600_000) / requests as i64);
         let mut inputs = Vec::with_capacity(per);
         for _ in 0..per {
             let values: Vec<f64> = (0..FEATURES).map(|f| value(&mut g, f, shift)).collect();
@@ -208,7 +211,7 @@ async fn run_part() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let (store, version) = setup(&dir).await;
-    let current = capture(&store, &version, 100_000, true, 0.06).await;
+    let current = capture(&store, &version, 100_000, true, 0.06, 1).await;
     let monitor = Monitor::new(store.clone(), None);
     let mut times = Vec::new();
     let mut last = None;
@@ -297,8 +300,29 @@ async fn gen10m() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let (store, version) = setup(&dir).await;
-    capture(&store, &version, 10_000_000, false, 0.06).await;
+    capture(&store, &version, 10_000_000, false, 0.06, 1).await;
     println!("gen10m: 10,000,000 captured rows in {}", dir.display());
+}
+
+/// `BENCH_ROWS` captured rows (default 10,000,000) over `BENCH_HOURS` hours (default 10)
+/// in `$BENCH_OUT/store-parts`, for `bench/monitor_parts.sh`.
+async fn genparts() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (rows, hours) = (env("BENCH_ROWS", 10_000_000), env("BENCH_HOURS", 10));
+    let dir = out_dir().join("store-parts");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (store, version) = setup(&dir).await;
+    capture(&store, &version, rows, false, 0.06, hours as i64).await;
+    println!(
+        "genparts: {rows} captured rows over {hours} hours in {}",
+        dir.display()
+    );
 }
 
 async fn rss10m() {
@@ -314,6 +338,51 @@ async fn rss10m() {
     );
 }
 
+/// The merge of a window of 100 parts: part 0 of the run `BENCH_RUN` in the store at
+/// `BENCH_PARTS_STORE`, its files hard-linked as the 100 parts of a new run (its plan a
+/// second later), whose last part then merges and writes the report.
+async fn merge100() {
+    const PARTS: usize = 100;
+    let root = PathBuf::from(std::env::var("BENCH_PARTS_STORE").unwrap());
+    let run = std::env::var("BENCH_RUN").unwrap();
+    let (src, dst) = (
+        root.join(format!("monitor-parts/bench/{run}")),
+        root.join("monitor-parts/bench/merge100"),
+    );
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    let mut plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("plan.json")).unwrap()).unwrap();
+    plan["parts"] = serde_json::Value::Array(vec![plan["parts"][0].clone(); PARTS]);
+    let generated: DateTime<Utc> = plan["generated"].as_str().unwrap().parse().unwrap();
+    plan["generated"] = serde_json::json!(generated + Duration::seconds(1));
+    std::fs::write(dst.join("plan.json"), plan.to_string()).unwrap();
+    for i in 0..PARTS {
+        for ext in ["json", "sample", "estimation"] {
+            std::fs::hard_link(
+                src.join(format!("part-00000.{ext}")),
+                dst.join(format!("part-{i:05}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(FileStore::open(&root).unwrap());
+    let started = Instant::now();
+    let out = Monitor::new(store, None)
+        .handle_part(&lambdaml::message::MonitorPartRequest {
+            model: "bench".into(),
+            run: "merge100".into(),
+            part: PARTS - 1,
+        })
+        .await
+        .unwrap();
+    println!(
+        "merge100: {PARTS} parts merged in {:.2} s: {out:?}",
+        started.elapsed().as_secs_f64()
+    );
+    std::fs::remove_dir_all(&dst).unwrap();
+}
+
 fn main() {
     let part = std::env::var("BENCH_PART").unwrap_or_else(|_| "drift,run".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -326,6 +395,8 @@ fn main() {
             "run" => rt.block_on(run_part()),
             "gen10m" => rt.block_on(gen10m()),
             "rss10m" => rt.block_on(rss10m()),
+            "genparts" => rt.block_on(genparts()),
+            "merge100" => rt.block_on(merge100()),
             other => panic!("unknown BENCH_PART {other}"),
         }
     }

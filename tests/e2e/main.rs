@@ -8,6 +8,7 @@ mod estimate;
 mod ingest_parts;
 mod late;
 mod monitor;
+mod monitor_parts;
 mod pipeline;
 mod rollout;
 mod score;

@@ -59,7 +59,7 @@ fn the_template_resolves_to_the_pipeline() {
     let monitor = functions.iter().find(|f| f.binary == "monitor").unwrap();
     assert_eq!(monitor.schedules[0].expression, "rate(1 hour)");
     let sources = s.event_sources().unwrap();
-    assert_eq!(sources.len(), 6);
+    assert_eq!(sources.len(), 7);
     assert!(sources.iter().all(|e| e.report_batch_item_failures));
     let batch = sources.iter().find(|e| e.queue == "BatchQueue").unwrap();
     assert_eq!(
@@ -68,6 +68,17 @@ fn the_template_resolves_to_the_pipeline() {
         "BatchConcurrency's default"
     );
     assert!(sources.iter().any(|e| e.queue == "TrainQueue"));
+    let parts = sources.iter().find(|e| e.queue == "MonitorQueue").unwrap();
+    assert_eq!(parts.function, "MonitorFunction");
+    assert_eq!(
+        parts.max_concurrency,
+        Some(10),
+        "MonitorConcurrency's default"
+    );
+    assert_eq!(
+        monitor.environment["LAMBDAML_MONITOR_PARTITION_MIB"], "256",
+        "MonitorPartitionMiB's default"
+    );
     // The resources of TrainCompute=batch are not in a stack that trains on Lambda.
     for id in ["TrainPipe", "TrainJobQueue", "TrainJobDefinition"] {
         assert!(!s.template.resources.contains_key(id), "{id}");

@@ -142,6 +142,7 @@ async fn drain(functions: &BTreeMap<&str, Function>) {
         "evaluate",
         "deploy",
         "batch",
+        "monitor",
     ];
     loop {
         let mut progressed = false;
@@ -197,6 +198,89 @@ async fn http(function: &Function, method: &str, path: &str, body: String) -> Va
         .await
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A window over the monitor's part size (about 1 KiB in the function's environment):
+/// planned in parts of one capture hour each, the parts aggregated from the monitor queue
+/// and merged into the report. The hour before holds a copy of the captures, an hour
+/// earlier.
+async fn monitor_in_parts(
+    base: &Arc<dyn ObjectStore>,
+    stack: &Stack,
+    queues: &lambdaml::queue::Queues,
+    log: &Log,
+    functions: &BTreeMap<&str, Function>,
+) {
+    let copies = base.list_all("captures/breast-cancer/").await.unwrap();
+    for (i, meta) in copies.iter().enumerate() {
+        let text = base.get(&meta.key).await.unwrap().bytes;
+        let hour = lambdaml::layout::record_hour(meta.key.as_str()).unwrap();
+        let earlier = hour - chrono::Duration::hours(1);
+        let mut shifted = String::new();
+        for line in String::from_utf8_lossy(&text).lines() {
+            let mut record: Value = serde_json::from_str(line).unwrap();
+            let at = chrono::DateTime::parse_from_rfc3339(record["timestamp"].as_str().unwrap())
+                .unwrap()
+                - chrono::Duration::hours(1);
+            record["timestamp"] =
+                Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            record["request_id"] = Value::String(format!("early-{}", record["request_id"]));
+            shifted.push_str(&format!("{record}\n"));
+        }
+        let folder = earlier.format("%Y-%m-%d/%H");
+        let key = format!("captures/breast-cancer/{folder}/early-{i}.jsonl");
+        let key = ObjectKey::new(key).unwrap();
+        base.put(&key, Bytes::from(shifted)).await.unwrap();
+    }
+    let mut def = stack
+        .functions()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.binary == "monitor")
+        .unwrap();
+    def.environment.insert(
+        lambdaml_monitor::parts::PARTITION_MIB_VAR.into(),
+        "0.001".into(),
+    );
+    let parted = build_with(
+        "monitor",
+        Arc::new(Recording {
+            inner: base.clone(),
+            function: def.id.clone(),
+            log: log.clone(),
+        }),
+        queues,
+        &def.environment,
+        3,
+    )
+    .await
+    .unwrap();
+    let planned = parted
+        .invoke(serde_json::json!({"model": "breast-cancer", "window": "3h", "retrain": false}))
+        .await
+        .unwrap();
+    let report = planned.response["runs"][0]["report"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        planned.response["runs"][0]["parts"].as_u64() >= Some(2),
+        "{}",
+        planned.response
+    );
+    drain(functions).await;
+    let merged: Value = serde_json::from_slice(
+        &base
+            .get(&ObjectKey::new(report).unwrap())
+            .await
+            .unwrap()
+            .bytes,
+    )
+    .unwrap();
+    assert!(
+        merged["captures"]["rows_scored"].as_u64() > Some(0),
+        "{merged}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,6 +520,8 @@ async fn every_key_each_function_touches_is_granted_and_every_grant_is_used() {
         )
         .await
         .unwrap();
+
+    monitor_in_parts(&base, &stack, &queues, &log, &functions).await;
 
     // A file over the ingest partition size (set to 40 KiB in the function's environment):
     // planned, its partitions checked from the ingest queue and merged into one version.

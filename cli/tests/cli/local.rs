@@ -914,6 +914,11 @@ fn invoke_takes_every_sample_event() {
             "monitor-schedule.json",
             Ok(&|r: &Value| r["runs"][0]["model"] == "breast-cancer"),
         ),
+        // A part of a window never planned in parts is poison.
+        (
+            "monitor-sqs.json",
+            Ok(&|r: &Value| failed(r) == ["monitor-msg-1"]),
+        ),
         (
             "preprocess-direct.json",
             Ok(&|r: &Value| r["run_id"] == "breast-cancer-277f9ab0ec69" && r["created"] == false),

@@ -12,4 +12,5 @@ mod captures;
 mod dashboard;
 mod ingest;
 mod local;
+mod monitor_parts;
 mod template;

@@ -58,7 +58,16 @@ fn allowed_sends() -> BTreeMap<&'static str, Vec<&'static str>> {
             vec!["DeploymentsQueue", "DeployDeadLetterQueue"],
         ),
         ("ScoreFunction", vec![]),
-        ("MonitorFunction", vec!["IngestQueue", "DeploymentsQueue"]),
+        // Retrains go to ingest; a large window's parts to its own queue.
+        (
+            "MonitorFunction",
+            vec![
+                "IngestQueue",
+                "DeploymentsQueue",
+                "MonitorQueue",
+                "MonitorDeadLetterQueue",
+            ],
+        ),
         // The planner sends one message per partition to its own queue.
         ("BatchFunction", vec!["BatchQueue", "BatchDeadLetterQueue"]),
     ])

@@ -5,7 +5,7 @@
 //! estimated on, whatever the window's size.
 
 use lambdaml::baseline::{Baseline, FeatureKind, argmax};
-use lambdaml::dataset::{ColumnType, SplitMix64};
+use lambdaml::dataset::ColumnType;
 use lambdaml::estimate::dle::{Dle, DleAcc};
 use lambdaml::estimate::pca::{Cell, ErrorAcc, Reconstruction};
 use lambdaml::estimate::{Cbpe, CbpeAcc};
@@ -14,17 +14,18 @@ use lambdaml::features::{FeaturePipeline, RawValue};
 use lambdaml::spec::{EstimateUse, ModelSpec, Multivariate};
 
 use crate::report::{EstimatedPerformance, MultivariateDrift, Performance};
-use crate::window::Val;
+use crate::window::{Slots, Val, permute};
 
 /// The estimators' accumulators for one window.
 #[derive(Debug)]
 pub struct EstimationAcc {
     cbpe: Option<(Cbpe, CbpeAcc)>,
-    /// Raw probabilities of a uniform sample of the rows, for ROC AUC.
-    sample: Vec<Vec<f64>>,
-    seen: u64,
+    /// Raw probabilities of a uniform sample of the rows (the smallest row keys), for ROC
+    /// AUC.
+    pub(crate) sample: Vec<Vec<f64>>,
+    pub(crate) slots: Slots,
+    pub(crate) seen: u64,
     cap: usize,
-    rng: SplitMix64,
     reconstruction: Option<(Reconstruction, ErrorAcc)>,
     /// A regressor's loss estimator, with the pipeline that encodes its rows.
     dle: Option<(Dle, DleAcc, FeaturePipeline)>,
@@ -38,18 +39,19 @@ pub struct EstimationAcc {
 impl EstimationAcc {
     /// Accumulators for `baseline`'s estimators; ROC AUC on at most `cap` sampled rows.
     pub fn new(baseline: &Baseline, column_types: &[ColumnType], cap: usize) -> Self {
+        // At most about two million probabilities in memory, whatever the class count.
+        let cap = cap
+            .min(2_000_000 / baseline.estimator.as_ref().map_or(1, |c| c.classes.max(1)))
+            .max(1);
         EstimationAcc {
             cbpe: baseline.estimator.clone().map(|c| {
                 let acc = c.accumulator();
                 (c, acc)
             }),
             sample: Vec::new(),
+            slots: Slots::new(cap),
             seen: 0,
-            // At most about two million probabilities in memory, whatever the class count.
-            cap: cap
-                .min(2_000_000 / baseline.estimator.as_ref().map_or(1, |c| c.classes.max(1)))
-                .max(1),
-            rng: SplitMix64::new(0x0000_6362_7065),
+            cap,
             reconstruction: baseline
                 .reconstruction
                 .clone()
@@ -79,8 +81,50 @@ impl EstimationAcc {
         }
     }
 
-    /// Adds one production row: its values in baseline feature order, its outputs.
-    pub fn row(&mut self, values: &[Option<&Val<'_>>], outputs: &[f64]) {
+    /// Puts the sample in key order (see [`crate::window::WindowAcc::seal`]).
+    pub fn seal(&mut self) {
+        let order = self.slots.sort();
+        self.sample = permute(&self.sample, &order);
+    }
+
+    /// The CBPE sums, the reconstruction errors and the loss sums, for a part's summary.
+    pub(crate) fn sums(&self) -> (Option<&CbpeAcc>, Option<&ErrorAcc>, Option<&DleAcc>) {
+        (
+            self.cbpe.as_ref().map(|(_, a)| a),
+            self.reconstruction.as_ref().map(|(_, a)| a),
+            self.dle.as_ref().map(|(_, a, _)| a),
+        )
+    }
+
+    /// Adds another part's sums; `false` when they do not fit this window's estimators.
+    pub(crate) fn merge_sums(
+        &mut self,
+        cbpe: Option<&CbpeAcc>,
+        reconstruction: Option<&ErrorAcc>,
+        dle: Option<&DleAcc>,
+    ) -> bool {
+        let mut fits = true;
+        match (&mut self.cbpe, cbpe) {
+            (Some((_, acc)), Some(other)) => fits &= acc.merge(other),
+            (None, None) => {}
+            _ => fits = false,
+        }
+        match (&mut self.reconstruction, reconstruction) {
+            (Some((_, acc)), Some(other)) => acc.merge(other),
+            (None, None) => {}
+            _ => fits = false,
+        }
+        match (&mut self.dle, dle) {
+            (Some((_, acc, _)), Some(other)) => acc.merge(other),
+            (None, None) => {}
+            _ => fits = false,
+        }
+        fits
+    }
+
+    /// Adds one production row keyed `key` ([`crate::window::row_key`]): its values in
+    /// baseline feature order, its outputs.
+    pub fn row(&mut self, key: u64, values: &[Option<&Val<'_>>], outputs: &[f64]) {
         if let Some((dle, acc, pipeline)) = &mut self.dle {
             let raw: Vec<RawValue<'_>> = values
                 .iter()
@@ -102,13 +146,10 @@ impl EstimationAcc {
         }
         if let Some((cbpe, acc)) = &mut self.cbpe {
             if cbpe.add(acc, outputs, argmax(outputs).0) {
-                if self.sample.len() < self.cap {
-                    self.sample.push(outputs.to_vec());
-                } else {
-                    let j = self.rng.below(self.seen + 1) as usize;
-                    if j < self.cap {
-                        self.sample[j] = outputs.to_vec();
-                    }
+                match self.slots.offer(key) {
+                    Some(None) => self.sample.push(outputs.to_vec()),
+                    Some(Some(j)) => self.sample[j] = outputs.to_vec(),
+                    None => {}
                 }
                 self.seen += 1;
             } else {

@@ -150,6 +150,22 @@ impl Monitor {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<ObjectKey>, StageError> {
+        Ok(self
+            .metas_between(root, model, from, to)
+            .await?
+            .into_iter()
+            .map(|m| m.key)
+            .collect())
+    }
+
+    /// [`Monitor::keys_between`] with each object's size.
+    pub(crate) async fn metas_between(
+        &self,
+        root: &str,
+        model: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<lambdaml::store::ObjectMeta>, StageError> {
         let first_hour = from.timestamp().div_euclid(3600);
         // `to` is exclusive: a window ending on the hour does not read the next hour.
         let last_hour = (to.timestamp_millis() - 1).div_euclid(3_600_000);
@@ -175,7 +191,7 @@ impl Monitor {
                 }
             }
         }
-        let mut keys: Vec<ObjectKey> = metas
+        let mut metas: Vec<lambdaml::store::ObjectMeta> = metas
             .into_iter()
             .filter(|m| {
                 layout::record_hour(m.key.as_str()).is_some_and(|t| {
@@ -183,10 +199,9 @@ impl Monitor {
                     h >= first_hour && h <= last_hour
                 })
             })
-            .map(|m| m.key)
             .collect();
-        keys.sort();
-        keys.dedup();
-        Ok(keys)
+        metas.sort_by(|a, b| a.key.cmp(&b.key));
+        metas.dedup_by(|a, b| a.key == b.key);
+        Ok(metas)
     }
 }

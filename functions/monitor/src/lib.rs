@@ -21,6 +21,7 @@ mod found;
 pub mod html;
 mod interval;
 mod late;
+pub mod parts;
 mod retrain;
 mod rollout;
 mod scan;
@@ -124,6 +125,15 @@ impl Default for MonitorConfig {
     }
 }
 
+/// What [`Monitor::start`] did.
+#[derive(Debug)]
+pub enum Started {
+    /// The report was written.
+    Done(Box<MonitorOutcome>),
+    /// The window was planned in parts: the last part writes the report.
+    Planned(parts::PlannedRun),
+}
+
 /// What one run produced.
 #[derive(Debug, Clone)]
 pub struct MonitorOutcome {
@@ -137,13 +147,18 @@ pub struct MonitorOutcome {
     pub emf: Vec<String>,
 }
 
-/// The monitor handler. It needs the store and, to retrain, the ingest queue.
+/// The monitor handler. It needs the store and, to retrain, the ingest queue; to aggregate
+/// a large window in parts, its own queue.
 #[derive(Clone)]
 pub struct Monitor {
     store: Arc<dyn ObjectStore>,
     ingest: Option<Arc<dyn Queue>>,
     config: MonitorConfig,
     announcer: Announcer,
+    /// The monitor queue its parts go to, and the capture bytes a part holds at most.
+    parts: Option<(Arc<dyn Queue>, u64)>,
+    /// Whether a merged run prints its EMF lines to stdout (in Lambda).
+    emf_stdout: bool,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -163,15 +178,38 @@ impl Monitor {
             ingest,
             config: MonitorConfig::default(),
             announcer: Announcer::default(),
+            parts: None,
+            emf_stdout: false,
         }
     }
 
+    /// The same handler printing the EMF lines of runs merged from parts to stdout, where
+    /// Lambda turns them into CloudWatch metrics (a direct run returns them instead).
+    pub fn with_emf_stdout(mut self) -> Self {
+        self.emf_stdout = true;
+        self
+    }
+
     /// The handler over its function's wiring: retrains go to the queue the pipeline table
-    /// names ([`lambdaml::pipeline`]); rollout decisions are announced as registry events.
+    /// names ([`lambdaml::pipeline`]); rollout decisions are announced as registry events;
+    /// a window over [`parts::PARTITION_MIB_VAR`] of captures (default 256 MiB) is
+    /// aggregated in parts through its own queue.
     pub fn from_wiring(wired: &Wired) -> Self {
         let mut monitor = Self::new(wired.store.clone(), wired.next_queue());
         monitor.announcer = wired.announcer();
-        monitor
+        let setting = std::env::var(parts::PARTITION_MIB_VAR).ok();
+        let bytes = parts::part_bytes(setting.as_deref()).unwrap_or_else(|e| {
+            warn!(error = %e, "ignoring {}", parts::PARTITION_MIB_VAR);
+            parts::part_bytes(None).unwrap_or(0)
+        });
+        monitor.with_parts(wired.own_queue(), bytes)
+    }
+
+    /// The same handler aggregating windows over `bytes` of captures in parts sent to
+    /// `queue` (`None` or 0: always in one invocation).
+    pub fn with_parts(mut self, queue: Option<Arc<dyn Queue>>, bytes: u64) -> Self {
+        self.parts = queue.filter(|_| bytes > 0).map(|q| (q, bytes));
+        self
     }
 
     /// The same handler with other limits.
@@ -180,9 +218,31 @@ impl Monitor {
         self
     }
 
-    /// Runs the monitor. See the crate docs.
+    /// Runs the monitor in this invocation, whatever the window's size. See the crate docs.
     #[instrument(skip(self), fields(model = %request.model))]
     pub async fn run(&self, request: &MonitorRequest) -> Result<MonitorOutcome, StageError> {
+        match self.start_with(request, false).await? {
+            Started::Done(outcome) => Ok(*outcome),
+            Started::Planned(p) => Err(StageError::permanent(format!(
+                "the window of {} was planned in {} parts",
+                p.model, p.parts
+            ))),
+        }
+    }
+
+    /// Runs the monitor, or, when the window's captures are over the part size and span
+    /// more than one part, plans it in parts ([`parts`]): the last part to finish writes
+    /// the report.
+    #[instrument(skip(self), fields(model = %request.model))]
+    pub async fn start(&self, request: &MonitorRequest) -> Result<Started, StageError> {
+        self.start_with(request, true).await
+    }
+
+    async fn start_with(
+        &self,
+        request: &MonitorRequest,
+        fan_out: bool,
+    ) -> Result<Started, StageError> {
         let model = request.model.as_str();
         if !lambdaml::spec::is_valid_name(model) {
             return Err(StageError::permanent(format!(
@@ -194,8 +254,31 @@ impl Monitor {
         timings.lap("baseline");
         let generated = Utc::now();
         let interval = Interval::resolve(request, &found.spec.monitor.schedule, generated)?;
+        if fan_out && let Some(planned) = self.plan(request, &found, &interval, generated).await? {
+            return Ok(Started::Planned(planned));
+        }
         let labels = self.read_labels(model, &interval).await?;
         timings.lap("feedback");
+        let scanned = self.scan(&found, &interval, labels).await?;
+        timings.lap("captures");
+        let outcome = self
+            .conclude(request, &found, interval, generated, scanned, timings)
+            .await?;
+        Ok(Started::Done(Box::new(outcome)))
+    }
+
+    /// The report of a scanned window: the analysis, the verdict, the rollout, late labels,
+    /// the retrain decision, written once.
+    async fn conclude(
+        &self,
+        request: &MonitorRequest,
+        found: &found::Found,
+        interval: Interval,
+        generated: chrono::DateTime<Utc>,
+        scanned: Scanned,
+        mut timings: Timings,
+    ) -> Result<MonitorOutcome, StageError> {
+        let model = request.model.as_str();
         let Scanned {
             mut acc,
             captures,
@@ -206,8 +289,7 @@ impl Monitor {
             rollout,
             unmatched,
             ..
-        } = self.scan(&found, &interval, labels).await?;
-        timings.lap("captures");
+        } = scanned;
         let analysis::Sections {
             labelled,
             data_drift,
@@ -216,7 +298,7 @@ impl Monitor {
             processing,
             performance,
             multivariate_drift,
-        } = analysis::sections(&found, &mut acc, classes.as_deref(), &interval);
+        } = analysis::sections(found, &mut acc, classes.as_deref(), &interval);
         timings.lap("analysis");
         let concept_drift = self
             .concept_drift(
@@ -228,16 +310,16 @@ impl Monitor {
             )
             .await?;
         let mut notes = verdict::notes(&interval, &captures, &feedback, &data_drift);
-        notes.extend(trigger_note(&found, &performance, concept_drift.is_some()));
+        notes.extend(trigger_note(found, &performance, concept_drift.is_some()));
         let verdict = verdict::verdict(
-            &found,
+            found,
             &data_drift,
             &performance,
             (concept_drift.as_ref(), multivariate_drift.as_ref()),
         );
         let (rollout, rollout_hold) = self
             .rollout(
-                &found,
+                found,
                 rollout,
                 classes.as_deref(),
                 request.retrain,
@@ -248,7 +330,7 @@ impl Monitor {
         let (run_prefix, report_key, html_key) = run_keys(model, &interval, generated)?;
         let late = self
             .late_labels(
-                &found,
+                found,
                 &interval,
                 unmatched,
                 labelled_csv.path(),
@@ -261,7 +343,7 @@ impl Monitor {
         let retrain = self
             .decide(&Breach {
                 request,
-                found: &found,
+                found,
                 verdict: &verdict,
                 interval,
                 report_key: &report_key,
@@ -487,13 +569,29 @@ pub struct Invocation {
 
 impl Monitor {
     /// Answers a Lambda event: a direct request naming a model (`{"model": …, "window": …}`)
-    /// monitors that model; an EventBridge scheduled event (or `{}`) monitors every model in
-    /// the registry, one model's failure (no baseline yet, say) not stopping the others.
-    /// Anything else is refused with what was expected.
+    /// monitors that model (or plans its window in parts); a part of a planned window
+    /// (`{"model_name", "run", "part"}`) is aggregated; an EventBridge scheduled event (or
+    /// `{}`) monitors every model in the registry, one model's failure (no baseline yet,
+    /// say) not stopping the others. Anything else is refused with what was expected.
     pub async fn handle_event(&self, event: serde_json::Value) -> Result<Invocation, StageError> {
         let scheduled = event.get("detail-type").and_then(serde_json::Value::as_str)
             == Some("Scheduled Event")
             || event.as_object().is_some_and(|o| o.is_empty());
+        if event.get("run").is_some() && event.get("part").is_some() {
+            // A part of a planned window, invoked directly (`{"model_name", "run", "part"}`):
+            // what its queued message would do.
+            let part: lambdaml::message::MonitorPartRequest = serde_json::from_value(event)
+                .map_err(|e| StageError::permanent(format!("invalid monitor part: {e}")))?;
+            let outcome = self.handle_part(&part).await?;
+            let emf = match &outcome {
+                parts::PartOutcome::Reported { emf, .. } => emf.clone(),
+                _ => Vec::new(),
+            };
+            return Ok(Invocation {
+                response: serde_json::to_value(&outcome).map_err(StageError::invalid)?,
+                emf,
+            });
+        }
         let requests: Vec<MonitorRequest> = if event.get("model").is_some() {
             vec![
                 serde_json::from_value(event)
@@ -509,7 +607,7 @@ impl Monitor {
                 .collect()
         } else if event.get("Records").is_some() {
             return Err(StageError::permanent(
-                "the monitor takes no S3 or SQS events: invoke it with {\"model\": NAME} or on an EventBridge schedule",
+                "the monitor takes SQS events only from its own queue (the parts of a planned window, see `handle_lambda_event`) and no S3 events: invoke it with {\"model\": NAME} or on an EventBridge schedule",
             ));
         } else {
             return Err(StageError::permanent(format!(
@@ -522,8 +620,15 @@ impl Monitor {
         let mut emf = Vec::new();
         let mut only_error = None;
         for request in &requests {
-            match self.run(request).await {
-                Ok(outcome) => {
+            match self.start(request).await {
+                Ok(Started::Planned(p)) => runs.push(serde_json::json!({
+                    "model": p.model,
+                    "planned": p.run,
+                    "parts": p.parts,
+                    "bytes": p.bytes,
+                    "report": p.report,
+                })),
+                Ok(Started::Done(outcome)) => {
                     emf.extend(outcome.emf);
                     runs.push(serde_json::json!({
                         "model": outcome.report.model,

@@ -39,7 +39,7 @@ const RESAMPLES: u32 = 400;
 pub const SKIPPED_STATUS: u16 = 424;
 
 /// One scored row of a side.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Row {
     /// The predicted class index, or the predicted value.
     predicted: f64,
@@ -90,6 +90,24 @@ impl Side {
 }
 
 /// The rollout's accumulator over a window's records.
+/// One side of a part's rollout accumulator.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SidePart {
+    requests: u64,
+    rows: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+    kept: Vec<((String, usize), Row)>,
+}
+
+/// A part's rollout accumulator, as its summary carries it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RolloutPart {
+    production: SidePart,
+    candidate: SidePart,
+    skipped: u64,
+}
+
 #[derive(Debug)]
 pub(crate) struct RolloutAcc {
     role: Role,
@@ -148,6 +166,41 @@ impl RolloutAcc {
     }
 
     /// The candidate version.
+    /// What this part of a window saw, for the merge (the monitor's fan-out).
+    pub(crate) fn part(&self) -> RolloutPart {
+        let side = |s: &Side| SidePart {
+            requests: s.requests,
+            rows: s.rows,
+            errors: s.errors,
+            latencies_us: s.latencies_us.clone(),
+            kept: s.kept.iter().map(|(k, r)| (k.clone(), r.clone())).collect(),
+        };
+        RolloutPart {
+            production: side(&self.production),
+            candidate: side(&self.candidate),
+            skipped: self.skipped,
+        }
+    }
+
+    /// Adds a later part of the window: the same as having folded its records here while
+    /// fewer than `KEEP_ROWS` rows per side are kept.
+    pub(crate) fn absorb(&mut self, part: RolloutPart) {
+        let add = |s: &mut Side, p: SidePart| {
+            s.requests += p.requests;
+            s.rows += p.rows;
+            s.errors += p.errors;
+            s.latencies_us.extend(p.latencies_us);
+            for (k, r) in p.kept {
+                if s.kept.len() < KEEP_ROWS || s.kept.contains_key(&k) {
+                    s.kept.insert(k, r);
+                }
+            }
+        };
+        add(&mut self.production, part.production);
+        add(&mut self.candidate, part.candidate);
+        self.skipped += part.skipped;
+    }
+
     pub(crate) fn candidate(&self) -> &str {
         &self.candidate.version
     }

@@ -12,15 +12,17 @@ use lambdaml::dataset::ColumnType;
 use lambdaml::layout;
 use lambdaml::model::ModelManifest;
 use lambdaml::stage::StageError;
-use lambdaml::store::{ObjectStoreExt, StoreError};
+use lambdaml::store::{ObjectKey, ObjectStoreExt, StoreError};
 use tempfile::NamedTempFile;
 
 use crate::found::{Found, input_map};
 use crate::interval::Interval;
 use crate::report::{CaptureSummary, FeedbackSummary};
 use crate::rollout::RolloutAcc;
-use crate::window::{Labelled, Line, Val, VersionMaps, WindowAcc};
+use crate::window::{Labelled, Line, Val, VersionMaps, WindowAcc, file_key_hash, row_key};
 use crate::{Monitor, MonitorConfig};
+
+pub(crate) mod partial;
 
 /// The labels of a window, by (request id, row); the first label for a row wins.
 #[derive(Debug, Default)]
@@ -71,7 +73,7 @@ pub(crate) struct Scanned {
 }
 
 /// The fold over a window's records.
-struct Scan<'f> {
+pub(crate) struct Scan<'f> {
     found: &'f Found,
     acc: WindowAcc,
     maps: VersionMaps,
@@ -90,6 +92,8 @@ struct Scan<'f> {
     /// labels; the rest were in its first run's).
     late_only: Option<HashSet<(String, usize)>>,
     late_joined: HashSet<(String, usize)>,
+    /// A part of a window planned in parts keeps its labelled rows for the merge.
+    part_labels: Option<Vec<partial::PartLabel>>,
 }
 
 impl Monitor {
@@ -133,19 +137,33 @@ impl Monitor {
         let model = found.manifest.model.as_str();
         let mut scan = Scan::new(found, &self.config, labels, interval)?;
         scan.late_only = late_only;
+        let keys = self
+            .keys_between(layout::CAPTURES, model, interval.from, interval.to)
+            .await?;
+        self.fold_keys(&mut scan, &keys).await?;
+        scan.finish()
+    }
+
+    /// Folds the capture files `keys` (in this order) into `scan`.
+    pub(crate) async fn fold_keys(
+        &self,
+        scan: &mut Scan<'_>,
+        keys: &[ObjectKey],
+    ) -> Result<(), StageError> {
         // Files are parsed a few at a time on every core (parsing is most of the work),
         // then folded in order; memory holds only that many files.
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .clamp(1, 8);
-        let keys = self
-            .keys_between(layout::CAPTURES, model, interval.from, interval.to)
-            .await?;
         for batch in keys.chunks(threads) {
             let mut files = Vec::with_capacity(batch.len());
+            let mut hashes = Vec::with_capacity(batch.len());
             for k in batch {
                 match self.store.get(k).await {
-                    Ok(o) => files.push(o.bytes),
+                    Ok(o) => {
+                        files.push(o.bytes);
+                        hashes.push(file_key_hash(k.as_str()));
+                    }
                     Err(StoreError::NotFound(_)) => continue,
                     Err(e) => return Err(e.into()),
                 }
@@ -154,15 +172,17 @@ impl Monitor {
             let parsed = parse_files(&files);
             for record in parsed.iter().flatten().flatten() {
                 if let Some(v) = scan.unmapped_version(record) {
-                    let map = self.version_map(found, v).await?;
+                    let map = self.version_map(scan.found, v).await?;
                     scan.maps.insert(v.to_string(), map);
                 }
             }
-            for record in parsed.into_iter().flatten() {
-                scan.fold(record)?;
+            for (records, hash) in parsed.into_iter().zip(hashes) {
+                for (line, record) in records.into_iter().enumerate() {
+                    scan.fold(record, hash, line as u64)?;
+                }
             }
         }
-        scan.finish()
+        Ok(())
     }
 
     /// Where `version`'s capture rows put the baseline's features, and whether its outputs
@@ -210,7 +230,7 @@ fn parse_files(files: &[bytes::Bytes]) -> Vec<Vec<Option<Line<'_>>>> {
 }
 
 impl<'f> Scan<'f> {
-    fn new(
+    pub(crate) fn new(
         found: &'f Found,
         config: &MonitorConfig,
         labels: Labels,
@@ -283,6 +303,7 @@ impl<'f> Scan<'f> {
             attempted: HashSet::new(),
             late_only: None,
             late_joined: HashSet::new(),
+            part_labels: None,
         })
     }
 
@@ -293,8 +314,9 @@ impl<'f> Scan<'f> {
         (record.status < 400 && !self.maps.contains_key(v)).then_some(v)
     }
 
-    /// Folds one parsed line (`None`: not a record).
-    fn fold(&mut self, record: Option<Line<'_>>) -> Result<(), StageError> {
+    /// Folds one parsed line (`None`: not a record), line `line` of the file whose key
+    /// hashes to `file` ([`file_key_hash`]).
+    fn fold(&mut self, record: Option<Line<'_>>, file: u64, line: u64) -> Result<(), StageError> {
         let Some(record) = record else {
             self.captures.malformed_lines += 1;
             return Ok(());
@@ -358,9 +380,10 @@ impl<'f> Scan<'f> {
             } else {
                 &[]
             };
-            self.acc.row(&values, outputs);
+            let key = row_key(file, line, r as u64);
+            self.acc.row(key, &values, outputs);
             if production {
-                self.acc.estimation.row(&values, outputs);
+                self.acc.estimation.row(key, &values, outputs);
             }
             self.captures.rows_scored += 1;
             if !self.labels.by_row.is_empty() {
@@ -398,6 +421,17 @@ impl<'f> Scan<'f> {
                         outputs: outputs.to_vec(),
                         at_ms,
                     });
+                    if let Some(kept) = &mut self.part_labels {
+                        let mut csv = self.acc.texts(values);
+                        csv.push(label.clone());
+                        kept.push(partial::PartLabel {
+                            id: id.clone(),
+                            truth,
+                            outputs: outputs.to_vec(),
+                            at_ms,
+                            csv,
+                        });
+                    }
                     if late != Some(false) {
                         let texts = self.acc.texts(values);
                         self.csv
@@ -415,7 +449,7 @@ impl<'f> Scan<'f> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Scanned, StageError> {
+    pub(crate) fn finish(mut self) -> Result<Scanned, StageError> {
         self.csv.flush().map_err(StageError::from)?;
         drop(self.csv);
         let mut feedback = self.labels.summary;
@@ -427,6 +461,7 @@ impl<'f> Scan<'f> {
             .filter(|(id, _)| !attempted.contains(id))
             .map(|(id, (_, at))| (id, at))
             .collect();
+        self.acc.seal();
         let cap = self.acc.sample_cap() as u64;
         self.captures.rows_tested = self.acc.rows_seen.min(cap);
         self.captures.sampled = self.acc.rows_seen > cap;

@@ -1,14 +1,14 @@
 //! Streaming a window of captures: per-feature accumulators in memory bounded by the sample
 //! size, never by the window.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use lambdaml::baseline::{Baseline, FeatureKind, argmax};
 use std::borrow::Cow;
 
-use lambdaml::dataset::{ColumnType, SplitMix64};
+use lambdaml::dataset::ColumnType;
 use lambdaml::features::{format_number, parse_numeric_text};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One capture line as the monitor reads it: borrowed from the file's bytes, only the
 /// fields it uses (serde skips the rest), and values without `serde(untagged)`'s buffering —
@@ -104,7 +104,7 @@ const DISTINCT_PROBE: usize = 6;
 
 /// A latency histogram: exact below 1,024 µs, 512 sub-buckets per power of two above
 /// (relative error under 0.2 %), a few kilobytes for any number of requests.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyHistogram {
     counts: BTreeMap<u32, u64>,
     total: u64,
@@ -159,10 +159,122 @@ impl LatencyHistogram {
     pub fn max(&self) -> u64 {
         self.max
     }
+
+    /// Adds another histogram's latencies.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (b, c) in &other.counts {
+            *self.counts.entry(*b).or_insert(0) += c;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+}
+
+/// Where a captured row stands in the sample: a hash of where it was captured (the capture
+/// file's key, the line, the row), so the rows a window's sample keeps do not depend on how
+/// the window was read — the same rows whether one invocation read it or its parts were
+/// merged.
+pub fn row_key(file: u64, line: u64, row: u64) -> u64 {
+    mix64(file ^ mix64(line.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ row))
+}
+
+/// The hash of a capture file's key, for [`row_key`].
+pub fn file_key_hash(key: &str) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325_u64;
+    for b in key.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    mix64(h)
+}
+
+/// SplitMix64's finalizer.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A bottom-k sample's slots: the rows with the `cap` smallest [`row_key`]s. Such a sample
+/// is uniform, and two samples merge into the sample of the union by keeping the smallest
+/// keys of both.
+#[derive(Debug, Clone, Default)]
+pub struct Slots {
+    keys: Vec<u64>,
+    /// Once full: the largest kept key on top.
+    heap: BinaryHeap<(u64, usize)>,
+    cap: usize,
+}
+
+impl Slots {
+    /// Room for `cap` rows.
+    pub fn new(cap: usize) -> Self {
+        Slots {
+            keys: Vec::new(),
+            heap: BinaryHeap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Where a row keyed `key` goes: `Some(None)` appended, `Some(Some(j))` replacing slot
+    /// `j`, `None` not kept.
+    pub fn offer(&mut self, key: u64) -> Option<Option<usize>> {
+        if self.keys.len() < self.cap {
+            self.keys.push(key);
+            if self.keys.len() == self.cap {
+                self.heap = self.keys.iter().copied().zip(0..).collect();
+            }
+            return Some(None);
+        }
+        let &(top, j) = self.heap.peek()?;
+        if key >= top {
+            return None;
+        }
+        self.heap.pop();
+        self.heap.push((key, j));
+        self.keys[j] = key;
+        Some(Some(j))
+    }
+
+    /// The slots in key order; the slots themselves are then in that order.
+    pub fn sort(&mut self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.keys.len()).collect();
+        order.sort_unstable_by_key(|&i| self.keys[i]);
+        self.keys = order.iter().map(|&i| self.keys[i]).collect();
+        if self.keys.len() == self.cap {
+            self.heap = self.keys.iter().copied().zip(0..).collect();
+        }
+        order
+    }
+
+    /// The kept keys, slot by slot.
+    pub fn keys(&self) -> &[u64] {
+        &self.keys
+    }
+
+    /// Replaces the slots with already merged, sorted keys.
+    pub fn set_sorted(&mut self, keys: Vec<u64>) {
+        self.keys = keys;
+        self.heap = if self.keys.len() == self.cap {
+            self.keys.iter().copied().zip(0..).collect()
+        } else {
+            BinaryHeap::new()
+        };
+    }
+
+    /// The most rows kept.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+}
+
+/// `values` reordered by `order`.
+pub fn permute<T: Clone>(values: &[T], order: &[usize]) -> Vec<T> {
+    order.iter().map(|&i| values[i].clone()).collect()
 }
 
 /// What one feature saw in the window.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeatureAcc {
     /// Scored rows where it was missing.
     pub missing: u64,
@@ -178,6 +290,40 @@ pub struct FeatureAcc {
     pub unseen_examples: BTreeMap<String, u64>,
     /// Distinct numeric values seen, up to a few.
     pub distinct: Vec<f64>,
+}
+
+impl FeatureAcc {
+    /// Adds what the same feature saw in a later part of the window. Exact while fewer than
+    /// [`MAX_CATEGORIES`] distinct categories and ten distinct unseen ones arrive; beyond,
+    /// which newcomers are named individually depends on how the window was split (their
+    /// totals do not).
+    pub fn merge(&mut self, other: &FeatureAcc, known: &std::collections::HashSet<String>) {
+        self.missing += other.missing;
+        self.invalid += other.invalid;
+        self.out_of_range += other.out_of_range;
+        self.unseen += other.unseen;
+        for (t, c) in &other.counts {
+            if let Some(n) = self.counts.get_mut(t) {
+                *n += c;
+            } else if self.counts.len() < MAX_CATEGORIES || known.contains(t) || t == OTHER {
+                self.counts.insert(t.clone(), *c);
+            } else {
+                *self.counts.entry(OTHER.to_string()).or_insert(0) += c;
+            }
+        }
+        for (t, c) in &other.unseen_examples {
+            if let Some(n) = self.unseen_examples.get_mut(t) {
+                *n += c;
+            } else if self.unseen_examples.len() < 10 {
+                self.unseen_examples.insert(t.clone(), *c);
+            }
+        }
+        for x in &other.distinct {
+            if self.distinct.len() < DISTINCT_PROBE && !self.distinct.contains(x) {
+                self.distinct.push(*x);
+            }
+        }
+    }
 }
 
 /// One labelled row for live metrics.
@@ -204,8 +350,8 @@ pub struct WindowAcc {
     pub predicted: Vec<u64>,
     /// Rows offered to the sample.
     pub rows_seen: u64,
-    cap: usize,
-    rng: SplitMix64,
+    /// The sample's slots (its rows' keys).
+    pub slots: Slots,
     /// Requests, by status.
     pub status: BTreeMap<u16, u64>,
     /// Latencies.
@@ -227,7 +373,56 @@ pub struct WindowAcc {
 impl WindowAcc {
     /// The most rows the sample keeps.
     pub fn sample_cap(&self) -> usize {
-        self.cap
+        self.slots.cap()
+    }
+
+    /// Puts the sample in key order, whatever order its rows arrived in (so a window's
+    /// sample is the same vectors however it was read).
+    pub fn seal(&mut self) {
+        let order = self.slots.sort();
+        for column in &mut self.sample {
+            if !column.is_empty() {
+                *column = permute(column, &order);
+            }
+        }
+        self.score_sample = permute(&self.score_sample, &order);
+        self.estimation.seal();
+    }
+
+    /// Adds a later part's counts (the monitor's fan-out; samples are merged apart).
+    pub fn merge_counts(
+        &mut self,
+        features: &[FeatureAcc],
+        predicted: &[u64],
+        rows_seen: u64,
+        status: &BTreeMap<u16, u64>,
+        latency: &LatencyHistogram,
+        validation_errors: u64,
+    ) {
+        for (f, (acc, other)) in self.features.iter_mut().zip(features).enumerate() {
+            acc.merge(other, &self.known[f]);
+        }
+        for (a, b) in self.predicted.iter_mut().zip(predicted) {
+            *a += b;
+        }
+        self.rows_seen += rows_seen;
+        for (code, n) in status {
+            *self.status.entry(*code).or_insert(0) += n;
+        }
+        self.latency.merge(latency);
+        self.validation_errors += validation_errors;
+    }
+
+    /// The features whose values the sample keeps (the numeric ones), in order.
+    pub fn numeric_columns(&self) -> Vec<usize> {
+        (0..self.kinds.len())
+            .filter(|f| self.kinds[*f] == FeatureKind::Numeric)
+            .collect()
+    }
+
+    /// The categories the baseline knows, per feature.
+    pub fn known(&self, f: usize) -> &std::collections::HashSet<String> {
+        &self.known[f]
     }
 
     /// Accumulators for `baseline`, sampling at most `cap` rows.
@@ -255,8 +450,7 @@ impl WindowAcc {
             score_sample: Vec::with_capacity(cap.min(1 << 16)),
             predicted: vec![0; classes.as_ref().map_or(0, Vec::len)],
             rows_seen: 0,
-            cap: cap.max(1),
-            rng: SplitMix64::new(0x006d_6f6e_6974_6f72),
+            slots: Slots::new(cap),
             status: BTreeMap::new(),
             latency: LatencyHistogram::default(),
             validation_errors: 0,
@@ -305,16 +499,11 @@ impl WindowAcc {
             .collect()
     }
 
-    /// Adds one scored row. `values[f]` is the row's value for baseline feature `f` (`None`
-    /// when this version does not have the feature).
-    pub fn row(&mut self, values: &[Option<&Val<'_>>], outputs: &[f64]) {
+    /// Adds one scored row keyed `key` ([`row_key`]). `values[f]` is the row's value for
+    /// baseline feature `f` (`None` when this version does not have the feature).
+    pub fn row(&mut self, key: u64, values: &[Option<&Val<'_>>], outputs: &[f64]) {
         // Decide the row's sample slot once, so sampled rows stay whole.
-        let slot = if (self.rows_seen as usize) < self.cap {
-            Some(None)
-        } else {
-            let j = self.rng.below(self.rows_seen + 1) as usize;
-            (j < self.cap).then_some(Some(j))
-        };
+        let slot = self.slots.offer(key);
         self.rows_seen += 1;
         for (f, value) in values.iter().enumerate() {
             let acc = &mut self.features[f];

@@ -314,6 +314,37 @@ pub fn monitor_run(model: &str, stamp: &str, salt: &str) -> String {
     format!("monitoring/{model}/{stamp}-{salt}")
 }
 
+/// Where monitor runs planned in parts keep their working files (expired by a lifecycle
+/// rule in the template).
+pub const MONITOR_PARTS: &str = "monitor-parts/";
+
+/// `monitor-parts/<model>/<run>/`: one monitor run's parts (`run` is `<stamp>-<salt>`, the
+/// name its report folder gets).
+pub fn monitor_parts(model: &str, run: &str) -> String {
+    format!("{MONITOR_PARTS}{model}/{run}/")
+}
+
+/// `monitor-parts/<model>/<run>/plan.json`: the window, its request and its parts' keys.
+pub fn monitor_plan(model: &str, run: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}plan.json", monitor_parts(model, run)))
+}
+
+/// `monitor-parts/<model>/<run>/merger`: the part that merges (written once).
+pub fn monitor_merger(model: &str, run: &str) -> Result<ObjectKey, StoreError> {
+    key(format!("{}merger", monitor_parts(model, run)))
+}
+
+/// `monitor-parts/<model>/<run>/part-NNNNN.<ext>`: a part's `sample` and `estimation`
+/// rows and its `json` summary (written last, the file whose presence says it is done).
+pub fn monitor_part_file(
+    model: &str,
+    run: &str,
+    part: usize,
+    ext: &str,
+) -> Result<ObjectKey, StoreError> {
+    key(format!("{}part-{part:05}.{ext}", monitor_parts(model, run)))
+}
+
 /// `<run folder>/report.json`: a monitor run's report.
 pub fn report_json(run_prefix: &str) -> Result<ObjectKey, StoreError> {
     in_folder(run_prefix, "report.json")

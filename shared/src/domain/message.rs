@@ -29,23 +29,26 @@ pub enum Stage {
     Deploy,
     /// Plan and score batch jobs (outside the training pipeline).
     Batch,
+    /// Aggregate one part of a large monitoring window (the monitor's fan-out).
+    Monitor,
 }
 
 impl Stage {
     /// Every stage: the pipeline's in order, then batch scoring.
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Ingest,
         Stage::Preprocess,
         Stage::Train,
         Stage::Evaluate,
         Stage::Deploy,
         Stage::Batch,
+        Stage::Monitor,
     ];
 
     /// Whether its work fans out (a job or a large file planned into partitions, one
     /// message each on its own queue), so its messages are handled several at a time.
     pub fn fans_out(self) -> bool {
-        matches!(self, Stage::Ingest | Stage::Batch)
+        matches!(self, Stage::Ingest | Stage::Batch | Stage::Monitor)
     }
 
     /// The stage's name, as used in queue names and directories.
@@ -57,6 +60,7 @@ impl Stage {
             Stage::Evaluate => "evaluate",
             Stage::Deploy => "deploy",
             Stage::Batch => "batch",
+            Stage::Monitor => "monitor",
         }
     }
 }
@@ -92,6 +96,20 @@ pub struct IngestPartitionRequest {
     pub round: u32,
     /// The partition (0-based).
     pub partition: usize,
+}
+
+/// Asks the monitor to aggregate one part of a window planned in parts (the plan is
+/// `monitor-parts/<model>/<run>/plan.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorPartRequest {
+    /// The model (`model_name` on the wire: the envelope has its own `model`).
+    #[serde(rename = "model_name")]
+    pub model: String,
+    /// The planned run (`<at>-<salt>`, the name its report folder will have).
+    pub run: String,
+    /// The part (0-based): a run of consecutive capture hours.
+    pub part: usize,
 }
 
 /// Asks preprocess to split a dataset version and fit a model spec's feature pipeline.
@@ -296,6 +314,8 @@ pub enum StageMessage {
     BatchPartition(BatchPartitionRequest),
     /// An object landed under `batch/` (handled by batch).
     BatchObject(BatchObjectRequest),
+    /// Aggregate one part of a monitoring window (handled by the monitor).
+    MonitorPart(MonitorPartRequest),
 }
 
 impl StageMessage {
@@ -312,6 +332,7 @@ impl StageMessage {
             StageMessage::BatchJob(_)
             | StageMessage::BatchPartition(_)
             | StageMessage::BatchObject(_) => Stage::Batch,
+            StageMessage::MonitorPart(_) => Stage::Monitor,
         }
     }
 }
@@ -362,6 +383,16 @@ impl StageRequest for BatchInput {
     }
 }
 
+impl StageRequest for MonitorPartRequest {
+    const STAGE: Stage = Stage::Monitor;
+    fn from_body(body: StageMessage) -> Result<Self, Stage> {
+        match body {
+            StageMessage::MonitorPart(r) => Ok(r),
+            other => Err(other.stage()),
+        }
+    }
+}
+
 /// The batch function's direct form: a job to plan (`{"model_name", "job", …}`).
 impl DirectRequest for BatchJobRequest {
     fn into_message(self) -> Message {
@@ -400,6 +431,17 @@ stage_request!(DeployRequest, Deploy);
 pub trait DirectRequest: serde::de::DeserializeOwned {
     /// The message, with a run id that names the request.
     fn into_message(self) -> Message;
+}
+
+/// A monitor part sent directly (`{"model", "run", "part"}`) is the planned run's part: the
+/// same run id its queued message has.
+impl DirectRequest for MonitorPartRequest {
+    fn into_message(self) -> Message {
+        let seed = format!("monitor-{}-{}", self.model, self.run);
+        let run = crate::record::stable_run_id(crate::record::TriggerKind::Direct, &seed);
+        let model = Some(self.model.clone());
+        Message::new(run, model, StageMessage::MonitorPart(self))
+    }
 }
 
 impl DirectRequest for IngestRequest {

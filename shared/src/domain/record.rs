@@ -141,6 +141,10 @@ impl Trigger {
                 None,
             ),
             StageMessage::BatchObject(r) => (r.key.to_string(), None),
+            StageMessage::MonitorPart(r) => (
+                format!("monitor {} run {} part {}", r.model, r.run, r.part),
+                None,
+            ),
         };
         Trigger {
             kind: if matches!(body, StageMessage::Retrain(_)) {
@@ -418,6 +422,7 @@ pub fn inputs_of(body: &StageMessage) -> Vec<String> {
         StageMessage::BatchJob(r) => vec![crate::layout::batch_input(&r.model, &r.job)],
         StageMessage::BatchPartition(r) => vec![crate::layout::batch_job(&r.model, &r.job)],
         StageMessage::BatchObject(r) => vec![r.key.to_string()],
+        StageMessage::MonitorPart(r) => vec![crate::layout::monitor_parts(&r.model, &r.run)],
     }
 }
 
@@ -439,6 +444,7 @@ pub fn outputs_of(stage: Stage, summary: &serde_json::Value) -> Vec<String> {
             }
         }
         Stage::Batch => out.extend(field("output").map(str::to_string)),
+        Stage::Monitor => out.extend(field("report").map(str::to_string)),
     }
     out.sort();
     out.dedup();

@@ -156,6 +156,7 @@ fn model_of(message: &Message) -> Option<String> {
         M::Deploy(r) => Some(r.model.clone()),
         M::BatchJob(r) => Some(r.model.clone()),
         M::BatchPartition(r) => Some(r.model.clone()),
+        M::MonitorPart(r) => Some(r.model.clone()),
         M::Ingest(_)
         | M::IngestPartition(_)
         | M::Preprocess(_)

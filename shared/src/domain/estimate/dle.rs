@@ -241,12 +241,21 @@ pub struct Dle {
 }
 
 /// A window's sums for [`Dle::estimate`].
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DleAcc {
     /// Rows.
     pub rows: u64,
     absolute: f64,
     squared: f64,
+}
+
+impl DleAcc {
+    /// Adds another window part's losses (the monitor's fan-out).
+    pub fn merge(&mut self, other: &DleAcc) {
+        self.rows += other.rows;
+        self.absolute += other.absolute;
+        self.squared += other.squared;
+    }
 }
 
 impl Dle {

@@ -387,7 +387,7 @@ impl Cbpe {
 }
 
 /// A window's running sums for [`Cbpe::estimate`].
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CbpeAcc {
     /// Rows added.
     pub rows: u64,
@@ -401,6 +401,24 @@ pub struct CbpeAcc {
     pub fneg: Vec<f64>,
     /// Expected true negatives.
     pub tn: Vec<f64>,
+}
+
+impl CbpeAcc {
+    /// Adds another window part's sums (the monitor's fan-out); per-class sums of another
+    /// width are refused.
+    pub fn merge(&mut self, other: &CbpeAcc) -> bool {
+        if self.tp.len() != other.tp.len() {
+            return false;
+        }
+        self.rows += other.rows;
+        self.correct += other.correct;
+        let add = |a: &mut Vec<f64>, b: &[f64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut self.tp, &other.tp);
+        add(&mut self.fp, &other.fp);
+        add(&mut self.fneg, &other.fneg);
+        add(&mut self.tn, &other.tn);
+        true
+    }
 }
 
 /// One estimated metric.

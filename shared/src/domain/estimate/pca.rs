@@ -375,7 +375,7 @@ impl Reconstruction {
 }
 
 /// A window's running sums of reconstruction errors.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorAcc {
     /// Rows.
     pub rows: u64,
@@ -384,6 +384,13 @@ pub struct ErrorAcc {
 }
 
 impl ErrorAcc {
+    /// Adds another window part's errors (the monitor's fan-out).
+    pub fn merge(&mut self, other: &ErrorAcc) {
+        self.rows += other.rows;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+    }
+
     /// Adds one row's error.
     pub fn add(&mut self, e: f64) {
         if e.is_finite() {
