@@ -12,17 +12,18 @@
 #      of a new run, whose last part then merges (what a window of about 100 x the rows of a
 #      part costs the merging invocation).
 # The report's sections from 2 and 3 are compared (they must be equal). KEEP=1 keeps the
-# captures in $BENCH_OUT/store-parts.
+# captures in $BENCH_OUT/store-parts; SKIP_GEN=1 reuses them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENCH_OUT="${BENCH_OUT:-bench/out}"
 mkdir -p "$BENCH_OUT"
 MIB="${MIB:-256}"
+# The CLI that runs the parts (BIN= a built binary; else the current sources, built).
 LAMBDAML="${BIN:-target/release/lambdaml}"
-[ -x "$LAMBDAML" ] || cargo build --release -p lambdaml-cli
+[ -n "${BIN:-}" ] || cargo build --release -p lambdaml-cli
 cargo bench -p lambdaml-e2e --bench monitor --no-run
 GEN=$(ls -t target/release/deps/monitor-* | grep -v '\.d$' | head -1)
-BENCH_PART=genparts "$GEN"
+[ "${SKIP_GEN:-0}" = 1 ] || BENCH_PART=genparts "$GEN"
 ROOT="$BENCH_OUT/store-parts"
 STORE="file://$ROOT/store"
 HOURS="${BENCH_HOURS:-10}"
@@ -51,22 +52,21 @@ PY
   cat "$BENCH_OUT/stdout.json"
 }
 
-run() { "$LAMBDAML" --store "$STORE" --json "$@"; }
 export RAYON_NUM_THREADS=1
 
 echo '{"model": "bench", "from": "'$FROM'", "to": "'$TO'", "retrain": false}' > "$BENCH_OUT/direct.json"
 LAMBDAML_MONITOR_PARTITION_MIB=0 measure one_invocation \
-  run invoke monitor --event "$BENCH_OUT/direct.json" > /dev/null
+  "$LAMBDAML" --store "$STORE" --json invoke monitor --event "$BENCH_OUT/direct.json" > /dev/null
 ONE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runs"][0]["report"])' "$BENCH_OUT/stdout.json")
 
 export LAMBDAML_MONITOR_PARTITION_MIB="$MIB"
-measure plan run invoke monitor --event "$BENCH_OUT/direct.json" > /dev/null
+measure plan "$LAMBDAML" --store "$STORE" --json invoke monitor --event "$BENCH_OUT/direct.json" > /dev/null
 read -r RUN PARTS REPORT < <(python3 -c '
 import json, sys; r = json.load(open(sys.argv[1]))["runs"][0]; print(r["planned"], r["parts"], r["report"])' "$BENCH_OUT/stdout.json")
 echo "planned $RUN in $PARTS parts"
 for ((i = 0; i < PARTS; i++)); do
   echo '{"model_name": "bench", "run": "'$RUN'", "part": '$i'}' > "$BENCH_OUT/part.json"
-  measure "part_$i" run invoke monitor --event "$BENCH_OUT/part.json" > /dev/null
+  measure "part_$i" "$LAMBDAML" --store "$STORE" --json invoke monitor --event "$BENCH_OUT/part.json" > /dev/null
 done
 
 # The merge of 100 parts: part 0's files (hard links) as every part of a new run.

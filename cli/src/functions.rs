@@ -154,36 +154,30 @@ pub struct Invoked {
 }
 
 impl Function {
+    /// A direct, S3 or SQS event for a stage handler (SQS records from the function's own
+    /// queue, answered with `batchItemFailures`).
+    async fn stage_event(&self, handler: &dyn StageHandler, event: Value) -> Result<Invoked> {
+        let source = self.own_queue.as_deref().map(|queue| SqsSource {
+            queue,
+            max_receives: self.max_receives,
+        });
+        let response = handle_lambda_event(handler, event, source)
+            .await
+            .map_err(|e| anyhow!("{}", e.reason()))?;
+        Ok(Invoked {
+            response,
+            stdout: Vec::new(),
+        })
+    }
+
     /// Hands `event` to the function as the Lambda runtime would, and returns its response;
     /// an `Err` is what Lambda reports as a function error.
     pub async fn invoke(&self, event: Value) -> Result<Invoked> {
         match &self.handler {
-            Handler::Stage(handler) => {
-                let source = self.own_queue.as_deref().map(|queue| SqsSource {
-                    queue,
-                    max_receives: self.max_receives,
-                });
-                let response = handle_lambda_event(handler.as_ref(), event, source)
-                    .await
-                    .map_err(|e| anyhow!("{}", e.reason()))?;
-                Ok(Invoked {
-                    response,
-                    stdout: Vec::new(),
-                })
-            }
+            Handler::Stage(handler) => self.stage_event(handler.as_ref(), event).await,
+            // The parts of a window planned in parts, from the monitor's own queue.
             Handler::Monitor(monitor) if event.get("Records").is_some() => {
-                // The parts of a window planned in parts, from the monitor's own queue.
-                let source = self.own_queue.as_deref().map(|queue| SqsSource {
-                    queue,
-                    max_receives: self.max_receives,
-                });
-                let response = handle_lambda_event(monitor.as_ref(), event, source)
-                    .await
-                    .map_err(|e| anyhow!("{}", e.reason()))?;
-                Ok(Invoked {
-                    response,
-                    stdout: Vec::new(),
-                })
+                self.stage_event(monitor.as_ref(), event).await
             }
             Handler::Monitor(monitor) => {
                 let invocation = monitor

@@ -266,3 +266,102 @@ async fn a_window_whose_production_changes_midway_fails_with_the_reason() {
         "{e}"
     );
 }
+
+/// Copies every record file of `model` under `root` (`captures`, `feedback`) an hour earlier
+/// when `earlier`, else into its own hour: request ids prefixed `early-`, capture times moved
+/// with the file.
+async fn copy_records(store: &Arc<dyn ObjectStore>, root: &str, model: &str, earlier: bool) {
+    let shift = if earlier {
+        Duration::hours(1)
+    } else {
+        Duration::zero()
+    };
+    let metas = store.list_all(&format!("{root}/{model}/")).await.unwrap();
+    for (i, meta) in metas.iter().enumerate() {
+        let text = store.get(&meta.key).await.unwrap().bytes;
+        let hour = lambdaml::layout::record_hour(meta.key.as_str()).unwrap() - shift;
+        let mut out = String::new();
+        for line in String::from_utf8_lossy(&text).lines() {
+            let mut record: Value = serde_json::from_str(line).unwrap();
+            if let Some(t) = record.get("timestamp").and_then(Value::as_str) {
+                let at = chrono::DateTime::parse_from_rfc3339(t).unwrap() - shift;
+                record["timestamp"] =
+                    Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            }
+            let id = record["request_id"].as_str().unwrap().to_string();
+            record["request_id"] = Value::String(format!("early-{id}"));
+            out.push_str(&format!("{record}\n"));
+        }
+        let folder = hour.format("%Y-%m-%d/%H");
+        let key = ObjectKey::new(format!("{root}/{model}/{folder}/early-{i}.jsonl")).unwrap();
+        store.put(&key, out.into()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_rollout_in_parts_is_judged_as_in_one_invocation() {
+    use lambdaml::registry::{RegistryStore, Role};
+    let b = crate::score::fixture().mixed[1].clone();
+    let (dir, store) =
+        crate::rollout::whole_store("[rollout]\nmin_rows = 100\nmin_labelled = 100").await;
+    crate::rollout::undecided(&store, &b).await;
+    RegistryStore::new(store.clone())
+        .update("mixed", |r| {
+            r.start_rollout(Role::Shadow, &b, 1.0, false, "test", "try b")
+        })
+        .await
+        .unwrap();
+    let state = crate::score::state_with(store.clone(), crate::score::test_config());
+    crate::rollout::traffic_with(&state, 300, false).await;
+    // The same traffic and labels again, an hour earlier: two capture hours, two parts.
+    copy_records(&store, "captures", "mixed", true).await;
+    copy_records(&store, "feedback", "mixed", false).await;
+    let twin = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), twin.path());
+    let twin_store: Arc<dyn ObjectStore> =
+        Arc::new(FileStore::open(twin.path().join("store")).unwrap());
+    let twin_queues = open_queues(
+        &format!("file://{}", twin.path().join("queues").display()),
+        3,
+    )
+    .await
+    .unwrap();
+    let now = chrono::Utc::now();
+    let ask = lambdaml_monitor::MonitorRequest {
+        model: "mixed".into(),
+        window: None,
+        from: Some((now - Duration::hours(3)).to_rfc3339()),
+        to: Some((now + Duration::minutes(1)).to_rfc3339()),
+        at: Some((now + Duration::minutes(1)).to_rfc3339()),
+        retrain: false,
+    };
+    let whole = Monitor::new(store.clone(), None).run(&ask).await.unwrap();
+    let whole: lambdaml::monitoring::Report = store
+        .get_json(&ObjectKey::new(whole.report_key.as_str()).unwrap())
+        .await
+        .unwrap();
+    let queue = twin_queues
+        .get(lambdaml::message::Stage::Monitor)
+        .await
+        .unwrap();
+    let monitor = Monitor::new(twin_store.clone(), None).with_parts(Some(queue), 1024);
+    let Started::Planned(planned) = monitor.start(&ask).await.unwrap() else {
+        panic!("planned in parts");
+    };
+    assert!(planned.parts >= 2, "{planned:?}");
+    let handlers: Vec<Arc<dyn StageHandler>> = vec![Arc::new(monitor.clone())];
+    drain(&twin_queues, &handlers, &DrainOptions::default(), &|_| {})
+        .await
+        .unwrap();
+    let parted: lambdaml::monitoring::Report = twin_store
+        .get_json(&ObjectKey::new(planned.report.as_str()).unwrap())
+        .await
+        .unwrap();
+    let rollout = whole.rollout.clone().expect("a rollout section");
+    assert_eq!(rollout.agreement.paired_rows, 600, "{rollout:?}");
+    assert!(rollout.comparison.is_some(), "{rollout:?}");
+    assert_eq!(parted.rollout, whole.rollout);
+    assert_eq!(parted.captures, whole.captures);
+    assert_eq!(parted.feedback, whole.feedback);
+    assert_eq!(parted.performance.metrics, whole.performance.metrics);
+}

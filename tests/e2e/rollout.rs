@@ -74,7 +74,7 @@ async fn renamed(store: &Arc<dyn ObjectStore>, from: &str, to: &str, map: &[(&st
 
 /// The fixture's second version as an undecided candidate (the deploy rule may have
 /// rejected it, and a rejected version takes no live traffic).
-async fn undecided(store: &Arc<dyn ObjectStore>, version: &str) {
+pub(crate) async fn undecided(store: &Arc<dyn ObjectStore>, version: &str) {
     RegistryStore::new(store.clone())
         .update("mixed", |r| {
             if let Some(v) = r.versions.get_mut(version) {

@@ -29,3 +29,24 @@ pub fn ok(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .expect("--json prints one JSON object")
 }
+
+/// The repository root (the bundled data and example specs).
+pub fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Trains the breast-cancer model on the bundled data (`lambdaml train`) in `dir`.
+pub fn train_breast_cancer(dir: &Path) -> Value {
+    let data = repo().join("data/sklearn_breast_cancer.csv");
+    let spec = repo().join("examples/specs/breast_cancer.toml");
+    ok(
+        dir,
+        &[
+            "train",
+            "--spec",
+            spec.to_str().unwrap_or_default(),
+            "--data",
+            data.to_str().unwrap_or_default(),
+        ],
+    )
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::bin::{lambdaml, ok};
+use crate::bin::{lambdaml, ok, repo, train_breast_cancer};
 
 /// `lambdaml captures export --model breast-cancer --out OUT EXTRA…`, which must succeed.
 fn export(dir: &Path, out: &str, extra: &[&str]) -> Value {
@@ -25,19 +25,8 @@ fn export(dir: &Path, out: &str, extra: &[&str]) -> Value {
 #[test]
 fn captures_export_to_csv_and_parquet_with_feature_names_and_refused_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let data = root.join("data/sklearn_breast_cancer.csv");
-    let spec = root.join("examples/specs/breast_cancer.toml");
-    ok(
-        dir.path(),
-        &[
-            "train",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ],
-    );
+    train_breast_cancer(dir.path());
+    let data = repo().join("data/sklearn_breast_cancer.csv");
     // 20 rows scored, then a file whose feature is not a number (refused, captured).
     let text = std::fs::read_to_string(&data).unwrap();
     let rows: Vec<&str> = text.lines().take(21).collect();

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::bin::ok;
+use crate::bin::{ok, repo, train_breast_cancer};
 
 /// `lambdaml --json monitor …` over the four hours with parts of `mib`.
 fn monitor(dir: &Path, mib: &str) -> (bool, String, String) {
@@ -47,19 +47,8 @@ fn stored(dir: &Path, out: &(bool, String, String)) -> Value {
 fn a_window_over_the_part_size_is_monitored_in_parts_into_the_same_report() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let data = root.join("data/sklearn_breast_cancer.csv");
-    let spec = root.join("examples/specs/breast_cancer.toml");
-    ok(
-        d,
-        &[
-            "train",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-        ],
-    );
+    train_breast_cancer(d);
+    let data = repo().join("data/sklearn_breast_cancer.csv");
     // Every row scored, 50 per request, captured now…
     let text = std::fs::read_to_string(&data).unwrap();
     let lines: Vec<&str> = text.lines().collect();

@@ -360,9 +360,9 @@ impl Monitor {
         self.fold_keys(&mut scan, &keys).await?;
         let (summary, sample, estimation) = scan.into_partial()?;
         let file = |ext: &str| layout::monitor_part_file(model, &run, index, ext);
-        self.store.put(&file("sample")?, sample.into()).await?;
+        self.store.put_file(&file("sample")?, sample.path()).await?;
         self.store
-            .put(&file("estimation")?, estimation.into())
+            .put_file(&file("estimation")?, estimation.path())
             .await?;
         self.store
             .put(&file("json")?, summary.to_bytes()?.into())

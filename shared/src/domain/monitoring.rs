@@ -101,7 +101,9 @@ pub struct CaptureSummary {
     pub rows_scored: u64,
     /// Rows the drift tests used (all scored rows up to the sample size).
     pub rows_tested: u64,
-    /// Whether `rows_tested < rows_scored` (a seeded uniform sample of rows).
+    /// Whether `rows_tested < rows_scored`: then the rows tested are those with the smallest
+    /// hash of where they were captured (file, line, row), a uniform sample that is the same
+    /// rows however the window was read (in one invocation or in parts).
     pub sampled: bool,
 }
 

@@ -98,31 +98,45 @@ impl Partial {
     }
 }
 
-/// Rows sorted by key as bytes, and their [`SampleMeta`].
+/// Writes rows sorted by key to `out` (each the key, then `width` values, little-endian)
+/// and answers their [`SampleMeta`].
 fn encode(
     keys: &[u64],
     width: usize,
     value: impl Fn(usize, usize) -> f64,
-) -> (Vec<u8>, SampleMeta) {
-    let mut out = Vec::with_capacity(keys.len() * 8 * (1 + width));
+    out: &mut impl std::io::Write,
+) -> std::io::Result<SampleMeta> {
     for (i, k) in keys.iter().enumerate() {
-        out.extend_from_slice(&k.to_le_bytes());
+        out.write_all(&k.to_le_bytes())?;
         for j in 0..width {
-            out.extend_from_slice(&value(i, j).to_le_bytes());
+            out.write_all(&value(i, j).to_le_bytes())?;
         }
     }
+    out.flush()?;
     let fences = keys
         .iter()
         .skip(FENCE - 1)
         .step_by(FENCE)
         .copied()
         .collect();
-    let meta = SampleMeta {
+    Ok(SampleMeta {
         rows: keys.len() as u64,
         width,
         fences,
-    };
-    (out, meta)
+    })
+}
+
+/// [`encode`] into a temporary file (a part's sample is up to the whole sample's size, so
+/// it is not copied in memory).
+fn encode_file(
+    keys: &[u64],
+    width: usize,
+    value: impl Fn(usize, usize) -> f64,
+) -> Result<(tempfile::NamedTempFile, SampleMeta), StageError> {
+    let file = tempfile::NamedTempFile::new().map_err(StageError::transient)?;
+    let mut out = std::io::BufWriter::new(file.reopen().map_err(StageError::transient)?);
+    let meta = encode(keys, width, value, &mut out).map_err(StageError::transient)?;
+    Ok((file, meta))
 }
 
 /// Rows from bytes [`encode`] wrote (a whole number of rows).
@@ -175,24 +189,27 @@ impl<'f> Scan<'f> {
         self
     }
 
-    /// The part's summary, its drift sample rows and its estimator's sample rows.
-    pub(crate) fn into_partial(mut self) -> Result<(Partial, Vec<u8>, Vec<u8>), StageError> {
+    /// The part's summary, and the files of its drift sample rows and its estimator's
+    /// sample rows.
+    pub(crate) fn into_partial(
+        mut self,
+    ) -> Result<(Partial, tempfile::NamedTempFile, tempfile::NamedTempFile), StageError> {
         self.acc.seal();
         let numeric = self.acc.numeric_columns();
         let (sample, sample_meta) = {
             let acc = &self.acc;
-            encode(acc.slots.keys(), numeric.len() + 1, |i, j| {
+            encode_file(acc.slots.keys(), numeric.len() + 1, |i, j| {
                 match numeric.get(j) {
                     Some(f) => acc.sample[*f][i],
                     None => acc.score_sample[i],
                 }
-            })
+            })?
         };
         let est = &self.acc.estimation;
         let width = est.sample.first().map_or(0, Vec::len);
-        let (estimation, estimation_meta) = encode(est.slots.keys(), width, |i, j| {
+        let (estimation, estimation_meta) = encode_file(est.slots.keys(), width, |i, j| {
             est.sample[i].get(j).copied().unwrap_or(f64::NAN)
-        });
+        })?;
         let (cbpe, reconstruction, dle) = est.sums();
         let partial = Partial {
             captures: self.captures.clone(),
@@ -335,7 +352,10 @@ mod tests {
                 v
             })
             .collect();
-        let metas: Vec<SampleMeta> = parts.iter().map(|k| encode(k, 0, |_, _| 0.0).1).collect();
+        let metas: Vec<SampleMeta> = parts
+            .iter()
+            .map(|k| encode(k, 0, |_, _| 0.0, &mut std::io::sink()).unwrap())
+            .collect();
         let mut all: Vec<u64> = parts.iter().flatten().copied().collect();
         all.sort_unstable();
         for cap in [1, 500, 1024, 3000, 9000, 20_000] {
@@ -363,7 +383,8 @@ mod tests {
     fn rows_round_trip_bit_for_bit() {
         let keys = [3u64, 9, u64::MAX];
         let values = [[1.5, f64::NAN], [-0.0, 1e-300], [f64::INFINITY, 7.0]];
-        let (bytes, meta) = encode(&keys, 2, |i, j| values[i][j]);
+        let mut bytes = Vec::new();
+        let meta = encode(&keys, 2, |i, j| values[i][j], &mut bytes).unwrap();
         assert_eq!(meta.rows, 3);
         let rows = decode(&bytes, 2);
         for (i, (k, v)) in rows.iter().enumerate() {
