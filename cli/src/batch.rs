@@ -49,7 +49,7 @@ pub struct ScoreArgs {
     /// The version to score with (default: production).
     #[arg(long)]
     pub version: Option<String>,
-    /// Rows per partition (at most 1,000,000; a partition also ends at 16 MiB of input).
+    /// Rows per partition (at most 1,000,000; a partition also ends at 10 MiB of input).
     #[arg(long, default_value_t = lambdaml::batch::DEFAULT_PARTITION_ROWS)]
     pub partition_rows: u64,
     /// The job's name (default: the time and a random suffix).
