@@ -215,7 +215,12 @@ async fn monitor_parts(
             );
         }
     };
-    let emf = lambdaml_monitor::emf_lines(&report, chrono::Utc::now().timestamp_millis());
+    // Stamped at the run's evaluation time, as a single invocation stamps them.
+    let at = chrono::DateTime::parse_from_rfc3339(&report.at).map_or_else(
+        |_| chrono::Utc::now().timestamp_millis(),
+        |t| t.timestamp_millis(),
+    );
+    let emf = lambdaml_monitor::emf_lines(&report, at);
     Ok(lambdaml_monitor::MonitorOutcome {
         html_key: lambdaml::layout::report_html_beside(&planned.report),
         report_key: planned.report,

@@ -188,6 +188,26 @@ async fn a_window_in_parts_reports_what_one_invocation_reports() {
         matches!(again, PartOutcome::AlreadyReported { ref report, .. } if *report == planned.report),
         "{again:?}"
     );
+    // A merge that stopped between the report's JSON and its HTML: the next delivery of any
+    // part renders the HTML from the stored report.
+    let html_key = ObjectKey::new(planned.report.replace("report.json", "report.html")).unwrap();
+    std::fs::remove_file(twin.path().join("store").join(html_key.as_str())).unwrap();
+    let again = monitor
+        .handle_part(&MonitorPartRequest {
+            model: "mixed".into(),
+            run: planned.run.clone(),
+            part: 1,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, PartOutcome::AlreadyReported { .. }),
+        "{again:?}"
+    );
+    assert!(
+        twin_store.exists(&html_key).await.unwrap(),
+        "the HTML is rendered again"
+    );
     // A part the plan does not have, and a run never planned: refused, naming why.
     let bad = |run: &str, part: usize| MonitorPartRequest {
         model: "mixed".into(),

@@ -30,6 +30,7 @@ use lambdaml::layout;
 use lambdaml::message::{Message, MonitorPartRequest, StageMessage};
 use lambdaml::queue::Queue;
 use lambdaml::record::{TriggerKind, stable_run_id};
+use lambdaml::registry::RolloutSlot;
 use lambdaml::stage::StageError;
 use lambdaml::store::{ObjectKey, ObjectStoreExt, StoreError, to_json_bytes};
 use serde::{Deserialize, Serialize};
@@ -78,6 +79,15 @@ pub struct MonitorPlan {
     pub at: DateTime<Utc>,
     /// When the run began (names its report folder).
     pub generated: DateTime<Utc>,
+    /// The feedback files read for the window's labels, listed once here so that every part
+    /// and the merge join the same labels (files keep arriving while the parts run).
+    pub feedback: Vec<String>,
+    /// The shadow as the run began (the parts and the merge judge this rollout or none).
+    #[serde(default)]
+    pub shadow: Option<RolloutSlot>,
+    /// The canary as the run began.
+    #[serde(default)]
+    pub canary: Option<RolloutSlot>,
     /// The parts, in window order.
     pub parts: Vec<PlannedPart>,
 }
@@ -89,6 +99,15 @@ impl MonitorPlan {
             to: self.to,
             at: self.at,
         }
+    }
+
+    /// The planned feedback files.
+    fn feedback_keys(&self) -> Result<Vec<ObjectKey>, StageError> {
+        self.feedback
+            .iter()
+            .map(|k| ObjectKey::new(k.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StageError::invalid)
     }
 }
 
@@ -230,6 +249,7 @@ impl Monitor {
             .next()
             .unwrap_or_default()
             .to_string();
+        let feedback = self.feedback_keys(model, interval).await?;
         let plan = MonitorPlan {
             request: request.clone(),
             version: found.manifest.version.clone(),
@@ -237,6 +257,9 @@ impl Monitor {
             to: interval.to,
             at: interval.at,
             generated,
+            feedback: feedback.iter().map(ToString::to_string).collect(),
+            shadow: found.registry.shadow.clone(),
+            canary: found.registry.canary.clone(),
             parts,
         };
         let plan_key = layout::monitor_plan(model, &run)?;
@@ -284,17 +307,18 @@ impl Monitor {
                 request.part
             )));
         };
-        let (_, report_key, _) = run_keys(model, &plan.interval(), plan.generated)?;
-        if self.store.exists(&report_key).await? {
-            return Ok(PartOutcome::AlreadyReported {
-                model: model.into(),
-                run: run.into(),
-                report: report_key.to_string(),
-            });
+        let (_, report_key, html_key) = run_keys(model, &plan.interval(), plan.generated)?;
+        let reported = PartOutcome::AlreadyReported {
+            model: model.into(),
+            run: run.into(),
+            report: report_key.to_string(),
+        };
+        if self.finish_publishing(&report_key, &html_key).await? {
+            return Ok(reported);
         }
         let summary_key = layout::monitor_part_file(model, run, request.part, "json")?;
         if !self.store.exists(&summary_key).await? {
-            self.aggregate(&plan, request.part, part).await?;
+            self.aggregate(&plan, run, request.part, part).await?;
         }
         let done = self
             .store
@@ -312,7 +336,14 @@ impl Monitor {
                 parts: plan.parts.len(),
             });
         }
-        let outcome = self.merge(&plan, run).await?;
+        let outcome = match self.merge(&plan, run).await {
+            Ok(outcome) => outcome,
+            // Another delivery of this part merged meanwhile.
+            Err(_) if self.finish_publishing(&report_key, &html_key).await? => {
+                return Ok(reported);
+            }
+            Err(e) => return Err(e),
+        };
         Ok(PartOutcome::Reported {
             model: model.into(),
             run: run.into(),
@@ -325,7 +356,31 @@ impl Monitor {
         })
     }
 
-    /// The production version the plan was made for, as found now.
+    /// Whether the run's report is written: its HTML (written last) is there, or its JSON is
+    /// and the HTML is then rendered from it (a merge that stopped between the two).
+    async fn finish_publishing(
+        &self,
+        report_key: &ObjectKey,
+        html_key: &ObjectKey,
+    ) -> Result<bool, StageError> {
+        if self.store.exists(html_key).await? {
+            return Ok(true);
+        }
+        let report: crate::report::Report = match self.store.get_json(report_key).await {
+            Ok(r) => r,
+            Err(lambdaml::store::JsonError::Store(StoreError::NotFound(_))) => return Ok(false),
+            Err(e) => return Err(StageError::from(e)),
+        };
+        let html = bytes::Bytes::from(crate::html::render(&report));
+        match self.store.put_if_absent(html_key, html).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The production version and rollout the plan was made for, as found now: a run whose
+    /// production or rollout changed meanwhile (by a person, or by this run's own merge
+    /// before a crash) is refused rather than judged on mixed evidence or applied twice.
     async fn found_for(&self, plan: &MonitorPlan) -> Result<crate::found::Found, StageError> {
         let model = plan.request.model.as_str();
         let found = self.find(model).await?;
@@ -335,6 +390,11 @@ impl Monitor {
                 plan.version, found.manifest.version
             )));
         }
+        if found.registry.shadow != plan.shadow || found.registry.canary != plan.canary {
+            return Err(StageError::permanent(format!(
+                "the rollout of {model} changed while its window was aggregated in parts: run the monitor again"
+            )));
+        }
         Ok(found)
     }
 
@@ -342,14 +402,14 @@ impl Monitor {
     async fn aggregate(
         &self,
         plan: &MonitorPlan,
+        run: &str,
         index: usize,
         part: &PlannedPart,
     ) -> Result<(), StageError> {
         let model = plan.request.model.as_str();
-        let run = run_of(plan)?;
         let found = self.found_for(plan).await?;
         let interval = plan.interval();
-        let labels = self.read_labels(model, &interval).await?;
+        let labels = self.labels_of(&plan.feedback_keys()?).await?;
         let mut scan = Scan::new(&found, &self.config, labels, &interval)?.for_part();
         let keys = part
             .keys
@@ -359,7 +419,7 @@ impl Monitor {
             .map_err(StageError::invalid)?;
         self.fold_keys(&mut scan, &keys).await?;
         let (summary, sample, estimation) = scan.into_partial()?;
-        let file = |ext: &str| layout::monitor_part_file(model, &run, index, ext);
+        let file = |ext: &str| layout::monitor_part_file(model, run, index, ext);
         self.store.put_file(&file("sample")?, sample.path()).await?;
         self.store
             .put_file(&file("estimation")?, estimation.path())
@@ -389,7 +449,7 @@ impl Monitor {
         let found = self.found_for(plan).await?;
         timings.lap("baseline");
         let interval = plan.interval();
-        let labels = self.read_labels(model, &interval).await?;
+        let labels = self.labels_of(&plan.feedback_keys()?).await?;
         timings.lap("feedback");
         let mut scan = Scan::new(&found, &self.config, labels, &interval)?;
         let mut metas = Vec::with_capacity(plan.parts.len());
@@ -412,7 +472,7 @@ impl Monitor {
                 estimation_cap,
             )
             .await?;
-        scan.set_samples(sample, estimation);
+        scan.set_samples(sample, estimation)?;
         let scanned = scan.finish()?;
         timings.lap("captures");
         self.conclude(
@@ -480,12 +540,6 @@ async fn send_parts(
             .map_err(|e| StageError::context("sending a monitor part message", e))?;
     }
     Ok(())
-}
-
-/// The run's name, from the plan.
-fn run_of(plan: &MonitorPlan) -> Result<String, StageError> {
-    let (prefix, _, _) = run_keys(&plan.request.model, &plan.interval(), plan.generated)?;
-    Ok(prefix.rsplit('/').next().unwrap_or_default().to_string())
 }
 
 /// Whether `run` can be a run's name (`<stamp>-<salt>`): no separators, nothing odd.

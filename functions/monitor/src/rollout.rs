@@ -89,10 +89,10 @@ impl Side {
     }
 }
 
-/// The rollout's accumulator over a window's records.
 /// One side of a part's rollout accumulator.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SidePart {
+    version: String,
     requests: u64,
     rows: u64,
     errors: u64,
@@ -103,11 +103,14 @@ pub(crate) struct SidePart {
 /// A part's rollout accumulator, as its summary carries it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RolloutPart {
+    role: Role,
+    version: String,
     production: SidePart,
     candidate: SidePart,
     skipped: u64,
 }
 
+/// The rollout's accumulator over a window's records.
 #[derive(Debug)]
 pub(crate) struct RolloutAcc {
     role: Role,
@@ -165,10 +168,10 @@ impl RolloutAcc {
         })
     }
 
-    /// The candidate version.
     /// What this part of a window saw, for the merge (the monitor's fan-out).
     pub(crate) fn part(&self) -> RolloutPart {
         let side = |s: &Side| SidePart {
+            version: s.version.clone(),
             requests: s.requests,
             rows: s.rows,
             errors: s.errors,
@@ -176,10 +179,19 @@ impl RolloutAcc {
             kept: s.kept.iter().map(|(k, r)| (k.clone(), r.clone())).collect(),
         };
         RolloutPart {
+            role: self.role,
+            version: self.candidate.version.clone(),
             production: side(&self.production),
             candidate: side(&self.candidate),
             skipped: self.skipped,
         }
+    }
+
+    /// Whether `part` judged the same rollout (role and candidate) as this window.
+    pub(crate) fn judges(&self, part: &RolloutPart) -> bool {
+        part.role == self.role
+            && part.version == self.candidate.version
+            && part.production.version == self.production.version
     }
 
     /// Adds a later part of the window: the same as having folded its records here while
@@ -201,6 +213,7 @@ impl RolloutAcc {
         self.skipped += part.skipped;
     }
 
+    /// The candidate version.
     pub(crate) fn candidate(&self) -> &str {
         &self.candidate.version
     }

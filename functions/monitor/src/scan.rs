@@ -104,13 +104,30 @@ impl Monitor {
         model: &str,
         interval: &Interval,
     ) -> Result<Labels, StageError> {
-        let mut labels = Labels::default();
+        let keys = self.feedback_keys(model, interval).await?;
+        self.labels_of(&keys).await
+    }
+
+    /// The feedback files [`Monitor::read_labels`] reads for `interval`.
+    pub(crate) async fn feedback_keys(
+        &self,
+        model: &str,
+        interval: &Interval,
+    ) -> Result<Vec<ObjectKey>, StageError> {
         let until = interval.at.max(interval.to) + Duration::milliseconds(1);
-        for k in self
-            .keys_between(layout::FEEDBACK, model, interval.from, until)
-            .await?
-        {
-            labels.add(&self.store.get(&k).await?.bytes);
+        self.keys_between(layout::FEEDBACK, model, interval.from, until)
+            .await
+    }
+
+    /// The labels in the feedback files `keys` (a file gone meanwhile is skipped).
+    pub(crate) async fn labels_of(&self, keys: &[ObjectKey]) -> Result<Labels, StageError> {
+        let mut labels = Labels::default();
+        for k in keys {
+            match self.store.get(k).await {
+                Ok(o) => labels.add(&o.bytes),
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(labels)
     }

@@ -433,8 +433,8 @@ pub trait DirectRequest: serde::de::DeserializeOwned {
     fn into_message(self) -> Message;
 }
 
-/// A monitor part sent directly (`{"model", "run", "part"}`) is the planned run's part: the
-/// same run id its queued message has.
+/// A monitor part sent directly (`{"model_name", "run", "part"}`) is the planned run's
+/// part: the same run id its queued message has.
 impl DirectRequest for MonitorPartRequest {
     fn into_message(self) -> Message {
         let seed = format!("monitor-{}-{}", self.model, self.run);

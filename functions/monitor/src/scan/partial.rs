@@ -295,7 +295,7 @@ impl<'f> Scan<'f> {
         est.seen += part.estimation_seen;
         est.skipped += part.estimation_skipped;
         match (&mut self.rollout, part.rollout) {
-            (Some(acc), Some(p)) => acc.absorb(p),
+            (Some(acc), Some(p)) if acc.judges(&p) => acc.absorb(p),
             (None, None) => {}
             _ => {
                 return Err(StageError::permanent(
@@ -307,27 +307,31 @@ impl<'f> Scan<'f> {
     }
 
     /// The merged samples: the drift sample's rows and the estimator's, each sorted by key
-    /// and at most its cap.
+    /// and at most its cap. Rows of another width than this window's (a part written for
+    /// another baseline) are refused.
     pub(crate) fn set_samples(
         &mut self,
         sample: Vec<(u64, Vec<f64>)>,
         estimation: Vec<(u64, Vec<f64>)>,
-    ) {
+    ) -> Result<(), StageError> {
         let numeric = self.acc.numeric_columns();
+        if sample.iter().any(|(_, v)| v.len() != numeric.len() + 1) {
+            return Err(StageError::permanent(
+                "a monitor part's sample rows do not fit this baseline: run the monitor again",
+            ));
+        }
         let acc = &mut self.acc;
         for (j, f) in numeric.iter().enumerate() {
             acc.sample[*f] = sample.iter().map(|(_, v)| v[j]).collect();
         }
-        acc.score_sample = sample
-            .iter()
-            .map(|(_, v)| v.last().copied().unwrap_or(f64::NAN))
-            .collect();
+        acc.score_sample = sample.iter().map(|(_, v)| v[numeric.len()]).collect();
         acc.slots
             .set_sorted(sample.iter().map(|(k, _)| *k).collect());
         let est = &mut acc.estimation;
         est.slots
             .set_sorted(estimation.iter().map(|(k, _)| *k).collect());
         est.sample = estimation.into_iter().map(|(_, v)| v).collect();
+        Ok(())
     }
 
     /// The drift sample's cap and the estimator's.
