@@ -34,6 +34,26 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A copy of the store and queues under `root` (`store/`, `queues/`), opened.
+async fn twin_of(
+    root: &Path,
+) -> (
+    tempfile::TempDir,
+    Arc<dyn ObjectStore>,
+    lambdaml::queue::Queues,
+) {
+    let twin = tempfile::tempdir().unwrap();
+    copy_dir(root, twin.path());
+    let store: Arc<dyn ObjectStore> = Arc::new(FileStore::open(twin.path().join("store")).unwrap());
+    let queues = open_queues(
+        &format!("file://{}", twin.path().join("queues").display()),
+        3,
+    )
+    .await
+    .unwrap();
+    (twin, store, queues)
+}
+
 /// Every number of `a` and `b` within `tolerance` (relative), everything else equal;
 /// the first difference's path.
 fn close(a: &Value, b: &Value, tolerance: f64, path: &str) -> Result<(), String> {
@@ -83,16 +103,7 @@ async fn a_window_in_parts_reports_what_one_invocation_reports() {
     .await;
     // A twin of the store, so each run starts from the same state (concept-drift and
     // late-label state are written by a run).
-    let twin = tempfile::tempdir().unwrap();
-    copy_dir(d.root(), twin.path());
-    let twin_store: Arc<dyn ObjectStore> =
-        Arc::new(FileStore::open(twin.path().join("store")).unwrap());
-    let twin_queues = open_queues(
-        &format!("file://{}", twin.path().join("queues").display()),
-        3,
-    )
-    .await
-    .unwrap();
+    let (twin, twin_store, twin_queues) = twin_of(d.root()).await;
     // Samples smaller than the window, so that which rows they keep matters.
     let config = MonitorConfig {
         sample_rows: 500,
@@ -336,16 +347,7 @@ async fn a_shadow_rollout_in_parts_is_judged_as_in_one_invocation() {
     // The same traffic and labels again, an hour earlier: two capture hours, two parts.
     copy_records(&store, "captures", "mixed", true).await;
     copy_records(&store, "feedback", "mixed", false).await;
-    let twin = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), twin.path());
-    let twin_store: Arc<dyn ObjectStore> =
-        Arc::new(FileStore::open(twin.path().join("store")).unwrap());
-    let twin_queues = open_queues(
-        &format!("file://{}", twin.path().join("queues").display()),
-        3,
-    )
-    .await
-    .unwrap();
+    let (_twin, twin_store, twin_queues) = twin_of(dir.path()).await;
     let now = chrono::Utc::now();
     let ask = lambdaml_monitor::MonitorRequest {
         model: "mixed".into(),

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use crate::bin::{lambdaml, ok};
+use crate::bin::{lambdaml, ok, walk};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -348,20 +348,6 @@ fn runs_lineage_caching_and_the_dashboard_over_a_whole_loop() {
     assert_eq!(status, 404, "only monitoring reports are served");
     let (status, _) = ui.request("POST / HTTP/1.1");
     assert_eq!(status, 405, "read-only");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// `lambdaml ui` on a free loopback port, stopped when dropped.

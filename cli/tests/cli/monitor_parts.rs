@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::bin::{ok, repo, train_breast_cancer};
+use crate::bin::{ok, repo, train_breast_cancer, walk};
 
 /// `lambdaml --json monitor …` over the four hours with parts of `mib`.
 fn monitor(dir: &Path, mib: &str) -> (bool, String, String) {
@@ -137,18 +137,4 @@ fn a_window_over_the_part_size_is_monitored_in_parts_into_the_same_report() {
         format!("{stdout}{stderr}").contains("LAMBDAML_MONITOR_PARTITION_MIB"),
         "{stdout}{stderr}"
     );
-}
-
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
