@@ -200,8 +200,10 @@ async fn score(ctx: &mut Ctx, args: ScoreArgs) -> Result<()> {
         let key = layout::batch_input_file(&args.model, &job, name)?;
         match source {
             Source::File(path) => {
+                // The file store links a local input instead of copying it (gigabytes);
+                // the job refuses it if it is then changed in place.
                 ctx.store
-                    .put_file(&key, path)
+                    .adopt_file(&key, path)
                     .await
                     .with_context(|| format!("uploading {}", path.display()))?;
             }

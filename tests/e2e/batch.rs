@@ -647,3 +647,127 @@ async fn a_dropped_job_waits_for_the_inputs_its_options_name() {
             .unwrap_err();
     assert!(e.reason().contains("partiton_rows"), "{e:?}");
 }
+
+/// The mixed data without a quote, in the shapes the numeric fast path must hand to the
+/// general path: bad rows, numbers it does not parse itself, blank lines and CRLF ends.
+/// With `quoted`, the note of every row is quoted, which sends every partition down the
+/// `csv` reader's path instead; the values are the same.
+fn unquoted_csv(rows: usize, quoted: bool) -> String {
+    let data = mixed_csv(rows);
+    let mut out = String::from("id,amount,count,member,color,label,note\n");
+    let note = if quoted { "\"plain\"" } else { "plain" };
+    for (i, row) in data.lines().skip(1).enumerate() {
+        let v: Vec<&str> = row.split(',').collect();
+        let (amount, count, member, color, label) = (v[0], v[1], v[2], v[3], v[4]);
+        let line = match i % 50 {
+            3 => format!("{i},{amount},{count},{member},{color},{label}"),
+            5 => format!("{i},abc,{count},{member},{color},{label},{note}"),
+            7 => format!("{i},{amount},{count},{member},purple,{label},{note}"),
+            9 => format!("{i},{amount},{count},{member},{color},{label},{note},extra"),
+            11 => format!("{i},1.5e1,{count},{member},{color},{label},{note}"),
+            13 => format!("{i}, {amount} ,{count},{member}, {color},{label},{note}"),
+            15 => format!("{i},,{count},{member},{color},{label},{note}"),
+            17 => format!("{i},-{amount},{count},yes,{color},{label},{note}"),
+            19 => {
+                format!("{i},{amount}00000000000000000001,{count},{member},{color},{label},{note}")
+            }
+            21 => format!("{i},{amount},,{member},{color},{label},{note}"),
+            23 => format!("{i},{amount},{count}.0,{member},{color},{label},{note}"),
+            _ => format!("{i},{amount},{count},{member},{color},{label},{note}"),
+        };
+        out.push_str(&line);
+        out.push_str(match i % 13 {
+            0 => "\r\n",
+            4 => "\n\n",
+            8 => "\r\n\r\n",
+            _ => "\n",
+        });
+    }
+    out.push_str("999999,\u{ff}-not-utf8,1,true,red,1,");
+    out.push_str(note);
+    out.push('\n');
+    out
+}
+
+/// Every rejected row of `file`, in row order.
+async fn rejected_of(s: &Setup, job: &str, file: &str) -> Vec<RejectedRow> {
+    let manifest = s.manifest(job).await.unwrap();
+    let bytes = s
+        .store
+        .get(manifest.rejected_key.as_ref().unwrap())
+        .await
+        .unwrap()
+        .bytes;
+    let mut rows: Vec<RejectedRow> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .filter(|r: &RejectedRow| r.file == file)
+        .collect();
+    rows.sort_by_key(|r| r.row);
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_numeric_fast_path_scores_and_rejects_as_the_csv_reader_does() {
+    let s = setup().await;
+    let mut fast = unquoted_csv(900, false).into_bytes();
+    let mut slow = unquoted_csv(900, true).into_bytes();
+    // The last row's amount is not UTF-8.
+    for bytes in [&mut fast, &mut slow] {
+        let pos = bytes.len() - bytes.iter().rev().position(|&b| b == 0xC3).unwrap() - 1;
+        bytes[pos] = 0xFF;
+        bytes.remove(pos + 1);
+    }
+    assert!(!fast.contains(&b'"') && slow.contains(&b'"'));
+    s.put("fp", "fast.csv", fast).await;
+    s.put("fp", "slow.csv", slow).await;
+    let handled = s.run("fp", 100, 2).await;
+    assert!(handled.iter().all(|h| h.outcome == "ok"), "{handled:#?}");
+    let manifest = s.manifest("fp").await.unwrap();
+    assert_eq!(manifest.status, JobStatus::Succeeded, "{manifest:#?}");
+    assert_eq!(manifest.rows_in, 2 * 901);
+    // Every scored row the same, bit for bit, with the same input columns.
+    let outputs = s.outputs("fp").await;
+    let of = |file: &str| -> Vec<(u64, (String, u64, String))> {
+        outputs
+            .iter()
+            .filter(|((f, _), _)| f == file)
+            .map(|((_, row), (p, x, c))| (*row, (p.clone(), x.to_bits(), c.clone())))
+            .collect()
+    };
+    let (fast_out, slow_out) = (of("fast.csv"), of("slow.csv"));
+    assert!(fast_out.len() > 700, "{}", fast_out.len());
+    assert_eq!(fast_out, slow_out);
+    // Rows the fast path handed on: a number with spaces, a trailing zero, an exponent,
+    // a boolean word, a missing amount, all scored (or refused) as the reader's path does.
+    for row in [11, 13, 15, 17, 23] {
+        assert!(fast_out.iter().any(|(r, _)| *r == row), "row {row} scored");
+    }
+    // The same rejections: rows, physical lines, reasons and text.
+    let (fast_rej, slow_rej) = (
+        rejected_of(&s, "fp", "fast.csv").await,
+        rejected_of(&s, "fp", "slow.csv").await,
+    );
+    let strip = |rows: &[RejectedRow]| -> Vec<String> {
+        rows.iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.file.clear();
+                r.record = r
+                    .record
+                    .map(|t| t.replace("\"plain\"", "plain").replace(",plain", ",note"));
+                serde_json::to_string(&r).unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(strip(&fast_rej), strip(&slow_rej));
+    let reasons = serde_json::to_string(&fast_rej).unwrap();
+    for needle in ["expected 7 fields", "abc", "purple", "not UTF-8"] {
+        assert!(reasons.contains(needle), "{needle}: {reasons}");
+    }
+    // Lines count blank lines and CRLF ends: data row 9 (the row with a field too many)
+    // is on line 13, after a blank line and a blank CRLF line.
+    let long = fast_rej.iter().find(|r| r.row == 9).unwrap();
+    assert_eq!(long.line, Some(13), "{long:?}");
+}

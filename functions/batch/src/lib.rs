@@ -17,6 +17,7 @@
 //! deleted, or whose input changed (another etag), fails with the reason in its manifest,
 //! and its remaining partitions stop without scoring.
 
+mod fast;
 mod finish;
 mod plan;
 mod read;

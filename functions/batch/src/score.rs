@@ -30,7 +30,7 @@ use crate::write::{InputColumns, Output};
 use crate::{Batch, BatchOutcome};
 
 /// Rows encoded and predicted together.
-const BLOCK_ROWS: usize = 4096;
+pub(crate) const BLOCK_ROWS: usize = 4096;
 
 /// A model version ready to score batches: the same manifest, pipeline and weights the
 /// score function loads.
@@ -40,8 +40,8 @@ pub struct Scorer {
     pub model: String,
     /// The version.
     pub version: String,
-    pipeline: FeaturePipeline,
-    dense: DenseModel,
+    pub(crate) pipeline: FeaturePipeline,
+    pub(crate) dense: DenseModel,
     classes: Option<Vec<String>>,
 }
 
@@ -354,7 +354,7 @@ fn score_data(
     }
 }
 
-fn text_of(record: &csv::ByteRecord) -> String {
+pub(crate) fn text_of(record: &csv::ByteRecord) -> String {
     let mut text = record
         .iter()
         .map(String::from_utf8_lossy)
@@ -373,7 +373,7 @@ fn text_of(record: &csv::ByteRecord) -> String {
 
 /// Why a record cannot be scored before encoding: a field count other than the header's,
 /// or an input field that is not UTF-8.
-fn record_problem(
+pub(crate) fn record_problem(
     record: &csv::ByteRecord,
     header: &[String],
     columns: &[usize],
@@ -418,6 +418,17 @@ fn score_csv(
         input.name.clone(),
         plan.include_inputs.then(|| InputColumns::text(width)),
     );
+    if crate::fast::eligible(bytes) {
+        return crate::fast::score_partition(
+            scorer,
+            part,
+            header,
+            &columns,
+            &input.name,
+            bytes,
+            out,
+        );
+    }
     let mut rejected = Vec::new();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)

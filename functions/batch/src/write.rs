@@ -15,6 +15,7 @@ use lambdaml::store::{ObjectKey, ObjectStoreExt, StoreError};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::Batch;
 use crate::score::{Scored, Scorer};
@@ -191,9 +192,22 @@ pub(crate) async fn write_partition(
     let out = scored.output;
     let parquet = run_blocking("writing a batch partition's output", move || {
         let batch = out.batch(&scorer2, &input_names)?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
+        // Row ids and scores are (nearly) all distinct: a dictionary for them is work
+        // thrown away when the writer falls back to plain pages.
+        let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+        for field in batch.schema().fields() {
+            if matches!(
+                field.data_type(),
+                arrow_schema::DataType::Float64 | arrow_schema::DataType::UInt64
+            ) && (field.name() == "row"
+                || field.name() == "prediction"
+                || field.name().starts_with("p_"))
+            {
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        let props = props.build();
         let mut bytes = Vec::new();
         let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))
             .map_err(|e| e.to_string())?;

@@ -355,6 +355,111 @@ async fn file_store_cas_holds_across_independent_openers() {
     );
 }
 
+/// A large object's etag is hashed once, not once per process: the next opener reads it
+/// from `.etags/` while the file is the same version, and hashes again once it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_remembers_large_etags_across_openers() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let source = dir.path().join("source.bin");
+    std::fs::write(&source, &big).unwrap();
+    let k = key("batch/m/j/input/big.csv");
+    let put = FileStore::open(dir.path())
+        .unwrap()
+        .put_file(&k, &source)
+        .await
+        .unwrap();
+    let remembered: Vec<_> = std::fs::read_dir(dir.path().join(".etags"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(remembered.len(), 1, "one object remembered");
+    let other = FileStore::open(dir.path()).unwrap();
+    assert_eq!(other.head(&k).await.unwrap().unwrap().etag, put.etag);
+    // It is read, not recomputed: a remembered etag that names the same version is used.
+    let text = std::fs::read_to_string(&remembered[0]).unwrap();
+    let forged = text.replace(put.etag.as_str(), "\"forged\"");
+    std::fs::write(&remembered[0], forged).unwrap();
+    let third = FileStore::open(dir.path()).unwrap();
+    assert_eq!(third.head(&k).await.unwrap().unwrap().etag, "\"forged\"");
+    // The object changed in place (same size, new bytes): the memory is stale and ignored.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut changed = big.clone();
+    changed[0] ^= 1;
+    std::fs::write(dir.path().join(k.as_str()), &changed).unwrap();
+    let fourth = FileStore::open(dir.path()).unwrap();
+    let now = fourth.head(&k).await.unwrap().unwrap().etag;
+    assert_ne!(now, put.etag);
+    assert_ne!(now, "\"forged\"");
+    let rewritten = FileStore::open(dir.path())
+        .unwrap()
+        .put(&key("again.bin"), Bytes::from(changed))
+        .await
+        .unwrap();
+    assert_eq!(now, rewritten.etag, "the content's etag, as a put gives");
+    // Listings do not show the memory.
+    let all = fourth.list_all("").await.unwrap();
+    assert!(
+        all.iter().all(|o| !o.key.as_str().starts_with('.')),
+        "{all:?}"
+    );
+}
+
+/// An adopted file is linked, not copied: its etag holds while it is unchanged (head, get
+/// and ranges agree), and a change in place is a new version that a reader holding the
+/// old etag is refused. A small file gets its content's etag, as a put would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_adopts_files_without_copying() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path().join("store")).unwrap();
+    let big: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let source = dir.path().join("input.csv");
+    std::fs::write(&source, &big).unwrap();
+    let k = key("batch/m/j/input/input.csv");
+    let meta = store.adopt_file(&k, &source).await.unwrap();
+    assert_eq!(meta.size, big.len() as u64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let stored = dir.path().join("store").join(k.as_str());
+        assert_eq!(
+            std::fs::metadata(&stored).unwrap().ino(),
+            std::fs::metadata(&source).unwrap().ino(),
+            "linked, not copied"
+        );
+    }
+    let other = FileStore::open(dir.path().join("store")).unwrap();
+    assert_eq!(other.head(&k).await.unwrap().unwrap().etag, meta.etag);
+    let got = other.get(&k).await.unwrap();
+    assert_eq!(got.etag, meta.etag);
+    assert_eq!(&got.bytes[..], &big[..]);
+    let range = other.get_range(&k, 5..10, Some(&meta.etag)).await.unwrap();
+    assert_eq!(&range[..], &big[5..10]);
+    // Changed in place: a new version.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut changed = big.clone();
+    changed[7] ^= 1;
+    std::fs::write(&source, &changed).unwrap();
+    let third = FileStore::open(dir.path().join("store")).unwrap();
+    assert!(matches!(
+        third.get_range(&k, 5..10, Some(&meta.etag)).await,
+        Err(StoreError::PreconditionFailed { .. })
+    ));
+    assert_ne!(third.head(&k).await.unwrap().unwrap().etag, meta.etag);
+    // A small file: the content's etag.
+    let small = dir.path().join("small.csv");
+    std::fs::write(&small, b"a,b\n1,2\n").unwrap();
+    let adopted = store
+        .adopt_file(&key("s/adopted.csv"), &small)
+        .await
+        .unwrap();
+    let put = store
+        .put(&key("s/put.csv"), Bytes::from_static(b"a,b\n1,2\n"))
+        .await
+        .unwrap();
+    assert_eq!(adopted.etag, put.etag);
+}
+
 #[tokio::test]
 async fn file_store_refuses_reserved_and_escaping_keys() {
     let dir = tempfile::tempdir().unwrap();

@@ -63,6 +63,15 @@ impl Identity {
 /// The most remembered etags: past it the memo starts over.
 const MAX_REMEMBERED_ETAGS: usize = 4096;
 
+/// Where the etags of large objects are remembered across processes (see
+/// [`FileStore::etag_of_open`]).
+const ETAG_DIR: &str = ".etags";
+
+/// Objects at least this large have their etag remembered on disk: hashing one costs more
+/// than reading a small file (a 2 GB input took over a second per process to hash, once
+/// for the planner and again in every batch worker).
+const REMEMBER_ON_DISK_BYTES: u64 = 8 << 20;
+
 /// What a conditional write requires of the current object.
 #[derive(Debug, Clone, Copy)]
 enum Condition<'a> {
@@ -124,11 +133,20 @@ impl FileStore {
         size: u64,
         condition: Condition<'_>,
     ) -> Result<ObjectMeta, StoreError> {
+        // The version written, known before the rename (which keeps inode and times): after
+        // it, another writer may already have replaced the object.
+        let written = (size >= REMEMBER_ON_DISK_BYTES)
+            .then(|| fs::metadata(tmp).ok())
+            .flatten()
+            .map(|meta| Identity::of(&meta));
         let result = self.commit_inner(key, tmp, condition);
         if result.is_err() {
             let _ = fs::remove_file(tmp);
         }
         result?;
+        if let (Some(identity), Ok(path)) = (written, self.path_of(key)) {
+            self.remember_etag(&path, identity, &etag);
+        }
         Ok(ObjectMeta {
             key: key.clone(),
             size,
@@ -169,14 +187,14 @@ impl FileStore {
                     }
                 }
                 Condition::Matches(expected) => {
-                    let current = match fs::read(&path) {
-                        Ok(bytes) => bytes,
+                    let current = match File::open(&path) {
+                        Ok(file) => self.etag_of_open(&path, &file)?,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                             return Err(StoreError::NotFound(key.to_string()));
                         }
                         Err(e) => return Err(StoreError::io(&path, e)),
                     };
-                    if content_etag(&current) != expected {
+                    if current != expected {
                         return Err(StoreError::PreconditionFailed {
                             key: key.to_string(),
                             expected: expected.to_string(),
@@ -228,7 +246,14 @@ impl FileStore {
             return Ok(etag.clone());
         }
         drop(memo);
-        let (etag, _) = Self::hash_file(path)?;
+        let remembered = (identity.size >= REMEMBER_ON_DISK_BYTES)
+            .then(|| self.remembered_etag(path, identity))
+            .flatten();
+        let hashed = remembered.is_none();
+        let etag = match remembered {
+            Some(etag) => etag,
+            None => Self::hash_file(path)?.0,
+        };
         // The file hashed may be a newer version than `identity` if it was replaced in
         // between: remember it only if the identity still holds.
         let now = Identity::of(&fs::metadata(path).map_err(|e| StoreError::io(path, e))?);
@@ -241,8 +266,54 @@ impl FileStore {
                 memo.clear();
             }
             memo.insert(path.to_path_buf(), (identity, etag.clone()));
+            drop(memo);
+            if hashed {
+                self.remember_etag(path, identity, &etag);
+            }
         }
         Ok(etag)
+    }
+
+    /// The file that remembers the etag of the object at `path`.
+    fn etag_file(&self, path: &Path) -> PathBuf {
+        let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+        self.root.join(ETAG_DIR).join(hex::encode(&digest[..16]))
+    }
+
+    /// The etag remembered for the object at `path` if it is still the version
+    /// `identity` (inode, size and modification time: objects are replaced by a rename).
+    fn remembered_etag(&self, path: &Path, identity: Identity) -> Option<String> {
+        let text = fs::read_to_string(self.etag_file(path)).ok()?;
+        let mut words = text.split_whitespace();
+        let known = Identity {
+            inode: words.next()?.parse().ok()?,
+            size: words.next()?.parse().ok()?,
+            modified_ns: words.next()?.parse().ok()?,
+        };
+        let etag = words.next()?;
+        (known == identity && words.next().is_none()).then(|| etag.to_string())
+    }
+
+    /// Remembers a large object's etag for other processes (best effort: a failure only
+    /// means the next process hashes the object again).
+    fn remember_etag(&self, path: &Path, identity: Identity, etag: &str) {
+        if identity.size < REMEMBER_ON_DISK_BYTES {
+            return;
+        }
+        let file = self.etag_file(path);
+        let text = format!(
+            "{} {} {} {etag}\n",
+            identity.inode, identity.size, identity.modified_ns
+        );
+        let tmp = self.temp_path();
+        let written = file
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::write(&tmp, text))
+            .and_then(|()| fs::rename(&tmp, &file));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
     }
 
     fn read_range(
@@ -396,17 +467,67 @@ async fn blocking<T: Send + 'static>(
 impl ObjectStore for FileStore {
     async fn get(&self, key: &ObjectKey) -> Result<Object, StoreError> {
         let path = self.path_of(key)?;
-        let k = key.to_string();
-        blocking(move || match fs::read(&path) {
-            Ok(bytes) => Ok(Object {
-                etag: content_etag(&bytes),
-                bytes: Bytes::from(bytes),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound(k)),
-            Err(e) if path.is_dir() => Err(StoreError::NotFound(format!("{k} ({e})"))),
-            Err(e) => Err(StoreError::io(&path, e)),
+        let (store, k) = (self.clone(), key.to_string());
+        blocking(move || {
+            let read = File::open(&path).and_then(|mut file| {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)?;
+                Ok((file, bytes))
+            });
+            match read {
+                Ok((file, bytes)) => {
+                    // A large object's etag may be remembered (an adopted file's is not its
+                    // content's hash): head and get agree.
+                    let remembered = (bytes.len() as u64 >= REMEMBER_ON_DISK_BYTES)
+                        .then(|| file.metadata().ok())
+                        .flatten()
+                        .and_then(|meta| store.remembered_etag(&path, Identity::of(&meta)));
+                    Ok(Object {
+                        etag: remembered.unwrap_or_else(|| content_etag(&bytes)),
+                        bytes: Bytes::from(bytes),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound(k)),
+                Err(e) if path.is_dir() => Err(StoreError::NotFound(format!("{k} ({e})"))),
+                Err(e) => Err(StoreError::io(&path, e)),
+            }
         })
         .await
+    }
+
+    async fn adopt_file(&self, key: &ObjectKey, path: &Path) -> Result<ObjectMeta, StoreError> {
+        let (store, k, src) = (self.clone(), key.clone(), path.to_path_buf());
+        let adopted = blocking(move || {
+            store.path_of(&k)?;
+            let tmp = store.temp_path();
+            if fs::hard_link(&src, &tmp).is_err() {
+                // Another file system (or none with links): copy.
+                return Ok(None);
+            }
+            let identity = Identity::of(&fs::metadata(&tmp).map_err(|e| StoreError::io(&tmp, e))?);
+            let etag = if identity.size >= REMEMBER_ON_DISK_BYTES {
+                // Not the content's hash (hashing gigabytes is what adopting avoids): this
+                // version's name, remembered by `commit` for as long as the file is it.
+                let name = format!(
+                    "adopted {} {} {} {k}",
+                    identity.inode, identity.size, identity.modified_ns
+                );
+                format!(
+                    "\"{}\"",
+                    hex::encode(&Sha256::digest(name.as_bytes())[..16])
+                )
+            } else {
+                Self::hash_file(&tmp)?.0
+            };
+            store
+                .commit(&k, &tmp, etag, identity.size, Condition::None)
+                .map(Some)
+        })
+        .await?;
+        match adopted {
+            Some(meta) => Ok(meta),
+            None => self.put_file(key, path).await,
+        }
     }
 
     async fn get_range(

@@ -299,6 +299,16 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Uploads a local file without reading it whole into memory.
     async fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<ObjectMeta, StoreError>;
 
+    /// Stores the local file at `path` as `key`, without copying it where the store can:
+    /// the file store hard-links it when both are on one file system, so the object *is*
+    /// that file from then on. A change made to the file in place is then a new version of
+    /// the object (another etag), which a reader that passes the etag it planned with
+    /// refuses; replacing the file by a rename (what editors do) leaves the object as it
+    /// was. Elsewhere (and where a link cannot be made) this is [`ObjectStore::put_file`].
+    async fn adopt_file(&self, key: &ObjectKey, path: &Path) -> Result<ObjectMeta, StoreError> {
+        self.put_file(key, path).await
+    }
+
     /// Writes only if no object exists under `key`; otherwise [`StoreError::AlreadyExists`].
     async fn put_if_absent(&self, key: &ObjectKey, bytes: Bytes) -> Result<ObjectMeta, StoreError>;
 
