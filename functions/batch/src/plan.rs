@@ -230,18 +230,18 @@ fn split_csv(
     mut on_part: impl FnMut(CsvPart, Option<Vec<u8>>) -> Result<(), StageError>,
 ) -> Result<String, StageError> {
     let mut splitter = CsvSplitter::new(partition_rows, MAX_PARTITION_BYTES);
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = lambdaml::store::AlignedBuf::new(1 << 20);
     // The bytes since the current partition's start (kept only for staging).
     let mut pending: Vec<u8> = Vec::new();
     let mut pending_start = 0u64;
     loop {
-        let n = match reader.read(&mut buf) {
+        let n = match reader.read(buf.as_mut_slice()) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(split_error(key, format!("reading: {e}"))),
         };
-        let chunk = &buf[..n];
+        let chunk = &buf.as_slice()[..n];
         if keep {
             pending.extend_from_slice(chunk);
             if pending.len() as u64 > 2 * MAX_PARTITION_BYTES + (1 << 20) {
@@ -312,16 +312,10 @@ async fn plan_csv(
             run_blocking("splitting a CSV input", move || {
                 let file = std::fs::File::open(&path).map_err(StageError::transient)?;
                 let mut parts = Vec::new();
-                let header = split_csv(
-                    &key,
-                    std::io::BufReader::with_capacity(1 << 20, file),
-                    partition_rows,
-                    false,
-                    |part, _| {
-                        parts.push(part);
-                        Ok(())
-                    },
-                )?;
+                let header = split_csv(&key, file, partition_rows, false, |part, _| {
+                    parts.push(part);
+                    Ok(())
+                })?;
                 Ok::<_, StageError>((header, parts))
             })
             .await??

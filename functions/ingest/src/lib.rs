@@ -712,14 +712,15 @@ async fn write_stream(
 fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    // Aligned: the kernel's copy into it is several times faster (see `AlignedBuf`).
+    let mut buf = lambdaml::store::AlignedBuf::new(1 << 20);
     let mut size = 0u64;
     loop {
-        let n = std::io::Read::read(&mut file, &mut buf)?;
+        let n = std::io::Read::read(&mut file, buf.as_mut_slice())?;
         if n == 0 {
             return Ok((size, hex::encode(hasher.finalize())));
         }
-        hasher.update(&buf[..n]);
+        hasher.update(&buf.as_slice()[..n]);
         size += n as u64;
     }
 }

@@ -39,6 +39,9 @@ pub enum SplitError {
     HeaderNotUtf8,
 }
 
+/// The bytes [`CsvSplitter`] counts at a time where records need no look of their own.
+const BLOCK: usize = 64 << 10;
+
 /// Splits a CSV stream fed in chunks into partitions of at most `rows_per_part` records
 /// and about `max_bytes` bytes (a partition ends at the first record end at or past it).
 #[derive(Debug)]
@@ -163,26 +166,67 @@ impl CsvSplitter {
     }
 
     /// Outside quotes after the header: every line feed before the next quote ends a
-    /// record (one search for the quote, then one pass over the line feeds, instead of a
-    /// search per record). Returns where the general loop goes on (past the quote, which
-    /// opens a quoted field, or the chunk's end).
+    /// record. The bytes up to the quote go in blocks of [`BLOCK`]: a block of whole
+    /// records with no blank line that does not end the partition is only counted (one
+    /// vectorised count of its line feeds); any other is walked record by record.
+    /// Returns where the general loop goes on (past the quote, which opens a quoted field,
+    /// or the chunk's end).
     fn unquoted(&mut self, chunk: &[u8], at: usize, done: &mut Vec<CsvPart>) -> usize {
         let rest = &chunk[at..];
         let quote = memchr::memchr(b'"', rest).unwrap_or(rest.len());
         let mut from = 0;
-        for feed in memchr::memchr_iter(b'\n', &rest[..quote]) {
-            self.note_content(&rest[from..feed]);
-            self.lines += 1;
-            from = feed + 1;
-            self.end_record(self.offset + (at + from) as u64, done);
+        while from < quote {
+            let block = &rest[from..quote.min(from + BLOCK)];
+            let Some(last) = memchr::memrchr(b'\n', block) else {
+                // No record ends in it: a long record, or the chunk's last bytes.
+                self.note_content(block);
+                from += block.len();
+                continue;
+            };
+            let block = &block[..=last];
+            let block_end = self.offset + (at + from + block.len()) as u64;
+            if !self.count_block(block, block_end) {
+                let mut start = 0;
+                for feed in memchr::memchr_iter(b'\n', block) {
+                    self.note_content(&block[start..feed]);
+                    self.lines += 1;
+                    start = feed + 1;
+                    self.end_record(self.offset + (at + from + start) as u64, done);
+                }
+            }
+            from += block.len();
         }
-        self.note_content(&rest[from..quote]);
         if quote < rest.len() {
             self.in_quotes = true;
             self.content = true;
             return at + quote + 1;
         }
         chunk.len()
+    }
+
+    /// Counts `block` (whole records ending at stream offset `block_end`) as records if
+    /// nothing in it needs a look: no line that may be blank, and no partition ending in
+    /// it. Returns whether it did.
+    fn count_block(&mut self, block: &[u8], block_end: u64) -> bool {
+        // Conservative: a line of nothing but `\r`s, or a line feed right after one, may
+        // be a blank line (not a record); any such block is walked.
+        let may_be_blank = (!self.content
+            && (block[0] == b'\n' || block.starts_with(b"\r\n") || block.starts_with(b"\r\r")))
+            || memchr::memmem::find(block, b"\n\n").is_some()
+            || memchr::memmem::find(block, b"\n\r\n").is_some()
+            || memchr::memmem::find(block, b"\n\r\r").is_some();
+        if may_be_blank || block_end - self.part_start >= self.max_bytes {
+            return false;
+        }
+        let records = memchr::memchr_iter(b'\n', block).count() as u64;
+        if self.part_rows + records >= self.rows_per_part {
+            return false;
+        }
+        self.lines += records;
+        self.rows += records;
+        self.part_rows += records;
+        self.content = false;
+        true
     }
 
     fn note_content(&mut self, bytes: &[u8]) {

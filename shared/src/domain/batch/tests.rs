@@ -146,3 +146,34 @@ fn formats_and_job_names() {
     assert!(!valid_job_name(""));
     assert!(!valid_job_name("a/b"));
 }
+
+#[test]
+fn long_unquoted_runs_are_counted_as_the_reader_reads_them() {
+    // 12,000 unquoted records (several counting blocks), a few blank lines, CRLF ends in
+    // one stretch, one quoted field with a line feed in the middle.
+    let mut text = String::from("id,a,b\n");
+    for i in 0..12_000u64 {
+        let end = if (3_000..3_200).contains(&i) {
+            "\r\n"
+        } else {
+            "\n"
+        };
+        if i == 6_000 {
+            text.push_str(&format!("{i},\"x\ny\",{}{end}", i * 7 % 1000));
+        } else {
+            text.push_str(&format!("{i},{},{}{end}", i * 13 % 997, i * 7 % 1000));
+        }
+        if matches!(i, 2_500 | 9_001 | 9_002 | 11_999) {
+            text.push_str(if i == 9_001 { "\r\n" } else { "\n" });
+        }
+    }
+    let text = text.as_bytes();
+    for (rows, max_bytes) in [
+        (100_000, u64::MAX),
+        (4_096, u64::MAX),
+        (5_000, 70_000),
+        (777, 30_000),
+    ] {
+        check(text, rows, max_bytes);
+    }
+}

@@ -341,25 +341,28 @@ impl FileStore {
         }
         let size = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         let (start, end) = (range.start.min(size), range.end.min(size));
-        let mut buf = vec![0u8; end.saturating_sub(start) as usize];
+        let len = end.saturating_sub(start) as usize;
+        let mut buf = super::AlignedBuf::new(len);
         file.seek(SeekFrom::Start(start))
-            .and_then(|_| file.read_exact(&mut buf))
+            .and_then(|_| file.read_exact(buf.as_mut_slice()))
             .map_err(|e| StoreError::io(&path, e))?;
-        Ok(Bytes::from(buf))
+        Ok(buf.into_bytes(len))
     }
 
     fn hash_file(path: &Path) -> Result<(String, u64), StoreError> {
         let mut file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
+        let mut buf = super::AlignedBuf::new(1 << 20);
         let mut size = 0u64;
         loop {
-            let n = file.read(&mut buf).map_err(|e| StoreError::io(path, e))?;
+            let n = file
+                .read(buf.as_mut_slice())
+                .map_err(|e| StoreError::io(path, e))?;
             if n == 0 {
                 break;
             }
             size += n as u64;
-            hasher.update(&buf[..n]);
+            hasher.update(&buf.as_slice()[..n]);
         }
         let digest = hasher.finalize();
         Ok((format!("\"{}\"", hex::encode(&digest[..16])), size))
@@ -573,16 +576,19 @@ impl ObjectStore for FileStore {
             let mut input = File::open(&src).map_err(|e| StoreError::io(&src, e))?;
             let mut output = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
             let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
+            let mut buf = super::AlignedBuf::new(1 << 20);
             let mut size = 0u64;
             loop {
-                let n = input.read(&mut buf).map_err(|e| StoreError::io(&src, e))?;
+                let n = input
+                    .read(buf.as_mut_slice())
+                    .map_err(|e| StoreError::io(&src, e))?;
                 if n == 0 {
                     break;
                 }
-                hasher.update(&buf[..n]);
+                let read = &buf.as_slice()[..n];
+                hasher.update(read);
                 output
-                    .write_all(&buf[..n])
+                    .write_all(read)
                     .map_err(|e| StoreError::io(&tmp, e))?;
                 size += n as u64;
             }

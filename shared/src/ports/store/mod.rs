@@ -14,6 +14,7 @@
 //! The adapter is chosen by URL (`file://…`, `memory://…`, `s3://bucket/prefix`) with
 //! [`open_store`].
 
+mod aligned;
 mod fs;
 mod memory;
 #[cfg(feature = "s3")]
@@ -33,6 +34,7 @@ use crate::error::{BackendKind, Cause, Classify, Retry};
 
 #[cfg(any(feature = "s3", feature = "sqs", feature = "eventbridge"))]
 pub use crate::ports::aws::sdk_config;
+pub use aligned::AlignedBuf;
 pub use fs::FileStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "s3")]
