@@ -46,77 +46,18 @@ enum Slot {
         impute: f64,
         center: f64,
         scale: f64,
-        /// `1 / scale`.
-        inverse: f64,
     },
     /// Another input (a category, a boolean): feature `feature` encodes the text.
     Other { feature: usize },
 }
 
-/// A decimal as written: `±mantissa / 10^decimals`, the mantissa within 2⁵³.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Decimal {
-    mantissa: u64,
-    decimals: usize,
-    negative: bool,
-}
-
-impl Decimal {
-    /// Its value as `f64::from_str` reads it: one correctly rounded division of two exact
-    /// doubles.
-    #[inline]
-    fn value(self) -> f64 {
-        let magnitude = self.mantissa as f64 / POW10[self.decimals];
-        if self.negative { -magnitude } else { magnitude }
-    }
-
-    /// `((value - center) / scale) as f32`, bit for bit, mostly without a division (two
-    /// divisions a field were a third of the fast path's time): the value and quotient
-    /// are computed with reciprocals, and taken when the rounding to `f32` cannot tell
-    /// them from the exact ones — when both ends of an interval around them, four times
-    /// wider than their worst error, round to the same `f32`. Otherwise, with divisions.
-    ///
-    /// The error, with ε = 2⁻⁵³: the value `m · fl(10⁻ᵏ)` is within 3ε|x| of the exact
-    /// `fl(m / 10ᵏ)`; the difference with `center` adds 2ε|d| (its own rounding and the
-    /// exact one's); multiplying by `fl(1 / scale)` instead of dividing, 2ε|q| + ε|q|.
-    #[inline]
-    fn standardized(self, center: f64, scale: f64, inverse: f64) -> f32 {
-        const EPSILON: f64 = f64::EPSILON / 2.0;
-        let magnitude = self.mantissa as f64 * NEGATIVE_POW10[self.decimals];
-        let x = if self.negative { -magnitude } else { magnitude };
-        let d = x - center;
-        let q = d * inverse;
-        let error = EPSILON * ((12.0 * x.abs() + 8.0 * d.abs()) * inverse.abs() + 12.0 * q.abs());
-        let (low, high) = ((q - error) as f32, (q + error) as f32);
-        if low.to_bits() == high.to_bits() && error.is_finite() && q.is_finite() {
-            return low;
-        }
-        ((self.value() - center) / scale) as f32
-    }
-}
-
-/// What [`number`] found in a field.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Field {
-    /// Nothing: the input is missing.
-    Empty,
-    /// A decimal.
-    Number(Decimal),
-}
-
-/// Negative powers of ten, correctly rounded.
-const NEGATIVE_POW10: [f64; 23] = [
-    1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13, 1e-14,
-    1e-15, 1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22,
-];
-
-/// A number field at the start of `b` (a field and what follows it): `(field, bytes
-/// used)`, or `None` when the fast path cannot tell (the general path will).
+/// A number field at the start of `field_and_rest`: `(value, bytes used)`, `Some(None)`
+/// for an empty field, `None` when the fast path cannot tell (the general path will).
 #[inline]
-pub(crate) fn number(b: &[u8]) -> Option<(Field, usize)> {
+fn number(b: &[u8]) -> Option<(Option<f64>, usize)> {
     let mut i = 0;
     if b.first().is_none_or(|&c| c == b',') {
-        return Some((Field::Empty, 0));
+        return Some((None, 0));
     }
     let negative = b[0] == b'-';
     if negative {
@@ -151,12 +92,8 @@ pub(crate) fn number(b: &[u8]) -> Option<(Field, usize)> {
     {
         return None;
     }
-    let decimal = Decimal {
-        mantissa,
-        decimals,
-        negative,
-    };
-    Some((Field::Number(decimal), i))
+    let magnitude = mantissa as f64 / POW10[decimals];
+    Some((Some(if negative { -magnitude } else { magnitude }), i))
 }
 
 /// A partition's rows, encoded: what the scoring loop takes a block at a time.
@@ -196,7 +133,6 @@ impl<'a> FastRows<'a> {
                     impute: *impute,
                     center: *center,
                     scale: *scale,
-                    inverse: 1.0 / *scale,
                 },
                 _ => Slot::Other { feature },
             };
@@ -232,16 +168,11 @@ impl<'a> FastRows<'a> {
                     impute,
                     center,
                     scale,
-                    inverse,
                 } => {
-                    let Some((field, used)) = number(rest) else {
+                    let Some((x, used)) = number(rest) else {
                         return false;
                     };
-                    out[offset] = match field {
-                        Field::Number(x) => x.standardized(center, scale, inverse),
-                        // As the general path encodes a missing value.
-                        Field::Empty => ((impute - center) / scale) as f32,
-                    };
+                    out[offset] = ((x.unwrap_or(impute) - center) / scale) as f32;
                     used
                 }
                 Slot::Skip => memchr::memchr(b',', rest).unwrap_or(rest.len()),
@@ -420,13 +351,6 @@ pub(crate) fn score_partition(
 mod tests {
     use super::*;
 
-    fn value(b: &[u8]) -> Option<(Option<f64>, usize)> {
-        number(b).map(|(field, used)| match field {
-            Field::Empty => (None, used),
-            Field::Number(d) => (Some(d.value()), used),
-        })
-    }
-
     #[test]
     fn numbers_parse_as_from_str_does() {
         let cases = [
@@ -461,7 +385,7 @@ mod tests {
         for case in cases {
             let expected: Option<f64> = case.trim().parse::<f64>().ok();
             let expected = expected.filter(|_| !case.contains(' '));
-            match value(case.as_bytes()) {
+            match number(case.as_bytes()) {
                 Some((Some(x), used)) => {
                     let text = &case[..used];
                     assert_eq!(
@@ -477,43 +401,33 @@ mod tests {
                 None => {}
             }
         }
-        assert!(matches!(value(b""), Some((None, 0))));
-        assert!(matches!(value(b",1"), Some((None, 0))));
-        assert!(value(b"1e5").is_none(), "an exponent goes the general way");
-        assert!(value(b"9007199254740993").is_none(), "past 2^53");
-    }
-
-    /// A cheap generator of every decimal shape the fast path takes.
-    struct Shapes(u64);
-
-    impl Shapes {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        /// At most 15 digits: within 2^53 whatever they are.
-        fn decimal(&mut self) -> String {
-            let int = self.next() % 10u64.pow((self.next() % 9) as u32);
-            let decimals = (self.next() % 8) as usize;
-            let frac = self.next() % 10u64.pow(decimals as u32);
-            let sign = if self.next() % 4 == 0 { "-" } else { "" };
-            if decimals == 0 {
-                format!("{sign}{int}")
-            } else {
-                format!("{sign}{int}.{frac:0decimals$}")
-            }
-        }
+        assert!(matches!(number(b""), Some((None, 0))));
+        assert!(matches!(number(b",1"), Some((None, 0))));
+        assert!(number(b"1e5").is_none(), "an exponent goes the general way");
+        assert!(number(b"9007199254740993").is_none(), "past 2^53");
     }
 
     #[test]
     fn random_decimals_parse_bit_exactly() {
-        let mut shapes = Shapes(0x2545_f491_4f6c_dd1d);
+        // A cheap generator: every decimal shape the fast path takes.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
         for _ in 0..200_000 {
-            let text = shapes.decimal();
-            let (x, used) = value(text.as_bytes())
+            // At most 15 digits: within 2^53 whatever they are.
+            let int = next() % 10u64.pow((next() % 9) as u32);
+            let decimals = (next() % 8) as usize;
+            let frac = next() % 10u64.pow(decimals as u32);
+            let text = if decimals == 0 {
+                format!("{int}")
+            } else {
+                format!("{int}.{frac:0decimals$}")
+            };
+            let (x, used) = number(text.as_bytes())
                 .and_then(|(x, u)| x.map(|x| (x, u)))
                 .unwrap_or_else(|| panic!("{text} took the slow path"));
             assert_eq!(used, text.len());
@@ -523,74 +437,6 @@ mod tests {
                 "{text}"
             );
         }
-    }
-
-    #[test]
-    fn standardizing_without_division_is_bit_exact() {
-        let mut shapes = Shapes(0x9e37_79b9_7f4a_7c15);
-        // Centers and scales of every size, and values right at the center (where the
-        // difference cancels) and at f32 rounding boundaries.
-        let fits = [
-            (0.0, 1.0),
-            (14.127, 3.524),
-            (0.0963, 0.01406),
-            (654.89, 351.9),
-            (-3.0, 0.001),
-            (1e6, 1e-3),
-            (0.1, 3.0),
-            (12.5, 0.1),
-        ];
-        let mut divided = 0;
-        for i in 0..2_000_000u64 {
-            let (center, scale) = fits[(i % fits.len() as u64) as usize];
-            let text = if i % 97 == 0 {
-                format!("{center}")
-            } else {
-                shapes.decimal()
-            };
-            let Some((Field::Number(d), _)) = number(text.as_bytes()) else {
-                continue;
-            };
-            let exact = ((text.parse::<f64>().unwrap_or(0.0) - center) / scale) as f32;
-            let fast = d.standardized(center, scale, 1.0 / scale);
-            assert_eq!(
-                fast.to_bits(),
-                exact.to_bits(),
-                "{text} with {center}, {scale}"
-            );
-            let magnitude = d.mantissa as f64 * NEGATIVE_POW10[d.decimals];
-            let x = if d.negative { -magnitude } else { magnitude };
-            let q = (x - center) * (1.0 / scale);
-            if ((q - q * 1e-15) as f32).to_bits() != ((q + q * 1e-15) as f32).to_bits() {
-                divided += 1;
-            }
-        }
-        assert!(divided < 20_000, "the division is the rare case: {divided}");
-        // Values exactly halfway between two f32s (ties, where an error of one f64 ulp
-        // changes the rounding): the checked path must divide for them.
-        let mut ties = 0;
-        for e in -10..40 {
-            let base = 2f64.powi(e);
-            let half_ulp = 2f64.powi(e - 24);
-            for j in 0..200u32 {
-                let tie = base + f64::from(2 * j + 1) * half_ulp;
-                for (center, scale) in [(0.0, 1.0), (0.0, 0.5), (-base, 1.0)] {
-                    let text = format!("{tie}");
-                    let Some((Field::Number(d), _)) = number(text.as_bytes()) else {
-                        continue;
-                    };
-                    ties += 1;
-                    let exact = ((text.parse::<f64>().unwrap_or(0.0) - center) / scale) as f32;
-                    let fast = d.standardized(center, scale, 1.0 / scale);
-                    assert_eq!(
-                        fast.to_bits(),
-                        exact.to_bits(),
-                        "{text} with {center}, {scale}"
-                    );
-                }
-            }
-        }
-        assert!(ties > 10_000, "{ties}");
     }
 
     #[test]

@@ -43,6 +43,23 @@ impl AlignedBuf {
     }
 }
 
+/// Reads exactly `len` bytes of `reader` into a new buffer starting on a cache line,
+/// without zeroing it first (a file reads straight into the spare capacity).
+pub fn read_aligned(reader: &mut impl std::io::Read, len: usize) -> std::io::Result<Bytes> {
+    use std::io::Read;
+    let mut vec: Vec<u8> = Vec::with_capacity(len + ALIGN - 1);
+    let pad = vec.as_ptr().align_offset(ALIGN).min(ALIGN - 1);
+    vec.resize(pad, 0);
+    reader.take(len as u64).read_to_end(&mut vec)?;
+    if vec.len() - pad != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{} bytes read of {len}", vec.len() - pad),
+        ));
+    }
+    Ok(Bytes::from(vec).slice(pad..))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +75,17 @@ mod tests {
             assert_eq!(bytes.len(), len / 2);
             assert!(bytes.iter().all(|&x| x == 7));
         }
+    }
+
+    #[test]
+    fn reads_exactly_what_was_asked() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for len in [0, 1, 63, 64, 65, 4096, 100_000] {
+            let got = read_aligned(&mut &data[..], len).unwrap();
+            assert_eq!(&got[..], &data[..len]);
+            assert_eq!(got.as_ptr() as usize % ALIGN, 0, "{len}");
+        }
+        let short = read_aligned(&mut &data[..10], 11).unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }

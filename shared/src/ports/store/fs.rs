@@ -342,11 +342,9 @@ impl FileStore {
         let size = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         let (start, end) = (range.start.min(size), range.end.min(size));
         let len = end.saturating_sub(start) as usize;
-        let mut buf = super::AlignedBuf::new(len);
         file.seek(SeekFrom::Start(start))
-            .and_then(|_| file.read_exact(buf.as_mut_slice()))
-            .map_err(|e| StoreError::io(&path, e))?;
-        Ok(buf.into_bytes(len))
+            .and_then(|_| super::read_aligned(&mut file, len))
+            .map_err(|e| StoreError::io(&path, e))
     }
 
     fn hash_file(path: &Path) -> Result<(String, u64), StoreError> {

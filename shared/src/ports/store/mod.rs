@@ -34,7 +34,7 @@ use crate::error::{BackendKind, Cause, Classify, Retry};
 
 #[cfg(any(feature = "s3", feature = "sqs", feature = "eventbridge"))]
 pub use crate::ports::aws::sdk_config;
-pub use aligned::AlignedBuf;
+pub use aligned::{AlignedBuf, read_aligned};
 pub use fs::FileStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "s3")]
