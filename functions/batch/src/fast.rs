@@ -18,7 +18,7 @@ use lambdaml::features::{Encoder, RawValue};
 use lambdaml::stage::StageError;
 
 use crate::score::{BLOCK_ROWS, Scored, Scorer, record_problem, text_of};
-use crate::write::{InputColumns, Output};
+use crate::write::Output;
 
 /// Exact powers of ten as doubles.
 const POW10: [f64; 23] = [
@@ -307,15 +307,10 @@ pub(crate) fn score_partition(
         for &id in ids.iter() {
             out.push_row(id);
         }
-        if let Some(InputColumns::Text(cols)) = &mut out.inputs {
+        if let Some(inputs) = &mut out.inputs {
             for line in lines.iter() {
                 let fields: Vec<&[u8]> = line.split(|&b| b == b',').collect();
-                for (col, &c) in cols.iter_mut().zip(columns) {
-                    match std::str::from_utf8(fields.get(c).copied().unwrap_or_default()) {
-                        Ok(s) if !s.is_empty() => col.append_value(s),
-                        _ => col.append_null(),
-                    }
-                }
+                inputs.push_text(columns, |c| fields.get(c).copied().unwrap_or_default());
             }
         }
         ids.clear();

@@ -497,13 +497,8 @@ fn score_csv(
         scorer.score_block(&values, n, &describe, &mut out, &mut rejected, &mut kept)?;
         for &k in &kept {
             out.push_row(ids[k].0);
-            if let Some(InputColumns::Text(cols)) = &mut out.inputs {
-                for (col, &c) in cols.iter_mut().zip(&columns) {
-                    match std::str::from_utf8(block[k].get(c).unwrap_or_default()) {
-                        Ok(s) if !s.is_empty() => col.append_value(s),
-                        _ => col.append_null(),
-                    }
-                }
+            if let Some(inputs) = &mut out.inputs {
+                inputs.push_text(&columns, |c| block[k].get(c).unwrap_or_default());
             }
         }
     }

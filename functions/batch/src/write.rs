@@ -36,6 +36,19 @@ impl InputColumns {
     pub(crate) fn arrow(width: usize) -> Self {
         InputColumns::Arrow((0..width).map(|_| Vec::new()).collect())
     }
+
+    /// Appends one CSV row's input fields (`field(c)` for each input column `c`): the
+    /// field as read, or null when it is empty or not UTF-8.
+    pub(crate) fn push_text<'a>(&mut self, columns: &[usize], field: impl Fn(usize) -> &'a [u8]) {
+        if let InputColumns::Text(cols) = self {
+            for (col, &c) in cols.iter_mut().zip(columns) {
+                match std::str::from_utf8(field(c)) {
+                    Ok(s) if !s.is_empty() => col.append_value(s),
+                    _ => col.append_null(),
+                }
+            }
+        }
+    }
 }
 
 /// The scored rows of a partition, column by column.

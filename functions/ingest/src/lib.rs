@@ -708,19 +708,8 @@ async fn write_stream(
     Ok(size)
 }
 
-/// The size and sha256 hex of a local file, read in 1 MiB pieces.
+/// The size and sha256 hex of a local file.
 fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    // Aligned: the kernel's copy into it is several times faster (see `AlignedBuf`).
-    let mut buf = lambdaml::store::AlignedBuf::new(1 << 20);
-    let mut size = 0u64;
-    loop {
-        let n = std::io::Read::read(&mut file, buf.as_mut_slice())?;
-        if n == 0 {
-            return Ok((size, hex::encode(hasher.finalize())));
-        }
-        hasher.update(&buf.as_slice()[..n]);
-        size += n as u64;
-    }
+    let (size, digest) = lambdaml::store::sha256_file(path)?;
+    Ok((size, hex::encode(digest)))
 }

@@ -1,4 +1,4 @@
-//! Read buffers aligned to a cache line.
+//! Read buffers aligned to a cache line, and the reads and file hash that use them.
 //!
 //! The kernel copies file data out of the page cache several times faster into a buffer
 //! whose start is 64-byte aligned than into one at the 16-byte alignment `malloc` gives a
@@ -35,12 +35,6 @@ impl AlignedBuf {
     pub fn as_slice(&self) -> &[u8] {
         &self.vec[self.start..self.start + self.len]
     }
-
-    /// The first `len` bytes as [`Bytes`], without a copy.
-    pub fn into_bytes(self, len: usize) -> Bytes {
-        let end = self.start + len.min(self.len);
-        Bytes::from(self.vec).slice(self.start..end)
-    }
 }
 
 /// Reads exactly `len` bytes of `reader` into a new buffer starting on a cache line,
@@ -60,6 +54,24 @@ pub fn read_aligned(reader: &mut impl std::io::Read, len: usize) -> std::io::Res
     Ok(Bytes::from(vec).slice(pad..))
 }
 
+/// The size and SHA-256 digest of the file at `path`, read in aligned 1 MiB pieces.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<(u64, [u8; 32])> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = AlignedBuf::new(1 << 20);
+    let mut size = 0u64;
+    loop {
+        let n = file.read(buf.as_mut_slice())?;
+        if n == 0 {
+            return Ok((size, hasher.finalize().into()));
+        }
+        size += n as u64;
+        hasher.update(&buf.as_slice()[..n]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,9 +83,7 @@ mod tests {
             assert_eq!(b.as_mut_slice().as_ptr() as usize % ALIGN, 0);
             assert_eq!(b.as_slice().len(), len);
             b.as_mut_slice().fill(7);
-            let bytes = b.into_bytes(len / 2);
-            assert_eq!(bytes.len(), len / 2);
-            assert!(bytes.iter().all(|&x| x == 7));
+            assert!(b.as_slice().iter().all(|&x| x == 7));
         }
     }
 
@@ -87,5 +97,17 @@ mod tests {
         }
         let short = read_aligned(&mut &data[..10], 11).unwrap_err();
         assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn hashes_a_file_as_sha256_of_its_bytes() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let path = dir.path().join("f");
+        std::fs::write(&path, &data).unwrap();
+        let (size, digest) = sha256_file(&path).unwrap();
+        assert_eq!(size, data.len() as u64);
+        assert_eq!(digest[..], Sha256::digest(&data)[..]);
     }
 }

@@ -17,6 +17,7 @@ use tokio_util::io::ReaderStream;
 
 use super::{
     ByteStream, ListPage, Object, ObjectKey, ObjectMeta, ObjectStore, StoreError, content_etag,
+    etag_of_digest,
 };
 
 const TMP_DIR: &str = ".tmp";
@@ -252,7 +253,7 @@ impl FileStore {
         let hashed = remembered.is_none();
         let etag = match remembered {
             Some(etag) => etag,
-            None => Self::hash_file(path)?.0,
+            None => Self::hash_file(path)?,
         };
         // The file hashed may be a newer version than `identity` if it was replaced in
         // between: remember it only if the identity still holds.
@@ -347,23 +348,10 @@ impl FileStore {
             .map_err(|e| StoreError::io(&path, e))
     }
 
-    fn hash_file(path: &Path) -> Result<(String, u64), StoreError> {
-        let mut file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-        let mut hasher = Sha256::new();
-        let mut buf = super::AlignedBuf::new(1 << 20);
-        let mut size = 0u64;
-        loop {
-            let n = file
-                .read(buf.as_mut_slice())
-                .map_err(|e| StoreError::io(path, e))?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            hasher.update(&buf.as_slice()[..n]);
-        }
-        let digest = hasher.finalize();
-        Ok((format!("\"{}\"", hex::encode(&digest[..16])), size))
+    /// The content etag of the file at `path`.
+    fn hash_file(path: &Path) -> Result<String, StoreError> {
+        let (_, digest) = super::sha256_file(path).map_err(|e| StoreError::io(path, e))?;
+        Ok(etag_of_digest(&digest))
     }
 
     fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
@@ -513,12 +501,9 @@ impl ObjectStore for FileStore {
                     "adopted {} {} {} {k}",
                     identity.inode, identity.size, identity.modified_ns
                 );
-                format!(
-                    "\"{}\"",
-                    hex::encode(&Sha256::digest(name.as_bytes())[..16])
-                )
+                etag_of_digest(&Sha256::digest(name.as_bytes()))
             } else {
-                Self::hash_file(&tmp)?.0
+                Self::hash_file(&tmp)?
             };
             store
                 .commit(&k, &tmp, etag, identity.size, Condition::None)
@@ -591,7 +576,7 @@ impl ObjectStore for FileStore {
                 size += n as u64;
             }
             output.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
-            let etag = format!("\"{}\"", hex::encode(&hasher.finalize()[..16]));
+            let etag = etag_of_digest(&hasher.finalize());
             store.commit(&key, &tmp, etag, size, Condition::None)
         })
         .await

@@ -34,7 +34,7 @@ use crate::error::{BackendKind, Cause, Classify, Retry};
 
 #[cfg(any(feature = "s3", feature = "sqs", feature = "eventbridge"))]
 pub use crate::ports::aws::sdk_config;
-pub use aligned::{AlignedBuf, read_aligned};
+pub use aligned::{AlignedBuf, read_aligned, sha256_file};
 pub use fs::FileStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "s3")]
@@ -487,7 +487,12 @@ pub(crate) fn slice_range(bytes: &Bytes, range: std::ops::Range<u64>) -> Bytes {
 
 pub(crate) fn content_etag(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(bytes);
+    etag_of_digest(&Sha256::digest(bytes))
+}
+
+/// The etag lambdaml's own adapters give a SHA-256 digest: its first 16 bytes in hex,
+/// quoted as S3 quotes etags.
+pub(crate) fn etag_of_digest(digest: &[u8]) -> String {
     format!("\"{}\"", hex::encode(&digest[..16]))
 }
 
