@@ -216,12 +216,21 @@ async fn local_queue_buries_an_unreadable_message_and_clears_crash_leftovers() {
     assert_eq!(dead[0].body, "{\"id\": \"trunc");
     assert!(dead[0].reason.contains("unreadable"), "{dead:?}");
     // A crash between writing a temporary file and renaming it leaves the file behind;
-    // the next open removes it.
+    // the next open removes it once it is older than any send in progress could be, and
+    // leaves a fresh one (another process's send, which holds no lock) alone.
+    let old = std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("tmp/leftover.json"))
+        .unwrap();
+    old.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    std::fs::write(dir.path().join("tmp/sending.json"), b"being written").unwrap();
     let _reopened = LocalQueue::open(dir.path(), 5).unwrap();
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-        0
-    );
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["sending.json"]);
 }
 
 async fn sqs_queue(max_receives: u32) -> SqsQueue {

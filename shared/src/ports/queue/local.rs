@@ -3,14 +3,19 @@
 //! Each message is one JSON file in `messages/`, named by a sortable send sequence so
 //! delivery is first-in first-out among visible messages. Its file holds the body, the
 //! receive count, the time it becomes visible again, the current receipt and the last
-//! error. Every operation holds an exclusive advisory lock on `.lock` and rewrites files
+//! error. Every operation but sending holds an exclusive advisory lock on `.lock` and rewrites files
 //! by rename, so the queue survives a crash or restart of any process using it, and two
 //! processes can share it. A message received `max_receives` times without being deleted
 //! moves to `dead/` with its last error.
 //!
-//! Crash safety: each rename is followed by an fsync of the directory, so a message sent is
-//! on disk when `send` returns; temporary files a crash left behind are removed when the
-//! queue is opened (every write holds the lock while its temporary file exists). A message
+//! Crash safety: every file is synced before it is renamed into place, and the rename
+//! that adds or moves a message (send, dead-lettering) is followed by an fsync of the
+//! directory, so a message sent is on disk when `send` returns. A rename that only updates
+//! a message's delivery state (received, released, extended) is not: after a crash the
+//! message is either in its old state (visible again: delivered once more, as SQS may) or
+//! its new one, never lost. Sending holds no lock (its file name is new); temporary files
+//! a crash left behind are removed when the queue is opened, once they are older than any
+//! write in progress could be. A message
 //! file that cannot be parsed (truncated by a full disk, edited by hand) does not stop the
 //! queue: it is moved to `dead/` with its raw bytes as the body and the parse error as the
 //! reason.
@@ -42,6 +47,9 @@ struct Entry {
     last_error: Option<String>,
 }
 
+/// How old a temporary file must be before opening the queue removes it as a crash's leftover.
+const STALE_TMP: Duration = Duration::from_secs(600);
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -65,13 +73,22 @@ impl LocalQueue {
         Ok(queue)
     }
 
-    /// Removes temporary files a crash left behind. Only called under the lock, which every
-    /// writer holds from creating its temporary file to renaming it.
+    /// Removes temporary files a crash left behind: those older than [`STALE_TMP`] (a
+    /// sender writes its temporary file without the lock, and renames it within
+    /// milliseconds).
     fn clear_tmp(&self) -> Result<(), QueueError> {
         let tmp = self.dir.join("tmp");
         let entries = fs::read_dir(&tmp).map_err(|e| QueueError::io(&tmp, e))?;
         for entry in entries.flatten() {
-            let _ = fs::remove_file(entry.path());
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age >= STALE_TMP);
+            if stale {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         Ok(())
     }
@@ -91,7 +108,15 @@ impl LocalQueue {
         out
     }
 
+    /// Writes `entry` to `path` (synced, then renamed into place) and syncs the directory.
     fn write_entry(&self, path: &Path, entry: &Entry) -> Result<(), QueueError> {
+        self.replace_entry(path, entry)?;
+        sync_dir(path)
+    }
+
+    /// Writes `entry` to `path`, synced, then renamed into place; the rename itself is not
+    /// made durable (for updates whose loss leaves the message in its previous state).
+    fn replace_entry(&self, path: &Path, entry: &Entry) -> Result<(), QueueError> {
         let tmp = self
             .dir
             .join("tmp")
@@ -104,8 +129,7 @@ impl LocalQueue {
         file.write_all(&bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| QueueError::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| QueueError::io(path, e))?;
-        sync_dir(path)
+        fs::rename(&tmp, path).map_err(|e| QueueError::io(path, e))
     }
 
     /// Reads an entry; a file that exists but cannot be parsed is moved to `dead/` (raw
@@ -206,7 +230,7 @@ impl LocalQueue {
             receipt: None,
             last_error: None,
         };
-        self.locked(|| self.write_entry(&path, &entry))?;
+        self.write_entry(&path, &entry)?;
         Ok(id)
     }
 
@@ -240,7 +264,7 @@ impl LocalQueue {
                 entry.visible_at_ms = now + visibility.as_millis() as u64;
                 let token = uuid::Uuid::new_v4().simple().to_string();
                 entry.receipt = Some(token.clone());
-                self.write_entry(&path, &entry)?;
+                self.replace_entry(&path, &entry)?;
                 let file = path
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
@@ -319,7 +343,7 @@ impl Queue for LocalQueue {
                     entry.last_error = Some(error);
                     entry.visible_at_ms = now_ms() + delay.as_millis() as u64;
                     entry.receipt = None;
-                    q.write_entry(&path, &entry)
+                    q.replace_entry(&path, &entry)
                 }
             })
         })
@@ -333,7 +357,7 @@ impl Queue for LocalQueue {
                 None => Err(QueueError::StaleReceipt(receipt.clone())),
                 Some((path, mut entry)) => {
                     entry.visible_at_ms = now_ms() + timeout.as_millis() as u64;
-                    q.write_entry(&path, &entry)
+                    q.replace_entry(&path, &entry)
                 }
             })
         })
