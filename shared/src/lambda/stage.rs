@@ -171,6 +171,19 @@ pub fn deadline() -> Option<std::time::Instant> {
     DEADLINE.try_with(|d| *d).ok()
 }
 
+tokio::task_local! {
+    static SLOT: std::cell::RefCell<Option<tokio::sync::OwnedSemaphorePermit>>;
+}
+
+/// Frees the current message's worker slot of [`drain`] before the handler returns: a
+/// handler calls it once its CPU-bound work is done and only writing is left (a batch
+/// partition's output and manifest, fsyncs mostly), so the runner can start the next
+/// message meanwhile; the message itself is still settled only when the handler returns.
+/// Outside `drain` (a Lambda invocation) it does nothing.
+pub fn release_slot() {
+    let _ = SLOT.try_with(|slot| slot.borrow_mut().take());
+}
+
 /// A stage's message handler, as the runners hold it (`dyn`): implemented for every
 /// [`Handler`]; its `handle` refuses a message addressed to another stage.
 #[async_trait]
@@ -508,27 +521,78 @@ pub async fn drain(
             } else {
                 1
             };
-            // Batch partitions are taken `workers` at a time, so that several runners sharing
-            // the queue share its partitions; other stages take up to ten.
-            let take = if handler.stage() == Stage::Batch {
-                workers
-            } else {
-                10
-            };
-            let received = queue.receive(take, options.visibility).await?;
-            let got = !received.is_empty();
-            progressed |= got;
-            let mut handled = futures::stream::iter(received)
-                .map(|message| handle_received(queue.as_ref(), handler.as_ref(), message, options))
-                .buffer_unordered(workers);
-            while let Some(handled) = handled.next().await {
-                let handled = handled?;
-                on_handled(&handled);
-                report.push(handled);
-                if report.len() >= options.max_messages {
-                    return Ok(report);
+            let got = if handler.stage().fans_out() {
+                // Partitions stream through `workers` slots: a slot that frees takes the next
+                // message at once (waiting for a whole round would leave a core idle behind
+                // the slowest partition), and only one message is received per free slot, so
+                // that several runners sharing the queue share its partitions. A handler may
+                // free its slot before it returns ([`release_slot`]: its writing overlaps the
+                // next message's work), so up to twice `workers` messages are in flight. The
+                // queue is drained before the next stage is looked at: the other queues'
+                // polls between two partitions cost milliseconds.
+                let slots = Arc::new(tokio::sync::Semaphore::new(workers));
+                let most = 2 * workers;
+                let mut got = false;
+                let mut empty = false;
+                let mut in_flight = futures::stream::FuturesUnordered::new();
+                loop {
+                    while !empty && in_flight.len() < most {
+                        let Ok(permit) = slots.clone().try_acquire_owned() else {
+                            break;
+                        };
+                        let Some(message) = queue
+                            .receive(1, options.visibility)
+                            .await?
+                            .into_iter()
+                            .next()
+                        else {
+                            empty = true;
+                            break;
+                        };
+                        got = true;
+                        in_flight.push(SLOT.scope(
+                            std::cell::RefCell::new(Some(permit)),
+                            handle_received(queue.as_ref(), handler.as_ref(), message, options),
+                        ));
+                    }
+                    if in_flight.is_empty() {
+                        break;
+                    }
+                    let admit = !empty && in_flight.len() < most;
+                    tokio::select! {
+                        handled = in_flight.next() => {
+                            let Some(handled) = handled else {
+                                break;
+                            };
+                            // What it handled may have sent more (a job its partitions).
+                            empty = false;
+                            let handled = handled?;
+                            on_handled(&handled);
+                            report.push(handled);
+                            if report.len() >= options.max_messages {
+                                return Ok(report);
+                            }
+                        }
+                        // A handler freed its slot: go and take the next message.
+                        permit = slots.clone().acquire_owned(), if admit => drop(permit),
+                    }
                 }
-            }
+                got
+            } else {
+                let received = queue.receive(10, options.visibility).await?;
+                let got = !received.is_empty();
+                for message in received {
+                    let handled =
+                        handle_received(queue.as_ref(), handler.as_ref(), message, options).await?;
+                    on_handled(&handled);
+                    report.push(handled);
+                    if report.len() >= options.max_messages {
+                        return Ok(report);
+                    }
+                }
+                got
+            };
+            progressed |= got;
             // Whether messages wait matters only when no queue gave any (then the loop
             // sleeps or ends); counting them reads every message of a local queue, which
             // cost a batch worker milliseconds between partitions.
@@ -737,5 +801,90 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// The first partition frees its slot (its "writing" is left), then waits until the
+    /// second has started: with one worker slot that happens only through
+    /// [`release_slot`]. Both messages are still unsettled while they overlap.
+    struct Overlapping {
+        release: bool,
+        seen: std::sync::atomic::AtomicUsize,
+        second: tokio::sync::Notify,
+        queue: Arc<dyn crate::queue::Queue>,
+    }
+
+    #[async_trait]
+    impl StageHandler for Overlapping {
+        fn stage(&self) -> Stage {
+            Stage::Batch
+        }
+        async fn handle(&self, _: Message) -> Result<serde_json::Value, StageError> {
+            let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n == 0 {
+                if self.release {
+                    release_slot();
+                }
+                self.second.notified().await;
+                Ok(serde_json::json!({"first": true}))
+            } else {
+                let stats = self.queue.stats().await.map_err(StageError::transient)?;
+                self.second.notify_one();
+                Ok(serde_json::json!({"in_flight": stats.in_flight}))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_takes_the_next_message_before_the_first_is_settled() {
+        for release in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let queues = crate::queue::open_queues(&format!("file://{}", dir.path().display()), 5)
+                .await
+                .unwrap();
+            let queue = queues.get(Stage::Batch).await.unwrap();
+            for partition in 0..2 {
+                let body = Message::new(
+                    "batch-j",
+                    Some("m".to_string()),
+                    StageMessage::BatchPartition(crate::message::BatchPartitionRequest {
+                        model: "m".to_string(),
+                        job: "j".to_string(),
+                        partition,
+                    }),
+                )
+                .to_body();
+                queue.send(&body).await.unwrap();
+            }
+            let handler: Arc<dyn StageHandler> = Arc::new(Overlapping {
+                release,
+                seen: Default::default(),
+                second: tokio::sync::Notify::new(),
+                queue: queue.clone(),
+            });
+            let options = DrainOptions {
+                workers: 1,
+                ..DrainOptions::default()
+            };
+            let drained = tokio::time::timeout(
+                Duration::from_secs(3),
+                drain(&queues, &[handler], &options, &|_| {}),
+            )
+            .await;
+            if release {
+                let handled = drained.expect("the second message started").unwrap();
+                assert_eq!(handled.len(), 2);
+                assert!(handled.iter().all(|h| h.outcome == "ok"), "{handled:?}");
+                // The second saw both in flight: the first was not deleted early.
+                assert_eq!(handled[0].detail["in_flight"], 2, "{handled:?}");
+                assert_eq!(handled[1].detail["first"], true);
+                let stats = queue.stats().await.unwrap();
+                assert_eq!((stats.visible, stats.in_flight), (0, 0));
+            } else {
+                assert!(
+                    drained.is_err(),
+                    "one slot, never freed: one message at a time"
+                );
+            }
+        }
     }
 }
