@@ -32,6 +32,22 @@ pub(crate) async fn finished_parts(
         .collect())
 }
 
+/// Whether one of the last partitions has no manifest yet: messages go out in partition
+/// order, so until a job's end one of its last partitions is usually unscored, and a few
+/// existence checks answer what a listing of every output would (a listing stats hundreds
+/// of files, or pages through them on S3, after every partition). `false` means: list.
+async fn last_parts_pending(batch: &Batch, plan: &Plan) -> Result<bool, StageError> {
+    const PROBES: usize = 4;
+    for index in (0..plan.partitions.len()).rev().take(PROBES) {
+        let key = layout::batch_part_manifest(&plan.model, &plan.job, index)
+            .map_err(StageError::invalid)?;
+        if !batch.store.exists(&key).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 async fn part_manifests(
     batch: &Batch,
     plan: &Plan,
@@ -64,6 +80,9 @@ pub(crate) async fn maybe_finish(
 ) -> Result<Option<JobStatus>, StageError> {
     if let Some(m) = batch.job_manifest(&plan.model, &plan.job).await? {
         return Ok(Some(m.status));
+    }
+    if last_parts_pending(batch, plan).await? {
+        return Ok(None);
     }
     let done = finished_parts(batch, plan).await?;
     if done.len() < plan.partitions.len() {
