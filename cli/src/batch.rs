@@ -315,9 +315,10 @@ async fn run_job(ctx: &Ctx, request: BatchJobRequest, no_wait: bool) -> Result<(
         let mut out = render_status(s);
         if s.status == Some(JobStatus::Succeeded) && elapsed > 0.0 {
             out.push_str(&format!(
-                "  {:.0} rows/s here ({} workers, {elapsed:.1} s)\n",
+                "  {:.0} rows/s here ({} workers, {})\n",
                 s.rows_out as f64 / elapsed,
-                ctx.workers
+                ctx.workers,
+                seconds(elapsed)
             ));
         }
         out
@@ -591,7 +592,16 @@ fn render_status(p: &JobProgress) -> String {
         s.push_str(&format!("    {n} × {reason}\n"));
     }
     if let Some(w) = p.wall_seconds {
-        s.push_str(&format!("  wall time: {w:.1} s\n"));
+        s.push_str(&format!("  wall time: {}\n", seconds(w)));
     }
     s
+}
+
+/// A duration for people: milliseconds under a second (a small job's 0.03 s is not "0.0 s").
+fn seconds(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else {
+        format!("{s:.1} s")
+    }
 }
