@@ -32,8 +32,8 @@ pub(crate) async fn finished_parts(
         .collect())
 }
 
-/// Whether one of the last partitions has no manifest yet: messages go out in partition
-/// order, so until a job's end one of its last partitions is usually unscored, and a few
+/// Whether one of the last partitions has no manifest yet: messages go out in about
+/// partition order, so until a job's end one of its last partitions is usually unscored, and a few
 /// existence checks answer what a listing of every output would (a listing stats hundreds
 /// of files, or pages through them on S3, after every partition). `false` means: list.
 async fn last_parts_pending(batch: &Batch, plan: &Plan) -> Result<bool, StageError> {

@@ -300,8 +300,9 @@ pub(crate) async fn score_partition(
     })
     .await??;
     let score_seconds = clock.elapsed().as_secs_f64();
-    // What is left is mostly waiting for the disk (the output's and the manifest's fsyncs):
-    // a local runner may start its next partition meanwhile.
+    // What is left is writing: encoding the Parquet (a few ms) and waiting for the disk (the
+    // output's and the manifest's fsyncs). A local runner may start its next partition
+    // meanwhile.
     lambdaml::stage::release_slot();
     let clock = Instant::now();
     let written = crate::write::write_partition(batch, &plan, &scorer, &part, scored).await?;

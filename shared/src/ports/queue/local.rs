@@ -80,12 +80,13 @@ impl LocalQueue {
         let tmp = self.dir.join("tmp");
         let entries = fs::read_dir(&tmp).map_err(|e| QueueError::io(&tmp, e))?;
         for entry in entries.flatten() {
+            // An age that cannot be read (a clock stepped back) may be a send in progress.
             let stale = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age >= STALE_TMP);
+                .is_some_and(|age| age >= STALE_TMP);
             if stale {
                 let _ = fs::remove_file(entry.path());
             }
