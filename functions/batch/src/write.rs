@@ -97,8 +97,23 @@ impl Output {
         self.rows.push(row);
     }
 
-    fn batch(self, scorer: &Scorer, input_names: &[String]) -> Result<RecordBatch, String> {
+    /// The output's columns, and how to write them: row ids and scores are (nearly) all
+    /// distinct, so a dictionary for them is work thrown away when the writer falls back
+    /// to plain pages; row ids are a run of consecutive integers (delta encoding stores
+    /// them in a few bytes, no compression needed) and scores are random doubles (snappy
+    /// only spends time on them). One partition is one row group: statistics per column
+    /// chunk, not per page.
+    fn batch(
+        self,
+        scorer: &Scorer,
+        input_names: &[String],
+    ) -> Result<(RecordBatch, WriterProperties), String> {
         let n = self.rows.len();
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_column_encoding(ColumnPath::from("row"), Encoding::DELTA_BINARY_PACKED);
+        let mut plain = vec!["row".to_string()];
         let mut fields = vec![
             Field::new("file", arrow_schema::DataType::Utf8, false),
             Field::new("row", arrow_schema::DataType::UInt64, false),
@@ -121,6 +136,7 @@ impl Output {
                     self.labels.iter().map(|&l| classes[l as usize].as_str()),
                 )));
                 for (c, class) in classes.iter().enumerate() {
+                    plain.push(format!("p_{class}"));
                     fields.push(Field::new(
                         format!("p_{class}"),
                         arrow_schema::DataType::Float64,
@@ -131,6 +147,7 @@ impl Output {
                 }
             }
             None => {
+                plain.push("prediction".to_string());
                 fields.push(Field::new(
                     "prediction",
                     arrow_schema::DataType::Float64,
@@ -175,7 +192,15 @@ impl Output {
             }
             None => {}
         }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+        for name in plain {
+            let column = ColumnPath::from(name);
+            props = props
+                .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_compression(column, Compression::UNCOMPRESSED);
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| e.to_string())?;
+        Ok((batch, props.build()))
     }
 }
 
@@ -204,31 +229,7 @@ pub(crate) async fn write_partition(
     let scorer2 = scorer.clone();
     let out = scored.output;
     let parquet = run_blocking("writing a batch partition's output", move || {
-        let batch = out.batch(&scorer2, &input_names)?;
-        // Row ids and scores are (nearly) all distinct: a dictionary for them is work
-        // thrown away when the writer falls back to plain pages. Row ids are a run of
-        // consecutive integers (delta encoding stores them in a few bytes, no compression
-        // needed) and scores are random doubles (snappy only spends time on them). One
-        // partition is one row group: statistics per column chunk, not per page.
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_statistics_enabled(EnabledStatistics::Chunk);
-        for field in batch.schema().fields() {
-            let scores = matches!(field.data_type(), arrow_schema::DataType::Float64)
-                && (field.name() == "prediction" || field.name().starts_with("p_"));
-            let rows = matches!(field.data_type(), arrow_schema::DataType::UInt64)
-                && field.name() == "row";
-            let column = ColumnPath::from(field.name().as_str());
-            if rows {
-                props = props.set_column_encoding(column.clone(), Encoding::DELTA_BINARY_PACKED);
-            }
-            if rows || scores {
-                props = props
-                    .set_column_dictionary_enabled(column.clone(), false)
-                    .set_column_compression(column, Compression::UNCOMPRESSED);
-            }
-        }
-        let props = props.build();
+        let (batch, props) = out.batch(&scorer2, &input_names)?;
         let mut bytes = Vec::new();
         let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))
             .map_err(|e| e.to_string())?;

@@ -512,99 +512,25 @@ pub async fn drain(
     options: &DrainOptions,
     on_handled: &(dyn Fn(&Handled) + Sync),
 ) -> Result<Vec<Handled>, QueueError> {
-    use futures::StreamExt;
     let mut report = Vec::new();
     loop {
         let mut progressed = false;
         let mut waiting = false;
         for handler in handlers {
             let queue = queues.get(handler.stage()).await?;
-            let workers = if handler.stage().fans_out() {
-                options.workers.max(1)
-            } else {
-                1
-            };
             let got = if handler.stage().fans_out() {
-                // Partitions stream through `workers` slots: a slot that frees takes the next
-                // message at once (waiting for a whole round would leave a core idle behind
-                // the slowest partition), and only one message is received per free slot, so
-                // that several runners sharing the queue share its partitions. A handler may
-                // free its slot before it returns ([`release_slot`]: its writing overlaps the
-                // next message's work), so up to twice `workers` messages are in flight. The
-                // queue is drained before the next stage is looked at: the other queues'
-                // polls between two partitions cost milliseconds.
-                let slots = Arc::new(tokio::sync::Semaphore::new(workers));
-                let most = 2 * workers;
-                let mut got = false;
-                let mut empty = false;
-                // A queue error or the message limit stops the taking, not the messages
-                // already taken: cancelling them would leave them invisible until their
-                // visibility timeout, some with their output half written.
-                let mut failed: Option<QueueError> = None;
-                let mut enough = false;
-                let mut in_flight = futures::stream::FuturesUnordered::new();
-                loop {
-                    let taking = failed.is_none() && !enough && !empty;
-                    let free = slots
-                        .available_permits()
-                        .min(most - in_flight.len())
-                        .min(10);
-                    if taking && free > 0 {
-                        match queue.receive(free, options.visibility).await {
-                            Ok(received) => {
-                                empty = received.is_empty();
-                                got |= !empty;
-                                for message in received {
-                                    // `free` permits were available and only this task
-                                    // takes them.
-                                    let permit = slots.clone().try_acquire_owned().ok();
-                                    in_flight.push(SLOT.scope(
-                                        std::cell::RefCell::new(permit),
-                                        handle_received(
-                                            queue.as_ref(),
-                                            handler.as_ref(),
-                                            message,
-                                            options,
-                                        ),
-                                    ));
-                                }
-                            }
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                    if in_flight.is_empty() {
-                        break;
-                    }
-                    let admit = failed.is_none() && !enough && !empty && in_flight.len() < most;
-                    tokio::select! {
-                        handled = in_flight.next() => {
-                            let Some(handled) = handled else {
-                                break;
-                            };
-                            // What it handled may have sent more (a job its partitions).
-                            empty = false;
-                            match handled {
-                                Ok(handled) => {
-                                    on_handled(&handled);
-                                    report.push(handled);
-                                    enough |= report.len() >= options.max_messages;
-                                }
-                                Err(e) => {
-                                    failed.get_or_insert(e);
-                                }
-                            }
-                        }
-                        // A handler freed its slot: go and take the next message.
-                        permit = slots.clone().acquire_owned(), if admit => drop(permit),
-                    }
+                match drain_fan_out(
+                    queue.as_ref(),
+                    handler.as_ref(),
+                    options,
+                    on_handled,
+                    &mut report,
+                )
+                .await?
+                {
+                    FanOut::Enough => return Ok(report),
+                    FanOut::Drained { got } => got,
                 }
-                if let Some(e) = failed {
-                    return Err(e);
-                }
-                if enough {
-                    return Ok(report);
-                }
-                got
             } else {
                 let received = queue.receive(10, options.visibility).await?;
                 let got = !received.is_empty();
@@ -637,6 +563,94 @@ pub async fn drain(
             // Only delayed retries remain: wait for them to become visible.
             tokio::time::sleep(options.retry_delay.min(Duration::from_millis(100))).await;
         }
+    }
+}
+
+/// How [`drain_fan_out`] ended.
+enum FanOut {
+    /// The queue gave nothing more; `got` says whether it gave anything.
+    Drained { got: bool },
+    /// `max_messages` were handled.
+    Enough,
+}
+
+/// Drains one fan-out stage's queue (see [`drain`]). Messages stream through
+/// `options.workers` slots: a slot that frees takes the next message at once (waiting for a
+/// whole round would leave a core idle behind the slowest partition), and only as many are
+/// received as there are free slots, so that several runners sharing the queue share its
+/// partitions. A handler may free its slot before it returns ([`release_slot`]: its writing
+/// overlaps the next message's work), so up to twice `workers` messages are in flight. A
+/// queue error or the message limit stops the taking, not the messages already taken:
+/// cancelling them would leave them invisible until their visibility timeout, some with
+/// their output half written.
+async fn drain_fan_out(
+    queue: &dyn Queue,
+    handler: &dyn StageHandler,
+    options: &DrainOptions,
+    on_handled: &(dyn Fn(&Handled) + Sync),
+    report: &mut Vec<Handled>,
+) -> Result<FanOut, QueueError> {
+    use futures::StreamExt;
+    let workers = options.workers.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(workers));
+    let most = 2 * workers;
+    let mut got = false;
+    let mut empty = false;
+    let mut failed: Option<QueueError> = None;
+    let mut enough = false;
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    loop {
+        let free = slots
+            .available_permits()
+            .min(most - in_flight.len())
+            .min(10);
+        if failed.is_none() && !enough && !empty && free > 0 {
+            match queue.receive(free, options.visibility).await {
+                Ok(received) => {
+                    empty = received.is_empty();
+                    got |= !empty;
+                    for message in received {
+                        // `free` permits were available and only this task takes them.
+                        let permit = slots.clone().try_acquire_owned().ok();
+                        in_flight.push(SLOT.scope(
+                            std::cell::RefCell::new(permit),
+                            handle_received(queue, handler, message, options),
+                        ));
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        if in_flight.is_empty() {
+            break;
+        }
+        let admit = failed.is_none() && !enough && !empty && in_flight.len() < most;
+        tokio::select! {
+            handled = in_flight.next() => {
+                let Some(handled) = handled else {
+                    break;
+                };
+                // What it handled may have sent more (a job its partitions).
+                empty = false;
+                match handled {
+                    Ok(handled) => {
+                        on_handled(&handled);
+                        report.push(handled);
+                        enough |= report.len() >= options.max_messages;
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            // A handler freed its slot: go and take the next message.
+            permit = slots.clone().acquire_owned(), if admit => drop(permit),
+        }
+    }
+    match (failed, enough) {
+        (Some(e), _) => Err(e),
+        (None, true) => Ok(FanOut::Enough),
+        (None, false) => Ok(FanOut::Drained { got }),
     }
 }
 
