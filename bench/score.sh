@@ -24,7 +24,7 @@ if [ "${PIN:-0}" = 1 ]; then
   TAG=" (pinned)"
 fi
 mkdir -p "$OUT"
-command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+command -v wrk >/dev/null || infra/apt-install.sh "the load generator of bench/score.sh" wrk
 if ! "$VENV/bin/python" -c "import sklearn, pandas, fastapi, uvicorn, joblib" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet numpy pandas scikit-learn fastapi "uvicorn[standard]" joblib

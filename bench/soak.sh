@@ -15,7 +15,7 @@ OUT=bench/out
 SOAK="${SOAK:-600}"
 CONNECTIONS=32
 mkdir -p "$OUT"
-command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+command -v wrk >/dev/null || infra/apt-install.sh "the load generator of bench/soak.sh" wrk
 if [ -z "${BIN:-}" ]; then
   cargo build --release -p lambdaml-cli
   BIN=target/release/lambdaml
