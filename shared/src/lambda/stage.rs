@@ -602,7 +602,7 @@ async fn drain_fan_out(
     loop {
         let free = slots
             .available_permits()
-            .min(most - in_flight.len())
+            .min(most.saturating_sub(in_flight.len()))
             .min(10);
         if failed.is_none() && !enough && !empty && free > 0 {
             match queue.receive(free, options.visibility).await {

@@ -3,9 +3,9 @@
 //! Each message is one JSON file in `messages/`, named by a sortable send sequence so
 //! delivery is first-in first-out among visible messages. Its file holds the body, the
 //! receive count, the time it becomes visible again, the current receipt and the last
-//! error. Every operation but sending holds an exclusive advisory lock on `.lock` and rewrites files
-//! by rename, so the queue survives a crash or restart of any process using it, and two
-//! processes can share it. A message received `max_receives` times without being deleted
+//! error. Every operation but sending holds an exclusive advisory lock on `.lock`, and
+//! every write goes through a temporary file renamed into place, so the queue survives a
+//! crash or restart of any process using it, and two processes can share it. A message received `max_receives` times without being deleted
 //! moves to `dead/` with its last error.
 //!
 //! Crash safety: every file is synced before it is renamed into place, and the rename
